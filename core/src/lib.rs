@@ -1,0 +1,26 @@
+//! ckd-core: plain data shared by the ckd trainer and the edge runtime.
+//!
+//! Everything both sides must agree on lives here, so training and serving cannot drift apart:
+//! the label space ([`labels`]), ICD-9 mappings ([`icd`]), visits and samples and their text
+//! rendering ([`visit`]), knowledge clauses ([`knowledge`]), the CKD-EHR JSONL format
+//! ([`jsonl`]), the binary sample file ([`format`]) and evaluation metrics ([`metrics`]).
+//!
+//! No ML dependencies; builds `no_std` with `alloc` when the default `std` feature is off.
+//! No function here reads or writes files: callers pass bytes and slices.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+pub mod format;
+pub mod icd;
+pub mod jsonl;
+pub mod knowledge;
+pub mod labels;
+pub mod metrics;
+pub mod split;
+pub mod tables;
+pub mod visit;
+
+pub use labels::{Label, LabelSet, LabelSpace, NUM_LABELS, PHENOTYPES};
+pub use visit::{Coded, Sample, Visit};
