@@ -198,7 +198,7 @@ mod tests {
         // Aspirin given in all 6: n_without = 0 < min_support -> excluded.
         let chf: LabelSet = LabelSet::from_labels([8]);
         let none = LabelSet::EMPTY;
-        let pairs = vec![
+        let pairs = [
             (v(&["4280"], &["Furosemide", "Aspirin"]), none),
             (v(&["4280"], &["Furosemide", "Aspirin"]), none),
             (v(&["4280"], &["Furosemide", "Aspirin"]), chf),
