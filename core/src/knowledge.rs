@@ -170,8 +170,7 @@ impl KnowledgeTable {
             .iter()
             .filter_map(|d| {
                 let ds = self.drugs.get(d as usize)?;
-                (!ds.is_empty())
-                    .then(|| Clause { phenotype: d, drugs: ds.iter().map(|e| e.drug.clone()).collect() })
+                (!ds.is_empty()).then(|| Clause { phenotype: d, drugs: ds.iter().map(|e| e.drug.clone()).collect() })
             })
             .collect()
     }

@@ -39,11 +39,7 @@ pub const PHENOTYPES: [Phenotype; NUM_LABELS] = [
     ph!("Acute myocardial infarction", "Acute myocardial infarction", false),
     ph!("Cardiac dysrhythmias", "Cardiac dysrhythmias", true),
     ph!("Chronic kidney disease", "Chronic kidney disease", true),
-    ph!(
-        "Chronic obstructive pulmonary disease and bronchiectasis",
-        "Chronic obstructive pulmonary disease",
-        true
-    ),
+    ph!("Chronic obstructive pulmonary disease and bronchiectasis", "Chronic obstructive pulmonary disease", true),
     ph!(
         "Complications of surgical procedures or medical care",
         "Complications of surgical procedures or medical care",
@@ -51,40 +47,20 @@ pub const PHENOTYPES: [Phenotype; NUM_LABELS] = [
     ),
     ph!("Conduction disorders", "Conduction disorders", true),
     ph!("Congestive heart failure; nonhypertensive", "Congestive heart failure", false),
-    ph!(
-        "Coronary atherosclerosis and other heart disease",
-        "Coronary atherosclerosis and other heart disease",
-        true
-    ),
+    ph!("Coronary atherosclerosis and other heart disease", "Coronary atherosclerosis and other heart disease", true),
     ph!("Diabetes mellitus with complications", "Diabetes mellitus with complications", true),
     ph!("Diabetes mellitus without complication", "Diabetes mellitus without complication", true),
     ph!("Disorders of lipid metabolism", "Disorders of lipid metabolism", true),
     ph!("Essential hypertension", "Essential hypertension", true),
     ph!("Fluid and electrolyte disorders", "Fluid and electrolyte disorders", false),
     ph!("Gastrointestinal hemorrhage", "Gastrointestinal hemorrhage", false),
-    ph!(
-        "Hypertension with complications and secondary hypertension",
-        "Hypertension with complications",
-        true
-    ),
+    ph!("Hypertension with complications and secondary hypertension", "Hypertension with complications", true),
     ph!("Other liver diseases", "Other liver diseases", false),
     ph!("Other lower respiratory disease", "Other lower respiratory disease", false),
     ph!("Other upper respiratory disease", "Other upper respiratory disease", false),
-    ph!(
-        "Pleurisy; pneumothorax; pulmonary collapse",
-        "Pleurisy; pneumothorax; pulmonary collapse",
-        false
-    ),
-    ph!(
-        "Pneumonia (except that caused by tuberculosis or sexually transmitted disease)",
-        "Pneumonia",
-        false
-    ),
-    ph!(
-        "Respiratory failure; insufficiency; arrest (adult)",
-        "Respiratory failure; insufficiency; arrest",
-        false
-    ),
+    ph!("Pleurisy; pneumothorax; pulmonary collapse", "Pleurisy; pneumothorax; pulmonary collapse", false),
+    ph!("Pneumonia (except that caused by tuberculosis or sexually transmitted disease)", "Pneumonia", false),
+    ph!("Respiratory failure; insufficiency; arrest (adult)", "Respiratory failure; insufficiency; arrest", false),
     ph!("Septicemia (except in labor)", "Septicemia", false),
     ph!("Shock", "Shock", false),
 ];

@@ -144,43 +144,27 @@ fn validate(probs: &[f32], targets: &[u8], n_labels: usize) -> Result<usize, Met
         return Err(MetricsError::ZeroLabels);
     }
     if !probs.len().is_multiple_of(n_labels) {
-        return Err(MetricsError::ProbsNotMultiple {
-            len: probs.len(),
-            n_labels,
-        });
+        return Err(MetricsError::ProbsNotMultiple { len: probs.len(), n_labels });
     }
     if targets.len() != probs.len() {
-        return Err(MetricsError::TargetsLength {
-            expected: probs.len(),
-            got: targets.len(),
-        });
+        return Err(MetricsError::TargetsLength { expected: probs.len(), got: targets.len() });
     }
     let n = probs.len() / n_labels;
     if n == 0 {
         return Err(MetricsError::NoSamples);
     }
     if let Some(index) = probs.iter().position(|p| p.is_nan()) {
-        return Err(MetricsError::NanProbability {
-            index,
-            sample: index / n_labels,
-            label: index % n_labels,
-        });
+        return Err(MetricsError::NanProbability { index, sample: index / n_labels, label: index % n_labels });
     }
     if let Some(index) = targets.iter().position(|&t| t > 1) {
-        return Err(MetricsError::InvalidTarget {
-            index,
-            value: targets[index],
-        });
+        return Err(MetricsError::InvalidTarget { index, value: targets[index] });
     }
     Ok(n)
 }
 
 fn validate_thresholds(thresholds: &[f32], n_labels: usize) -> Result<(), MetricsError> {
     if thresholds.len() != n_labels {
-        return Err(MetricsError::ThresholdsLength {
-            expected: n_labels,
-            got: thresholds.len(),
-        });
+        return Err(MetricsError::ThresholdsLength { expected: n_labels, got: thresholds.len() });
     }
     if let Some(label) = thresholds.iter().position(|t| t.is_nan()) {
         return Err(MetricsError::NanThreshold { label });
@@ -221,13 +205,7 @@ fn mean_defined(values: &[Option<f64>]) -> (Option<f64>, usize) {
 
 /// The (score, target) pairs of column `label`.
 fn column(probs: &[f32], targets: &[u8], n_labels: usize, label: usize) -> Vec<(f32, u8)> {
-    probs
-        .iter()
-        .zip(targets.iter())
-        .skip(label)
-        .step_by(n_labels)
-        .map(|(&p, &t)| (p, t))
-        .collect()
+    probs.iter().zip(targets.iter()).skip(label).step_by(n_labels).map(|(&p, &t)| (p, t)).collect()
 }
 
 /// Sorts by decreasing score. Scores are not NaN (validated), so `partial_cmp` is total up to
@@ -274,11 +252,7 @@ fn rank_metrics_sorted(sorted: &[(f32, u8)]) -> (Option<f64>, Option<f64>) {
             ap += (gp as f64 / n_pos as f64) * (tp as f64 / (tp + fp) as f64);
         }
     }
-    let auc = if n_neg == 0 {
-        None
-    } else {
-        Some(u2 as f64 / (2.0 * n_pos as f64 * n_neg as f64))
-    };
+    let auc = if n_neg == 0 { None } else { Some(u2 as f64 / (2.0 * n_pos as f64 * n_neg as f64)) };
     (auc, Some(ap))
 }
 
@@ -299,10 +273,7 @@ pub fn targets_from_label_sets(labels: &[LabelSet]) -> Vec<u8> {
 fn check_label_set_shape(probs: &[f32], labels: &[LabelSet]) -> Result<(), MetricsError> {
     let expected = labels.len() * NUM_LABELS;
     if probs.len() != expected {
-        return Err(MetricsError::ProbsLength {
-            expected,
-            got: probs.len(),
-        });
+        return Err(MetricsError::ProbsLength { expected, got: probs.len() });
     }
     Ok(())
 }
@@ -342,10 +313,7 @@ impl Confusion {
 
     /// `2TP / (2TP + FP + FN)`, 0 when there are neither true nor predicted positives.
     pub fn f1(&self) -> f64 {
-        ratio(
-            2 * self.true_pos,
-            2 * self.true_pos + self.false_pos + self.false_neg,
-        )
+        ratio(2 * self.true_pos, 2 * self.true_pos + self.false_pos + self.false_neg)
     }
 
     /// `TN / (TN + FP)` (true-negative rate), 0 when there are no negative targets.
@@ -371,10 +339,7 @@ pub fn confusion_matrices(
     validate(probs, targets, n_labels)?;
     validate_thresholds(thresholds, n_labels)?;
     let mut out = alloc::vec![Confusion::default(); n_labels];
-    for (prow, trow) in probs
-        .chunks_exact(n_labels)
-        .zip(targets.chunks_exact(n_labels))
-    {
+    for (prow, trow) in probs.chunks_exact(n_labels).zip(targets.chunks_exact(n_labels)) {
         for (((&p, &t), &th), c) in prow.iter().zip(trow).zip(thresholds).zip(out.iter_mut()) {
             match (p >= th, t == 1) {
                 (true, true) => c.true_pos += 1,
@@ -438,33 +403,20 @@ pub struct PrfReport {
 fn prf_from_confusions(cms: &[Confusion]) -> PrfReport {
     let per_label: Vec<LabelPrf> = cms
         .iter()
-        .map(|c| LabelPrf {
-            precision: c.precision(),
-            recall: c.recall(),
-            f1: c.f1(),
-            support: c.support(),
-        })
+        .map(|c| LabelPrf { precision: c.precision(), recall: c.recall(), f1: c.f1(), support: c.support() })
         .collect();
     let mut total = Confusion::default();
     for c in cms {
         total.add(c);
     }
-    let micro = Prf {
-        precision: total.precision(),
-        recall: total.recall(),
-        f1: total.f1(),
-    };
+    let micro = Prf { precision: total.precision(), recall: total.recall(), f1: total.f1() };
     let l = per_label.len().max(1) as f64;
     let macro_avg = Prf {
         precision: per_label.iter().map(|x| x.precision).sum::<f64>() / l,
         recall: per_label.iter().map(|x| x.recall).sum::<f64>() / l,
         f1: per_label.iter().map(|x| x.f1).sum::<f64>() / l,
     };
-    PrfReport {
-        per_label,
-        micro,
-        macro_avg,
-    }
+    PrfReport { per_label, micro, macro_avg }
 }
 
 /// Per-label, micro and macro precision, recall and F1 at per-label thresholds (see the module
@@ -499,12 +451,7 @@ pub struct AveragedScore {
 impl AveragedScore {
     fn from_parts(per_label: Vec<Option<f64>>, micro: Option<f64>) -> Self {
         let (macro_avg, n_defined) = mean_defined(&per_label);
-        AveragedScore {
-            per_label,
-            macro_avg,
-            n_defined,
-            micro,
-        }
+        AveragedScore { per_label, macro_avg, n_defined, micro }
     }
 }
 
@@ -522,30 +469,19 @@ fn rank_metrics(probs: &[f32], targets: &[u8], n_labels: usize) -> (AveragedScor
     let mut all: Vec<(f32, u8)> = probs.iter().copied().zip(targets.iter().copied()).collect();
     sort_desc(&mut all);
     let (micro_auc, micro_ap) = rank_metrics_sorted(&all);
-    (
-        AveragedScore::from_parts(aucs, micro_auc),
-        AveragedScore::from_parts(aps, micro_ap),
-    )
+    (AveragedScore::from_parts(aucs, micro_auc), AveragedScore::from_parts(aps, micro_ap))
 }
 
 /// ROC-AUC per label (Mann–Whitney, ties 1/2), macro over the labels with both classes
 /// present, and micro over the flattened pairs. Scores need not be probabilities.
-pub fn roc_auc(
-    probs: &[f32],
-    targets: &[u8],
-    n_labels: usize,
-) -> Result<AveragedScore, MetricsError> {
+pub fn roc_auc(probs: &[f32], targets: &[u8], n_labels: usize) -> Result<AveragedScore, MetricsError> {
     validate(probs, targets, n_labels)?;
     Ok(rank_metrics(probs, targets, n_labels).0)
 }
 
 /// Average precision (AUPR, scikit-learn's `average_precision_score`) per label, macro over
 /// the labels with at least one positive, and micro over the flattened pairs.
-pub fn average_precision(
-    probs: &[f32],
-    targets: &[u8],
-    n_labels: usize,
-) -> Result<AveragedScore, MetricsError> {
+pub fn average_precision(probs: &[f32], targets: &[u8], n_labels: usize) -> Result<AveragedScore, MetricsError> {
     validate(probs, targets, n_labels)?;
     Ok(rank_metrics(probs, targets, n_labels).1)
 }
@@ -553,26 +489,15 @@ pub fn average_precision(
 /// ROC-AUC of a single label: `None` when `targets` are all 0 or all 1.
 pub fn binary_roc_auc(scores: &[f32], targets: &[u8]) -> Result<Option<f64>, MetricsError> {
     validate(scores, targets, 1)?;
-    let mut col: Vec<(f32, u8)> = scores
-        .iter()
-        .copied()
-        .zip(targets.iter().copied())
-        .collect();
+    let mut col: Vec<(f32, u8)> = scores.iter().copied().zip(targets.iter().copied()).collect();
     sort_desc(&mut col);
     Ok(rank_metrics_sorted(&col).0)
 }
 
 /// Average precision of a single label: `None` when there is no positive target.
-pub fn binary_average_precision(
-    scores: &[f32],
-    targets: &[u8],
-) -> Result<Option<f64>, MetricsError> {
+pub fn binary_average_precision(scores: &[f32], targets: &[u8]) -> Result<Option<f64>, MetricsError> {
     validate(scores, targets, 1)?;
-    let mut col: Vec<(f32, u8)> = scores
-        .iter()
-        .copied()
-        .zip(targets.iter().copied())
-        .collect();
+    let mut col: Vec<(f32, u8)> = scores.iter().copied().zip(targets.iter().copied()).collect();
     sort_desc(&mut col);
     Ok(rank_metrics_sorted(&col).1)
 }
@@ -595,11 +520,7 @@ pub fn paper_binary_auc(
     validate_thresholds(thresholds, n_labels)?;
     let binary: Vec<f32> = probs
         .chunks_exact(n_labels)
-        .flat_map(|row| {
-            row.iter()
-                .zip(thresholds)
-                .map(|(&p, &t)| if p >= t { 1.0 } else { 0.0 })
-        })
+        .flat_map(|row| row.iter().zip(thresholds).map(|(&p, &t)| if p >= t { 1.0 } else { 0.0 }))
         .collect();
     Ok(rank_metrics(&binary, targets, n_labels).0)
 }
@@ -635,21 +556,13 @@ pub struct Calibration {
 /// Calibration over all `N·L` (sample, label) entries with `n_bins` equal-width bins on
 /// `[0, 1]`. Entry `p` goes to bin `floor(p · n_bins)` (computed in `f64`), and `p == 1.0` to
 /// the last bin. Every probability must lie in `[0, 1]`.
-pub fn calibration(
-    probs: &[f32],
-    targets: &[u8],
-    n_labels: usize,
-    n_bins: usize,
-) -> Result<Calibration, MetricsError> {
+pub fn calibration(probs: &[f32], targets: &[u8], n_labels: usize, n_bins: usize) -> Result<Calibration, MetricsError> {
     validate(probs, targets, n_labels)?;
     if n_bins == 0 {
         return Err(MetricsError::ZeroBins);
     }
     if let Some(index) = probs.iter().position(|&p| !(0.0..=1.0).contains(&p)) {
-        return Err(MetricsError::ProbabilityOutOfRange {
-            index,
-            value: probs[index],
-        });
+        return Err(MetricsError::ProbabilityOutOfRange { index, value: probs[index] });
     }
     let mut sum_p = alloc::vec![0.0f64; n_bins];
     let mut sum_y = alloc::vec![0u64; n_bins];
@@ -706,11 +619,7 @@ pub fn expected_calibration_error(
 /// fractions of integers). Among candidates with equal F1 the one closest to 0.5 wins, and
 /// among those equally close, the larger. A label with no positive target gets
 /// [`DEFAULT_THRESHOLD`] (0.5). Deterministic.
-pub fn tune_thresholds(
-    probs: &[f32],
-    targets: &[u8],
-    n_labels: usize,
-) -> Result<Vec<f32>, MetricsError> {
+pub fn tune_thresholds(probs: &[f32], targets: &[u8], n_labels: usize) -> Result<Vec<f32>, MetricsError> {
     validate(probs, targets, n_labels)?;
     let mut out = Vec::with_capacity(n_labels);
     for l in 0..n_labels {
@@ -751,10 +660,7 @@ pub fn tune_thresholds(
 }
 
 /// [`tune_thresholds`] for targets given as label sets (`L = NUM_LABELS`).
-pub fn tune_thresholds_label_sets(
-    probs: &[f32],
-    labels: &[LabelSet],
-) -> Result<Vec<f32>, MetricsError> {
+pub fn tune_thresholds_label_sets(probs: &[f32], labels: &[LabelSet]) -> Result<Vec<f32>, MetricsError> {
     check_label_set_shape(probs, labels)?;
     tune_thresholds(probs, &targets_from_label_sets(labels), NUM_LABELS)
 }
@@ -888,13 +794,7 @@ pub fn evaluate_label_sets(
     ece_bins: usize,
 ) -> Result<Report, MetricsError> {
     check_label_set_shape(probs, labels)?;
-    evaluate(
-        probs,
-        &targets_from_label_sets(labels),
-        NUM_LABELS,
-        thresholds,
-        ece_bins,
-    )
+    evaluate(probs, &targets_from_label_sets(labels), NUM_LABELS, thresholds, ece_bins)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -921,10 +821,7 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next_u32(&mut self) -> u32 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (self.0 >> 33) as u32
         }
         /// A value on the grid {0, 0.01, ..., 1} (so ties happen).
@@ -970,9 +867,7 @@ mod tests {
         let (mut ap, mut prev_r) = (0.0, 0.0);
         for t in ts {
             let sel = s.iter().zip(y).filter(|(&p, _)| p >= t);
-            let (n_sel, tp) = sel.fold((0usize, 0usize), |(n, tp), (_, &yy)| {
-                (n + 1, tp + yy as usize)
-            });
+            let (n_sel, tp) = sel.fold((0usize, 0usize), |(n, tp), (_, &yy)| (n + 1, tp + yy as usize));
             let r = tp as f64 / n_pos as f64;
             ap += (r - prev_r) * (tp as f64 / n_sel as f64);
             prev_r = r;
@@ -999,30 +894,14 @@ mod tests {
 
     #[test]
     fn ties_count_half() {
-        assert_close(
-            binary_roc_auc(&[0.5, 0.5], &[0, 1]).unwrap().unwrap(),
-            0.5,
-            EPS,
-        );
+        assert_close(binary_roc_auc(&[0.5, 0.5], &[0, 1]).unwrap().unwrap(), 0.5, EPS);
         // One threshold, R = 1, P = 1/2.
-        assert_close(
-            binary_average_precision(&[0.5, 0.5], &[0, 1])
-                .unwrap()
-                .unwrap(),
-            0.5,
-            EPS,
-        );
+        assert_close(binary_average_precision(&[0.5, 0.5], &[0, 1]).unwrap().unwrap(), 0.5, EPS);
         // Partial tie: pos {0.7, 0.5}, neg {0.5, 0.2}: pairs 1 + 1 + 0.5 + 1 = 3.5 of 4.
-        let auc = binary_roc_auc(&[0.7, 0.5, 0.5, 0.2], &[1, 1, 0, 0])
-            .unwrap()
-            .unwrap();
+        let auc = binary_roc_auc(&[0.7, 0.5, 0.5, 0.2], &[1, 1, 0, 0]).unwrap().unwrap();
         assert_close(auc, 3.5 / 4.0, EPS);
         // -0.0 and 0.0 are the same score.
-        assert_close(
-            binary_roc_auc(&[-0.0, 0.0], &[1, 0]).unwrap().unwrap(),
-            0.5,
-            EPS,
-        );
+        assert_close(binary_roc_auc(&[-0.0, 0.0], &[1, 0]).unwrap().unwrap(), 0.5, EPS);
     }
 
     /// 3 samples × 2 labels, thresholds [0.5, 0.75].
@@ -1059,30 +938,14 @@ mod tests {
         assert_close(r.macro_avg.f1, 7.0 / 12.0, EPS);
         assert_close(hamming_accuracy(&P3, &T3, 2, &TH3).unwrap(), 0.5, EPS);
         let cms = confusion_matrices(&P3, &T3, 2, &TH3).unwrap();
-        assert_eq!(
-            cms[1],
-            Confusion {
-                true_pos: 1,
-                false_pos: 0,
-                false_neg: 1,
-                true_neg: 1
-            }
-        );
+        assert_eq!(cms[1], Confusion { true_pos: 1, false_pos: 0, false_neg: 1, true_neg: 1 });
     }
 
     #[test]
     fn threshold_is_inclusive() {
         // p == t is predicted positive.
         let c = confusion_matrices(&[0.5, 0.49], &[1, 0], 1, &[0.5]).unwrap();
-        assert_eq!(
-            c[0],
-            Confusion {
-                true_pos: 1,
-                false_pos: 0,
-                false_neg: 0,
-                true_neg: 1
-            }
-        );
+        assert_eq!(c[0], Confusion { true_pos: 1, false_pos: 0, false_neg: 0, true_neg: 1 });
     }
 
     #[test]
@@ -1094,22 +957,8 @@ mod tests {
         for l in r.per_label {
             assert_eq!((l.precision, l.recall, l.f1, l.support), (0.0, 0.0, 0.0, 0));
         }
-        assert_eq!(
-            r.micro,
-            Prf {
-                precision: 0.0,
-                recall: 0.0,
-                f1: 0.0
-            }
-        );
-        assert_eq!(
-            r.macro_avg,
-            Prf {
-                precision: 0.0,
-                recall: 0.0,
-                f1: 0.0
-            }
-        );
+        assert_eq!(r.micro, Prf { precision: 0.0, recall: 0.0, f1: 0.0 });
+        assert_eq!(r.macro_avg, Prf { precision: 0.0, recall: 0.0, f1: 0.0 });
         // Macro averages over all labels, including one without support:
         // label 0 perfect (P=R=F1=1), label 1 no support and nothing predicted (0) → macro .5.
         let r = precision_recall_f1(&[0.9, 0.1, 0.1, 0.1], &[1, 0, 0, 0], 2, &[0.5, 0.5]).unwrap();
@@ -1208,15 +1057,9 @@ mod tests {
         let (n, l) = (150, 3);
         let probs: Vec<f32> = (0..n * l).map(|_| rng.grid()).collect();
         let targets: Vec<u8> = (0..n * l).map(|_| rng.bit(40)).collect();
-        let cube: Vec<f32> = probs
-            .iter()
-            .map(|&p| (p as f64 * p as f64 * p as f64) as f32)
-            .collect();
+        let cube: Vec<f32> = probs.iter().map(|&p| (p as f64 * p as f64 * p as f64) as f32).collect();
         // Sigmoid-like increasing map onto (0, 1), and an affine map leaving [0, 1].
-        let squash: Vec<f32> = probs
-            .iter()
-            .map(|&p| (p as f64 / (p as f64 + 0.3)) as f32)
-            .collect();
+        let squash: Vec<f32> = probs.iter().map(|&p| (p as f64 / (p as f64 + 0.3)) as f32).collect();
         let affine: Vec<f32> = probs.iter().map(|&p| 3.0 * p - 7.0).collect();
         let base_auc = roc_auc(&probs, &targets, l).unwrap();
         let base_ap = average_precision(&probs, &targets, l).unwrap();
@@ -1305,10 +1148,7 @@ mod tests {
             let mut best = 0.0f64;
             for k in 0..=102 {
                 th[label] = k as f32 / 100.0;
-                let f1 = precision_recall_f1(&probs, &targets, l, &th)
-                    .unwrap()
-                    .per_label[label]
-                    .f1;
+                let f1 = precision_recall_f1(&probs, &targets, l, &th).unwrap().per_label[label].f1;
                 best = best.max(f1);
             }
             assert!(best > 0.0);
@@ -1336,38 +1176,18 @@ mod tests {
         let ap = average_precision(&probs, &targets, l).unwrap();
         assert_eq!(r.n_samples, n);
         assert_eq!(r.n_labels, l);
-        assert_eq!(
-            r.hamming_accuracy,
-            hamming_accuracy(&probs, &targets, l, &th).unwrap()
-        );
+        assert_eq!(r.hamming_accuracy, hamming_accuracy(&probs, &targets, l, &th).unwrap());
         assert_eq!(
             (r.micro_precision, r.micro_recall, r.micro_f1),
             (prf.micro.precision, prf.micro.recall, prf.micro.f1)
         );
         assert_eq!(r.macro_f1, prf.macro_avg.f1);
-        assert_eq!(
-            (r.micro_auc, r.macro_auc, r.n_auc_defined),
-            (auc.micro, auc.macro_avg, 2)
-        );
-        assert_eq!(
-            (r.micro_aupr, r.macro_aupr, r.n_aupr_defined),
-            (ap.micro, ap.macro_avg, 2)
-        );
-        assert_eq!(
-            r.ece,
-            expected_calibration_error(&probs, &targets, l, 10).unwrap()
-        );
+        assert_eq!((r.micro_auc, r.macro_auc, r.n_auc_defined), (auc.micro, auc.macro_avg, 2));
+        assert_eq!((r.micro_aupr, r.macro_aupr, r.n_aupr_defined), (ap.micro, ap.macro_avg, 2));
+        assert_eq!(r.ece, expected_calibration_error(&probs, &targets, l, 10).unwrap());
         assert_eq!(r.calibration.len(), 10);
-        assert_eq!(
-            r.calibration.iter().map(|b| b.count).sum::<u64>(),
-            (n * l) as u64
-        );
-        assert_eq!(
-            r.paper_binary_auc,
-            paper_binary_auc(&probs, &targets, l, &th)
-                .unwrap()
-                .macro_avg
-        );
+        assert_eq!(r.calibration.iter().map(|b| b.count).sum::<u64>(), (n * l) as u64);
+        assert_eq!(r.paper_binary_auc, paper_binary_auc(&probs, &targets, l, &th).unwrap().macro_avg);
         assert_eq!(r.per_label.len(), l);
         assert_eq!(r.per_label[2].auc, None);
         assert_eq!(r.per_label[1].threshold, 0.5);
@@ -1405,10 +1225,7 @@ mod tests {
         assert_eq!(tuned[1], DEFAULT_THRESHOLD);
         assert_eq!(
             evaluate_label_sets(&probs[1..], &labels, &th, 10),
-            Err(MetricsError::ProbsLength {
-                expected: 2 * NUM_LABELS,
-                got: 2 * NUM_LABELS - 1
-            })
+            Err(MetricsError::ProbsLength { expected: 2 * NUM_LABELS, got: 2 * NUM_LABELS - 1 })
         );
     }
 
@@ -1419,27 +1236,14 @@ mod tests {
         let th = [0.5f32, 0.5];
         assert_eq!(
             roc_auc(&[0.1, 0.2, 0.3], &[0, 1, 0], 2),
-            Err(MetricsError::ProbsNotMultiple {
-                len: 3,
-                n_labels: 2
-            })
+            Err(MetricsError::ProbsNotMultiple { len: 3, n_labels: 2 })
         );
-        assert_eq!(
-            roc_auc(&[0.1, 0.2], &[0, 1, 0], 2),
-            Err(MetricsError::TargetsLength {
-                expected: 2,
-                got: 3
-            })
-        );
+        assert_eq!(roc_auc(&[0.1, 0.2], &[0, 1, 0], 2), Err(MetricsError::TargetsLength { expected: 2, got: 3 }));
         assert_eq!(roc_auc(&[0.1], &[0], 0), Err(MetricsError::ZeroLabels));
         assert_eq!(roc_auc(&[], &[], 2), Err(MetricsError::NoSamples));
         assert_eq!(
             average_precision(&[0.1, 0.2, f32::NAN, 0.4], &[0, 1, 0, 1], 2),
-            Err(MetricsError::NanProbability {
-                index: 2,
-                sample: 1,
-                label: 0
-            })
+            Err(MetricsError::NanProbability { index: 2, sample: 1, label: 0 })
         );
         assert_eq!(
             precision_recall_f1(&[0.1, 0.2], &[0, 2], 2, &th),
@@ -1447,40 +1251,24 @@ mod tests {
         );
         assert_eq!(
             hamming_accuracy(&[0.1, 0.2], &[0, 1], 2, &[0.5]),
-            Err(MetricsError::ThresholdsLength {
-                expected: 2,
-                got: 1
-            })
+            Err(MetricsError::ThresholdsLength { expected: 2, got: 1 })
         );
         assert_eq!(
             paper_binary_auc(&[0.1, 0.2], &[0, 1], 2, &[0.5, f32::NAN]),
             Err(MetricsError::NanThreshold { label: 1 })
         );
-        assert_eq!(
-            calibration(&[0.1, 0.2], &[0, 1], 2, 0),
-            Err(MetricsError::ZeroBins)
-        );
+        assert_eq!(calibration(&[0.1, 0.2], &[0, 1], 2, 0), Err(MetricsError::ZeroBins));
         assert_eq!(
             calibration(&[0.1, 1.5], &[0, 1], 2, 10),
-            Err(MetricsError::ProbabilityOutOfRange {
-                index: 1,
-                value: 1.5
-            })
+            Err(MetricsError::ProbabilityOutOfRange { index: 1, value: 1.5 })
         );
         assert_eq!(
             evaluate(&[0.1, -0.2], &[0, 1], 2, &th, 10),
-            Err(MetricsError::ProbabilityOutOfRange {
-                index: 1,
-                value: -0.2
-            })
+            Err(MetricsError::ProbabilityOutOfRange { index: 1, value: -0.2 })
         );
         assert_eq!(
             tune_thresholds(&[f32::NAN], &[1], 1),
-            Err(MetricsError::NanProbability {
-                index: 0,
-                sample: 0,
-                label: 0
-            })
+            Err(MetricsError::NanProbability { index: 0, sample: 0, label: 0 })
         );
         assert!(binary_roc_auc(&[0.1, 0.2], &[1]).is_err());
         assert!(binary_average_precision(&[f32::NAN], &[1]).is_err());
