@@ -1,0 +1,645 @@
+//! Ingest: MIMIC-III CSVs or CKD-EHR JSONL -> next-visit samples.
+//!
+//! MIMIC-III: admissions are ordered by `(ADMITTIME, HADM_ID)` within `SUBJECT_ID`; each
+//! consecutive pair `(i, i+1)` gives one sample whose input is visit `i` and whose labels are the
+//! benchmark phenotypes of visit `i+1`'s diagnosis codes. Diagnoses are rendered as ICD-9
+//! three-digit category titles, medications as `PRESCRIPTIONS.DRUG` deduplicated in first-seen
+//! order, procedures as `D_ICD_PROCEDURES.SHORT_TITLE`.
+//!
+//! Tables are streamed row by row (`.csv` or `.csv.gz`, header names in any case), so the full
+//! MIMIC-III fits in memory easily: only per-admission code lists and interned drug names are
+//! kept. A malformed row is an error naming file, line and column; with `lenient` it is
+//! skipped and counted. Every row read is accounted for in [`TableStats`] as used or skipped
+//! with a reason.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use ckd_core::format::{hex, SampleFile};
+use ckd_core::icd;
+use ckd_core::jsonl;
+use ckd_core::knowledge::{KnowledgeConfig, KnowledgeTable};
+use ckd_core::split::SplitConfig;
+use ckd_core::visit::{self, Coded, RawRecord, Sample, Split, Visit};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::io::{find_table, open_maybe_gz, pretty_json};
+
+/// Error of an ingest run.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// A required table is missing from the directory.
+    #[error("{dir}: table {table} not found (looked for {table}.csv, {table}.csv.gz and lower-case names)")]
+    MissingTable {
+        /// Directory searched.
+        dir: PathBuf,
+        /// Table name.
+        table: &'static str,
+    },
+    /// A required column is missing from a table's header.
+    #[error("{file}: header has no column {column}")]
+    MissingColumn {
+        /// File.
+        file: PathBuf,
+        /// Column name.
+        column: &'static str,
+    },
+    /// A malformed row (use `--lenient` to skip and count such rows).
+    #[error("{file}:{line}: column {column}: {msg}")]
+    Row {
+        /// File.
+        file: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// Column name (or `-` when the row as a whole is malformed).
+        column: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A malformed JSONL line.
+    #[error("{file}: {source}")]
+    Jsonl {
+        /// File.
+        file: PathBuf,
+        /// The error, with its line number.
+        source: jsonl::JsonlError,
+    },
+    /// A binary file is not a valid sample file.
+    #[error("{file}: {source}")]
+    Format {
+        /// File.
+        file: PathBuf,
+        /// What is wrong.
+        source: ckd_core::format::FormatError,
+    },
+    /// Reading failed.
+    #[error("{file}: {source}")]
+    Io {
+        /// File.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Settings of an ingest run.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct IngestConfig {
+    /// Skip and count malformed rows instead of failing.
+    pub lenient: bool,
+    /// Patient-level split.
+    pub split: SplitConfig,
+    /// Knowledge clauses (`None` turns them off, for ablations).
+    pub knowledge: Option<KnowledgeConfig>,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { lenient: false, split: SplitConfig::default(), knowledge: Some(KnowledgeConfig::default()) }
+    }
+}
+
+/// Per-table accounting: every row read is either used or skipped for a named reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TableStats {
+    /// Data rows read (header excluded).
+    pub rows_read: u64,
+    /// Rows that contributed to the output.
+    pub rows_used: u64,
+    /// Skipped rows by reason.
+    pub skipped: BTreeMap<&'static str, u64>,
+}
+
+impl TableStats {
+    fn skip(&mut self, why: &'static str) {
+        *self.skipped.entry(why).or_default() += 1;
+    }
+}
+
+/// Summary of an ingest run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IngestSummary {
+    /// Accounting per input table (or the JSONL file).
+    pub tables: BTreeMap<String, TableStats>,
+    /// Admissions (MIMIC) or records (JSONL).
+    pub admissions: u64,
+    /// Patients.
+    pub patients: u64,
+    /// Samples per split.
+    pub samples: BTreeMap<&'static str, u64>,
+    /// Admissions that had no diagnosis rows (kept: their label set is empty).
+    pub admissions_without_diagnoses: u64,
+    /// Diagnosis codes whose three-digit category has no title in the ICD-9 table (rendered
+    /// with the code's SHORT_TITLE from D_ICD_DIAGNOSES, or the code itself).
+    pub diagnoses_without_category_title: u64,
+    /// Procedure codes missing from D_ICD_PROCEDURES (rendered as the code itself).
+    pub procedures_without_title: u64,
+}
+
+/// Progress callback: `(table, rows read so far)`, called every 65,536 rows and at the end.
+pub type Progress<'a> = &'a mut dyn FnMut(&str, u64);
+
+const PROGRESS_EVERY: u64 = 1 << 16;
+const MAX_COLS: usize = 4;
+
+/// A CSV table opened for streaming with its column indices resolved.
+struct Table {
+    path: PathBuf,
+    reader: csv::Reader<Box<dyn Read>>,
+    cols: Vec<usize>,
+    names: &'static [&'static str],
+}
+
+impl Table {
+    fn open(dir: &Path, table: &'static str, names: &'static [&'static str]) -> Result<Self, IngestError> {
+        debug_assert!(names.len() <= MAX_COLS);
+        let path = find_table(dir, table).ok_or_else(|| IngestError::MissingTable { dir: dir.to_path_buf(), table })?;
+        let rd = open_maybe_gz(&path).map_err(|source| IngestError::Io { file: path.clone(), source })?;
+        let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(rd);
+        let header = reader.byte_headers().map_err(|e| csv_err(&path, e))?.clone();
+        let mut cols = Vec::with_capacity(names.len());
+        for &n in names {
+            let i = header
+                .iter()
+                .position(|h| h.trim_ascii().eq_ignore_ascii_case(n.as_bytes()))
+                .ok_or(IngestError::MissingColumn { file: path.clone(), column: n })?;
+            cols.push(i);
+        }
+        Ok(Table { path, reader, cols, names })
+    }
+
+    /// Streams rows; `f(fields, line)` gets the selected columns in `names` order. A row with a
+    /// wrong field count or bad UTF-8 is reported through `on_bad`.
+    fn for_each(
+        &mut self,
+        stats: &mut TableStats,
+        lenient: bool,
+        progress: &mut dyn FnMut(&str, u64),
+        label: &str,
+        mut f: impl FnMut(&[&str], u64, &mut TableStats) -> Result<(), IngestError>,
+    ) -> Result<(), IngestError> {
+        let mut rec = csv::ByteRecord::new();
+        let n = self.cols.len();
+        loop {
+            let ok = match self.reader.read_byte_record(&mut rec) {
+                Ok(ok) => ok,
+                Err(e) => {
+                    // Structural CSV error (wrong field count, bad quoting): the row is unusable.
+                    stats.rows_read += 1;
+                    if lenient && !matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                        stats.skip("malformed row");
+                        continue;
+                    }
+                    return Err(csv_err(&self.path, e));
+                }
+            };
+            if !ok {
+                break;
+            }
+            stats.rows_read += 1;
+            if stats.rows_read.is_multiple_of(PROGRESS_EVERY) {
+                progress(label, stats.rows_read);
+            }
+            let line = rec.position().map_or(0, |p| p.line());
+            // At most MAX_COLS selected columns per table; no allocation per row.
+            let mut fields: [&str; MAX_COLS] = [""; MAX_COLS];
+            let mut bad: Option<usize> = None;
+            for (k, &c) in self.cols.iter().enumerate() {
+                match rec.get(c).map(std::str::from_utf8) {
+                    Some(Ok(s)) => fields[k] = s.trim(),
+                    _ => {
+                        bad = Some(k);
+                        break;
+                    }
+                }
+            }
+            if let Some(k) = bad {
+                if lenient {
+                    stats.skip("malformed row");
+                    continue;
+                }
+                return Err(IngestError::Row {
+                    file: self.path.clone(),
+                    line,
+                    column: self.names[k].into(),
+                    msg: "missing field or invalid UTF-8".into(),
+                });
+            }
+            match f(&fields[..n], line, stats) {
+                Ok(()) => {}
+                Err(IngestError::Row { .. }) if lenient => stats.skip("malformed row"),
+                Err(e) => return Err(e),
+            }
+        }
+        progress(label, stats.rows_read);
+        Ok(())
+    }
+}
+
+fn csv_err(path: &Path, e: csv::Error) -> IngestError {
+    let line = e.position().map_or(0, |p| p.line());
+    match e.into_kind() {
+        csv::ErrorKind::Io(source) => IngestError::Io { file: path.to_path_buf(), source },
+        csv::ErrorKind::UnequalLengths { expected_len, len, pos } => IngestError::Row {
+            file: path.to_path_buf(),
+            line: pos.map_or(line, |p| p.line()),
+            column: "-".into(),
+            msg: format!("row has {len} fields, header has {expected_len}"),
+        },
+        other => IngestError::Row { file: path.to_path_buf(), line, column: "-".into(), msg: format!("{other:?}") },
+    }
+}
+
+fn parse_id(file: &Path, line: u64, column: &str, s: &str) -> Result<u64, IngestError> {
+    s.parse::<u64>().map_err(|_| IngestError::Row {
+        file: file.to_path_buf(),
+        line,
+        column: column.into(),
+        msg: format!("expected a non-negative integer, found {s:?}"),
+    })
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (MIMIC's layout). Lexicographic order is then chronological.
+fn valid_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 19
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b' ',
+            13 | 16 => *c == b':',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+struct Admission {
+    subject: u64,
+    time: String,
+    dx: Vec<(u32, String)>,
+    px: Vec<(u32, String)>,
+    meds: Vec<u32>,
+}
+
+/// The output of an ingest: samples plus accounting.
+pub struct Ingested {
+    /// Samples and provenance, ready to be written as `samples.bin`.
+    pub file: SampleFile,
+    /// Accounting.
+    pub summary: IngestSummary,
+}
+
+/// Reads a MIMIC-III directory into samples. Reads ADMISSIONS, DIAGNOSES_ICD, PRESCRIPTIONS,
+/// PROCEDURES_ICD, D_ICD_DIAGNOSES and D_ICD_PROCEDURES.
+pub fn ingest_mimic(dir: &Path, cfg: &IngestConfig, progress: Progress<'_>) -> Result<Ingested, IngestError> {
+    let mut summary = IngestSummary::default();
+    let mut hasher = Sha256::new();
+    let lenient = cfg.lenient;
+
+    // Dictionaries first: they are small.
+    let mut dx_titles: HashMap<String, String> = HashMap::new();
+    {
+        let mut t = Table::open(dir, "D_ICD_DIAGNOSES", &["ICD9_CODE", "SHORT_TITLE"])?;
+        hash_file(&mut hasher, &t.path)?;
+        let mut st = TableStats::default();
+        t.for_each(&mut st, lenient, progress, "D_ICD_DIAGNOSES", |f, _, st| {
+            match icd::normalize(f[0]) {
+                Some(c) => {
+                    dx_titles.insert(c, f[1].to_string());
+                    st.rows_used += 1;
+                }
+                None => st.skip("empty code"),
+            }
+            Ok(())
+        })?;
+        summary.tables.insert("D_ICD_DIAGNOSES".into(), st);
+    }
+    let mut px_titles: HashMap<String, String> = HashMap::new();
+    {
+        let mut t = Table::open(dir, "D_ICD_PROCEDURES", &["ICD9_CODE", "SHORT_TITLE"])?;
+        hash_file(&mut hasher, &t.path)?;
+        let mut st = TableStats::default();
+        t.for_each(&mut st, lenient, progress, "D_ICD_PROCEDURES", |f, _, st| {
+            match icd::normalize(f[0]) {
+                Some(c) => {
+                    px_titles.insert(c, f[1].to_string());
+                    st.rows_used += 1;
+                }
+                None => st.skip("empty code"),
+            }
+            Ok(())
+        })?;
+        summary.tables.insert("D_ICD_PROCEDURES".into(), st);
+    }
+
+    let mut adm: HashMap<u64, Admission> = HashMap::new();
+    {
+        let mut t = Table::open(dir, "ADMISSIONS", &["SUBJECT_ID", "HADM_ID", "ADMITTIME"])?;
+        hash_file(&mut hasher, &t.path)?;
+        let path = t.path.clone();
+        let mut st = TableStats::default();
+        t.for_each(&mut st, lenient, progress, "ADMISSIONS", |f, line, st| {
+            let subject = parse_id(&path, line, "SUBJECT_ID", f[0])?;
+            let hadm = parse_id(&path, line, "HADM_ID", f[1])?;
+            if !valid_time(f[2]) {
+                return Err(IngestError::Row {
+                    file: path.clone(),
+                    line,
+                    column: "ADMITTIME".into(),
+                    msg: format!("expected YYYY-MM-DD HH:MM:SS, found {:?}", f[2]),
+                });
+            }
+            if adm.contains_key(&hadm) {
+                st.skip("duplicate HADM_ID");
+                return Ok(());
+            }
+            adm.insert(
+                hadm,
+                Admission { subject, time: f[2].to_string(), dx: Vec::new(), px: Vec::new(), meds: Vec::new() },
+            );
+            st.rows_used += 1;
+            Ok(())
+        })?;
+        summary.tables.insert("ADMISSIONS".into(), st);
+    }
+
+    for (table, is_dx) in [("DIAGNOSES_ICD", true), ("PROCEDURES_ICD", false)] {
+        let mut t = Table::open(dir, table, &["HADM_ID", "SEQ_NUM", "ICD9_CODE"])?;
+        hash_file(&mut hasher, &t.path)?;
+        let path = t.path.clone();
+        let mut st = TableStats::default();
+        t.for_each(&mut st, lenient, progress, table, |f, line, st| {
+            let hadm = parse_id(&path, line, "HADM_ID", f[0])?;
+            // SEQ_NUM is empty for some MIMIC rows; those sort last.
+            let seq = if f[1].is_empty() { u32::MAX } else { parse_id(&path, line, "SEQ_NUM", f[1])? as u32 };
+            let Some(code) = icd::normalize(f[2]) else {
+                st.skip("empty code");
+                return Ok(());
+            };
+            let Some(a) = adm.get_mut(&hadm) else {
+                st.skip("unknown HADM_ID");
+                return Ok(());
+            };
+            if is_dx { &mut a.dx } else { &mut a.px }.push((seq, code));
+            st.rows_used += 1;
+            Ok(())
+        })?;
+        summary.tables.insert(table.into(), st);
+    }
+
+    let mut drugs: Vec<String> = Vec::new();
+    {
+        let mut drug_ids: HashMap<String, u32> = HashMap::new();
+        let mut t = Table::open(dir, "PRESCRIPTIONS", &["HADM_ID", "DRUG"])?;
+        hash_file(&mut hasher, &t.path)?;
+        let path = t.path.clone();
+        let mut st = TableStats::default();
+        t.for_each(&mut st, lenient, progress, "PRESCRIPTIONS", |f, line, st| {
+            let hadm = parse_id(&path, line, "HADM_ID", f[0])?;
+            if f[1].is_empty() {
+                st.skip("empty DRUG");
+                return Ok(());
+            }
+            let Some(a) = adm.get_mut(&hadm) else {
+                st.skip("unknown HADM_ID");
+                return Ok(());
+            };
+            let id = match drug_ids.get(f[1]) {
+                Some(&id) => id,
+                None => {
+                    let id = drugs.len() as u32;
+                    drugs.push(f[1].to_string());
+                    drug_ids.insert(f[1].to_string(), id);
+                    id
+                }
+            };
+            if a.meds.contains(&id) {
+                st.skip("repeated drug in admission");
+            } else {
+                a.meds.push(id);
+                st.rows_used += 1;
+            }
+            Ok(())
+        })?;
+        summary.tables.insert("PRESCRIPTIONS".into(), st);
+    }
+
+    // Visits.
+    let mut visits: HashMap<u64, Visit> = HashMap::with_capacity(adm.len());
+    let mut by_subject: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
+    for (hadm, mut a) in adm {
+        a.dx.sort_by_key(|(s, _)| *s);
+        a.px.sort_by_key(|(s, _)| *s);
+        if a.dx.is_empty() {
+            summary.admissions_without_diagnoses += 1;
+        }
+        let diagnoses =
+            a.dx.into_iter()
+                .map(|(_, code)| {
+                    let title = match icd::category_of(&code).and_then(icd::category_title) {
+                        Some(t) => t.to_string(),
+                        None => {
+                            summary.diagnoses_without_category_title += 1;
+                            dx_titles.get(&code).cloned().unwrap_or_else(|| code.clone())
+                        }
+                    };
+                    Coded { code, title }
+                })
+                .collect();
+        let procedures =
+            a.px.into_iter()
+                .map(|(_, code)| {
+                    let title = px_titles.get(&code).cloned().unwrap_or_else(|| {
+                        summary.procedures_without_title += 1;
+                        code.clone()
+                    });
+                    Coded { code, title }
+                })
+                .collect();
+        let medications = a.meds.iter().map(|&i| drugs[i as usize].clone()).collect();
+        visits.insert(hadm, Visit { diagnoses, medications, procedures });
+        by_subject.entry(a.subject).or_default().push((a.time, hadm));
+    }
+    summary.admissions = visits.len() as u64;
+    summary.patients = by_subject.len() as u64;
+
+    let mut samples = Vec::new();
+    for (subject, mut adms) in by_subject {
+        adms.sort();
+        let split = cfg.split.assign(subject);
+        for w in adms.windows(2) {
+            let (h0, h1) = (w[0].1, w[1].1);
+            let labels = visits[&h1].phenotypes();
+            samples.push(Sample {
+                id: format!("{subject}-{h0}-{h1}"),
+                subject,
+                split,
+                visit: visits[&h0].clone(),
+                knowledge: Vec::new(),
+                labels,
+                raw: None,
+            });
+        }
+    }
+    let knowledge = cfg.knowledge.map(|kc| attach_knowledge(&mut samples, kc));
+    for s in &samples {
+        *summary.samples.entry(s.split.name()).or_default() += 1;
+    }
+    let file = SampleFile {
+        source: format!("mimic:{}", dir.display()),
+        source_hash: hex(&hasher.finalize()),
+        split: cfg.split,
+        knowledge,
+        samples,
+    };
+    Ok(Ingested { file, summary })
+}
+
+/// Fits the knowledge table on the training samples only and attaches each sample's clauses,
+/// which depend on its own visit-`i` facts only.
+pub fn attach_knowledge(samples: &mut [Sample], cfg: KnowledgeConfig) -> KnowledgeTable {
+    let table =
+        KnowledgeTable::fit(samples.iter().filter(|s| s.split == Split::Train).map(|s| (&s.visit, s.labels)), cfg);
+    for s in samples.iter_mut() {
+        s.knowledge = table.clauses(s.visit.phenotypes());
+    }
+    table
+}
+
+fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), IngestError> {
+    let mut f = std::fs::File::open(path).map_err(|source| IngestError::Io { file: path.to_path_buf(), source })?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(|source| IngestError::Io { file: path.to_path_buf(), source })?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(())
+}
+
+/// Reads CKD-EHR JSONL into samples. Each record is its own subject (the format carries no
+/// patient id), with id `L<line>`; the split is assigned from the line number. The text is
+/// kept verbatim (knowledge clauses included), and the visit's items are recovered from it.
+pub fn ingest_jsonl(path: &Path, cfg: &IngestConfig) -> Result<Ingested, IngestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| IngestError::Io { file: path.to_path_buf(), source })?;
+    let mut summary = IngestSummary::default();
+    let mut st = TableStats::default();
+    let mut samples = Vec::new();
+    for (i, raw) in jsonl::lines(&text).enumerate() {
+        let line_no = i + 1;
+        st.rows_read += 1;
+        let rec = match jsonl::parse_line(raw, line_no) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                st.skip("blank line");
+                continue;
+            }
+            Err(e) if cfg.lenient => {
+                let _ = e;
+                st.skip("malformed record");
+                continue;
+            }
+            Err(source) => return Err(IngestError::Jsonl { file: path.to_path_buf(), source }),
+        };
+        st.rows_used += 1;
+        let visit = visit_from_text(&rec.input);
+        let subject = line_no as u64;
+        samples.push(Sample {
+            id: format!("L{line_no}"),
+            subject,
+            split: cfg.split.assign(subject),
+            visit,
+            knowledge: Vec::new(),
+            labels: rec.labels,
+            raw: Some(RawRecord { instruction: rec.instruction, input: rec.input, output: rec.output, line: rec.line }),
+        });
+    }
+    summary.tables.insert(path.file_name().map_or("jsonl".into(), |n| n.to_string_lossy().into_owned()), st);
+    summary.admissions = samples.len() as u64;
+    summary.patients = samples.len() as u64;
+    for s in &samples {
+        *summary.samples.entry(s.split.name()).or_default() += 1;
+    }
+    let file = SampleFile {
+        source: format!("jsonl:{}", path.display()),
+        source_hash: hex(&Sha256::digest(text.as_bytes())),
+        split: cfg.split,
+        knowledge: None,
+        samples,
+    };
+    Ok(Ingested { file, summary })
+}
+
+/// Items of a CKD-EHR input text (titles only; codes are unknown).
+fn visit_from_text(text: &str) -> Visit {
+    let mut v = Visit::default();
+    if let Some(r) = visit::parse_spans(text) {
+        for c in &r.concepts {
+            let item = text[c.start..c.end].to_string();
+            match c.field {
+                visit::Field::Diagnoses => v.diagnoses.push(Coded { code: String::new(), title: item }),
+                visit::Field::Medications => v.medications.push(item),
+                visit::Field::Procedures => v.procedures.push(Coded { code: String::new(), title: item }),
+                visit::Field::Knowledge => {}
+            }
+        }
+    }
+    v
+}
+
+/// JSONL text of samples: the original line for samples read from JSONL, else the canonical
+/// line of the rendered sample.
+pub fn to_jsonl<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> String {
+    let mut out = String::new();
+    for s in samples {
+        match &s.raw {
+            Some(r) => out.push_str(&r.line),
+            None => out.push_str(&jsonl::to_line(jsonl::INSTRUCTION, &s.text(), &jsonl::render_output(s.labels))),
+        }
+    }
+    out
+}
+
+/// Label prevalence (fraction of samples with each label).
+pub fn prevalence(samples: &[Sample]) -> Vec<f64> {
+    let mut n = [0u64; ckd_core::NUM_LABELS];
+    for s in samples {
+        for l in s.labels.iter() {
+            n[l as usize] += 1;
+        }
+    }
+    n.iter().map(|&c| c as f64 / samples.len().max(1) as f64).collect()
+}
+
+/// Files written by [`write_outputs`].
+pub const OUTPUT_FILES: [&str; 7] =
+    ["samples.bin", "all.jsonl", "train.jsonl", "val.jsonl", "test.jsonl", "knowledge.json", "summary.json"];
+
+/// Writes an ingest's outputs into `out` (each file atomically): `samples.bin` (versioned
+/// binary), `all.jsonl` (every sample in input order), `train.jsonl` / `val.jsonl` /
+/// `test.jsonl`, `knowledge.json` (the fitted table, `null` when off) and `summary.json`.
+pub fn write_outputs(ing: &Ingested, out: &Path) -> Result<(), IngestError> {
+    let io_err = |file: PathBuf| move |source: std::io::Error| IngestError::Io { file, source };
+    let write = |name: &str, bytes: &[u8]| {
+        let p = out.join(name);
+        crate::io::write_atomic(&p, bytes).map_err(io_err(p))
+    };
+    let bin = ing.file.to_bytes().map_err(|source| IngestError::Format { file: out.join("samples.bin"), source })?;
+    write("samples.bin", &bin)?;
+    write("all.jsonl", to_jsonl(&ing.file.samples).as_bytes())?;
+    for split in [Split::Train, Split::Val, Split::Test] {
+        let text = to_jsonl(ing.file.samples.iter().filter(|s| s.split == split));
+        write(&format!("{}.jsonl", split.name()), text.as_bytes())?;
+    }
+    write("knowledge.json", pretty_json(&ing.file.knowledge).as_bytes())?;
+    write("summary.json", pretty_json(&ing.summary).as_bytes())?;
+    Ok(())
+}
+
+/// Reads and checks a `samples.bin`.
+pub fn read_samples(path: &Path) -> Result<SampleFile, IngestError> {
+    let bytes = std::fs::read(path).map_err(|source| IngestError::Io { file: path.to_path_buf(), source })?;
+    SampleFile::from_bytes(&bytes).map_err(|source| IngestError::Format { file: path.to_path_buf(), source })
+}

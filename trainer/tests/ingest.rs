@@ -1,0 +1,236 @@
+//! Ingest: hand-made MIMIC tables (golden text), bad input, the real MIMIC-III demo, JSONL
+//! round trip, and the no-leakage property of knowledge clauses.
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use ckd_core::knowledge::KnowledgeConfig;
+use ckd_core::visit::Split;
+use ckd_core::LabelSet;
+use ckd_trainer::ingest::{self, IngestConfig, IngestError};
+
+fn write(dir: &Path, name: &str, text: &str) {
+    fs::write(dir.join(name), text).unwrap();
+}
+
+fn write_gz(dir: &Path, name: &str, text: &str) {
+    let f = fs::File::create(dir.join(name)).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+    gz.write_all(text.as_bytes()).unwrap();
+    gz.finish().unwrap();
+}
+
+/// Subject 1: three admissions listed out of time order; subject 2: one admission.
+fn tiny_mimic(dir: &Path) {
+    write(
+        dir,
+        "ADMISSIONS.csv",
+        "ROW_ID,SUBJECT_ID,HADM_ID,ADMITTIME,DISCHTIME\n\
+         1,1,300,2150-03-01 10:00:00,2150-03-05 10:00:00\n\
+         2,1,100,2150-01-01 10:00:00,2150-01-05 10:00:00\n\
+         3,1,200,2150-02-01 10:00:00,2150-02-05 10:00:00\n\
+         4,2,400,2151-01-01 10:00:00,2151-01-02 10:00:00\n",
+    );
+    // Lower-case header, gzip, an empty code, codes with dots, SEQ_NUM out of order.
+    write_gz(
+        dir,
+        "DIAGNOSES_ICD.csv.gz",
+        "row_id,subject_id,hadm_id,seq_num,icd9_code\n\
+         1,1,100,2,5849\n\
+         2,1,100,1,428.0\n\
+         3,1,100,3,4281\n\
+         4,1,100,4,\n\
+         5,1,200,1,0389\n\
+         6,1,200,2,V4581\n\
+         7,1,300,1,78552\n\
+         8,2,400,1,4019\n\
+         9,9,999,1,4019\n",
+    );
+    write(
+        dir,
+        "PRESCRIPTIONS.csv",
+        "ROW_ID,SUBJECT_ID,HADM_ID,DRUG\n\
+         1,1,100,Furosemide\n\
+         2,1,100,\"Sodium Chloride 0.9%, Flush\"\n\
+         3,1,100,Furosemide\n\
+         4,1,200,Vancomycin\n\
+         5,1,200,\n",
+    );
+    write(dir, "PROCEDURES_ICD.csv", "ROW_ID,SUBJECT_ID,HADM_ID,SEQ_NUM,ICD9_CODE\n1,1,200,1,9604\n2,1,200,2,9999\n");
+    write(
+        dir,
+        "D_ICD_DIAGNOSES.csv",
+        "ROW_ID,ICD9_CODE,SHORT_TITLE,LONG_TITLE\n1,4280,CHF NOS,\"Congestive heart failure, unspecified\"\n",
+    );
+    write(dir, "D_ICD_PROCEDURES.csv", "ROW_ID,ICD9_CODE,SHORT_TITLE,LONG_TITLE\n1,9604,Insert endotracheal tube,x\n");
+}
+
+fn no_knowledge() -> IngestConfig {
+    IngestConfig { knowledge: None, ..Default::default() }
+}
+
+#[test]
+fn tiny_mimic_golden() {
+    let d = tempfile::tempdir().unwrap();
+    tiny_mimic(d.path());
+    let ing = ingest::ingest_mimic(d.path(), &no_knowledge(), &mut |_, _| {}).unwrap();
+    let s = &ing.file.samples;
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[0].id, "1-100-200");
+    assert_eq!(s[1].id, "1-200-300");
+    assert_eq!(
+        s[0].text(),
+        "The patient-acquired disease is Heart failure, Acute kidney failure. The patient had used the following \
+         medication: Furosemide, Sodium Chloride 0.9%, Flush. The surgical operation performed by the patient: None. None."
+    );
+    // Visit 200 has septicemia (0389) and V4581 (coronary atherosclerosis) -> labels of sample 0.
+    assert_eq!(s[0].labels, LabelSet::from_labels([9, 23]));
+    assert_eq!(
+        s[1].text(),
+        "The patient-acquired disease is Septicemia, Other postprocedural states. The patient had used the \
+         following medication: Vancomycin. The surgical operation performed by the patient: Insert endotracheal \
+         tube, 9999. None."
+    );
+    assert_eq!(s[1].labels, LabelSet::from_labels([24]));
+    let t = &ing.summary.tables;
+    let dx = &t["DIAGNOSES_ICD"];
+    assert_eq!((dx.rows_read, dx.rows_used), (9, 7));
+    assert_eq!(dx.skipped["empty code"], 1);
+    assert_eq!(dx.skipped["unknown HADM_ID"], 1);
+    let rx = &t["PRESCRIPTIONS"];
+    assert_eq!((rx.rows_read, rx.rows_used), (5, 3));
+    assert_eq!(rx.skipped["empty DRUG"], 1);
+    assert_eq!(rx.skipped["repeated drug in admission"], 1);
+    assert_eq!(ing.summary.procedures_without_title, 1);
+    for (name, st) in t {
+        assert_eq!(st.rows_read, st.rows_used + st.skipped.values().sum::<u64>(), "{name}");
+    }
+}
+
+#[test]
+fn malformed_row_names_file_line_column_and_lenient_counts_it() {
+    let d = tempfile::tempdir().unwrap();
+    tiny_mimic(d.path());
+    write(
+        d.path(),
+        "PROCEDURES_ICD.csv",
+        "ROW_ID,SUBJECT_ID,HADM_ID,SEQ_NUM,ICD9_CODE\n1,1,200,1,9604\n2,1,2x0,2,9999\n3,1,200\n",
+    );
+    let e = ingest::ingest_mimic(d.path(), &no_knowledge(), &mut |_, _| {}).err().unwrap();
+    match &e {
+        IngestError::Row { file, line, column, .. } => {
+            assert!(file.ends_with("PROCEDURES_ICD.csv"));
+            assert_eq!((*line, column.as_str()), (3, "HADM_ID"));
+        }
+        other => panic!("{other}"),
+    }
+    assert!(e.to_string().contains("PROCEDURES_ICD.csv:3: column HADM_ID"), "{e}");
+    let cfg = IngestConfig { lenient: true, ..no_knowledge() };
+    let ing = ingest::ingest_mimic(d.path(), &cfg, &mut |_, _| {}).unwrap();
+    let px = &ing.summary.tables["PROCEDURES_ICD"];
+    assert_eq!((px.rows_read, px.rows_used, px.skipped["malformed row"]), (3, 1, 2));
+}
+
+#[test]
+fn missing_table_and_column_are_named() {
+    let d = tempfile::tempdir().unwrap();
+    tiny_mimic(d.path());
+    fs::remove_file(d.path().join("PRESCRIPTIONS.csv")).unwrap();
+    let e = ingest::ingest_mimic(d.path(), &no_knowledge(), &mut |_, _| {}).err().unwrap();
+    assert!(e.to_string().contains("table PRESCRIPTIONS not found"), "{e}");
+    tiny_mimic(d.path());
+    write(d.path(), "ADMISSIONS.csv", "ROW_ID,SUBJECT_ID,HADM_ID\n1,1,1\n");
+    let e = ingest::ingest_mimic(d.path(), &no_knowledge(), &mut |_, _| {}).err().unwrap();
+    assert!(e.to_string().contains("ADMISSIONS.csv: header has no column ADMITTIME"), "{e}");
+}
+
+#[test]
+fn mimic_demo_and_jsonl_roundtrip() {
+    let Some(dir) = common::data_path("CKD_MIMIC_DEMO", "../shared/data/mimic-iii-demo") else { return };
+    let ing = ingest::ingest_mimic(&dir, &IngestConfig::default(), &mut |_, _| {}).unwrap();
+    let s = &ing.file.samples;
+    // README: 100 patients, 129 admissions; 14 patients have two or more admissions.
+    assert_eq!(ing.summary.patients, 100);
+    assert_eq!(ing.summary.admissions, 129);
+    let mut subjects: Vec<u64> = s.iter().map(|x| x.subject).collect();
+    subjects.dedup();
+    assert_eq!(subjects.len(), 14);
+    assert_eq!(s.len(), 129 - 100, "one sample per consecutive pair");
+    for (name, st) in &ing.summary.tables {
+        assert_eq!(st.rows_read, st.rows_used + st.skipped.values().sum::<u64>(), "{name}");
+        assert!(st.rows_used > 0, "{name}");
+    }
+    assert_eq!(ing.summary.tables["DIAGNOSES_ICD"].rows_read, 1761);
+    assert!(s.iter().all(|x| x.text().starts_with("The patient-acquired disease is ")));
+    assert!(s.iter().any(|x| !x.labels.is_empty()));
+
+    // Outputs, then JSONL -> ingest -> JSONL is byte-identical.
+    let out = tempfile::tempdir().unwrap();
+    ingest::write_outputs(&ing, out.path()).unwrap();
+    for f in ingest::OUTPUT_FILES {
+        assert!(out.path().join(f).is_file(), "{f}");
+    }
+    let back = ingest::read_samples(&out.path().join("samples.bin")).unwrap();
+    assert_eq!(back, ing.file);
+    let all = out.path().join("all.jsonl");
+    let j = ingest::ingest_jsonl(&all, &IngestConfig::default()).unwrap();
+    assert_eq!(j.file.samples.len(), s.len());
+    for (a, b) in j.file.samples.iter().zip(s) {
+        assert_eq!(a.labels, b.labels);
+        assert_eq!(a.text(), b.text());
+    }
+    let out2 = tempfile::tempdir().unwrap();
+    ingest::write_outputs(&j, out2.path()).unwrap();
+    assert_eq!(fs::read(&all).unwrap(), fs::read(out2.path().join("all.jsonl")).unwrap());
+}
+
+#[test]
+fn jsonl_unknown_phenotype_is_an_error_with_line() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("x.jsonl");
+    fs::write(
+        &p,
+        "{\"instruction\": \"i\", \"input\": \"t\", \"output\": \"Disease that the patient may acquire: Shock\"}\n\
+         {\"instruction\": \"i\", \"input\": \"t\", \"output\": \"Disease that the patient may acquire: Gout\"}\n",
+    )
+    .unwrap();
+    let e = ingest::ingest_jsonl(&p, &IngestConfig::default()).err().unwrap();
+    assert!(e.to_string().contains("line 2") && e.to_string().contains("Gout"), "{e}");
+    let ok = ingest::ingest_jsonl(&p, &IngestConfig { lenient: true, ..Default::default() }).unwrap();
+    assert_eq!(ok.file.samples.len(), 1);
+}
+
+/// Changing the visit-(i+1) labels of val/test samples changes no text anywhere, and the
+/// knowledge table depends on the training split only.
+#[test]
+fn knowledge_clauses_do_not_leak_labels() {
+    let Some(dir) = common::data_path("CKD_MIMIC_DEMO", "../shared/data/mimic-iii-demo") else { return };
+    // A split that puts most demo pairs in val/test, and a support low enough for clauses.
+    let split = ckd_core::split::SplitConfig { seed: 3, train: 0.5, val: 0.25 };
+    let kc = KnowledgeConfig { min_support: 1, ..Default::default() };
+    let cfg = IngestConfig { split, knowledge: Some(kc), ..Default::default() };
+    let ing = ingest::ingest_mimic(&dir, &cfg, &mut |_, _| {}).unwrap();
+    let mut a = ing.file.samples.clone();
+    assert!(a.iter().any(|s| s.split != Split::Train) && a.iter().any(|s| s.split == Split::Train));
+    assert!(a.iter().any(|s| !s.knowledge.is_empty()), "the test needs some clauses");
+    let mut b = a.clone();
+    for (i, s) in b.iter_mut().enumerate() {
+        if s.split != Split::Train {
+            s.labels = LabelSet((0x1ff_ffff ^ s.labels.0).wrapping_add(i as u32) & 0x1ff_ffff);
+        }
+    }
+    let ta = ingest::attach_knowledge(&mut a, kc);
+    let tb = ingest::attach_knowledge(&mut b, kc);
+    assert_eq!(ta, tb);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.text(), y.text());
+    }
+    // Whereas changing training labels does change the table (the test can fail).
+    let mut c = a.clone();
+    for s in c.iter_mut().filter(|s| s.split == Split::Train) {
+        s.labels = LabelSet::EMPTY;
+    }
+    assert_ne!(ingest::attach_knowledge(&mut c, kc), ta);
+}
