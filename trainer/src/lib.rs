@@ -1,0 +1,15 @@
+//! ckd-trainer: the workstation side of ckd-ehr.
+//!
+//! Ingest (MIMIC-III, CKD-EHR JSONL) and the synthetic cohort, the table generators, the
+//! student model and its distillation losses, tokenization and batching. Library functions
+//! return typed errors; the `ckd` binary maps them to exit codes.
+
+pub mod codegen;
+pub mod distill;
+pub mod ingest;
+pub mod io;
+pub mod models;
+pub mod optim;
+pub mod student;
+pub mod synth;
+pub mod text;

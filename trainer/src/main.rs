@@ -1,0 +1,549 @@
+//! `ckd`: the workstation command line. Thin: parses arguments, calls the library, prints
+//! summaries, maps errors to exit codes (1 = error, 2 = usage, from clap).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use ckd_core::knowledge::KnowledgeConfig;
+use ckd_core::metrics::{self, Report};
+use ckd_core::split::SplitConfig;
+use ckd_core::visit::{Sample, Split};
+use ckd_core::PHENOTYPES;
+use ckd_trainer::ingest::{self, IngestConfig, IngestSummary};
+use ckd_trainer::models::bert::{BertForMultiLabel, Config as BertConfig, HeadConfig};
+use ckd_trainer::student::{self, Prepared, StudentConfig, Teacher, TrainConfig};
+use ckd_trainer::text::TextEncoder;
+use ckd_trainer::{codegen, io, synth};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "ckd",
+    version,
+    about = "CKD-EHR: clinical knowledge distillation for next-visit phenotype prediction"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the pipeline on the built-in synthetic cohort (no downloads).
+    Demo {
+        /// Output directory.
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+        /// Patients in the synthetic cohort.
+        #[arg(long, default_value_t = 4000)]
+        patients: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Write a synthetic cohort in the MIMIC-III CSV layout, with an oracle file.
+    Synth {
+        /// Number of patients.
+        #[arg(long)]
+        patients: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Turn MIMIC-III CSVs or CKD-EHR JSONL into next-visit samples.
+    Ingest {
+        /// MIMIC-III directory (ADMISSIONS, DIAGNOSES_ICD, ... as .csv or .csv.gz).
+        #[arg(long, conflicts_with = "jsonl", required_unless_present = "jsonl")]
+        mimic: Option<PathBuf>,
+        /// CKD-EHR JSONL file.
+        #[arg(long)]
+        jsonl: Option<PathBuf>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Skip and count malformed rows instead of failing.
+        #[arg(long)]
+        lenient: bool,
+        /// Seed of the patient-level split.
+        #[arg(long, default_value_t = 42)]
+        split_seed: u64,
+        /// Fraction of patients in train.
+        #[arg(long, default_value_t = 0.8)]
+        train_frac: f64,
+        /// Fraction of patients in val.
+        #[arg(long, default_value_t = 0.1)]
+        val_frac: f64,
+        /// Leave out knowledge clauses (ablation).
+        #[arg(long)]
+        no_knowledge: bool,
+        /// Minimum support of a drug in the knowledge statistic.
+        #[arg(long, default_value_t = 5)]
+        knowledge_min_support: u32,
+    },
+    /// Train the student (BERT) with hard labels and, optionally, teacher soft labels.
+    Student {
+        #[command(subcommand)]
+        cmd: StudentCmd,
+    },
+    /// Evaluate a trained student on samples: every metric, overall and per label.
+    Eval {
+        /// Student directory (`ckd student train --out`).
+        #[arg(long)]
+        model: PathBuf,
+        /// Samples: `samples.bin` (the `--split` part) or CKD-EHR JSONL (all records).
+        #[arg(long)]
+        data: PathBuf,
+        /// Split of a `samples.bin` to evaluate.
+        #[arg(long, default_value = "test")]
+        split: SplitArg,
+        /// Also evaluate these probabilities (JSON lines `{"id", "p"}`, e.g. the synthetic
+        /// cohort's `oracle.jsonl`) on the same samples.
+        #[arg(long)]
+        oracle: Option<PathBuf>,
+        /// Where to write the JSON report (default: MODEL/eval-SPLIT.json).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Regenerate core/src/tables/ccs.rs from the HCUP-CCS definitions YAML.
+    GenTables {
+        /// hcup_ccs_2015_definitions.yaml
+        #[arg(long)]
+        ccs_yaml: PathBuf,
+        /// Output Rust file.
+        #[arg(long, default_value = "core/src/tables/ccs.rs")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum StudentCmd {
+    /// Train a student.
+    Train(Box<TrainArgs>),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SplitArg {
+    Train,
+    Val,
+    Test,
+}
+
+impl SplitArg {
+    fn split(self) -> Split {
+        match self {
+            SplitArg::Train => Split::Train,
+            SplitArg::Val => Split::Val,
+            SplitArg::Test => Split::Test,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Training samples: `samples.bin` (its train split) or CKD-EHR JSONL.
+    #[arg(long)]
+    train: PathBuf,
+    /// Validation samples: `samples.bin` (its val split) or CKD-EHR JSONL.
+    #[arg(long)]
+    val: PathBuf,
+    /// Teacher soft labels: an evidence file (`ckd teacher label`) or JSON lines `{"id", "p"}`.
+    #[arg(long)]
+    soft_labels: Option<PathBuf>,
+    /// Start from a BERT checkpoint directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long, conflicts_with = "config")]
+    init: Option<PathBuf>,
+    /// Train from scratch with this size (a WordPiece vocabulary is trained on the training texts).
+    #[arg(long, value_enum)]
+    config: Option<student::Preset>,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from the last checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Peak learning rate (the paper: 2e-5 for a pretrained BERT; from scratch use ~1e-3).
+    #[arg(long, default_value_t = 2e-5)]
+    lr: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Maximum tokens per input (truncated inputs are counted and reported).
+    #[arg(long, default_value_t = 512)]
+    max_len: usize,
+    /// Early stopping: epochs without a better validation macro-F1 (0 = off).
+    #[arg(long, default_value_t = 3)]
+    patience: usize,
+    /// Checkpoint every N steps (0 = at epoch ends only).
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: usize,
+    /// Weight of the hard-label loss.
+    #[arg(long, default_value_t = 0.9)]
+    hard_weight: f32,
+    /// Weight of the soft-label loss (used only with --soft-labels).
+    #[arg(long, default_value_t = 0.1)]
+    soft_weight: f32,
+    /// Distillation temperature (1 = plain soft BCE).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Attention-distillation weights (word, concept, field); need an evidence file.
+    #[arg(long, default_value_t = 0.0)]
+    attn_word: f32,
+    #[arg(long, default_value_t = 0.0)]
+    attn_concept: f32,
+    #[arg(long, default_value_t = 0.0)]
+    attn_field: f32,
+    /// Fraction of training samples whose hard labels are used.
+    #[arg(long, default_value_t = 1.0)]
+    label_fraction: f64,
+    /// Stop after this many steps in total, with a checkpoint (`--resume` continues).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// WordPiece vocabulary size when training from scratch.
+    #[arg(long, default_value_t = 4000)]
+    vocab_size: usize,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Synth { patients, seed, out } => {
+            run_synth(patients, seed, &out)?;
+        }
+        Cmd::Ingest {
+            mimic,
+            jsonl,
+            out,
+            lenient,
+            split_seed,
+            train_frac,
+            val_frac,
+            no_knowledge,
+            knowledge_min_support,
+        } => {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&train_frac) && (0.0..=1.0).contains(&val_frac) && train_frac + val_frac <= 1.0,
+                "--train-frac and --val-frac must be in [0, 1] and sum to at most 1"
+            );
+            let cfg = IngestConfig {
+                lenient,
+                split: SplitConfig { seed: split_seed, train: train_frac, val: val_frac },
+                knowledge: (!no_knowledge)
+                    .then_some(KnowledgeConfig { min_support: knowledge_min_support, ..Default::default() }),
+            };
+            match (mimic, jsonl) {
+                (Some(dir), _) => run_ingest_mimic(&dir, &out, &cfg)?,
+                (None, Some(file)) => {
+                    let t = Instant::now();
+                    let ing = ingest::ingest_jsonl(&file, &cfg)?;
+                    ingest::write_outputs(&ing, &out)?;
+                    print_summary(&ing.summary, &out, t.elapsed().as_secs_f64());
+                }
+                (None, None) => unreachable!("clap requires one of --mimic / --jsonl"),
+            }
+        }
+        Cmd::Student { cmd: StudentCmd::Train(args) } => run_student_train(&args)?,
+        Cmd::Eval { model, data, split, oracle, json } => {
+            run_eval(&model, &data, split.split(), oracle.as_deref(), json.as_deref())?
+        }
+        Cmd::GenTables { ccs_yaml, out } => {
+            let yaml = std::fs::read_to_string(&ccs_yaml).with_context(|| format!("reading {}", ccs_yaml.display()))?;
+            let src = codegen::ccs_table_source(&yaml)?;
+            io::write_atomic(&out, src.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("wrote {}", out.display());
+        }
+        Cmd::Demo { out, patients, seed } => {
+            let cohort = out.join("cohort");
+            run_synth(patients, seed, &cohort)?;
+            run_ingest_mimic(&cohort, &out.join("samples"), &IngestConfig::default())?;
+            eprintln!(
+                "demo: synthetic cohort and samples are in {}. Not built yet: teacher, student, distillation, \
+                 int8 export and the report (see the open issues).",
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run_synth(patients: usize, seed: u64, out: &Path) -> Result<()> {
+    let t = Instant::now();
+    let cfg = synth::SynthConfig { patients, seed, ..Default::default() };
+    let cohort = synth::generate(&cfg);
+    let s = synth::write_cohort(&cohort, out)?;
+    eprintln!(
+        "synth: {} patients, {} admissions, {} next-visit pairs -> {} ({:.1} s)",
+        s.patients,
+        s.admissions,
+        s.pairs,
+        out.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn run_ingest_mimic(dir: &Path, out: &Path, cfg: &IngestConfig) -> Result<()> {
+    let t = Instant::now();
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    let mut progress = |table: &str, rows: u64| bar.set_message(format!("ingest {table}: {rows} rows"));
+    let ing = ingest::ingest_mimic(dir, cfg, &mut progress)?;
+    bar.finish_and_clear();
+    ingest::write_outputs(&ing, out)?;
+    print_summary(&ing.summary, out, t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn print_summary(s: &IngestSummary, out: &Path, secs: f64) {
+    eprintln!("{:<18} {:>10} {:>10} {:>10}  skipped because", "table", "read", "used", "skipped");
+    for (name, t) in &s.tables {
+        let skipped: u64 = t.skipped.values().sum();
+        let why: Vec<String> = t.skipped.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        eprintln!("{:<18} {:>10} {:>10} {:>10}  {}", name, t.rows_read, t.rows_used, skipped, why.join(", "));
+    }
+    eprintln!(
+        "{} patients, {} admissions -> samples: {:?}; admissions without diagnoses: {}; diagnoses without category title: {}; procedures without title: {}",
+        s.patients,
+        s.admissions,
+        s.samples,
+        s.admissions_without_diagnoses,
+        s.diagnoses_without_category_title,
+        s.procedures_without_title
+    );
+    eprintln!("wrote {} ({:.1} s)", out.display(), secs);
+}
+
+/// Samples of `split` from a `samples.bin`, or every record of a CKD-EHR JSONL file.
+fn load_samples(path: &Path, split: Split) -> Result<(Vec<Sample>, String)> {
+    if path.extension().is_some_and(|e| e == "bin") {
+        let f = ingest::read_samples(path)?;
+        let hash = f.source_hash.clone();
+        Ok((f.samples.into_iter().filter(|s| s.split == split).collect(), hash))
+    } else {
+        let ing = ingest::ingest_jsonl(path, &IngestConfig { knowledge: None, ..Default::default() })?;
+        let hash = ing.file.source_hash.clone();
+        Ok((ing.file.samples, hash))
+    }
+}
+
+fn load_teacher(path: &Path) -> Result<Teacher> {
+    if path.extension().is_some_and(|e| e == "jsonl") {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(Teacher::from_jsonl(&text, path)?)
+    } else {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let file =
+            ckd_core::evidence::EvidenceFile::from_bytes(&bytes).with_context(|| format!("{}", path.display()))?;
+        file.validate().with_context(|| format!("{}", path.display()))?;
+        Ok(Teacher::from_evidence(file))
+    }
+}
+
+fn run_student_train(a: &TrainArgs) -> Result<()> {
+    let (train, train_hash) = load_samples(&a.train, Split::Train)?;
+    let (val, val_hash) = load_samples(&a.val, Split::Val)?;
+    anyhow::ensure!(!train.is_empty(), "{}: no training samples", a.train.display());
+    anyhow::ensure!(!val.is_empty(), "{}: no validation samples", a.val.display());
+    let teacher = a.soft_labels.as_deref().map(load_teacher).transpose()?;
+    let uses_attn = a.attn_word > 0.0 || a.attn_concept > 0.0 || a.attn_field > 0.0;
+    anyhow::ensure!(teacher.is_some() || !uses_attn, "attention distillation needs --soft-labels (an evidence file)");
+    let distill = ckd_trainer::distill::DistillConfig {
+        hard: a.hard_weight,
+        soft: if teacher.is_some() { a.soft_weight } else { 0.0 },
+        temperature: a.temperature,
+        attn_word: a.attn_word,
+        attn_concept: a.attn_concept,
+        attn_field: a.attn_field,
+        ..Default::default()
+    };
+    let head = HeadConfig::default();
+    let (encoder, bert_cfg, model, varmap, init) = match (&a.init, a.config) {
+        (Some(dir), _) => {
+            let cfg_text = std::fs::read_to_string(dir.join("config.json"))
+                .with_context(|| format!("reading {}", dir.join("config.json").display()))?;
+            let bert_cfg = BertConfig::from_json(&cfg_text)?;
+            let max_len = a.max_len.min(bert_cfg.max_position_embeddings);
+            let encoder = TextEncoder::from_file(&dir.join("tokenizer.json"), max_len)?;
+            let tensors =
+                ckd_trainer::models::bert::read_safetensors(&dir.join("model.safetensors"), &candle_core::Device::Cpu)?;
+            let loaded =
+                BertForMultiLabel::from_checkpoint(&tensors, &bert_cfg, &head, &candle_core::Device::Cpu, a.seed)?;
+            tracing::info!("init from {}: {}", dir.display(), loaded.report);
+            (encoder, bert_cfg, loaded.model, loaded.varmap, format!("checkpoint {}", dir.display()))
+        }
+        (None, preset) => {
+            let preset = preset.unwrap_or(student::Preset::Tiny);
+            let encoder = if a.resume && a.out.join("tokenizer.json").is_file() {
+                TextEncoder::from_file(&a.out.join("tokenizer.json"), a.max_len)?
+            } else {
+                let texts: Vec<String> = train.iter().map(|s| s.text()).collect();
+                TextEncoder::train_wordpiece(texts.iter().map(|s| s.as_str()), a.vocab_size, a.max_len)?
+            };
+            io::write_atomic(&a.out.join("tokenizer.json"), encoder.to_json()?.as_bytes())?;
+            let bert_cfg = preset.config(encoder.vocab_size(), a.max_len);
+            let (model, varmap) = BertForMultiLabel::init(&bert_cfg, &head, &candle_core::Device::Cpu, a.seed)?;
+            (encoder, bert_cfg, model, varmap, format!("from scratch ({preset:?})"))
+        }
+    };
+    let tp = Prepared::new(&train, &encoder)?;
+    let vp = Prepared::new(&val, &encoder)?;
+    eprintln!(
+        "student: {} train / {} val samples, {} train texts truncated to {} tokens, init {init}",
+        tp.len(),
+        vp.len(),
+        tp.truncated,
+        encoder.max_len()
+    );
+    let cfg = TrainConfig {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        seed: a.seed,
+        checkpoint_every: a.checkpoint_every,
+        patience: a.patience,
+        distill,
+        label_fraction: a.label_fraction,
+        max_steps: a.max_steps,
+        ..Default::default()
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let run = student::Run {
+        model: &model,
+        varmap: &varmap,
+        encoder: &encoder,
+        train: &tp,
+        val: &vp,
+        teacher: teacher.as_ref(),
+        cfg: &cfg,
+        dir: &a.out,
+        progress: &bar,
+    };
+    let outcome = student::train(&run, a.resume)?;
+    bar.finish_and_clear();
+    if !outcome.finished {
+        eprintln!(
+            "student: stopped at step {} (--max-steps) with a checkpoint in {}; rerun with --resume to finish",
+            outcome.steps,
+            a.out.display()
+        );
+        return Ok(());
+    }
+    let provenance = serde_json::json!({
+        "created_by": format!("ckd {}", env!("CARGO_PKG_VERSION")),
+        "train": {"path": a.train, "source_hash": train_hash, "samples": tp.len()},
+        "val": {"path": a.val, "source_hash": val_hash, "samples": vp.len()},
+        "init": init,
+        "teacher": teacher.as_ref().and_then(|t| t.identity.clone()),
+        "train_config": cfg,
+        "outcome": outcome,
+    });
+    let scfg = StudentConfig { bert: bert_cfg, head, max_len: encoder.max_len() };
+    student::save_student(&a.out, &scfg, &varmap, &encoder, &outcome.thresholds, &provenance)?;
+    eprintln!(
+        "student: {} steps, best val macro-F1 {:.4} (epoch {}), {:.1} samples/s{} -> {}",
+        outcome.steps,
+        outcome.best_val_macro_f1.unwrap_or(f64::NAN),
+        outcome.best_epoch.map_or(0, |e| e + 1),
+        outcome.samples_per_sec,
+        if outcome.stopped_early { ", stopped early" } else { "" },
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn run_eval(model: &Path, data: &Path, split: Split, oracle: Option<&Path>, json: Option<&Path>) -> Result<()> {
+    let st = student::load_student(model)?;
+    let (samples, _) = load_samples(data, split)?;
+    anyhow::ensure!(!samples.is_empty(), "{}: no samples in split {}", data.display(), split.name());
+    let p = Prepared::new(&samples, &st.encoder)?;
+    let probs = student::predict(&st.model, &p, st.encoder.pad_id, 32)?;
+    let report = metrics::evaluate_label_sets(&probs, &p.labels, &st.thresholds, 10)?;
+    let mut rows = vec![("student".to_string(), report.clone())];
+    let mut out = serde_json::json!({"model": model, "data": data, "split": split.name(), "truncated": p.truncated, "student": report});
+    if let Some(o) = oracle {
+        let t = load_teacher(o)?;
+        let mut op = Vec::with_capacity(probs.len());
+        for id in &p.ids {
+            let v = t.probs.get(id).with_context(|| format!("{}: no probabilities for sample {id}", o.display()))?;
+            op.extend_from_slice(v);
+        }
+        let r = metrics::evaluate_label_sets(&op, &p.labels, &st.thresholds, 10)?;
+        out["oracle"] = serde_json::to_value(&r)?;
+        rows.push(("oracle".to_string(), r));
+    }
+    print_report(&rows, p.len());
+    let path = json.map(Path::to_path_buf).unwrap_or_else(|| model.join(format!("eval-{}.json", split.name())));
+    io::write_atomic(&path, io::pretty_json(&out).as_bytes())?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "   n/a".to_string(), |x| format!("{x:6.4}"))
+}
+
+fn print_report(rows: &[(String, Report)], n: usize) {
+    println!("{n} samples");
+    println!(
+        "{:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}",
+        "model", "hamming", "micF1", "macF1", "micAUC", "macAUC", "macAUPR", "ECE", "paperAUC"
+    );
+    for (name, r) in rows {
+        println!(
+            "{:<10} {:8.4} {:8.4} {:8.4} {:>8} {:>8} {:>8} {:8.4} {:>10}",
+            name,
+            r.hamming_accuracy,
+            r.micro_f1,
+            r.macro_f1,
+            fmt_opt(r.micro_auc),
+            fmt_opt(r.macro_auc),
+            fmt_opt(r.macro_aupr),
+            r.ece,
+            fmt_opt(r.paper_binary_auc)
+        );
+    }
+    let (name, r) = &rows[0];
+    println!("\nper label ({name}):");
+    println!(
+        "{:<58} {:>7} {:>6} {:>6} {:>6} {:>7} {:>7} {:>6}",
+        "phenotype", "support", "P", "R", "F1", "AUC", "AUPR", "thr"
+    );
+    for (i, l) in r.per_label.iter().enumerate() {
+        println!(
+            "{:<58} {:>7} {:6.3} {:6.3} {:6.3} {:>7} {:>7} {:6.3}",
+            PHENOTYPES[i].name,
+            l.support,
+            l.precision,
+            l.recall,
+            l.f1,
+            fmt_opt(l.auc),
+            fmt_opt(l.aupr),
+            l.threshold
+        );
+    }
+}

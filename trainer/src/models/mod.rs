@@ -1,0 +1,3 @@
+//! Model files: one model per file, each with its serde `Config` mirroring HF `config.json`.
+
+pub mod bert;

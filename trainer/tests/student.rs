@@ -1,0 +1,149 @@
+//! Student training end to end on a small synthetic cohort: learning happens, resuming is
+//! exact, a saved student loads back to the same predictions.
+
+use ckd_core::visit::{Sample, Split};
+use ckd_trainer::distill::DistillConfig;
+use ckd_trainer::ingest::{ingest_mimic, IngestConfig};
+use ckd_trainer::models::bert::{BertForMultiLabel, HeadConfig};
+use ckd_trainer::student::{self, Prepared, Preset, StudentConfig, Teacher, TrainConfig};
+use ckd_trainer::synth::{generate, write_cohort, SynthConfig};
+use ckd_trainer::text::TextEncoder;
+use indicatif::ProgressBar;
+
+fn cohort() -> (Vec<Sample>, Vec<Sample>, Teacher) {
+    let d = tempfile::tempdir().unwrap();
+    let c = generate(&SynthConfig { patients: 1500, seed: 3, ..Default::default() });
+    write_cohort(&c, d.path()).unwrap();
+    let ing = ingest_mimic(d.path(), &IngestConfig::default(), &mut |_, _| {}).unwrap();
+    let oracle = std::fs::read_to_string(d.path().join("oracle.jsonl")).unwrap();
+    let teacher = Teacher::from_jsonl(&oracle, &d.path().join("oracle.jsonl")).unwrap();
+    let s = ing.file.samples;
+    let train: Vec<Sample> = s.iter().filter(|x| x.split == Split::Train).take(96).cloned().collect();
+    let val: Vec<Sample> = s.iter().filter(|x| x.split != Split::Train).take(32).cloned().collect();
+    (train, val, teacher)
+}
+
+fn cfg() -> TrainConfig {
+    TrainConfig {
+        epochs: 2,
+        batch_size: 8,
+        lr: 2e-3,
+        patience: 0,
+        checkpoint_every: 5,
+        log_every: 2,
+        distill: DistillConfig { hard: 0.9, soft: 0.1, ..Default::default() },
+        ..Default::default()
+    }
+}
+
+struct Setup {
+    enc: TextEncoder,
+    train: Prepared,
+    val: Prepared,
+    teacher: Teacher,
+    bert: ckd_trainer::models::bert::Config,
+}
+
+fn setup() -> Setup {
+    let (train, val, teacher) = cohort();
+    let texts: Vec<String> = train.iter().map(|s| s.text()).collect();
+    let enc = TextEncoder::train_wordpiece(texts.iter().map(|s| s.as_str()), 600, 96).unwrap();
+    let tp = Prepared::new(&train, &enc).unwrap();
+    let vp = Prepared::new(&val, &enc).unwrap();
+    let bert = Preset::Tiny.config(enc.vocab_size(), 96);
+    Setup { enc, train: tp, val: vp, teacher, bert }
+}
+
+fn run_in(s: &Setup, dir: &std::path::Path, cfg: &TrainConfig, resume: bool) -> (student::TrainOutcome, Vec<f32>) {
+    let (model, varmap) =
+        BertForMultiLabel::init(&s.bert, &HeadConfig::default(), &candle_core::Device::Cpu, 1).unwrap();
+    let run = student::Run {
+        model: &model,
+        varmap: &varmap,
+        encoder: &s.enc,
+        train: &s.train,
+        val: &s.val,
+        teacher: Some(&s.teacher),
+        cfg,
+        dir,
+        progress: &ProgressBar::hidden(),
+    };
+    let out = student::train(&run, resume).unwrap();
+    let probs = if out.finished { student::predict(&model, &s.val, s.enc.pad_id, 16).unwrap() } else { Vec::new() };
+    (out, probs)
+}
+
+#[test]
+fn trains_resumes_exactly_and_round_trips() {
+    let s = setup();
+    let full = tempfile::tempdir().unwrap();
+    let (a, pa) = run_in(&s, full.path(), &cfg(), false);
+    assert!(a.finished && a.steps == 24, "{a:?}");
+    assert_eq!(a.thresholds.len(), 25);
+
+    // The loss curve goes down: mean of the last points below the first point.
+    let curve = std::fs::read_to_string(full.path().join("curves.jsonl")).unwrap();
+    let losses: Vec<f64> = curve
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "step")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect();
+    assert!(losses.len() >= 10);
+    let tail = losses[losses.len() - 3..].iter().sum::<f64>() / 3.0;
+    assert!(tail < losses[0], "loss did not decrease: {losses:?}");
+
+    // Interrupted after 7 steps (mid-epoch, between checkpoints), then resumed: identical result.
+    let part = tempfile::tempdir().unwrap();
+    let (b, _) = run_in(&s, part.path(), &TrainConfig { max_steps: Some(7), ..cfg() }, false);
+    assert!(!b.finished && b.steps == 7);
+    let (c, pc) = run_in(&s, part.path(), &cfg(), true);
+    assert!(c.finished && c.steps == 24);
+    assert_eq!(pa, pc, "resumed run differs from the uninterrupted one");
+    assert_eq!(a.thresholds, c.thresholds);
+
+    // Save and load back: same predictions.
+    let (model, varmap) =
+        BertForMultiLabel::init(&s.bert, &HeadConfig::default(), &candle_core::Device::Cpu, 1).unwrap();
+    let best = candle_core::safetensors::load(full.path().join("best.safetensors"), &candle_core::Device::Cpu).unwrap();
+    student::set_vars(&varmap, &best).unwrap();
+    let sc = StudentConfig { bert: s.bert.clone(), head: HeadConfig::default(), max_len: 96 };
+    let out = tempfile::tempdir().unwrap();
+    student::save_student(out.path(), &sc, &varmap, &s.enc, &a.thresholds, &serde_json::json!({})).unwrap();
+    let loaded = student::load_student(out.path()).unwrap();
+    assert_eq!(loaded.thresholds, a.thresholds);
+    let p1 = student::predict(&model, &s.val, s.enc.pad_id, 16).unwrap();
+    let p2 = student::predict(&loaded.model, &s.val, loaded.encoder.pad_id, 16).unwrap();
+    assert_eq!(p1, p2);
+    assert_eq!(p1, pa);
+}
+
+#[test]
+fn soft_loss_without_teacher_is_an_error() {
+    let s = setup();
+    let (model, varmap) =
+        BertForMultiLabel::init(&s.bert, &HeadConfig::default(), &candle_core::Device::Cpu, 1).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let cfg = cfg();
+    let run = student::Run {
+        model: &model,
+        varmap: &varmap,
+        encoder: &s.enc,
+        train: &s.train,
+        val: &s.val,
+        teacher: None,
+        cfg: &cfg,
+        dir: d.path(),
+        progress: &ProgressBar::hidden(),
+    };
+    let e = student::train(&run, false).unwrap_err();
+    assert!(e.to_string().contains("teacher"), "{e}");
+}
+
+#[test]
+fn label_fraction_is_stable_and_proportional() {
+    let kept = (0..10_000).filter(|i| student::keeps_label(5, &format!("id{i}"), 0.1)).count();
+    assert!((900..1100).contains(&kept), "{kept}");
+    assert!(student::keeps_label(5, "x", 1.0));
+    assert_eq!(student::keeps_label(5, "id7", 0.3), student::keeps_label(5, "id7", 0.3));
+}
