@@ -147,3 +147,78 @@ fn label_fraction_is_stable_and_proportional() {
     assert!(student::keeps_label(5, "x", 1.0));
     assert_eq!(student::keeps_label(5, "id7", 0.3), student::keeps_label(5, "id7", 0.3));
 }
+
+/// Attention distillation runs end to end through the loop: teacher evidence made with a
+/// different tokenization (character-level spans of each word) is aligned to the student's
+/// WordPiece tokens, and every attention term is reported.
+#[test]
+fn attention_distillation_runs_with_a_foreign_tokenization() {
+    use ckd_core::evidence::{word_spans, EvidenceFile, SampleEvidence, TeacherIdentity};
+    let s = setup();
+    let records: Vec<SampleEvidence> = (0..s.train.len())
+        .map(|i| {
+            let text = &s.train.texts[i];
+            let r = ckd_core::visit::parse_spans(text).unwrap();
+            // The "teacher" tokenizes every word into 2-byte pieces and attends to drug names.
+            let mut spans = Vec::new();
+            let mut weights = Vec::new();
+            for (a, b) in word_spans(text) {
+                let mut x = a;
+                while x < b {
+                    let y = (x + 2).min(b);
+                    spans.push((x, y));
+                    let in_meds = x >= r.fields[1].0 && y <= r.fields[1].1;
+                    weights.push(if in_meds { 5.0 } else { 1.0 });
+                    x = y;
+                }
+            }
+            SampleEvidence::from_tokens(s.train.ids[i].clone(), vec![0.2; 25], &r, &spans, &weights)
+        })
+        .collect();
+    let file = EvidenceFile {
+        teacher: TeacherIdentity {
+            model: "test".into(),
+            config_hash: "0".into(),
+            adapter_hash: None,
+            temperature: 1.0,
+            last_k_layers: 1,
+        },
+        shard: None,
+        records,
+    };
+    file.validate().unwrap();
+    let teacher = Teacher::from_evidence(EvidenceFile::from_bytes(&file.to_bytes().unwrap()).unwrap());
+    let (model, varmap) =
+        BertForMultiLabel::init(&s.bert, &HeadConfig::default(), &candle_core::Device::Cpu, 1).unwrap();
+    let cfg = TrainConfig {
+        epochs: 1,
+        distill: DistillConfig {
+            attn_word: 0.1,
+            attn_concept: 0.1,
+            attn_field: 0.1,
+            last_k_layers: 1,
+            ..cfg().distill
+        },
+        ..cfg()
+    };
+    let d = tempfile::tempdir().unwrap();
+    let run = student::Run {
+        model: &model,
+        varmap: &varmap,
+        encoder: &s.enc,
+        train: &s.train,
+        val: &s.val,
+        teacher: Some(&teacher),
+        cfg: &cfg,
+        dir: d.path(),
+        progress: &ProgressBar::hidden(),
+    };
+    let out = student::train(&run, false).unwrap();
+    assert!(out.finished);
+    let curve = std::fs::read_to_string(d.path().join("curves.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(curve.lines().next().unwrap()).unwrap();
+    for k in 0..3 {
+        let v = first["attn"][k].as_f64().unwrap();
+        assert!(v.is_finite() && v > 0.0, "attention term {k}: {v}");
+    }
+}
