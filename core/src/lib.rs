@@ -12,6 +12,7 @@
 
 extern crate alloc;
 
+pub mod bundle;
 pub mod evidence;
 pub mod format;
 pub mod icd;
