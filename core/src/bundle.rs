@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::format::{self, FormatError};
+use crate::knowledge::KnowledgeTable;
 use crate::labels::{LabelSpace, NUM_LABELS, PHENOTYPES};
 
 /// Magic of `manifest.bin`.
@@ -46,6 +47,24 @@ pub struct TokenizerSettings {
     pub cls_id: u32,
     /// `[SEP]` id.
     pub sep_id: u32,
+}
+
+impl TokenizerSettings {
+    /// Applies the truncation rule to token ids that start with `[CLS]` and end with `[SEP]`
+    /// (and their byte offsets, same length): keeps the first `max_len - 1` and the final
+    /// `[SEP]` (offsets `(0, 0)`). Returns whether anything was cut. The trainer and the edge
+    /// runtime both call this, so their inputs cannot drift apart.
+    pub fn truncate(&self, ids: &mut Vec<u32>, offsets: &mut Vec<(usize, usize)>) -> bool {
+        let max = (self.max_len as usize).max(2);
+        if ids.len() <= max {
+            return false;
+        }
+        ids.truncate(max - 1);
+        offsets.truncate(max - 1);
+        ids.push(self.sep_id);
+        offsets.push((0, 0));
+        true
+    }
 }
 
 /// A file of the bundle and its SHA-256.
@@ -83,6 +102,9 @@ pub struct Manifest {
     pub precision: Precision,
     /// Tokenizer settings.
     pub tokenizer: TokenizerSettings,
+    /// Knowledge table the training texts were rendered with, so that `predict(&Visit)` renders
+    /// the same clauses (`None`: clauses off, or texts came rendered, e.g. from JSONL).
+    pub knowledge: Option<KnowledgeTable>,
     /// Every other file of the bundle.
     pub files: Vec<FileEntry>,
     /// Provenance.
@@ -213,6 +235,7 @@ mod tests {
             thresholds: vec![0.5; NUM_LABELS],
             precision: Precision::Int8,
             tokenizer: TokenizerSettings { max_len: 256, pad_id: 0, cls_id: 2, sep_id: 3 },
+            knowledge: None,
             files: vec![FileEntry::of(MODEL_FILE, b"onnx"), FileEntry::of(TOKENIZER_FILE, b"{}")],
             provenance: Provenance::default(),
         }
@@ -234,6 +257,16 @@ mod tests {
         assert!(matches!(e, BundleError::Checksum { .. }), "{e}");
         let e = back.verify_files(|n| if n == MODEL_FILE { None } else { files(n) }).unwrap_err();
         assert_eq!(e, BundleError::MissingFile(MODEL_FILE.into()));
+    }
+
+    #[test]
+    fn truncation_keeps_sep() {
+        let t = TokenizerSettings { max_len: 4, pad_id: 0, cls_id: 2, sep_id: 3 };
+        let (mut ids, mut off) = (vec![2, 10, 11, 12, 13, 3], vec![(0, 0), (0, 1), (1, 2), (2, 3), (3, 4), (0, 0)]);
+        assert!(t.truncate(&mut ids, &mut off));
+        assert_eq!(ids, [2, 10, 11, 3]);
+        assert_eq!(off, [(0, 0), (0, 1), (1, 2), (0, 0)]);
+        assert!(!t.truncate(&mut ids, &mut off));
     }
 
     #[test]

@@ -1,10 +1,239 @@
-//! ckd-edge: the bedside runtime of ckd-ehr (CPU only, tract + tokenizers).
+//! ckd-edge: the bedside runtime of ckd-ehr. CPU only: tract for the model, HF `tokenizers`
+//! (pure-Rust regex) for the text, no GPU dependencies, so it cross-compiles to ARM.
 //!
-//! Status: only the crate and its dependency set exist so far (tract-onnx and tokenizers with
-//! default features off, so the crate can cross-compile to ARM). The engine (`Engine::open`,
-//! `predict`) is built by the edge-runtime issue on top of the model bundle.
+//! [`Engine::open`] verifies a bundle (manifest envelope, label space, every file's SHA-256)
+//! and builds the optimized tract plan once; [`Engine::predict`], [`Engine::predict_text`] and
+//! [`Engine::predict_batch`] then only tokenize, run the plan and threshold. `Engine` is
+//! `Send + Sync`: share one across threads.
 //!
-//! Everything the runtime shares with training (labels, text rendering, metrics) comes from
-//! `ckd-core`; this crate never depends on the trainer.
+//! Text rendering (visit -> CKD-EHR text, knowledge clauses) and the truncation rule come from
+//! `ckd-core`, exactly as in training.
 
-pub use ckd_core as core;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ckd_core::bundle::{BundleError, Manifest, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE};
+use ckd_core::visit::{render, Visit};
+use ckd_core::{LabelSet, NUM_LABELS};
+use tract_onnx::prelude::{
+    tvec, Framework, InferenceModelExt, IntoRunnable, Tensor as TractTensor, TypedRunnableModel,
+};
+
+pub use ckd_core;
+
+/// Number of top phenotypes returned in [`Prediction::top_k`].
+pub const TOP_K: usize = 5;
+
+/// Error of the edge runtime. Every variant says what and where.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// A bundle file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The bundle is invalid (manifest, label space, checksums).
+    #[error("bundle {bundle}: {source}")]
+    Bundle {
+        /// Bundle directory.
+        bundle: PathBuf,
+        /// What is wrong.
+        source: BundleError,
+    },
+    /// The tokenizer file does not load or does not match the manifest's settings.
+    #[error("bundle {bundle}: {TOKENIZER_FILE}: {msg}")]
+    Tokenizer {
+        /// Bundle directory.
+        bundle: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The ONNX model does not load or run.
+    #[error("model: {0}")]
+    Model(String),
+    /// The input text is empty (or whitespace only).
+    #[error("input {index}: empty text")]
+    EmptyInput {
+        /// Index of the input in the batch.
+        index: usize,
+    },
+    /// Tokenization failed.
+    #[error("input {index}: tokenizer: {msg}")]
+    Encode {
+        /// Index of the input in the batch.
+        index: usize,
+        /// What the tokenizer said.
+        msg: String,
+    },
+}
+
+fn model_err(e: impl std::fmt::Display) -> EdgeError {
+    EdgeError::Model(format!("{e:#}"))
+}
+
+/// One prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Probability of each phenotype at the next visit, in label order.
+    pub probs: [f32; NUM_LABELS],
+    /// Phenotypes at or above the bundle's per-label thresholds.
+    pub positive: LabelSet,
+    /// The `TOP_K` most probable phenotypes, most probable first: (label, probability).
+    pub top_k: heapless::Vec<(u8, f32), TOP_K>,
+    /// Whether the input was cut to the bundle's maximum length.
+    pub truncated: bool,
+    /// Tokens fed to the model (special tokens included).
+    pub tokens: usize,
+}
+
+/// A loaded, verified bundle with its optimized plan.
+pub struct Engine {
+    plan: Arc<TypedRunnableModel>,
+    tokenizer: tokenizers::Tokenizer,
+    manifest: Manifest,
+}
+
+impl Engine {
+    /// Opens a bundle directory: reads and checks `manifest.bin`, checks `model.onnx` and
+    /// `tokenizer.json` against their SHA-256, loads the tokenizer (padding and truncation
+    /// cleared; its special ids must match the manifest) and optimizes the model once.
+    pub fn open(bundle: &Path) -> Result<Self, EdgeError> {
+        let read = |name: &str| {
+            let path = bundle.join(name);
+            std::fs::read(&path).map_err(|source| EdgeError::Io { path, source })
+        };
+        let bundle_err = |source| EdgeError::Bundle { bundle: bundle.to_path_buf(), source };
+        let manifest = Manifest::from_bytes(&read(MANIFEST_FILE)?).map_err(bundle_err)?;
+        let model_bytes = read(MODEL_FILE)?;
+        let tok_bytes = read(TOKENIZER_FILE)?;
+        manifest.verify_file(MODEL_FILE, &model_bytes).map_err(bundle_err)?;
+        manifest.verify_file(TOKENIZER_FILE, &tok_bytes).map_err(bundle_err)?;
+        let tok_err = |msg: String| EdgeError::Tokenizer { bundle: bundle.to_path_buf(), msg };
+        let mut tokenizer = tokenizers::Tokenizer::from_bytes(&tok_bytes).map_err(|e| tok_err(e.to_string()))?;
+        tokenizer.with_padding(None);
+        tokenizer.with_truncation(None).map_err(|e| tok_err(e.to_string()))?;
+        let t = &manifest.tokenizer;
+        for (name, id) in [("[PAD]", t.pad_id), ("[CLS]", t.cls_id), ("[SEP]", t.sep_id)] {
+            if tokenizer.token_to_id(name) != Some(id) {
+                return Err(tok_err(format!(
+                    "{name} has id {:?}, the manifest says {id}",
+                    tokenizer.token_to_id(name)
+                )));
+            }
+        }
+        let plan = load_plan(&model_bytes)?;
+        Ok(Engine { plan, tokenizer, manifest })
+    }
+
+    /// The verified manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Renders a visit exactly as in training (knowledge clauses from the bundle's table) and
+    /// predicts.
+    pub fn predict(&self, visit: &Visit) -> Result<Prediction, EdgeError> {
+        let clauses = self.manifest.knowledge.as_ref().map(|k| k.clauses(visit.phenotypes())).unwrap_or_default();
+        self.predict_text(&render(visit, &clauses).text)
+    }
+
+    /// Predicts from a text in the CKD-EHR layout.
+    pub fn predict_text(&self, text: &str) -> Result<Prediction, EdgeError> {
+        Ok(self.predict_batch(&[text])?.remove(0))
+    }
+
+    /// Predicts a batch (padded to its longest input). Same results as one call per text.
+    pub fn predict_batch(&self, texts: &[&str]) -> Result<Vec<Prediction>, EdgeError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut encoded = Vec::with_capacity(texts.len());
+        for (index, text) in texts.iter().enumerate() {
+            if text.trim().is_empty() {
+                return Err(EdgeError::EmptyInput { index });
+            }
+            let enc =
+                self.tokenizer.encode(*text, true).map_err(|e| EdgeError::Encode { index, msg: e.to_string() })?;
+            let mut ids = enc.get_ids().to_vec();
+            let mut offsets = enc.get_offsets().to_vec();
+            let truncated = self.manifest.tokenizer.truncate(&mut ids, &mut offsets);
+            encoded.push((ids, truncated));
+        }
+        let b = encoded.len();
+        let t = encoded.iter().map(|(ids, _)| ids.len()).max().unwrap_or(1);
+        let pad = self.manifest.tokenizer.pad_id as i64;
+        let mut ids = vec![pad; b * t];
+        let mut mask = vec![0i64; b * t];
+        for (row, (e, _)) in encoded.iter().enumerate() {
+            for (j, &id) in e.iter().enumerate() {
+                ids[row * t + j] = id as i64;
+                mask[row * t + j] = 1;
+            }
+        }
+        let ids = TractTensor::from_shape(&[b, t], &ids).map_err(model_err)?;
+        let mask = TractTensor::from_shape(&[b, t], &mask).map_err(model_err)?;
+        let out = self.plan.run(tvec!(ids.into(), mask.into())).map_err(model_err)?;
+        let logits = out[0].to_plain_array_view::<f32>().map_err(model_err)?;
+        if logits.shape() != [b, NUM_LABELS] {
+            return Err(EdgeError::Model(format!(
+                "logits have shape {:?}, expected [{b}, {NUM_LABELS}]",
+                logits.shape()
+            )));
+        }
+        let mut preds = Vec::with_capacity(b);
+        for (row, (e, truncated)) in encoded.iter().enumerate() {
+            let mut probs = [0f32; NUM_LABELS];
+            for (l, p) in probs.iter_mut().enumerate() {
+                *p = sigmoid(logits[[row, l]]);
+            }
+            preds.push(self.decide(probs, *truncated, e.len()));
+        }
+        Ok(preds)
+    }
+
+    fn decide(&self, probs: [f32; NUM_LABELS], truncated: bool, tokens: usize) -> Prediction {
+        let positive = LabelSet::from_labels(
+            (0..NUM_LABELS as u8).filter(|&l| probs[l as usize] >= self.manifest.thresholds[l as usize]),
+        );
+        let mut order: [u8; NUM_LABELS] = core::array::from_fn(|i| i as u8);
+        order.sort_by(|&a, &b| probs[b as usize].total_cmp(&probs[a as usize]).then(a.cmp(&b)));
+        let mut top_k = heapless::Vec::new();
+        for &l in order.iter().take(TOP_K) {
+            // Capacity is TOP_K and we take TOP_K: the push cannot fail.
+            let _ = top_k.push((l, probs[l as usize]));
+        }
+        Prediction { probs, positive, top_k, truncated, tokens }
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Optimizes an ONNX model into a runnable plan for the symbolic `[batch, seq]` input shape the
+/// file declares (our exporter writes `dim_param` "batch" and "seq"), so one plan serves every
+/// batch size and length.
+fn load_plan(onnx: &[u8]) -> Result<Arc<TypedRunnableModel>, EdgeError> {
+    let model = tract_onnx::onnx().model_for_read(&mut &onnx[..]).map_err(model_err)?;
+    model.into_optimized().map_err(model_err)?.into_runnable().map_err(model_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Engine>();
+    }
+
+    #[test]
+    fn missing_bundle_names_the_file() {
+        let e = Engine::open(Path::new("/nonexistent/bundle")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("/nonexistent/bundle/manifest.bin"), "{e}");
+    }
+}

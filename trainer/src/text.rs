@@ -13,6 +13,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
+use ckd_core::bundle::TokenizerSettings;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
@@ -128,6 +129,16 @@ impl TextEncoder {
         self.tok.to_string(true).map_err(tk_err("serializing tokenizer"))
     }
 
+    /// The settings a bundle records so the edge runtime tokenizes identically.
+    pub fn settings(&self) -> TokenizerSettings {
+        TokenizerSettings {
+            max_len: self.max_len as u32,
+            pad_id: self.pad_id,
+            cls_id: self.cls_id,
+            sep_id: self.sep_id,
+        }
+    }
+
     /// Maximum sequence length, special tokens included.
     pub fn max_len(&self) -> usize {
         self.max_len
@@ -145,13 +156,7 @@ impl TextEncoder {
         let mut ids = enc.get_ids().to_vec();
         let mut offsets = enc.get_offsets().to_vec();
         let full_len = ids.len();
-        let truncated = full_len > self.max_len;
-        if truncated {
-            ids.truncate(self.max_len - 1);
-            offsets.truncate(self.max_len - 1);
-            ids.push(self.sep_id);
-            offsets.push((0, 0));
-        }
+        let truncated = self.settings().truncate(&mut ids, &mut offsets);
         Ok(Encoded { ids, offsets, truncated, full_len })
     }
 }
