@@ -145,6 +145,19 @@ impl Engine {
         Ok(self.predict_batch(&[text])?.remove(0))
     }
 
+    /// Token ids fed to the model for `text` (`[CLS] ... [SEP]`, truncated by the bundle's rule)
+    /// and whether it was truncated.
+    pub fn tokenize(&self, text: &str) -> Result<(Vec<u32>, bool), EdgeError> {
+        if text.trim().is_empty() {
+            return Err(EdgeError::EmptyInput { index: 0 });
+        }
+        let enc = self.tokenizer.encode(text, true).map_err(|e| EdgeError::Encode { index: 0, msg: e.to_string() })?;
+        let mut ids = enc.get_ids().to_vec();
+        let mut offsets = enc.get_offsets().to_vec();
+        let truncated = self.manifest.tokenizer.truncate(&mut ids, &mut offsets);
+        Ok((ids, truncated))
+    }
+
     /// Predicts a batch (padded to its longest input). Same results as one call per text.
     pub fn predict_batch(&self, texts: &[&str]) -> Result<Vec<Prediction>, EdgeError> {
         if texts.is_empty() {

@@ -4,8 +4,10 @@
 //! student model and its distillation losses, tokenization and batching. Library functions
 //! return typed errors; the `ckd` binary maps them to exit codes.
 
+pub mod bundle;
 pub mod codegen;
 pub mod distill;
+pub mod export;
 pub mod ingest;
 pub mod io;
 pub mod models;

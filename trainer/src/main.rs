@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use ckd_core::knowledge::KnowledgeConfig;
+use ckd_core::knowledge::{KnowledgeConfig, KnowledgeTable};
 use ckd_core::metrics::{self, Report};
 use ckd_core::split::SplitConfig;
 use ckd_core::visit::{Sample, Split};
@@ -109,6 +109,18 @@ enum Cmd {
         /// Where to write the JSON report (default: MODEL/eval-SPLIT.json).
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// Export a trained student as a bundle (model.onnx + tokenizer.json + manifest.bin).
+    Export {
+        /// Student directory (`ckd student train --out`).
+        #[arg(long)]
+        model: PathBuf,
+        /// Bundle directory to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Precision of the exported model.
+        #[arg(long, value_enum, default_value = "int8")]
+        precision: ckd_trainer::export::Precision,
     },
     /// Regenerate core/src/tables/ccs.rs from the HCUP-CCS definitions YAML.
     GenTables {
@@ -267,6 +279,17 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Eval { model, data, split, oracle, json } => {
             run_eval(&model, &data, split.split(), oracle.as_deref(), json.as_deref())?
         }
+        Cmd::Export { model, out, precision } => {
+            let r = ckd_trainer::bundle::write_bundle(&model, &out, precision)?;
+            eprintln!(
+                "bundle {} ({}): {:?}; probe vs candle: max |logit diff| {:.2e}, max |prob diff| {:.2e}",
+                r.dir.display(),
+                precision.as_str(),
+                r.bytes,
+                r.export.probe.max_abs_logit_diff,
+                r.export.probe.max_abs_prob_diff
+            );
+        }
         Cmd::GenTables { ccs_yaml, out } => {
             let yaml = std::fs::read_to_string(&ccs_yaml).with_context(|| format!("reading {}", ccs_yaml.display()))?;
             let src = codegen::ccs_table_source(&yaml)?;
@@ -334,17 +357,17 @@ fn print_summary(s: &IngestSummary, out: &Path, secs: f64) {
     eprintln!("wrote {} ({:.1} s)", out.display(), secs);
 }
 
-/// Samples of `split` from a `samples.bin`, or every record of a CKD-EHR JSONL file.
-fn load_samples(path: &Path, split: Split) -> Result<(Vec<Sample>, String)> {
-    if path.extension().is_some_and(|e| e == "bin") {
-        let f = ingest::read_samples(path)?;
-        let hash = f.source_hash.clone();
-        Ok((f.samples.into_iter().filter(|s| s.split == split).collect(), hash))
+/// Samples of `split` from a `samples.bin`, or every record of a CKD-EHR JSONL file, with the
+/// source hash and the knowledge table their texts were rendered with.
+fn load_samples(path: &Path, split: Split) -> Result<(Vec<Sample>, String, Option<KnowledgeTable>)> {
+    let f = if path.extension().is_some_and(|e| e == "bin") {
+        ingest::read_samples(path)?
     } else {
-        let ing = ingest::ingest_jsonl(path, &IngestConfig { knowledge: None, ..Default::default() })?;
-        let hash = ing.file.source_hash.clone();
-        Ok((ing.file.samples, hash))
-    }
+        ingest::ingest_jsonl(path, &IngestConfig { knowledge: None, ..Default::default() })?.file
+    };
+    let jsonl = f.samples.iter().any(|s| s.raw.is_some());
+    let samples = f.samples.into_iter().filter(|s| jsonl || s.split == split).collect();
+    Ok((samples, f.source_hash, f.knowledge))
 }
 
 fn load_teacher(path: &Path) -> Result<Teacher> {
@@ -361,8 +384,8 @@ fn load_teacher(path: &Path) -> Result<Teacher> {
 }
 
 fn run_student_train(a: &TrainArgs) -> Result<()> {
-    let (train, train_hash) = load_samples(&a.train, Split::Train)?;
-    let (val, val_hash) = load_samples(&a.val, Split::Val)?;
+    let (train, train_hash, knowledge) = load_samples(&a.train, Split::Train)?;
+    let (val, val_hash, _) = load_samples(&a.val, Split::Val)?;
     anyhow::ensure!(!train.is_empty(), "{}: no training samples", a.train.display());
     anyhow::ensure!(!val.is_empty(), "{}: no validation samples", a.val.display());
     let teacher = a.soft_labels.as_deref().map(load_teacher).transpose()?;
@@ -464,6 +487,8 @@ fn run_student_train(a: &TrainArgs) -> Result<()> {
     });
     let scfg = StudentConfig { bert: bert_cfg, head, max_len: encoder.max_len() };
     student::save_student(&a.out, &scfg, &varmap, &encoder, &outcome.thresholds, &provenance)?;
+    // The knowledge table the training texts were rendered with travels into the bundle.
+    io::write_atomic(&a.out.join("knowledge.json"), io::pretty_json(&knowledge).as_bytes())?;
     eprintln!(
         "student: {} steps, best val macro-F1 {:.4} (epoch {}), {:.1} samples/s{} -> {}",
         outcome.steps,
@@ -478,7 +503,7 @@ fn run_student_train(a: &TrainArgs) -> Result<()> {
 
 fn run_eval(model: &Path, data: &Path, split: Split, oracle: Option<&Path>, json: Option<&Path>) -> Result<()> {
     let st = student::load_student(model)?;
-    let (samples, _) = load_samples(data, split)?;
+    let (samples, _, _) = load_samples(data, split)?;
     anyhow::ensure!(!samples.is_empty(), "{}: no samples in split {}", data.display(), split.name());
     let p = Prepared::new(&samples, &st.encoder)?;
     let probs = student::predict(&st.model, &p, st.encoder.pad_id, 32)?;

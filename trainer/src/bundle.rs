@@ -1,0 +1,105 @@
+//! Writing a model bundle: `model.onnx` + `tokenizer.json` + `manifest.bin` (see
+//! [`ckd_core::bundle`]). The ONNX file and the tokenizer are written first, the manifest last,
+//! each atomically, so a reader never sees a manifest whose files are not in place.
+
+use std::path::{Path, PathBuf};
+
+use ckd_core::bundle::{
+    FileEntry, Manifest, Precision as BundlePrecision, Provenance, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE,
+};
+use ckd_core::knowledge::KnowledgeTable;
+use serde::Serialize;
+
+use crate::export::{self, ExportError, ExportReport, Precision};
+use crate::io::write_atomic;
+use crate::student::{self, StudentError};
+
+/// Error writing a bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleWriteError {
+    /// Export failed (graph, parity probe, I/O).
+    #[error("export: {0}")]
+    Export(#[from] ExportError),
+    /// The student directory is incomplete or invalid.
+    #[error("student: {0}")]
+    Student(#[from] StudentError),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The manifest could not be encoded or does not check.
+    #[error("manifest: {0}")]
+    Manifest(String),
+}
+
+/// What [`write_bundle`] wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct BundleReport {
+    /// Bundle directory.
+    pub dir: PathBuf,
+    /// The ONNX export.
+    pub export: ExportReport,
+    /// Bytes of each file (model, tokenizer, manifest).
+    pub bytes: Vec<(String, u64)>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BundleWriteError + '_ {
+    move |source| BundleWriteError::Io { path: path.to_path_buf(), source }
+}
+
+/// Exports the student in `student_dir` into a bundle directory `out`.
+pub fn write_bundle(student_dir: &Path, out: &Path, precision: Precision) -> Result<BundleReport, BundleWriteError> {
+    let st = student::load_student(student_dir)?;
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let model_path = out.join(MODEL_FILE);
+    let export = export::export_student(student_dir, &model_path, precision)?;
+    let model = std::fs::read(&model_path).map_err(io_err(&model_path))?;
+    let tokenizer = st.encoder.to_json().map_err(StudentError::from)?.into_bytes();
+    let tok_path = out.join(TOKENIZER_FILE);
+    write_atomic(&tok_path, &tokenizer).map_err(io_err(&tok_path))?;
+
+    let read_opt = |name: &str| std::fs::read_to_string(student_dir.join(name)).ok();
+    let knowledge: Option<KnowledgeTable> = match read_opt("knowledge.json") {
+        Some(t) => serde_json::from_str(&t).map_err(|e| {
+            BundleWriteError::Manifest(format!("{}: {e}", student_dir.join("knowledge.json").display()))
+        })?,
+        None => None,
+    };
+    let prov: serde_json::Value =
+        read_opt("provenance.json").and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(serde_json::Value::Null);
+    let text = |v: &serde_json::Value| if v.is_null() { String::new() } else { v.to_string() };
+    let manifest = Manifest {
+        labels: Manifest::current_labels(),
+        thresholds: st.thresholds.clone(),
+        precision: match precision {
+            Precision::F32 => BundlePrecision::F32,
+            Precision::Int8 => BundlePrecision::Int8,
+        },
+        tokenizer: st.encoder.settings(),
+        knowledge,
+        files: vec![FileEntry::of(MODEL_FILE, &model), FileEntry::of(TOKENIZER_FILE, &tokenizer)],
+        provenance: Provenance {
+            data_hash: prov["train"]["source_hash"].as_str().unwrap_or_default().to_string(),
+            training_config: text(&prov["train_config"]),
+            teacher: text(&prov["teacher"]),
+            created_by: format!("ckd {}", env!("CARGO_PKG_VERSION")),
+        },
+    };
+    manifest.check().map_err(|e| BundleWriteError::Manifest(e.to_string()))?;
+    let bytes = manifest.to_bytes().map_err(|e| BundleWriteError::Manifest(e.to_string()))?;
+    let man_path = out.join(MANIFEST_FILE);
+    write_atomic(&man_path, &bytes).map_err(io_err(&man_path))?;
+    Ok(BundleReport {
+        dir: out.to_path_buf(),
+        bytes: vec![
+            (MODEL_FILE.into(), model.len() as u64),
+            (TOKENIZER_FILE.into(), tokenizer.len() as u64),
+            (MANIFEST_FILE.into(), bytes.len() as u64),
+        ],
+        export,
+    })
+}

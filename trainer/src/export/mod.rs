@@ -1,0 +1,268 @@
+//! Export of a trained student to ONNX (opset 17), in f32 or int8, built in Rust from the
+//! protobuf types of `tract_onnx::pb`; no Python in the export path.
+//!
+//! - [`build_onnx`]: pure function, model tensors -> ONNX bytes (graph in [`onnx`]).
+//! - [`export_student`]: thin driver: reads a saved student directory, builds, checks the
+//!   result in tract against the candle model on a fixed probe batch, writes the file
+//!   atomically.
+//! - [`tract_run`]: running and profiling an exported file in tract (tests, benches, reports).
+//!
+//! The int8 form is per-output-channel symmetric s8 weights, u8 activations from
+//! `DynamicQuantizeLinear`, `MatMulInteger` with i32 accumulation, rescale and bias in f32;
+//! see [`onnx`] for the graph and [`quantize`] for the weight quantizer.
+
+pub mod graph;
+pub mod onnx;
+pub mod quantize;
+pub mod tract_dql;
+pub mod tract_run;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::io::write_atomic;
+use crate::models::bert::{inspect_checkpoint, read_safetensors, BertError, BertForMultiLabel, Config, HeadConfig};
+use crate::student::StudentConfig;
+
+pub use onnx::{BuildOptions, GraphStats, Int8Form, ATTENTION_MASK, INPUT_IDS, LOGITS};
+pub use tract_run::{LoadOptions, Profile, TractModel};
+
+/// Largest |logit| difference between the f32 export in tract and the candle model that
+/// [`export_student`] accepts on its probe batch. The parity tests hold 1e-4; this guard only
+/// catches a broken graph.
+pub const PROBE_F32_MAX_LOGIT_DIFF: f32 = 1e-3;
+/// Largest per-label probability difference between the int8 export in tract and the candle
+/// model that [`export_student`] accepts on its probe batch (the tests hold 0.02).
+pub const PROBE_INT8_MAX_PROB_DIFF: f32 = 0.05;
+
+/// Numeric precision of the exported encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    F32,
+    /// Encoder linears as integer matmuls (dynamic u8 activations x per-channel s8 weights).
+    Int8,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+/// Errors of exporting a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {msg}")]
+    Json { path: PathBuf, msg: String },
+    #[error("model: {0}")]
+    Bert(#[from] BertError),
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("tensor `{0}` is missing")]
+    MissingTensor(String),
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch { name: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("tensor `{name}` has a non-finite value at flat index {index}")]
+    NonFinite { name: String, index: usize },
+    #[error("ONNX graph: {0}")]
+    Graph(String),
+    #[error("tract: {0}")]
+    Tract(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("exported {precision} model disagrees with the candle model on the probe batch: {what}")]
+    Parity { precision: &'static str, what: String },
+}
+
+/// Builds the ONNX bytes of a BERT multi-label model. `tensors` holds the model's tensors under
+/// their model names (no `bert.` prefix); see [`onnx::build_model`]. Pure: no I/O.
+pub fn build_onnx(
+    cfg: &Config,
+    head: &HeadConfig,
+    tensors: &HashMap<String, Tensor>,
+    opts: BuildOptions,
+) -> Result<(Vec<u8>, GraphStats), ExportError> {
+    let (model, stats) = onnx::build_model(cfg, head, tensors, opts)?;
+    Ok((model.encode_to_vec(), stats))
+}
+
+/// The probe check of an export: the exported file in tract vs the candle model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeCheck {
+    /// Shape of the probe batch [batch, seq] (second row padded).
+    pub shape: [usize; 2],
+    pub max_abs_logit_diff: f32,
+    pub max_abs_prob_diff: f32,
+}
+
+/// What [`export_student`] wrote.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExportReport {
+    pub path: PathBuf,
+    pub precision: Precision,
+    pub bytes: usize,
+    /// SHA-256 (hex) of the written file.
+    pub sha256: String,
+    pub nodes: usize,
+    pub int8_linears: usize,
+    pub f32_linears: usize,
+    pub num_labels: usize,
+    pub probe: ProbeCheck,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
+    move |source| ExportError::Io { path: path.to_path_buf(), source }
+}
+
+/// Model tensors of a checkpoint under their model names: a `bert.` prefix, when the
+/// checkpoint has one, is dropped from the encoder tensors.
+pub fn model_tensors(tensors: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>, ExportError> {
+    let layout = inspect_checkpoint(tensors.keys().map(String::as_str))?;
+    let prefix = layout.prefix.as_str();
+    Ok(tensors
+        .into_iter()
+        .map(|(k, v)| match k.strip_prefix(prefix) {
+            Some(s) if !prefix.is_empty() => (s.to_string(), v),
+            _ => (k, v),
+        })
+        .collect())
+}
+
+/// A deterministic probe batch for `cfg`: 2 rows of `seq` tokens, the second padded to about
+/// half. Token ids are spread over the vocabulary; position 0 is id 101 when the vocabulary has
+/// it ([CLS] in BERT vocabularies), else 1.
+pub fn probe_batch(cfg: &Config, seq: usize) -> (Vec<i64>, Vec<i64>) {
+    let seq = seq.clamp(1, cfg.max_position_embeddings);
+    let v = cfg.vocab_size as u64;
+    let cls = if v > 101 { 101 } else { 1 % v as i64 };
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut ids = Vec::with_capacity(2 * seq);
+    let mut mask = Vec::with_capacity(2 * seq);
+    for (row, len) in [seq, seq.div_ceil(2)].into_iter().enumerate() {
+        for i in 0..seq {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407 + row as u64);
+            let id = if i == 0 { cls } else { ((state >> 33) % v) as i64 };
+            let real = i < len;
+            ids.push(if real { id } else { 0 });
+            mask.push(i64::from(real));
+        }
+    }
+    (ids, mask)
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Max |a - b| over logits and over their sigmoids.
+pub fn max_diffs(a: &[f32], b: &[f32]) -> (f32, f32) {
+    a.iter().zip(b).fold((0f32, 0f32), |(dl, dp), (x, y)| {
+        ((x - y).abs().max(dl), (sigmoid(*x) - sigmoid(*y)).abs().max(dp))
+    })
+}
+
+/// Logits [batch * L] of the candle model for i64 inputs [batch, seq].
+pub fn candle_logits(
+    model: &BertForMultiLabel,
+    ids: &[i64],
+    mask: &[i64],
+    batch: usize,
+    seq: usize,
+) -> Result<Vec<f32>, ExportError> {
+    let dev = Device::Cpu;
+    let ids = Tensor::from_slice(ids, (batch, seq), &dev)?;
+    let mask = Tensor::from_slice(mask, (batch, seq), &dev)?;
+    let out = model.forward(&ids, &mask, None)?;
+    Ok(out.logits.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// Exports the student saved in `dir` (`config.json` {bert, head, max_len},
+/// `model.safetensors`) to the ONNX file `out`, written atomically. Before writing, the
+/// built file is run in tract on a probe batch and compared with the candle model; a
+/// disagreement beyond [`PROBE_F32_MAX_LOGIT_DIFF`] (f32) or [`PROBE_INT8_MAX_PROB_DIFF`]
+/// (int8) is an error and nothing is written.
+pub fn export_student(dir: &Path, out: &Path, precision: Precision) -> Result<ExportReport, ExportError> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
+    let cfg: StudentConfig =
+        serde_json::from_str(&text).map_err(|e| ExportError::Json { path: cfg_path.clone(), msg: e.to_string() })?;
+    let st_path = dir.join("model.safetensors");
+    let tensors = model_tensors(read_safetensors(&st_path, &Device::Cpu)?)?;
+    export_tensors(&cfg.bert, &cfg.head, &tensors, cfg.max_len, out, precision)
+}
+
+/// [`export_student`] from tensors already in memory (model names). `probe_len` is the probe
+/// batch's sequence length (clamped to the model's positions).
+pub fn export_tensors(
+    cfg: &Config,
+    head: &HeadConfig,
+    tensors: &HashMap<String, Tensor>,
+    probe_len: usize,
+    out: &Path,
+    precision: Precision,
+) -> Result<ExportReport, ExportError> {
+    let (bytes, stats) = build_onnx(cfg, head, tensors, BuildOptions::new(precision))?;
+    let probe = probe_check(cfg, head, tensors, &bytes, probe_len.min(64))?;
+    match precision {
+        Precision::F32 if probe.max_abs_logit_diff > PROBE_F32_MAX_LOGIT_DIFF => {
+            return Err(ExportError::Parity {
+                precision: precision.as_str(),
+                what: format!("max |logit diff| {} > {PROBE_F32_MAX_LOGIT_DIFF}", probe.max_abs_logit_diff),
+            });
+        }
+        Precision::Int8 if probe.max_abs_prob_diff > PROBE_INT8_MAX_PROB_DIFF => {
+            return Err(ExportError::Parity {
+                precision: precision.as_str(),
+                what: format!("max |prob diff| {} > {PROBE_INT8_MAX_PROB_DIFF}", probe.max_abs_prob_diff),
+            });
+        }
+        _ => {}
+    }
+    write_atomic(out, &bytes).map_err(io_err(out))?;
+    Ok(ExportReport {
+        path: out.to_path_buf(),
+        precision,
+        bytes: bytes.len(),
+        sha256: ckd_core::format::hex(&Sha256::digest(&bytes)),
+        nodes: stats.nodes,
+        int8_linears: stats.int8_linears,
+        f32_linears: stats.f32_linears,
+        num_labels: head.num_labels,
+        probe,
+    })
+}
+
+/// Runs `onnx` in tract and the candle model built from `tensors` on [`probe_batch`].
+pub fn probe_check(
+    cfg: &Config,
+    head: &HeadConfig,
+    tensors: &HashMap<String, Tensor>,
+    onnx: &[u8],
+    seq: usize,
+) -> Result<ProbeCheck, ExportError> {
+    let (ids, mask) = probe_batch(cfg, seq);
+    let seq = ids.len() / 2;
+    let loaded = BertForMultiLabel::from_checkpoint(tensors, cfg, head, &Device::Cpu, 0)?;
+    if !loaded.report.fresh_init.is_empty() {
+        return Err(ExportError::MissingTensor(loaded.report.fresh_init.join(", ")));
+    }
+    let want = candle_logits(&loaded.model, &ids, &mask, 2, seq)?;
+    let got = TractModel::load(onnx, None)?.run(&ids, &mask, 2, seq)?;
+    if got.len() != want.len() {
+        return Err(ExportError::Tract(format!("{} logits, expected {}", got.len(), want.len())));
+    }
+    let (dl, dp) = max_diffs(&want, &got);
+    Ok(ProbeCheck { shape: [2, seq], max_abs_logit_diff: dl, max_abs_prob_diff: dp })
+}

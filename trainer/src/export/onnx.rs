@@ -1,0 +1,398 @@
+//! The BERT multi-label model as an ONNX graph (opset 17), in f32 or int8.
+//!
+//! Graph (B batch and T tokens dynamic, H hidden, N heads, Dh = H / N, I intermediate, L labels):
+//!
+//! ```text
+//! input_ids [B, T] i64, attention_mask [B, T] i64
+//! x    = LayerNorm(Gather(word_emb, input_ids) + type_emb[0] + Slice(pos_emb, 0, T))  [B, T, H]
+//! ext  = Unsqueeze(Cast(attention_mask) * 1e9 + (-1e9), [1, 2])                       [B, 1, 1, T]
+//! per layer:
+//!   q, k, v = lin_q(x), lin_k(x), lin_v(x), split into heads                         [B, N, T, Dh]
+//!   p   = Softmax(q k^T * Dh^-0.5 + ext)                                                [B, N, T, T]
+//!   a   = LayerNorm(lin_o(merge(p v)) + x)
+//!   x   = LayerNorm(lin_out(GELU_erf(lin_i(a))) + a)
+//! logits = classifier([tanh(pooler(] x[:, 0] [))])                                     [B, L]
+//! ```
+//!
+//! The mask is the candle model's convention exactly: (1 - m) * -1e9 is written as
+//! m * 1e9 + (-1e9), which is exactly 0 for real keys. Token types are all 0, so the type
+//! embedding is its row 0 added as a constant. GELU is 0.5 * x * (1 + erf(x / sqrt 2)).
+//!
+//! A `lin_*` is `MatMul(x, W^T) + b` in f32. In int8 ([`Precision::Int8`]) every encoder
+//! linear becomes
+//!
+//! ```text
+//! (x_q u8, x_scale f32, x_zp u8) = DynamicQuantizeLinear(x)        (once per distinct x)
+//! y = Cast<f32>(MatMulInteger(x_q, Wq [K, N] s8, x_zp)) * (x_scale * w_scale [N]) + b
+//! ```
+//!
+//! with per-output-channel symmetric weights (zero point 0, so the optional weight zero
+//! point input is left out). Embeddings, LayerNorm, softmax, the attention matmuls
+//! (activation x activation) and the head stay f32.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Tensor};
+use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::ModelProto;
+
+use super::graph::{attr_float, attr_int, attr_ints, Dim, GraphBuilder};
+use super::quantize::{quantize_per_channel, transpose};
+use super::{ExportError, Precision};
+use crate::models::bert::{Config, HeadConfig, MASK_NEG};
+
+/// Name of the token id input.
+pub const INPUT_IDS: &str = "input_ids";
+/// Name of the attention mask input (1 real token, 0 padding).
+pub const ATTENTION_MASK: &str = "attention_mask";
+/// Name of the logits output.
+pub const LOGITS: &str = "logits";
+
+/// Which operators an int8 linear layer is made of. Only
+/// [`Int8Form::DynamicMatMulInteger`] is exported by `ckd export`; the others exist to measure
+/// how tract runs them (see the export investigation in BENCHMARKS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Int8Form {
+    /// `DynamicQuantizeLinear` + `MatMulInteger` (u8 x s8 -> i32) + f32 rescale: the form
+    /// onnxruntime runs with integer kernels.
+    DynamicMatMulInteger,
+    /// The same arithmetic with `DynamicQuantizeLinear` written out in standard ops (its ONNX
+    /// definition): `ReduceMin`/`ReduceMax` -> scale and zero point, then
+    /// `Cast<u8>(Clip(Round(x / scale) + zp, 0, 255))`, feeding `MatMulInteger(x_q, W, zp)`.
+    ExpandedPerTensor,
+    /// Per-token (per-row) asymmetric u8 activations: min/max over the last axis, so each
+    /// token has its own scale and zero point. `MatMulInteger` takes no zero point (its
+    /// per-row form is not portable); the zero point is removed after the matmul with the
+    /// weight's column sums: `y = (acc - zp_row * colsum(Wq)) * scale_row * w_scale + b`.
+    ExpandedPerRow,
+}
+
+/// What to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildOptions {
+    pub precision: Precision,
+    pub int8_form: Int8Form,
+}
+
+impl BuildOptions {
+    pub fn new(precision: Precision) -> Self {
+        Self { precision, int8_form: Int8Form::DynamicMatMulInteger }
+    }
+}
+
+/// Reads the model's tensors by name, checking shapes; errors name the tensor.
+struct Weights<'a> {
+    tensors: &'a HashMap<String, Tensor>,
+}
+
+impl Weights<'_> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ExportError> {
+        let t = self.tensors.get(name).ok_or_else(|| ExportError::MissingTensor(name.to_string()))?;
+        if t.dims() != shape {
+            return Err(ExportError::ShapeMismatch {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: t.dims().to_vec(),
+            });
+        }
+        let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(bad) = v.iter().position(|x| !x.is_finite()) {
+            return Err(ExportError::NonFinite { name: name.to_string(), index: bad });
+        }
+        Ok(v)
+    }
+}
+
+/// Counts of what the builder emitted, for the export report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GraphStats {
+    /// Nodes in the graph.
+    pub nodes: usize,
+    /// Linear layers written as integer matmuls.
+    pub int8_linears: usize,
+    /// Linear layers written as f32 matmuls.
+    pub f32_linears: usize,
+}
+
+struct Builder<'a> {
+    g: GraphBuilder,
+    w: Weights<'a>,
+    opts: BuildOptions,
+    /// Quantized activations already emitted, by source value name: (x_q, x_scale, x_zp).
+    quantized: HashMap<String, (String, String, String)>,
+    /// Shared scalar constants already emitted.
+    scalars: std::collections::HashSet<String>,
+    stats: GraphStats,
+}
+
+impl Builder<'_> {
+    /// `y = x W^T + b` for the linear `prefix` (`{prefix}.weight` [n, k], `{prefix}.bias` [n]).
+    fn linear(&mut self, x: &str, prefix: &str, k: usize, n: usize, int8: bool) -> Result<String, ExportError> {
+        let w = self.w.get(&format!("{prefix}.weight"), &[n, k])?;
+        let b = self.w.get(&format!("{prefix}.bias"), &[n])?;
+        let bias = self.g.const_f32(&format!("{prefix}.bias"), &[n], &b)?;
+        if !(int8 && self.opts.precision == Precision::Int8) {
+            self.stats.f32_linears += 1;
+            let wt = self.g.const_f32(&format!("{prefix}.weight_t"), &[k, n], &transpose(&w, n, k))?;
+            let y = self.g.node("MatMul", &[x, &wt], format!("{prefix}.matmul"), vec![])?;
+            return self.g.node("Add", &[&y, &bias], format!("{prefix}.out"), vec![]);
+        }
+        self.stats.int8_linears += 1;
+        let qw = quantize_per_channel(&w, n, k)
+            .ok_or_else(|| ExportError::Graph(format!("cannot quantize {prefix}.weight")))?;
+        match self.opts.int8_form {
+            Int8Form::DynamicMatMulInteger | Int8Form::ExpandedPerTensor => {
+                let (xq, xs, xz) = self.dynamic_quantize(x)?;
+                let wq = self.g.const_i8(&format!("{prefix}.weight_q"), &[k, n], &qw.q)?;
+                let ws = self.g.const_f32(&format!("{prefix}.weight_scale"), &[n], &qw.scales)?;
+                let acc = self.g.node("MatMulInteger", &[&xq, &wq, &xz], format!("{prefix}.matmul_i32"), vec![])?;
+                let accf = self.g.node(
+                    "Cast",
+                    &[&acc],
+                    format!("{prefix}.matmul_f32"),
+                    vec![attr_int("to", DataType::Float as i64)],
+                )?;
+                let scale = self.g.node("Mul", &[&xs, &ws], format!("{prefix}.scale"), vec![])?;
+                let y = self.g.node("Mul", &[&accf, &scale], format!("{prefix}.rescaled"), vec![])?;
+                self.g.node("Add", &[&y, &bias], format!("{prefix}.out"), vec![])
+            }
+            Int8Form::ExpandedPerRow => {
+                let (xq, xs, xzf) = self.quantize_rows(x)?;
+                let wq = self.g.const_i8(&format!("{prefix}.weight_q"), &[k, n], &qw.q)?;
+                let ws = self.g.const_f32(&format!("{prefix}.weight_scale"), &[n], &qw.scales)?;
+                let colsum: Vec<f32> =
+                    (0..n).map(|nn| (0..k).map(|kk| i32::from(qw.q[kk * n + nn])).sum::<i32>() as f32).collect();
+                let cs = self.g.const_f32(&format!("{prefix}.weight_colsum"), &[1, n], &colsum)?;
+                let acc = self.g.node("MatMulInteger", &[&xq, &wq], format!("{prefix}.matmul_i32"), vec![])?;
+                let accf = self.g.node(
+                    "Cast",
+                    &[&acc],
+                    format!("{prefix}.matmul_f32"),
+                    vec![attr_int("to", DataType::Float as i64)],
+                )?;
+                // zp_row [.., 1] x colsum [1, N] as a K = 1 matmul: tract runs it in its f32
+                // kernel, where a broadcasting Mul of this outer product is a slow generic loop.
+                let corr = self.g.node("MatMul", &[&xzf, &cs], format!("{prefix}.zp_correction"), vec![])?;
+                let centered = self.g.node("Sub", &[&accf, &corr], format!("{prefix}.centered"), vec![])?;
+                let y = self.g.node("Mul", &[&centered, &xs], format!("{prefix}.rescaled_rows"), vec![])?;
+                let y = self.g.node("Mul", &[&y, &ws], format!("{prefix}.rescaled"), vec![])?;
+                self.g.node("Add", &[&y, &bias], format!("{prefix}.out"), vec![])
+            }
+        }
+    }
+
+    /// Asymmetric u8 quantization of `x` over `axes` (all when `None`), as ONNX defines
+    /// `DynamicQuantizeLinear`: range [min(x, 0), max(x, 0)], scale = range / 255,
+    /// zp = clip(round(-min / scale), 0, 255), x_q = clip(round(x / scale) + zp, 0, 255).
+    /// Returns (x_q u8, scale f32, zp f32) with scale and zp of rank 0 (per tensor) or keeping
+    /// the reduced axis as 1 (per row).
+    fn quantize_expanded(&mut self, x: &str, per_row: bool) -> Result<(String, String, String), ExportError> {
+        let tag = if per_row { "qr" } else { "qt" };
+        let p = format!("{x}.{tag}");
+        let reduce_attrs = |keep: i64| {
+            let mut a = vec![attr_int("keepdims", keep)];
+            if per_row {
+                a.push(attr_ints("axes", &[-1]));
+            }
+            a
+        };
+        let keep = i64::from(per_row);
+        let mn = self.g.node("ReduceMin", &[x], format!("{p}.min"), reduce_attrs(keep))?;
+        let mx = self.g.node("ReduceMax", &[x], format!("{p}.max"), reduce_attrs(keep))?;
+        let zero = self.scalar("const.q.zero", 0.0)?;
+        let mn = self.g.node("Min", &[&mn, &zero], format!("{p}.min0"), vec![])?;
+        let mx = self.g.node("Max", &[&mx, &zero], format!("{p}.max0"), vec![])?;
+        let range = self.g.node("Sub", &[&mx, &mn], format!("{p}.range"), vec![])?;
+        // An all-zero input would give scale 0 (and NaN codes): floor the range.
+        let tiny = self.scalar("const.q.tiny_range", 1e-30)?;
+        let range = self.g.node("Max", &[&range, &tiny], format!("{p}.range_floor"), vec![])?;
+        let q255 = self.scalar("const.q.255", 255.0)?;
+        let scale = self.g.node("Div", &[&range, &q255], format!("{p}.scale"), vec![])?;
+        let neg = self.g.node("Neg", &[&mn], format!("{p}.neg_min"), vec![])?;
+        let zp = self.g.node("Div", &[&neg, &scale], format!("{p}.zp_raw"), vec![])?;
+        let zp = self.g.node("Round", &[&zp], format!("{p}.zp_round"), vec![])?;
+        let zp = self.g.node("Clip", &[&zp, &zero, &q255], format!("{p}.zp"), vec![])?;
+        // round(v) + zp = trunc(v + zp + 0.5) once clipped to [0, 255] (non-negative), so the
+        // rounding is folded into the truncating Cast: one `Round` pass less. (Ties round up
+        // instead of to even: a different but equally valid code on exact ties.)
+        let half = self.scalar("const.q.half", 0.5)?;
+        let zp_half = self.g.node("Add", &[&zp, &half], format!("{p}.zp_half"), vec![])?;
+        let v = self.g.node("Div", &[x, &scale], format!("{p}.scaled"), vec![])?;
+        let v = self.g.node("Add", &[&v, &zp_half], format!("{p}.shifted"), vec![])?;
+        let v = self.g.node("Clip", &[&v, &zero, &q255], format!("{p}.clipped"), vec![])?;
+        let to_u8 = vec![attr_int("to", DataType::Uint8 as i64)];
+        let xq = self.g.node("Cast", &[&v], format!("{p}.u8"), to_u8)?;
+        Ok((xq, scale, zp))
+    }
+
+    /// Per-row quantization of `x` (cached): (x_q u8, scale [.., 1], zp f32 [.., 1]).
+    fn quantize_rows(&mut self, x: &str) -> Result<(String, String, String), ExportError> {
+        if let Some(q) = self.quantized.get(x) {
+            return Ok(q.clone());
+        }
+        let q = self.quantize_expanded(x, true)?;
+        self.quantized.insert(x.to_string(), q.clone());
+        Ok(q)
+    }
+
+    /// A shared f32 scalar constant.
+    fn scalar(&mut self, name: &str, v: f32) -> Result<String, ExportError> {
+        if self.scalars.insert(name.to_string()) {
+            self.g.const_f32(name, &[], &[v])?;
+        }
+        Ok(name.to_string())
+    }
+
+    /// Per-tensor u8 quantization of `x` (cached): (x_q u8, scale f32, zero point u8).
+    fn dynamic_quantize(&mut self, x: &str) -> Result<(String, String, String), ExportError> {
+        if let Some(q) = self.quantized.get(x) {
+            return Ok(q.clone());
+        }
+        let (q, s, z) = if self.opts.int8_form == Int8Form::ExpandedPerTensor {
+            let (q, s, zf) = self.quantize_expanded(x, false)?;
+            let z = self.g.node("Cast", &[&zf], format!("{x}.qt.zp_u8"), vec![attr_int("to", DataType::Uint8 as i64)])?;
+            (q, s, z)
+        } else {
+            let outs = [format!("{x}.q"), format!("{x}.q_scale"), format!("{x}.q_zero_point")];
+            self.g.node_n("DynamicQuantizeLinear", &[x], &outs, vec![])?;
+            let [q, s, z] = outs;
+            (q, s, z)
+        };
+        self.quantized.insert(x.to_string(), (q.clone(), s.clone(), z.clone()));
+        Ok((q, s, z))
+    }
+
+    fn layer_norm(&mut self, x: &str, prefix: &str, h: usize, eps: f64) -> Result<String, ExportError> {
+        let gamma = self.w.get(&format!("{prefix}.weight"), &[h])?;
+        let beta = self.w.get(&format!("{prefix}.bias"), &[h])?;
+        let gamma = self.g.const_f32(&format!("{prefix}.weight"), &[h], &gamma)?;
+        let beta = self.g.const_f32(&format!("{prefix}.bias"), &[h], &beta)?;
+        self.g.node(
+            "LayerNormalization",
+            &[x, &gamma, &beta],
+            format!("{prefix}.out"),
+            vec![attr_int("axis", -1), attr_float("epsilon", eps as f32)],
+        )
+    }
+}
+
+/// Builds the ONNX model of a BERT multi-label classifier from its tensors (model names, no
+/// `bert.` prefix, as in a saved student's `model.safetensors`). Pure: no I/O.
+pub fn build_model(
+    cfg: &Config,
+    head: &HeadConfig,
+    tensors: &HashMap<String, Tensor>,
+    opts: BuildOptions,
+) -> Result<(ModelProto, GraphStats), ExportError> {
+    cfg.validate()?;
+    if head.num_labels == 0 {
+        return Err(ExportError::Graph("num_labels must be > 0".into()));
+    }
+    let (h, nh, dh, inter) = (cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim(), cfg.intermediate_size);
+    let mut b = Builder {
+        g: GraphBuilder::new(),
+        w: Weights { tensors },
+        opts,
+        quantized: HashMap::new(),
+        scalars: Default::default(),
+        stats: GraphStats::default(),
+    };
+    let io_dims = [Dim::Param("batch"), Dim::Param("seq")];
+    let ids = b.g.input(INPUT_IDS, DataType::Int64, &io_dims)?;
+    let mask = b.g.input(ATTENTION_MASK, DataType::Int64, &io_dims)?;
+
+    // Embeddings.
+    let word = b.w.get("embeddings.word_embeddings.weight", &[cfg.vocab_size, h])?;
+    let pos = b.w.get("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, h])?;
+    let types = b.w.get("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, h])?;
+    let word = b.g.const_f32("embeddings.word_embeddings.weight", &[cfg.vocab_size, h], &word)?;
+    let pos = b.g.const_f32("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, h], &pos)?;
+    let type0 = b.g.const_f32("embeddings.token_type_embeddings.row0", &[h], &types[..h])?;
+    let words = b.g.node("Gather", &[&word, &ids], "embeddings.words", vec![attr_int("axis", 0)])?;
+    let x = b.g.node("Add", &[&words, &type0], "embeddings.words_types", vec![])?;
+    let seq = b.g.node("Shape", &[&ids], "embeddings.seq_len", vec![attr_int("start", 1), attr_int("end", 2)])?;
+    let zero1 = b.g.const_i64("const.zero_1d", &[1], &[0])?;
+    let positions = b.g.node("Slice", &[&pos, &zero1, &seq, &zero1], "embeddings.positions", vec![])?;
+    let x = b.g.node("Add", &[&x, &positions], "embeddings.sum", vec![])?;
+    let mut x = b.layer_norm(&x, "embeddings.LayerNorm", h, cfg.layer_norm_eps)?;
+
+    // Additive attention mask [B, 1, 1, T].
+    let maskf = b.g.node("Cast", &[&mask], "mask.f32", vec![attr_int("to", DataType::Float as i64)])?;
+    let big = b.g.const_f32("const.mask_scale", &[], &[-MASK_NEG])?;
+    let neg = b.g.const_f32("const.mask_neg", &[], &[MASK_NEG])?;
+    let m = b.g.node("Mul", &[&maskf, &big], "mask.scaled", vec![])?;
+    let m = b.g.node("Add", &[&m, &neg], "mask.additive", vec![])?;
+    let axes12 = b.g.const_i64("const.axes_1_2", &[2], &[1, 2])?;
+    let ext = b.g.node("Unsqueeze", &[&m, &axes12], "mask.extended", vec![])?;
+
+    let split_shape = b.g.const_i64("const.split_heads_shape", &[4], &[0, 0, nh as i64, dh as i64])?;
+    let merge_shape = b.g.const_i64("const.merge_heads_shape", &[3], &[0, 0, h as i64])?;
+    let scale = b.g.const_f32("const.attn_scale", &[], &[(1.0 / (dh as f64).sqrt()) as f32])?;
+    let inv_sqrt2 = b.g.const_f32("const.inv_sqrt2", &[], &[std::f32::consts::FRAC_1_SQRT_2])?;
+    let one = b.g.const_f32("const.one", &[], &[1.0])?;
+    let half = b.g.const_f32("const.half", &[], &[0.5])?;
+
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("encoder.layer.{l}");
+        let heads = |b: &mut Builder, v: &str, what: &str, perm: &[i64]| -> Result<String, ExportError> {
+            let r = b.g.node("Reshape", &[v, &split_shape], format!("{p}.attention.{what}.split"), vec![])?;
+            b.g.node("Transpose", &[&r], format!("{p}.attention.{what}.heads"), vec![attr_ints("perm", perm)])
+        };
+        let q = b.linear(&x, &format!("{p}.attention.self.query"), h, h, true)?;
+        let k = b.linear(&x, &format!("{p}.attention.self.key"), h, h, true)?;
+        let v = b.linear(&x, &format!("{p}.attention.self.value"), h, h, true)?;
+        let qh = heads(&mut b, &q, "q", &[0, 2, 1, 3])?;
+        let kt = heads(&mut b, &k, "k", &[0, 2, 3, 1])?;
+        let vh = heads(&mut b, &v, "v", &[0, 2, 1, 3])?;
+        let s = b.g.node("MatMul", &[&qh, &kt], format!("{p}.attention.scores"), vec![])?;
+        let s = b.g.node("Mul", &[&s, &scale], format!("{p}.attention.scaled"), vec![])?;
+        let s = b.g.node("Add", &[&s, &ext], format!("{p}.attention.masked"), vec![])?;
+        let probs = b.g.node("Softmax", &[&s], format!("{p}.attention.probs"), vec![attr_int("axis", -1)])?;
+        let ctx = b.g.node("MatMul", &[&probs, &vh], format!("{p}.attention.context"), vec![])?;
+        let ctx = b.g.node(
+            "Transpose",
+            &[&ctx],
+            format!("{p}.attention.context_t"),
+            vec![attr_ints("perm", &[0, 2, 1, 3])],
+        )?;
+        let ctx = b.g.node("Reshape", &[&ctx, &merge_shape], format!("{p}.attention.context_merged"), vec![])?;
+        let o = b.linear(&ctx, &format!("{p}.attention.output.dense"), h, h, true)?;
+        let o = b.g.node("Add", &[&o, &x], format!("{p}.attention.residual"), vec![])?;
+        let a = b.layer_norm(&o, &format!("{p}.attention.output.LayerNorm"), h, cfg.layer_norm_eps)?;
+
+        let i = b.linear(&a, &format!("{p}.intermediate.dense"), h, inter, true)?;
+        let e = b.g.node("Mul", &[&i, &inv_sqrt2], format!("{p}.intermediate.gelu_div"), vec![])?;
+        let e = b.g.node("Erf", &[&e], format!("{p}.intermediate.gelu_erf"), vec![])?;
+        let e = b.g.node("Add", &[&e, &one], format!("{p}.intermediate.gelu_add"), vec![])?;
+        let e = b.g.node("Mul", &[&i, &e], format!("{p}.intermediate.gelu_mul"), vec![])?;
+        let act = b.g.node("Mul", &[&e, &half], format!("{p}.intermediate.gelu"), vec![])?;
+
+        let o = b.linear(&act, &format!("{p}.output.dense"), inter, h, true)?;
+        let o = b.g.node("Add", &[&o, &a], format!("{p}.output.residual"), vec![])?;
+        x = b.layer_norm(&o, &format!("{p}.output.LayerNorm"), h, cfg.layer_norm_eps)?;
+    }
+
+    // Head on [CLS] (position 0).
+    let zero = b.g.const_i64("const.zero", &[], &[0])?;
+    let mut cls = b.g.node("Gather", &[&x, &zero], "head.cls", vec![attr_int("axis", 1)])?;
+    if head.use_pooler {
+        let pooled = b.linear(&cls, "pooler.dense", h, h, false)?;
+        cls = b.g.node("Tanh", &[&pooled], "pooler.tanh", vec![])?;
+    }
+    let w = b.w.get("classifier.weight", &[head.num_labels, h])?;
+    let bias = b.w.get("classifier.bias", &[head.num_labels])?;
+    let wt = b.g.const_f32("classifier.weight_t", &[h, head.num_labels], &transpose(&w, head.num_labels, h))?;
+    let bias = b.g.const_f32("classifier.bias", &[head.num_labels], &bias)?;
+    let y = b.g.node("MatMul", &[&cls, &wt], "classifier.matmul", vec![])?;
+    b.stats.f32_linears += 1;
+    let logits = b.g.node("Add", &[&y, &bias], LOGITS, vec![])?;
+    b.g.output(&logits, DataType::Float, &[Dim::Param("batch"), Dim::Fixed(head.num_labels as i64)])?;
+
+    b.stats.nodes = b.g.node_count();
+    let meta = [
+        ("ckd.precision", opts.precision.as_str().to_string()),
+        ("ckd.int8_form", format!("{:?}", opts.int8_form)),
+        ("ckd.num_labels", head.num_labels.to_string()),
+    ];
+    Ok((b.g.finish("ckd_bert_multilabel", &meta), b.stats))
+}

@@ -1,0 +1,593 @@
+//! Parity of the ONNX export (`ckd_trainer::export`) with the candle model, run in tract.
+//!
+//! - f32 export vs candle: logits within [`F32_LOGIT_TOL`] absolute, on a tiny random model
+//!   (several batch sizes and lengths, with padding, with and without pooler) and on the real
+//!   all-MiniLM-L6-v2 with a fresh seeded head.
+//! - int8 export vs f32 export: sigmoid probabilities within [`INT8_PROB_TOL`] per label.
+//!
+//! MiniLM comes from `scripts/fetch_models.sh` (`CKD_MINILM_DIR`: model.safetensors,
+//! config.json, tokenizer.json). Unset or missing: the test fails under CI (`CI` set) and
+//! prints "NOT RUN" otherwise.
+//!
+//! `CKD_EXPORT_PROFILE=1 cargo test --release -p ckd-trainer --test export_parity -- --ignored
+//! --nocapture profile` prints tract's per-node profile of the MiniLM-size exports.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use ckd_trainer::export::onnx::build_model;
+use ckd_trainer::export::{
+    build_onnx, candle_logits, export_student, export_tensors, max_diffs, model_tensors, probe_batch, BuildOptions,
+    ExportError, Int8Form, LoadOptions, Precision, TractModel,
+};
+use ckd_trainer::models::bert::{read_safetensors, BertForMultiLabel, Config, HeadConfig};
+use ckd_trainer::text::TextEncoder;
+
+/// f32 export vs candle, absolute logit difference.
+const F32_LOGIT_TOL: f32 = 1e-4;
+/// int8 export vs f32 export, absolute probability difference per label.
+const INT8_PROB_TOL: f32 = 0.02;
+
+fn varmap_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
+    let data = varmap.data().lock().unwrap();
+    data.iter().map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap())).collect()
+}
+
+/// Right-padded batch of token-id rows: (ids, mask, seq) with ids/mask [B, seq] row-major.
+fn pad_rows(rows: &[Vec<i64>]) -> (Vec<i64>, Vec<i64>, usize) {
+    let t = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let (mut ids, mut mask) = (vec![], vec![]);
+    for r in rows {
+        for i in 0..t {
+            ids.push(r.get(i).copied().unwrap_or(0));
+            mask.push(i64::from(i < r.len()));
+        }
+    }
+    (ids, mask, t)
+}
+
+/// Deterministic token rows of the given lengths, ids in 1..vocab, [CLS]-like id first.
+fn rows(lens: &[usize], vocab: usize, seed: u64) -> Vec<Vec<i64>> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    lens.iter()
+        .map(|&n| {
+            (0..n)
+                .map(|i| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    if i == 0 {
+                        2
+                    } else {
+                        1 + (s % (vocab as u64 - 1)) as i64
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn tiny(use_pooler: bool, seed: u64) -> (Config, HeadConfig, BertForMultiLabel, HashMap<String, Tensor>) {
+    let cfg = Config::tiny();
+    let head = HeadConfig { use_pooler, ..HeadConfig::default() };
+    let (model, varmap) = BertForMultiLabel::init(&cfg, &head, &Device::Cpu, seed).unwrap();
+    (cfg, head, model, varmap_tensors(&varmap))
+}
+
+/// Batch shapes (as row lengths) the tiny tests run: single rows, padded batches, full length.
+const TINY_BATCHES: [&[usize]; 5] = [&[1], &[7], &[9, 3], &[5, 12, 1, 12], &[64, 20, 33]];
+
+#[test]
+fn tiny_f32_matches_candle() {
+    for use_pooler in [false, true] {
+        let (cfg, head, model, tensors) = tiny(use_pooler, 7);
+        let (bytes, stats) = build_onnx(&cfg, &head, &tensors, BuildOptions::new(Precision::F32)).unwrap();
+        assert_eq!(stats.int8_linears, 0);
+        assert_eq!(stats.f32_linears, 6 * cfg.num_hidden_layers + 1 + usize::from(use_pooler));
+        // One plan for the symbolic shape serves every batch; a concrete-shape plan too.
+        let symbolic = TractModel::load(&bytes, None).unwrap();
+        for (i, lens) in TINY_BATCHES.iter().enumerate() {
+            let (ids, mask, t) = pad_rows(&rows(lens, cfg.vocab_size, i as u64 + 1));
+            let b = lens.len();
+            let want = candle_logits(&model, &ids, &mask, b, t).unwrap();
+            let got = symbolic.run(&ids, &mask, b, t).unwrap();
+            let (d, _) = max_diffs(&want, &got);
+            eprintln!("tiny f32 (pooler {use_pooler}) lens {lens:?}: max |logit diff| {d:.3e}");
+            assert!(d < F32_LOGIT_TOL, "lens {lens:?}: {d}");
+            let fixed = TractModel::load(&bytes, Some((b, t))).unwrap().run(&ids, &mask, b, t).unwrap();
+            let (d, _) = max_diffs(&want, &fixed);
+            assert!(d < F32_LOGIT_TOL, "lens {lens:?} (concrete shape): {d}");
+        }
+    }
+}
+
+#[test]
+fn tiny_int8_close_to_f32() {
+    let (cfg, head, _, tensors) = tiny(false, 3);
+    // Scale the classifier so the probabilities spread over (0, 1) instead of sitting at 0.5,
+    // which would make the probability tolerance vacuous.
+    let mut tensors = tensors;
+    let w = (tensors["classifier.weight"].clone() * 50.0).unwrap();
+    tensors.insert("classifier.weight".into(), w);
+    let (f32_bytes, _) = build_onnx(&cfg, &head, &tensors, BuildOptions::new(Precision::F32)).unwrap();
+    let (i8_bytes, stats) = build_onnx(&cfg, &head, &tensors, BuildOptions::new(Precision::Int8)).unwrap();
+    assert_eq!(stats.int8_linears, 6 * cfg.num_hidden_layers);
+    let (f, q) = (TractModel::load(&f32_bytes, None).unwrap(), TractModel::load(&i8_bytes, None).unwrap());
+    let fast = TractModel::load_opts(&i8_bytes, &LoadOptions { fast_dql: true, ..LoadOptions::default() }).unwrap();
+    let mut spread = (1f32, 0f32);
+    for (i, lens) in TINY_BATCHES.iter().enumerate() {
+        let (ids, mask, t) = pad_rows(&rows(lens, cfg.vocab_size, 100 + i as u64));
+        let b = lens.len();
+        let want = f.run(&ids, &mask, b, t).unwrap();
+        let got = q.run(&ids, &mask, b, t).unwrap();
+        // The vectorized DynamicQuantizeLinear gives bit-identical results.
+        assert_eq!(fast.run(&ids, &mask, b, t).unwrap(), got);
+        for &l in &want {
+            let p = 1.0 / (1.0 + (-l).exp());
+            spread = (spread.0.min(p), spread.1.max(p));
+        }
+        let (dl, dp) = max_diffs(&want, &got);
+        eprintln!("tiny int8 lens {lens:?}: max |logit diff| {dl:.3e}, max |prob diff| {dp:.3e}");
+        assert!(dp < INT8_PROB_TOL, "lens {lens:?}: prob diff {dp}");
+        assert!(dl > 0.0, "int8 identical to f32: quantization did not happen");
+    }
+    eprintln!("f32 probabilities span [{:.3}, {:.3}]", spread.0, spread.1);
+    assert!(spread.0 < 0.2 && spread.1 > 0.8, "probabilities too concentrated: {spread:?}");
+}
+
+/// Op types of an exported model.
+fn op_types(cfg: &Config, head: &HeadConfig, tensors: &HashMap<String, Tensor>, p: Precision) -> Vec<String> {
+    let (m, _) = build_model(cfg, head, tensors, BuildOptions::new(p)).unwrap();
+    m.graph.unwrap().node.into_iter().map(|n| n.op_type).collect()
+}
+
+#[test]
+fn graph_forms() {
+    let (cfg, head, _, tensors) = tiny(false, 1);
+    let (m, _) = build_model(&cfg, &head, &tensors, BuildOptions::new(Precision::Int8)).unwrap();
+    assert_eq!(m.opset_import[0].version, 17);
+    let g = m.graph.unwrap();
+    assert!(g.value_info.is_empty(), "no intermediate value_info");
+    let names: Vec<&str> = g.input.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["input_ids", "attention_mask"]);
+    assert_eq!(g.output.len(), 1);
+    assert_eq!(g.output[0].name, "logits");
+    // Embedding tables stay f32 (tract does not constant-fold results > 4 MiB).
+    let word = g.initializer.iter().find(|t| t.name == "embeddings.word_embeddings.weight").unwrap();
+    assert_eq!(word.data_type, 1);
+
+    let count = |ops: &[String], op: &str| ops.iter().filter(|o| *o == op).count();
+    let int8 = op_types(&cfg, &head, &tensors, Precision::Int8);
+    let layers = cfg.num_hidden_layers;
+    assert_eq!(count(&int8, "MatMulInteger"), 6 * layers);
+    // One DynamicQuantizeLinear per distinct input: x (q, k, v), context, attention output,
+    // intermediate activation.
+    assert_eq!(count(&int8, "DynamicQuantizeLinear"), 4 * layers);
+    assert_eq!(count(&int8, "QuantizeLinear") + count(&int8, "DequantizeLinear"), 0);
+    assert_eq!(count(&int8, "LayerNormalization"), 1 + 2 * layers);
+    assert_eq!(count(&int8, "Erf"), layers);
+    // Attention matmuls (activation x activation) and the classifier stay f32.
+    assert_eq!(count(&int8, "MatMul"), 2 * layers + 1);
+    let f32_ops = op_types(&cfg, &head, &tensors, Precision::F32);
+    assert_eq!(count(&f32_ops, "MatMul"), 8 * layers + 1);
+    assert_eq!(count(&f32_ops, "MatMulInteger") + count(&f32_ops, "DynamicQuantizeLinear"), 0);
+}
+
+#[test]
+fn missing_or_misshapen_tensors_are_named() {
+    let (cfg, head, _, tensors) = tiny(false, 1);
+    let mut missing = tensors.clone();
+    missing.remove("encoder.layer.1.intermediate.dense.weight");
+    let err = build_onnx(&cfg, &head, &missing, BuildOptions::new(Precision::F32)).unwrap_err();
+    assert!(matches!(&err, ExportError::MissingTensor(n) if n == "encoder.layer.1.intermediate.dense.weight"), "{err}");
+    let mut bad = tensors.clone();
+    bad.insert("classifier.bias".into(), Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap());
+    let err = build_onnx(&cfg, &head, &bad, BuildOptions::new(Precision::Int8)).unwrap_err();
+    assert!(err.to_string().contains("classifier.bias"), "{err}");
+}
+
+#[test]
+fn export_student_writes_checked_files() {
+    let (cfg, head, _, tensors) = tiny(true, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let student = dir.path().join("student");
+    std::fs::create_dir_all(&student).unwrap();
+    let sc = ckd_trainer::student::StudentConfig { bert: cfg.clone(), head: head.clone(), max_len: 48 };
+    std::fs::write(student.join("config.json"), serde_json::to_string(&sc).unwrap()).unwrap();
+    candle_core::safetensors::save(&tensors, student.join("model.safetensors")).unwrap();
+    for p in [Precision::F32, Precision::Int8] {
+        let out = dir.path().join(format!("bundle/model.{}.onnx", p.as_str()));
+        let r = export_student(&student, &out, p).unwrap();
+        eprintln!("{r:?}");
+        let bytes = std::fs::read(&out).unwrap();
+        assert_eq!(r.bytes, bytes.len());
+        assert_eq!(r.probe.shape, [2, 48]);
+        match p {
+            Precision::F32 => assert!(r.probe.max_abs_logit_diff < F32_LOGIT_TOL),
+            Precision::Int8 => assert!(r.probe.max_abs_prob_diff < INT8_PROB_TOL),
+        }
+    }
+    // A broken checkpoint is an error that names the tensor, and nothing is written.
+    let mut broken = tensors.clone();
+    broken.remove("encoder.layer.0.attention.self.key.bias");
+    candle_core::safetensors::save(&broken, student.join("model.safetensors")).unwrap();
+    let out = dir.path().join("broken.onnx");
+    let err = export_student(&student, &out, Precision::F32).unwrap_err();
+    assert!(err.to_string().contains("encoder.layer.0.attention.self.key.bias"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn probe_batch_is_padded_and_in_vocab() {
+    let cfg = Config::tiny();
+    let (ids, mask) = probe_batch(&cfg, 10);
+    assert_eq!(ids.len(), 20);
+    assert_eq!(mask[..10], [1; 10]);
+    assert_eq!(mask[10..], [1, 1, 1, 1, 1, 0, 0, 0, 0, 0]);
+    assert!(ids.iter().all(|&i| (0..cfg.vocab_size as i64).contains(&i)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// all-MiniLM-L6-v2
+// ---------------------------------------------------------------------------------------------
+
+/// The path in `var`, or `None` (NOT RUN) outside CI; inside CI a missing path fails the test.
+fn required_path(var: &str) -> Option<PathBuf> {
+    let found = std::env::var_os(var).map(PathBuf::from).filter(|p| p.exists());
+    if found.is_none() {
+        let msg = format!("{var} is unset or does not exist; run scripts/fetch_models.sh and export its output");
+        if std::env::var_os("CI").is_some() {
+            panic!("CI must run the export parity test: {msg}");
+        }
+        eprintln!("NOT RUN: {msg}");
+    }
+    found
+}
+
+/// Clinical-style inputs, short to long.
+const SENTENCES: [&str; 4] = [
+    "The patient-acquired disease is Heart failure, Acute kidney failure. The patient had used the following \
+     medication: Furosemide, Potassium Chloride, Metoprolol. The surgical operation performed by the patient: \
+     None. None.",
+    "The patient-acquired disease is Diabetes mellitus, Essential hypertension. The patient had used the \
+     following medication: Insulin, Metformin. The surgical operation performed by the patient: None. None.",
+    "The patient-acquired disease is Septicemia, Pneumonia, organism unspecified, Acute kidney failure, Other \
+     and unspecified disorders of metabolism. The patient had used the following medication: Vancomycin, \
+     Piperacillin-Tazobactam, Norepinephrine, Sodium Chloride 0.9%  Flush, Heparin. The surgical operation \
+     performed by the patient: Insert endotracheal tube, Cont inv mec ven <96 hrs, Arterial catheterization. \
+     The medications that maybe have therapeutic effect on Septicemia (except in labor) are Vancomycin, \
+     Piperacillin-Tazobactam, Norepinephrine, Cefepime, Metronidazole.",
+    "The patient-acquired disease is Chronic kidney disease, Anemia in chronic kidney disease. The patient had \
+     used the following medication: Sevelamer, Calcitriol, Epoetin Alfa. The surgical operation performed by \
+     the patient: Hemodialysis. None.",
+];
+
+struct MiniLm {
+    cfg: Config,
+    head: HeadConfig,
+    model: BertForMultiLabel,
+    tensors: HashMap<String, Tensor>,
+    rows: Vec<Vec<i64>>,
+}
+
+/// MiniLM with a fresh seeded head (scaled so probabilities spread), and the tokenized
+/// [`SENTENCES`].
+fn minilm() -> Option<MiniLm> {
+    let dir = required_path("CKD_MINILM_DIR")?;
+    let dev = Device::Cpu;
+    let cfg = Config::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let head = HeadConfig::default();
+    let ckpt = model_tensors(read_safetensors(&dir.join("model.safetensors"), &dev).unwrap()).unwrap();
+    let loaded = BertForMultiLabel::from_checkpoint(&ckpt, &cfg, &head, &dev, 2024).unwrap();
+    let mut tensors = varmap_tensors(&loaded.varmap);
+    // A fresh head has std 0.02: logits near 0 and every probability near 0.5. Scale it so
+    // the probabilities spread over (0, 1) and the probability tolerance means something.
+    let w = (tensors["classifier.weight"].clone() * 10.0).unwrap();
+    tensors.insert("classifier.weight".into(), w);
+    let model = BertForMultiLabel::from_checkpoint(&tensors, &cfg, &head, &dev, 0).unwrap().model;
+    let enc = TextEncoder::from_file(&dir.join("tokenizer.json"), 512).unwrap();
+    let rows = SENTENCES
+        .iter()
+        .map(|s| enc.encode(s).unwrap().ids.into_iter().map(i64::from).collect::<Vec<_>>())
+        .collect();
+    Some(MiniLm { cfg, head, model, tensors, rows })
+}
+
+#[test]
+fn minilm_export_parity() {
+    let Some(m) = minilm() else { return };
+    let lens: Vec<usize> = m.rows.iter().map(Vec::len).collect();
+    eprintln!("token counts: {lens:?}");
+    let (f32_bytes, _) = build_onnx(&m.cfg, &m.head, &m.tensors, BuildOptions::new(Precision::F32)).unwrap();
+    let (i8_bytes, st) = build_onnx(&m.cfg, &m.head, &m.tensors, BuildOptions::new(Precision::Int8)).unwrap();
+    eprintln!("f32 file {} bytes, int8 file {} bytes ({st:?})", f32_bytes.len(), i8_bytes.len());
+    let f = TractModel::load(&f32_bytes, None).unwrap();
+    let q = TractModel::load(&i8_bytes, None).unwrap();
+
+    // The padded batch, and each sentence alone.
+    let mut cases: Vec<Vec<Vec<i64>>> = vec![m.rows.clone()];
+    cases.extend(m.rows.iter().map(|r| vec![r.clone()]));
+    let (mut worst_f32, mut worst_int8) = (0f32, 0f32);
+    for rows in &cases {
+        let (ids, mask, t) = pad_rows(rows);
+        let b = rows.len();
+        let want = candle_logits(&m.model, &ids, &mask, b, t).unwrap();
+        let got = f.run(&ids, &mask, b, t).unwrap();
+        let (d, _) = max_diffs(&want, &got);
+        let got8 = q.run(&ids, &mask, b, t).unwrap();
+        let (dl8, dp8) = max_diffs(&got, &got8);
+        eprintln!("MiniLM [{b}, {t}]: f32 max |logit diff| {d:.3e}; int8 vs f32 max |logit diff| {dl8:.4}, max |prob diff| {dp8:.4}");
+        worst_f32 = worst_f32.max(d);
+        worst_int8 = worst_int8.max(dp8);
+    }
+    assert!(worst_f32 < F32_LOGIT_TOL, "f32 logits differ by {worst_f32}");
+    assert!(worst_int8 < INT8_PROB_TOL, "int8 probabilities differ by {worst_int8}");
+
+    // The library driver on the same tensors (its own probe batch and checks).
+    let dir = tempfile::tempdir().unwrap();
+    for p in [Precision::F32, Precision::Int8] {
+        let r = export_tensors(&m.cfg, &m.head, &m.tensors, 128, &dir.path().join("m.onnx"), p).unwrap();
+        eprintln!("export_tensors {}: {:?}", p.as_str(), r.probe);
+    }
+}
+
+/// Per-node tract profiles of the MiniLM-size exports at batch 1, seq 128, one thread, for
+/// the investigation of tract's int8 path. Random weights when `CKD_MINILM_DIR` is unset
+/// (timing does not depend on the values).
+#[test]
+#[ignore = "timing; run with --release --ignored --nocapture"]
+fn profile_minilm_f32_vs_int8() {
+    let (cfg, head, tensors) = match minilm() {
+        Some(m) => (m.cfg, m.head, m.tensors),
+        None => {
+            let cfg = Config::minilm_l6();
+            let head = HeadConfig::default();
+            let (_, vm) = BertForMultiLabel::init(&cfg, &head, &Device::Cpu, 1).unwrap();
+            (cfg, head, varmap_tensors(&vm))
+        }
+    };
+    let (b, t) = (1usize, 128usize);
+    let (ids, mask) = {
+        let (ids, _, _) = pad_rows(&rows(&[t], cfg.vocab_size, 9));
+        (ids, vec![1i64; t])
+    };
+    let runs: usize = std::env::var("CKD_PROFILE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let forms: Vec<(&str, BuildOptions)> = vec![
+        ("f32", BuildOptions::new(Precision::F32)),
+        ("int8 DynamicMatMulInteger", BuildOptions { precision: Precision::Int8, int8_form: Int8Form::DynamicMatMulInteger }),
+        ("int8 ExpandedPerTensor", BuildOptions { precision: Precision::Int8, int8_form: Int8Form::ExpandedPerTensor }),
+        ("int8 ExpandedPerRow", BuildOptions { precision: Precision::Int8, int8_form: Int8Form::ExpandedPerRow }),
+    ];
+    let only: Option<String> = std::env::var("CKD_PROFILE_ONLY").ok();
+    let forms: Vec<_> = forms.into_iter().filter(|(n, _)| only.as_ref().is_none_or(|o| n.contains(o.as_str()))).collect();
+    for (name, opts) in forms {
+        let (bytes, _) = build_onnx(&cfg, &head, &tensors, opts).unwrap();
+        let fast_dql = std::env::var_os("CKD_PROFILE_FAST_DQL").is_some();
+        let shapes: &[Option<(usize, usize)>] =
+            if std::env::var_os("CKD_PROFILE_CONCRETE_ONLY").is_some() { &[Some((b, t))] } else { &[Some((b, t)), None] };
+        for &shape in shapes {
+            let m = TractModel::load_opts(&bytes, &LoadOptions { shape, fast_dql, ..LoadOptions::default() }).unwrap();
+            let p = m.profile(&ids, &mask, b, t, 2, runs).unwrap();
+            let which = if shape.is_some() { "concrete [1, 128]" } else { "symbolic [batch, seq]" };
+            eprintln!("=== {name}, plan for {which} ===\n{}", p.summary(std::env::var("CKD_PROFILE_TOP").ok().and_then(|v| v.parse().ok()).unwrap_or(12)));
+        }
+    }
+}
+
+/// Per-node tract profile of an int8 ONNX made by others (`CKD_MINILM_INT8_ONNX`, the
+/// onnxruntime-style dynamic-int8 all-MiniLM-L6-v2), batch 1, seq 128, for comparison with
+/// our int8 form.
+#[test]
+#[ignore = "timing; run with --release --ignored --nocapture"]
+fn profile_foreign_int8() {
+    use prost::Message;
+    let Some(path) = required_path("CKD_MINILM_INT8_ONNX") else { return };
+    let bytes = std::fs::read(&path).unwrap();
+    let m = tract_onnx::pb::ModelProto::decode(&bytes[..]).unwrap();
+    let g = m.graph.unwrap();
+    let mut ops: HashMap<String, usize> = HashMap::new();
+    for n in &g.node {
+        *ops.entry(n.op_type.clone()).or_default() += 1;
+    }
+    let mut ops: Vec<_> = ops.into_iter().collect();
+    ops.sort();
+    eprintln!("opset {:?}, inputs {:?}", m.opset_import, g.input.iter().map(|i| &i.name).collect::<Vec<_>>());
+    eprintln!("ops: {ops:?}");
+    for n in g.node.iter().filter(|n| n.op_type == "MatMulInteger").take(2) {
+        let dims: Vec<_> = n
+            .input
+            .iter()
+            .map(|i| g.initializer.iter().find(|t| &t.name == i).map(|t| (i.clone(), t.dims.clone(), t.data_type)))
+            .collect();
+        eprintln!("MatMulInteger {:?} inputs {dims:?}", n.name);
+    }
+    let (b, t) = (1usize, 128usize);
+    let ids: Vec<i64> = (0..t as i64).map(|i| if i == 0 { 101 } else { 1000 + i * 37 }).collect();
+    let mask = vec![1i64; t];
+    let runs: usize = std::env::var("CKD_PROFILE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let n_inputs = g.input.len();
+    let model = TractModel::load_opts(&bytes, &LoadOptions { shape: Some((b, t)), n_inputs, ignore_value_info: true, fast_dql: false }).unwrap();
+    let p = model.profile(&ids, &mask, b, t, 1, runs).unwrap();
+    eprintln!("=== {} (concrete [1, 128]) ===\n{}", path.display(), p.summary(std::env::var("CKD_PROFILE_TOP").ok().and_then(|v| v.parse().ok()).unwrap_or(12)));
+}
+
+/// Writes the MiniLM-size exports (MiniLM when `CKD_MINILM_DIR` is set, else a tiny random
+/// model), a padded input batch and the tract and candle logits to `CKD_EXPORT_DIR`, for
+/// `scripts/ort_check.py` (the same files in onnxruntime).
+#[test]
+#[ignore = "writes files for scripts/ort_check.py; needs CKD_EXPORT_DIR"]
+fn write_ort_check_files() {
+    let Some(out) = std::env::var_os("CKD_EXPORT_DIR").map(PathBuf::from) else {
+        eprintln!("NOT RUN: CKD_EXPORT_DIR is unset");
+        return;
+    };
+    std::fs::create_dir_all(&out).unwrap();
+    let (cfg, head, model, tensors, rws) = match minilm() {
+        Some(m) => (m.cfg, m.head, m.model, m.tensors, m.rows),
+        None => {
+            let (cfg, head, model, tensors) = tiny(false, 11);
+            let r = rows(&[9, 3, 12], cfg.vocab_size, 5);
+            (cfg, head, model, tensors, r)
+        }
+    };
+    let (ids, mask, t) = pad_rows(&rws);
+    let b = rws.len();
+    let candle = candle_logits(&model, &ids, &mask, b, t).unwrap();
+    let mut outputs = serde_json::Map::new();
+    outputs.insert("candle".into(), serde_json::json!(candle));
+    for p in [Precision::F32, Precision::Int8] {
+        let (bytes, _) = build_onnx(&cfg, &head, &tensors, BuildOptions::new(p)).unwrap();
+        std::fs::write(out.join(format!("model.{}.onnx", p.as_str())), &bytes).unwrap();
+        let got = TractModel::load(&bytes, None).unwrap().run(&ids, &mask, b, t).unwrap();
+        outputs.insert(format!("tract_{}", p.as_str()), serde_json::json!(got));
+    }
+    let doc = serde_json::json!({
+        "batch": b, "seq": t, "num_labels": head.num_labels,
+        "input_ids": ids, "attention_mask": mask, "logits": outputs,
+    });
+    std::fs::write(out.join("check.json"), serde_json::to_string(&doc).unwrap()).unwrap();
+    // Every int8 form too, for timing them in onnxruntime (`ort_check.py --bench`).
+    for f in [Int8Form::DynamicMatMulInteger, Int8Form::ExpandedPerTensor, Int8Form::ExpandedPerRow] {
+        let (bytes, _) = build_onnx(&cfg, &head, &tensors, BuildOptions { precision: Precision::Int8, int8_form: f }).unwrap();
+        std::fs::write(out.join(format!("form.{f:?}.onnx")), &bytes).unwrap();
+    }
+    eprintln!("wrote {}", out.display());
+}
+
+/// int8 vs f32 on a trained student and the test split of its samples (issue 5, section 3):
+/// per-label probability difference and macro-F1 at the student's thresholds, for every int8
+/// form. Needs `CKD_STUDENT_DIR` (a `ckd student train` output) and `CKD_SAMPLES`
+/// (`samples.bin`); NOT RUN otherwise.
+#[test]
+#[ignore = "needs a trained student: CKD_STUDENT_DIR and CKD_SAMPLES"]
+fn trained_student_int8_vs_f32() {
+    use ckd_core::visit::Split;
+    use ckd_trainer::student::{load_student, Prepared};
+    let (Some(dir), Some(samples)) = (required_path("CKD_STUDENT_DIR"), required_path("CKD_SAMPLES")) else {
+        return;
+    };
+    let st = load_student(&dir).unwrap();
+    let file = ckd_trainer::ingest::read_samples(&samples).unwrap();
+    let test: Vec<_> = file.samples.into_iter().filter(|s| s.split == Split::Test).collect();
+    let p = Prepared::new(&test, &st.encoder).unwrap();
+    let tensors = model_tensors(read_safetensors(&dir.join("model.safetensors"), &Device::Cpu).unwrap()).unwrap();
+    let cfg = &st.config;
+    let l = cfg.head.num_labels;
+    // Batches of 16 in length order (as `student::predict`), padded with the tokenizer's pad id.
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by_key(|&i| p.enc[i].ids.len());
+    let run_all = |f: &dyn Fn(&[i64], &[i64], usize, usize) -> Vec<f32>| -> Vec<f32> {
+        let mut probs = vec![0f32; p.len() * l];
+        for chunk in order.chunks(16) {
+            let rws: Vec<Vec<i64>> = chunk.iter().map(|&i| p.enc[i].ids.iter().map(|&x| i64::from(x)).collect()).collect();
+            let (mut ids, mask, t) = pad_rows(&rws);
+            for (id, m) in ids.iter_mut().zip(&mask) {
+                if *m == 0 {
+                    *id = i64::from(st.encoder.pad_id);
+                }
+            }
+            let logits = f(&ids, &mask, chunk.len(), t);
+            for (r, &i) in chunk.iter().enumerate() {
+                for j in 0..l {
+                    probs[i * l + j] = 1.0 / (1.0 + (-logits[r * l + j]).exp());
+                }
+            }
+        }
+        probs
+    };
+    let candle = run_all(&|ids, mask, b, t| candle_logits(&st.model, ids, mask, b, t).unwrap());
+    let report = |probs: &[f32]| ckd_core::metrics::evaluate_label_sets(probs, &p.labels, &st.thresholds, 10).unwrap();
+    let base = report(&candle);
+    eprintln!("{} test samples; candle macro-F1 {:.4}", p.len(), base.macro_f1);
+    let logit_std = {
+        let lg: Vec<f64> = candle.iter().map(|&q| f64::from((q / (1.0 - q)).ln())).collect();
+        let m = lg.iter().sum::<f64>() / lg.len() as f64;
+        (lg.iter().map(|x| (x - m).powi(2)).sum::<f64>() / lg.len() as f64).sqrt()
+    };
+    eprintln!("logit std {logit_std:.3}");
+    let mut forms = vec![("f32", BuildOptions::new(Precision::F32))];
+    for f in [Int8Form::DynamicMatMulInteger, Int8Form::ExpandedPerTensor, Int8Form::ExpandedPerRow] {
+        forms.push((Box::leak(format!("int8 {f:?}").into_boxed_str()), BuildOptions { precision: Precision::Int8, int8_form: f }));
+    }
+    let mut f32_probs = Vec::new();
+    for (name, opts) in forms {
+        let (bytes, _) = build_onnx(&cfg.bert, &cfg.head, &tensors, opts).unwrap();
+        let m = TractModel::load(&bytes, None).unwrap();
+        let probs = run_all(&|ids, mask, b, t| m.run(ids, mask, b, t).unwrap());
+        let vs_candle = probs.iter().zip(&candle).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let r = report(&probs);
+        if name == "f32" {
+            f32_probs = probs.clone();
+        }
+        let diffs: Vec<f32> = probs.iter().zip(&f32_probs).map(|(a, b)| (a - b).abs()).collect();
+        let vs_f32 = diffs.iter().copied().fold(0f32, f32::max);
+        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+        let mut sorted = diffs.clone();
+        sorted.sort_by(f32::total_cmp);
+        let p99 = sorted[(sorted.len() * 99) / 100];
+        eprintln!(
+            "{name:<30} max |prob - candle| {vs_candle:.5}; vs f32 export: max {vs_f32:.5} mean {mean:.6} p99 {p99:.5}; macro-F1 {:.4} (delta vs f32 {:+.2} points)",
+            r.macro_f1,
+            100.0 * (r.macro_f1 - base.macro_f1)
+        );
+    }
+}
+
+/// Interleaved timing of the f32 export and every int8 form at MiniLM size (batch 1, seq 128,
+/// one thread, plans optimized for the concrete shape): each round runs every model once, so
+/// load from other processes hits all forms alike. Prints median and min per form.
+#[test]
+#[ignore = "timing; run with --release --ignored --nocapture"]
+fn bench_minilm_forms() {
+    let (cfg, head, tensors) = match minilm() {
+        Some(m) => (m.cfg, m.head, m.tensors),
+        None => {
+            let cfg = Config::minilm_l6();
+            let head = HeadConfig::default();
+            let (_, vm) = BertForMultiLabel::init(&cfg, &head, &Device::Cpu, 1).unwrap();
+            (cfg, head, varmap_tensors(&vm))
+        }
+    };
+    let t: usize = std::env::var("CKD_BENCH_SEQ").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
+    let (ids, _, _) = pad_rows(&rows(&[t], cfg.vocab_size, 9));
+    let mask = vec![1i64; t];
+    let rounds: usize = std::env::var("CKD_PROFILE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+    let symbolic = std::env::var_os("CKD_BENCH_SYMBOLIC").is_some();
+    let mut models = vec![];
+    let mut forms = vec![("f32".to_string(), BuildOptions::new(Precision::F32))];
+    for f in [Int8Form::DynamicMatMulInteger, Int8Form::ExpandedPerTensor, Int8Form::ExpandedPerRow] {
+        forms.push((format!("int8 {f:?}"), BuildOptions { precision: Precision::Int8, int8_form: f }));
+    }
+    for (name, opts) in &forms {
+        let (bytes, _) = build_onnx(&cfg, &head, &tensors, *opts).unwrap();
+        let shape = if symbolic { None } else { Some((1, t)) };
+        let fast: &[bool] = if opts.int8_form == Int8Form::DynamicMatMulInteger && opts.precision == Precision::Int8 {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &fast_dql in fast {
+            let t0 = std::time::Instant::now();
+            let m = TractModel::load_opts(&bytes, &LoadOptions { shape, fast_dql, ..LoadOptions::default() }).unwrap();
+            let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+            m.run(&ids, &mask, 1, t).unwrap();
+            let name = if fast_dql { format!("{name} + fast DQL op") } else { name.clone() };
+            eprintln!("  load + optimize {name}: {load_ms:.0} ms ({} bytes)", bytes.len());
+            models.push((name, m, Vec::new()));
+        }
+    }
+    for _ in 0..rounds {
+        for (_, m, times) in models.iter_mut() {
+            let t0 = std::time::Instant::now();
+            m.run(&ids, &mask, 1, t).unwrap();
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    eprintln!("tract, batch 1, seq {t}, 1 thread, {} plan, {rounds} interleaved rounds", if symbolic { "symbolic" } else { "concrete" });
+    for (name, _, times) in models.iter_mut() {
+        times.sort_by(f64::total_cmp);
+        eprintln!("  {name:<30} median {:>7.2} ms  min {:>7.2} ms", times[times.len() / 2], times[0]);
+    }
+}
