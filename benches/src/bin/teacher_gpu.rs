@@ -513,9 +513,17 @@ fn phase_train(args: &Args, base: &Qwen2ForCausalLM, device: &Device, sampler: O
 }
 
 fn run(args: &Args) -> Result<bool> {
-    let device = parse_device(&args.device)?;
+    let phases: Vec<&str> = args.phases.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+    if let Some(bad) = phases.iter().find(|p| !["label", "train"].contains(p)) {
+        bail!("unknown phase {bad:?} (label, train)");
+    }
     let cfg = parse_config(&args.config)?;
     let dtype = parse_dtype(&args.dtype)?;
+    parse_dtype(&args.lora_dtype)?;
+    if !["device", "chacha"].contains(&args.init.as_str()) {
+        bail!("unknown init {:?} (device, chacha)", args.init);
+    }
+    let device = parse_device(&args.device)?;
     let sampler = mem::Sampler::start(&device);
     let sampler = sampler.as_ref();
     let mem_at_start = sampler.and_then(|s| s.used());
@@ -544,14 +552,24 @@ fn run(args: &Args) -> Result<bool> {
         sampler.map_or("n/a".into(), |s| format!("{:.1}", s.total as f64 / GIB)),
     );
 
-    let phases: Vec<&str> = args.phases.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
     let mut report = json!({
         "device": args.device, "config": args.config, "dtype": args.dtype, "init": args.init,
         "params": params, "layers": cfg.num_hidden_layers, "hidden": cfg.hidden_size, "vocab": cfg.vocab_size,
         "init_s": load_s, "mem_total_gib": gib(sampler.map(|s| s.total)), "mem_at_start_gib": gib(mem_at_start),
         "mem_after_weights_gib": gib(mem_weights), "cuda_feature": cfg!(feature = "cuda"),
     });
+    let path = args.json.clone().or_else(|| std::env::var_os("OUT").map(|o| PathBuf::from(o).join("teacher_gpu.json")));
+    // The report is rewritten after every phase, so a run stopped by a timeout keeps what it measured.
+    let write = |report: &Value| -> Result<()> {
+        if let Some(path) = &path {
+            let text = serde_json::to_string_pretty(report)?;
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    };
     let mut ok = true;
+    report["ok"] = json!(false);
+    write(&report)?;
     for phase in phases {
         match phase {
             "label" => {
@@ -566,13 +584,11 @@ fn run(args: &Args) -> Result<bool> {
             }
             other => bail!("unknown phase {other:?} (label, train)"),
         }
+        write(&report)?;
     }
     report["ok"] = json!(ok);
-
-    let path = args.json.clone().or_else(|| std::env::var_os("OUT").map(|o| PathBuf::from(o).join("teacher_gpu.json")));
-    if let Some(path) = path {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    write(&report)?;
+    if let Some(path) = &path {
         println!("report: {}", path.display());
     }
     Ok(ok)
