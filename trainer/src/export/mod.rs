@@ -10,6 +10,17 @@
 //! The int8 form is per-output-channel symmetric s8 weights, u8 activations from
 //! `DynamicQuantizeLinear`, `MatMulInteger` with i32 accumulation, rescale and bias in f32;
 //! see [`onnx`] for the graph and [`quantize`] for the weight quantizer.
+//!
+//! How tract runs it (tract 0.23.9; per-node profiles from [`tract_run::TractModel::profile`]):
+//! `MatMulInteger` is decluttered into an integer `EinSum` and optimized into `OptMatMul` with
+//! tract's integer kernels (`avx512vnni_mmm_i32_8x8` on AVX-512 VNNI, `avx2_mmm_i32_8x8` on
+//! AVX2), the u8 activations offset to i8 and the zero point folded into the kernel epilogue.
+//! The slow part is `DynamicQuantizeLinear`: tract-onnx's `DynamicQuantizeLinearU8` is a scalar
+//! loop calling libm's `roundevenf` per element, about half the int8 run time at MiniLM size.
+//! [`tract_dql`] is a drop-in vectorized op with bit-identical results; register it in the
+//! loader (`LoadOptions::fast_dql`) until the fix is upstream. On AVX2 without VNNI, tract's
+//! i8 kernel itself is slower per MAC than its f32 FMA kernel, so no graph form makes int8
+//! beat f32 there.
 
 pub mod graph;
 pub mod onnx;
@@ -37,8 +48,10 @@ pub use tract_run::{LoadOptions, Profile, TractModel};
 /// catches a broken graph.
 pub const PROBE_F32_MAX_LOGIT_DIFF: f32 = 1e-3;
 /// Largest per-label probability difference between the int8 export in tract and the candle
-/// model that [`export_student`] accepts on its probe batch (the tests hold 0.02).
-pub const PROBE_INT8_MAX_PROB_DIFF: f32 = 0.05;
+/// model that [`export_student`] accepts on its probe batch. A guard against broken graphs,
+/// not an accuracy goal: the trained demo student measures 0.005 on its test split, MiniLM
+/// with a trained-like head up to 0.08 (see the export parity tests).
+pub const PROBE_INT8_MAX_PROB_DIFF: f32 = 0.15;
 
 /// Numeric precision of the exported encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -168,9 +181,9 @@ fn sigmoid(x: f32) -> f32 {
 
 /// Max |a - b| over logits and over their sigmoids.
 pub fn max_diffs(a: &[f32], b: &[f32]) -> (f32, f32) {
-    a.iter().zip(b).fold((0f32, 0f32), |(dl, dp), (x, y)| {
-        ((x - y).abs().max(dl), (sigmoid(*x) - sigmoid(*y)).abs().max(dp))
-    })
+    a.iter()
+        .zip(b)
+        .fold((0f32, 0f32), |(dl, dp), (x, y)| ((x - y).abs().max(dl), (sigmoid(*x) - sigmoid(*y)).abs().max(dp)))
 }
 
 /// Logits [batch * L] of the candle model for i64 inputs [batch, seq].
