@@ -301,8 +301,8 @@ fn run(cli: Cli) -> Result<()> {
             run_synth(patients, seed, &cohort)?;
             run_ingest_mimic(&cohort, &out.join("samples"), &IngestConfig::default())?;
             eprintln!(
-                "demo: synthetic cohort and samples are in {}. Not built yet: teacher, student, distillation, \
-                 int8 export and the report (see the open issues).",
+                "demo: synthetic cohort and samples are in {}. `ckd student train`, `ckd eval` and `ckd export` \
+                 run on them (README); the teacher stage, the end-to-end demo and its report are not built yet.",
                 out.display()
             );
         }
