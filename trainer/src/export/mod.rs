@@ -15,12 +15,18 @@
 //! `MatMulInteger` is decluttered into an integer `EinSum` and optimized into `OptMatMul` with
 //! tract's integer kernels (`avx512vnni_mmm_i32_8x8` on AVX-512 VNNI, `avx2_mmm_i32_8x8` on
 //! AVX2), the u8 activations offset to i8 and the zero point folded into the kernel epilogue.
-//! The slow part is `DynamicQuantizeLinear`: tract-onnx's `DynamicQuantizeLinearU8` is a scalar
-//! loop calling libm's `roundevenf` per element, about half the int8 run time at MiniLM size.
-//! [`tract_dql`] is a drop-in vectorized op with bit-identical results; register it in the
-//! loader (`LoadOptions::fast_dql`) until the fix is upstream. On AVX2 without VNNI, tract's
-//! i8 kernel itself is slower per MAC than its f32 FMA kernel, so no graph form makes int8
-//! beat f32 there.
+//! Two things make the int8 file slow:
+//! - `DynamicQuantizeLinear`: tract-onnx's `DynamicQuantizeLinearU8` is a scalar loop calling
+//!   libm's `roundevenf` per element, about half the int8 run time at MiniLM size on VNNI
+//!   hosts. [`tract_dql`] is a drop-in vectorized op with bit-identical results; register it
+//!   in the loader (`LoadOptions::fast_dql`) until the fix is upstream.
+//! - On AVX2 hosts without VNNI, `avx2_mmm_i32_8x8`: its i8 inner loop loads A with a legacy
+//!   (non-VEX) SSE `movq` while the upper YMM halves are live. On Intel cores that is an
+//!   SSE/AVX transition on every K step (0.3 GMAC/s measured on a Xeon with the ISA limited to
+//!   AVX2, the 2.6 s MiniLM run); AMD cores have no such penalty (20 GMAC/s). Writing it
+//!   `vmovq` removes the penalty; even then the kernel (i8 widened to i16, 8 of 16 lanes used)
+//!   is about 2.4x slower per MAC than tract's f32 FMA kernel, so on AVX2-only hosts the f32
+//!   file is the faster one whatever the int8 graph form.
 
 pub mod graph;
 pub mod onnx;
