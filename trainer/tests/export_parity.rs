@@ -313,14 +313,16 @@ fn minilm() -> Option<MiniLm> {
 
 /// Measured bounds of int8 vs f32 on MiniLM with the trained-like head, per int8 form (max
 /// over the 4 sentences, alone and as a padded batch, 25 labels): per-tensor activations
-/// measured 0.083 (`DynamicQuantizeLinear`) and 0.079 (expanded), per-row 0.048. MiniLM's activations have outlier channels (intermediate
+/// measured 0.083 (`DynamicQuantizeLinear`) and 0.079 (expanded), per-row 0.048 with tract's
+/// AVX-512 kernels; 0.103, 0.081 and 0.035 with its AVX2 kernels (the float parts round
+/// differently, and per-tensor quantization amplifies that). MiniLM's activations have outlier channels (intermediate
 /// inputs up to |28|, output.dense inputs up to |25| against a 99.9th percentile of 8 and 2),
 /// so a per-tensor u8 scale is coarse; the 0.02 holds on the trained demo student
 /// (0.0054, `trained_student_int8_vs_f32`) and on MiniLM with a fresh head, not here. These
 /// bounds guard against regressions.
 fn minilm_trained_like_bound(form: Int8Form) -> f32 {
     match form {
-        Int8Form::DynamicMatMulInteger | Int8Form::ExpandedPerTensor => 0.10,
+        Int8Form::DynamicMatMulInteger | Int8Form::ExpandedPerTensor => 0.12,
         Int8Form::ExpandedPerRow => 0.06,
     }
 }
@@ -695,4 +697,25 @@ fn bench_minilm_forms() {
         times.sort_by(f64::total_cmp);
         eprintln!("  {name:<30} median {:>7.2} ms  min {:>7.2} ms", times[times.len() / 2], times[0]);
     }
+}
+
+/// Time of the vectorized `DynamicQuantizeLinear` kernels on one MiniLM intermediate
+/// activation ([128, 1536] f32), outside tract.
+#[test]
+#[ignore = "timing; run with --release --ignored --nocapture"]
+fn bench_fast_dql_kernel() {
+    use ckd_trainer::export::tract_dql::{quantize, scale_and_zero_point};
+    let n = 128 * 1536;
+    let xs: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 - 300.0) * 0.01).collect();
+    let mut ys = vec![0u8; n];
+    let reps = 200;
+    let t0 = std::time::Instant::now();
+    let mut acc = 0u32;
+    for _ in 0..reps {
+        let (s, z) = scale_and_zero_point(&xs);
+        quantize(&xs, s, z, &mut ys);
+        acc = acc.wrapping_add(u32::from(ys[n / 2]));
+    }
+    let ms = t0.elapsed().as_secs_f64() * 1e3 / reps as f64;
+    eprintln!("scale/zero point + quantize of [128, 1536]: {ms:.3} ms ({acc})");
 }

@@ -62,12 +62,13 @@ pub enum Int8Form {
     DynamicMatMulInteger,
     /// The same arithmetic with `DynamicQuantizeLinear` written out in standard ops (its ONNX
     /// definition): `ReduceMin`/`ReduceMax` -> scale and zero point, then
-    /// `Cast<u8>(Clip(Round(x / scale) + zp, 0, 255))`, feeding `MatMulInteger(x_q, W, zp)`.
+    /// `Cast<u8>(Clip(x / scale + zp + 0.5, 0, 255))` (the truncating cast rounds; exact ties
+    /// go up rather than to even), feeding `MatMulInteger(x_q, W, zp)`.
     ExpandedPerTensor,
     /// Per-token (per-row) asymmetric u8 activations: min/max over the last axis, so each
-    /// token has its own scale and zero point. `MatMulInteger` takes no zero point (its
-    /// per-row form is not portable); the zero point is removed after the matmul with the
-    /// weight's column sums: `y = (acc - zp_row * colsum(Wq)) * scale_row * w_scale + b`.
+    /// token has its own scale and zero point. `MatMulInteger` takes no zero point
+    /// (onnxruntime accepts only a scalar one); the zero point is removed after the matmul
+    /// with the weight's column sums: `y = (acc - zp_row * colsum(Wq)) * scale_row * w_scale + b`.
     ExpandedPerRow,
 }
 

@@ -71,6 +71,8 @@ pub struct FastDynamicQuantizeLinearU8;
 /// 1.5 * 2^23: adding and subtracting it rounds an f32 of magnitude < 2^22 to an integer,
 /// ties to even (the default rounding mode).
 const ROUND_MAGIC: f32 = 12_582_912.0;
+/// 2^23: for an integer-valued q in [0, 2^23), the low mantissa bits of q + 2^23 are q.
+const INT_MAGIC: f32 = 8_388_608.0;
 
 /// (min(x, 0), max(x, 0)) ignoring NaNs, in 16 independent lanes so it vectorizes.
 fn min_max_with_zero(xs: &[f32]) -> (f32, f32) {
@@ -112,7 +114,13 @@ pub fn quantize(xs: &[f32], scale: f32, zp: u8, ys: &mut [u8]) {
     for (x, y) in xs.iter().zip(ys.iter_mut()) {
         let v = *x / scale;
         let r = (v + ROUND_MAGIC) - ROUND_MAGIC;
-        *y = (r + zpf).clamp(0.0, 255.0) as i32 as u8;
+        // `max` first: a NaN becomes 0. q is then an integer in [0, 255], and adding 2^23
+        // puts it in the low mantissa bits: a float-to-int conversion LLVM vectorizes (a
+        // saturating `as u8` or `as i32` is 3-4x slower here).
+        // Not `clamp`: it keeps NaN, which `max` turns into 0.
+        #[allow(clippy::manual_clamp)]
+        let q = (r + zpf).max(0.0).min(255.0);
+        *y = ((q + INT_MAGIC).to_bits() & 0xFF) as u8;
     }
 }
 
