@@ -21,6 +21,8 @@ use tract_onnx::prelude::{
 
 pub use ckd_core;
 
+pub mod tract_ops;
+
 /// Number of top phenotypes returned in [`Prediction::top_k`].
 pub const TOP_K: usize = 5;
 
@@ -228,9 +230,11 @@ fn sigmoid(x: f32) -> f32 {
 
 /// Optimizes an ONNX model into a runnable plan for the symbolic `[batch, seq]` input shape the
 /// file declares (our exporter writes `dim_param` "batch" and "seq"), so one plan serves every
-/// batch size and length.
+/// batch size and length. `DynamicQuantizeLinear` runs as [`tract_ops`]'s vectorized op.
 fn load_plan(onnx: &[u8]) -> Result<Arc<TypedRunnableModel>, EdgeError> {
-    let model = tract_onnx::onnx().model_for_read(&mut &onnx[..]).map_err(model_err)?;
+    let mut fw = tract_onnx::onnx();
+    tract_ops::register(&mut fw);
+    let model = fw.model_for_read(&mut &onnx[..]).map_err(model_err)?;
     model.into_optimized().map_err(model_err)?.into_runnable().map_err(model_err)
 }
 

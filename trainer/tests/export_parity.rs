@@ -115,15 +115,12 @@ fn tiny_int8_close_to_f32() {
     let (i8_bytes, stats) = build_onnx(&cfg, &head, &tensors, BuildOptions::new(Precision::Int8)).unwrap();
     assert_eq!(stats.int8_linears, 6 * cfg.num_hidden_layers);
     let (f, q) = (TractModel::load(&f32_bytes, None).unwrap(), TractModel::load(&i8_bytes, None).unwrap());
-    let fast = TractModel::load_opts(&i8_bytes, &LoadOptions { fast_dql: true, ..LoadOptions::default() }).unwrap();
     let mut spread = (1f32, 0f32);
     for (i, lens) in TINY_BATCHES.iter().enumerate() {
         let (ids, mask, t) = pad_rows(&rows(lens, cfg.vocab_size, 100 + i as u64));
         let b = lens.len();
         let want = f.run(&ids, &mask, b, t).unwrap();
         let got = q.run(&ids, &mask, b, t).unwrap();
-        // The vectorized DynamicQuantizeLinear gives bit-identical results.
-        assert_eq!(fast.run(&ids, &mask, b, t).unwrap(), got);
         for &l in &want {
             let p = 1.0 / (1.0 + (-l).exp());
             spread = (spread.0.min(p), spread.1.max(p));
@@ -432,11 +429,10 @@ fn profile_minilm_f32_vs_int8() {
         forms.into_iter().filter(|(n, _)| only.as_ref().is_none_or(|o| n.contains(o.as_str()))).collect();
     for (name, opts) in forms {
         let (bytes, _) = build_onnx(&cfg, &head, &tensors, opts).unwrap();
-        let fast_dql = env_flag("CKD_PROFILE_FAST_DQL");
         let shapes: &[Option<(usize, usize)>] =
             if env_flag("CKD_PROFILE_CONCRETE_ONLY") { &[Some((b, t))] } else { &[Some((b, t)), None] };
         for &shape in shapes {
-            let m = TractModel::load_opts(&bytes, &LoadOptions { shape, fast_dql, ..LoadOptions::default() }).unwrap();
+            let m = TractModel::load_opts(&bytes, &LoadOptions { shape, ..LoadOptions::default() }).unwrap();
             let p = m.profile(&ids, &mask, b, t, 2, runs).unwrap();
             let which = if shape.is_some() { "concrete [1, 128]" } else { "symbolic [batch, seq]" };
             eprintln!(
@@ -479,11 +475,8 @@ fn profile_foreign_int8() {
     let mask = vec![1i64; t];
     let runs: usize = std::env::var("CKD_PROFILE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let n_inputs = g.input.len();
-    let model = TractModel::load_opts(
-        &bytes,
-        &LoadOptions { shape: Some((b, t)), n_inputs, ignore_value_info: true, fast_dql: false },
-    )
-    .unwrap();
+    let model =
+        TractModel::load_opts(&bytes, &LoadOptions { shape: Some((b, t)), n_inputs, ignore_value_info: true }).unwrap();
     let p = model.profile(&ids, &mask, b, t, 1, runs).unwrap();
     eprintln!(
         "=== {} (concrete [1, 128]) ===\n{}",
@@ -667,20 +660,12 @@ fn bench_minilm_forms() {
     for (name, opts) in &forms {
         let (bytes, _) = build_onnx(&cfg, &head, &tensors, *opts).unwrap();
         let shape = if symbolic { None } else { Some((1, t)) };
-        let fast: &[bool] = if opts.int8_form == Int8Form::DynamicMatMulInteger && opts.precision == Precision::Int8 {
-            &[false, true]
-        } else {
-            &[false]
-        };
-        for &fast_dql in fast {
-            let t0 = std::time::Instant::now();
-            let m = TractModel::load_opts(&bytes, &LoadOptions { shape, fast_dql, ..LoadOptions::default() }).unwrap();
-            let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-            m.run(&ids, &mask, 1, t).unwrap();
-            let name = if fast_dql { format!("{name} + fast DQL op") } else { name.clone() };
-            eprintln!("  load + optimize {name}: {load_ms:.0} ms ({} bytes)", bytes.len());
-            models.push((name, m, Vec::new()));
-        }
+        let t0 = std::time::Instant::now();
+        let m = TractModel::load_opts(&bytes, &LoadOptions { shape, ..LoadOptions::default() }).unwrap();
+        let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+        m.run(&ids, &mask, 1, t).unwrap();
+        eprintln!("  load + optimize {name}: {load_ms:.0} ms ({} bytes)", bytes.len());
+        models.push((name.clone(), m, Vec::new()));
     }
     for _ in 0..rounds {
         for (_, m, times) in models.iter_mut() {
@@ -697,25 +682,4 @@ fn bench_minilm_forms() {
         times.sort_by(f64::total_cmp);
         eprintln!("  {name:<30} median {:>7.2} ms  min {:>7.2} ms", times[times.len() / 2], times[0]);
     }
-}
-
-/// Time of the vectorized `DynamicQuantizeLinear` kernels on one MiniLM intermediate
-/// activation ([128, 1536] f32), outside tract.
-#[test]
-#[ignore = "timing; run with --release --ignored --nocapture"]
-fn bench_fast_dql_kernel() {
-    use ckd_trainer::export::tract_dql::{quantize, scale_and_zero_point};
-    let n = 128 * 1536;
-    let xs: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 - 300.0) * 0.01).collect();
-    let mut ys = vec![0u8; n];
-    let reps = 200;
-    let t0 = std::time::Instant::now();
-    let mut acc = 0u32;
-    for _ in 0..reps {
-        let (s, z) = scale_and_zero_point(&xs);
-        quantize(&xs, s, z, &mut ys);
-        acc = acc.wrapping_add(u32::from(ys[n / 2]));
-    }
-    let ms = t0.elapsed().as_secs_f64() * 1e3 / reps as f64;
-    eprintln!("scale/zero point + quantize of [128, 1536]: {ms:.3} ms ({acc})");
 }

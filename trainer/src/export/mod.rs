@@ -18,8 +18,8 @@
 //! Two things make the int8 file slow:
 //! - `DynamicQuantizeLinear`: tract-onnx's `DynamicQuantizeLinearU8` is a scalar loop calling
 //!   libm's `roundevenf` per element, about half the int8 run time at MiniLM size on VNNI
-//!   hosts. [`tract_dql`] is a drop-in vectorized op with bit-identical results; register it
-//!   in the loader (`LoadOptions::fast_dql`) until the fix is upstream.
+//!   hosts. The edge runtime registers a drop-in vectorized op with bit-identical results
+//!   (`ckd_edge::tract_ops`) until the fix is upstream; the trainer runs stock tract.
 //! - On AVX2 hosts without VNNI, `avx2_mmm_i32_8x8`: its i8 inner loop loads A with a legacy
 //!   (non-VEX) SSE `movq` while the upper YMM halves are live. On Intel cores that is an
 //!   SSE/AVX transition on every K step (0.3 GMAC/s measured on a Xeon with the ISA limited to
@@ -31,7 +31,6 @@
 pub mod graph;
 pub mod onnx;
 pub mod quantize;
-pub mod tract_dql;
 pub mod tract_run;
 
 use std::collections::HashMap;

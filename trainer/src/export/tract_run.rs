@@ -1,5 +1,7 @@
-//! Running an exported ONNX in tract: outputs for parity checks, wall time, and a per-node
-//! profile (time spent in each node of the optimized plan, and the matmul kernel tract chose).
+//! Running an exported ONNX in stock tract (tract-onnx's own ops): outputs for parity checks,
+//! wall time, and a per-node profile (time spent in each node of the optimized plan, and the
+//! matmul kernel tract chose). The trainer only checks its exports here; the edge runtime
+//! (`ckd-edge`) runs bundles with its faster `DynamicQuantizeLinear` (`ckd_edge::tract_ops`).
 //!
 //! The profile times every node's evaluation through `SimpleState::run_plan_with_eval`, the
 //! hook tract's own `--profile` uses, so it measures the same optimized plan `run` executes.
@@ -28,14 +30,11 @@ pub struct LoadOptions {
     pub n_inputs: usize,
     /// Ignore the file's `value_info` (needed for some files made by others).
     pub ignore_value_info: bool,
-    /// Run `DynamicQuantizeLinear` with [`super::tract_dql`]'s vectorized op instead of
-    /// tract's scalar one.
-    pub fast_dql: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { shape: None, n_inputs: 2, ignore_value_info: false, fast_dql: false }
+        Self { shape: None, n_inputs: 2, ignore_value_info: false }
     }
 }
 
@@ -107,10 +106,7 @@ impl TractModel {
 
     /// Loads `onnx` with `opts`.
     pub fn load_opts(onnx: &[u8], opts: &LoadOptions) -> Result<Self, ExportError> {
-        let mut fw = tract_onnx::onnx().with_ignore_value_info(opts.ignore_value_info);
-        if opts.fast_dql {
-            super::tract_dql::register(&mut fw);
-        }
+        let fw = tract_onnx::onnx().with_ignore_value_info(opts.ignore_value_info);
         let mut model = fw.model_for_read(&mut &onnx[..]).map_err(tract_err)?;
         let (shape, n_inputs) = (opts.shape, opts.n_inputs);
         if let Some((b, t)) = shape {

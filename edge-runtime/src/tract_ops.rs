@@ -14,9 +14,12 @@
 //! below against the ONNX reference values and against tract's op); a NaN input element becomes
 //! 0 here and the zero point in tract's op.
 //!
-//! [`register`] replaces the `DynamicQuantizeLinear` builder of a `tract_onnx::Onnx`. This is a
-//! stand-in for an upstream fix of `DynamicQuantizeLinearU8::eval`; the same code can be sent
-//! to tract as is.
+//! [`register`] replaces the `DynamicQuantizeLinear` builder of a `tract_onnx::Onnx`;
+//! [`crate::Engine::open`] does so for every bundle. This is a stand-in for an upstream fix of
+//! `DynamicQuantizeLinearU8::eval`; the same code can be sent to tract as is. The
+//! model-level check (an int8 export gives bit-identical logits with and without this op) is
+//! `benches/tests/edge_parity.rs`, which can build exports; the kernel's speed is in
+//! `benches/benches/edge.rs`.
 
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
