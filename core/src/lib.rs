@@ -3,7 +3,8 @@
 //! Everything both sides must agree on lives here, so training and serving cannot drift apart:
 //! the label space ([`labels`]), ICD-9 mappings ([`icd`]), visits and samples and their text
 //! rendering ([`visit`]), knowledge clauses ([`knowledge`]), the CKD-EHR JSONL format
-//! ([`jsonl`]), the binary sample file ([`format`]) and evaluation metrics ([`metrics`]).
+//! ([`jsonl`]), the binary sample file ([`format`]), evaluation metrics ([`metrics`]) and the
+//! device wire protocol ([`wire`]).
 //!
 //! No ML dependencies; builds `no_std` with `alloc` when the default `std` feature is off.
 //! No function here reads or writes files: callers pass bytes and slices.
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod split;
 pub mod tables;
 pub mod visit;
+pub mod wire;
 
 pub use labels::{Label, LabelSet, LabelSpace, NUM_LABELS, PHENOTYPES};
 pub use visit::{Coded, Sample, Visit};
