@@ -149,13 +149,22 @@ impl AdamW {
 /// Scales all gradients so that their global L2 norm is at most `max_norm`; returns the norm
 /// before clipping. `max_norm <= 0` only measures.
 pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Result<f64> {
-    let mut sq = 0f64;
+    // Sum of squares accumulated on the device in f32 (whatever the gradient dtype, e.g. bf16),
+    // read back once: one host sync per call rather than one per tensor.
+    let mut sq: Option<Tensor> = None;
     for v in vars {
         if let Some(g) = grads.get(v.as_tensor()) {
-            sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+            let s = g.to_dtype(candle_core::DType::F32)?.sqr()?.sum_all()?;
+            sq = Some(match sq {
+                Some(acc) => (acc + s)?,
+                None => s,
+            });
         }
     }
-    let norm = sq.sqrt();
+    let norm = match sq {
+        Some(s) => (s.to_scalar::<f32>()? as f64).sqrt(),
+        None => 0.0,
+    };
     if max_norm > 0.0 && norm > max_norm {
         let scale = max_norm / (norm + 1e-6);
         for v in vars {

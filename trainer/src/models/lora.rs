@@ -220,9 +220,9 @@ struct Adapter {
 /// A frozen linear layer with an optional LoRA adapter (see the module docs for the formula).
 #[derive(Debug, Clone)]
 pub struct LoraLinear {
-    /// [out, in], detached: never a Var, never tracked.
+    /// [out, in]; detached (frozen) unless built by [`LoraLinear::trainable`].
     weight: Tensor,
-    /// [out], detached.
+    /// [out]; detached like `weight`.
     bias: Option<Tensor>,
     adapter: Option<Adapter>,
 }
@@ -267,6 +267,12 @@ impl LoraLinear {
     /// even a Var's tensor passed here is frozen.
     pub fn frozen(weight: Tensor, bias: Option<Tensor>) -> Self {
         Self { weight: weight.detach(), bias: bias.map(|b| b.detach()), adapter: None }
+    }
+
+    /// Plain linear whose weight and bias stay tracked (full fine-tuning of a model trained from
+    /// scratch, such as the demo teacher). weight [out, in], bias [out].
+    pub fn trainable(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias, adapter: None }
     }
 
     /// [`LoraLinear::with_adapter_seeded`] with seed 0.

@@ -756,6 +756,25 @@ impl Qwen2ForCausalLM {
         Ok(Self { model, lm_head, cfg: cfg.clone() })
     }
 
+    /// Like [`Self::load`], but every projection keeps the tensor `vb` returns instead of a
+    /// detached copy, so with a VarMap-backed `vb` all weights train (full fine-tuning of a model
+    /// trained from scratch; pretrained bases use LoRA instead).
+    pub fn load_trainable(vb: VarBuilder, cfg: &Config) -> Result<Self, Qwen2Error> {
+        let mut m = Self::load(vb.clone(), cfg)?;
+        for (i, layer) in m.model.layers.iter_mut().enumerate() {
+            for (name, slot) in layer.projections_mut() {
+                let pvb = vb.pp(projection_path(i, name));
+                let w = pvb.get(slot.weight().dims(), "weight")?;
+                let b = match slot.bias() {
+                    Some(b) => Some(pvb.get(b.dims(), "bias")?),
+                    None => None,
+                };
+                *slot = LoraLinear::trainable(w, b);
+            }
+        }
+        Ok(m)
+    }
+
     /// Builds a frozen model from checkpoint tensors under HF names, converted to `dtype` on `device`.
     /// Every tensor of [`Config::expected_shapes`] must be present with its shape and a float dtype,
     /// and no other tensor may be present (with tied embeddings, `lm_head.weight` is unexpected);

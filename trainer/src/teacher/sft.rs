@@ -1,0 +1,238 @@
+//! Supervised fine-tuning of the teacher LLM on the CKD-EHR answers.
+//!
+//! Sequence = chat prompt ++ `{output}<|im_end|>\n`; the loss is the mean next-token NLL over
+//! the answer tokens only ([`answer_token_loss`]): position t predicts token t + 1, so answer
+//! tokens at indices `start..len` are predicted from positions `start - 1..len - 1`.
+//! Trainable weights: the LoRA adapters (pretrained base) or every weight (the demo model, which
+//! starts from random weights and has nothing to preserve).
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use ckd_core::visit::Sample;
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+
+use super::{pad_rows, PromptEncoder, Result, TeacherError};
+use crate::models::bert::DropoutRng;
+use crate::models::lora::answer_token_loss;
+use crate::models::qwen2::Qwen2ForCausalLM;
+use crate::optim::{clip_grad_norm, lr_at, AdamW, AdamWConfig};
+use crate::student::CurvePoint;
+
+/// Fine-tuning settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SftConfig {
+    /// Passes over the training samples (0 = no fine-tuning).
+    pub epochs: usize,
+    /// Sequences per step.
+    pub batch_size: usize,
+    /// Peak learning rate (warmup then linear decay).
+    pub lr: f64,
+    /// Fraction of steps spent warming up.
+    pub warmup_frac: f64,
+    /// Global gradient-norm clip (0 = off).
+    pub clip_norm: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Seed of batch order and dropout.
+    pub seed: u64,
+    /// Stop after this many steps (time-boxed runs).
+    pub max_steps: Option<u64>,
+    /// Log a curve point every N steps.
+    pub log_every: usize,
+}
+
+impl Default for SftConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 1,
+            batch_size: 8,
+            lr: 2e-4,
+            warmup_frac: 0.05,
+            clip_norm: 1.0,
+            weight_decay: 0.0,
+            seed: 42,
+            max_steps: None,
+            log_every: 10,
+        }
+    }
+}
+
+/// What fine-tuning did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SftOutcome {
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Mean answer-token NLL on the validation samples after each epoch.
+    pub val_loss: Vec<f64>,
+    /// Training sequences per second.
+    pub samples_per_sec: f64,
+    /// Training prompts cut to fit.
+    pub truncated: usize,
+    /// Loss curve.
+    pub curve: Vec<CurvePoint>,
+}
+
+/// Encoded fine-tuning sequences: ids and first answer index.
+struct Sequences {
+    ids: Vec<Vec<u32>>,
+    start: Vec<usize>,
+    truncated: usize,
+}
+
+fn encode_all(prompts: &PromptEncoder, samples: &[Sample]) -> Result<Sequences> {
+    let mut s = Sequences { ids: Vec::new(), start: Vec::new(), truncated: 0 };
+    for x in samples {
+        let (ids, start, cut) = prompts.encode_sft(x)?;
+        s.ids.push(ids);
+        s.start.push(start);
+        s.truncated += cut as usize;
+    }
+    Ok(s)
+}
+
+/// Mean answer-token NLL of a batch of sequences `idx` (training mode when `dropout` is set).
+fn batch_loss(
+    model: &Qwen2ForCausalLM,
+    seqs: &Sequences,
+    idx: &[usize],
+    pad: u32,
+    dropout: Option<&mut DropoutRng>,
+) -> Result<Tensor> {
+    let rows: Vec<&[u32]> = idx.iter().map(|&i| seqs.ids[i].as_slice()).collect();
+    let (ids, mask) = pad_rows(&rows, pad, model.device())?;
+    let out = model.forward_t(&ids, Some(&mask), dropout, false)?;
+    let mut positions = Vec::new();
+    let mut targets = Vec::new();
+    for (row, &i) in idx.iter().enumerate() {
+        let seq = &seqs.ids[i];
+        for t in seqs.start[i]..seq.len() {
+            positions.push((row, t - 1));
+            targets.push(seq[t]);
+        }
+    }
+    let p = positions.len();
+    let logits = model.logits_at(&out.hidden, &positions)?.unsqueeze(0)?;
+    let targets = Tensor::from_vec(targets, (1, p), model.device())?;
+    let ones = Tensor::ones((1, p), DType::F32, model.device())?;
+    Ok(answer_token_loss(&logits, &targets, &ones)?)
+}
+
+/// Mean answer-token NLL over `samples` (eval mode).
+pub fn eval_loss(model: &Qwen2ForCausalLM, prompts: &PromptEncoder, samples: &[Sample], batch: usize) -> Result<f64> {
+    let seqs = encode_all(prompts, samples)?;
+    let pad = prompts.pad_id()?;
+    let (mut sum, mut n) = (0f64, 0usize);
+    let idx: Vec<usize> = (0..samples.len()).collect();
+    for chunk in idx.chunks(batch.max(1)) {
+        let l = batch_loss(model, &seqs, chunk, pad, None)?.to_scalar::<f32>()? as f64;
+        sum += l * chunk.len() as f64;
+        n += chunk.len();
+    }
+    Ok(sum / n.max(1) as f64)
+}
+
+/// Fine-tunes `model`, whose trainable weights are exactly the Vars of `varmap` (adapters, or
+/// all weights). Validation loss is measured on at most `val_limit` validation samples after each
+/// epoch.
+#[allow(clippy::too_many_arguments)]
+pub fn finetune(
+    model: &Qwen2ForCausalLM,
+    varmap: &VarMap,
+    prompts: &PromptEncoder,
+    train: &[Sample],
+    val: &[Sample],
+    cfg: &SftConfig,
+    val_limit: usize,
+    progress: &ProgressBar,
+) -> Result<SftOutcome> {
+    if cfg.epochs == 0 {
+        return Ok(SftOutcome {
+            steps: 0,
+            val_loss: Vec::new(),
+            samples_per_sec: 0.0,
+            truncated: 0,
+            curve: Vec::new(),
+        });
+    }
+    if train.is_empty() || cfg.batch_size == 0 {
+        return Err(TeacherError::Invalid("fine-tuning needs training samples and a batch size > 0".into()));
+    }
+    let seqs = encode_all(prompts, train)?;
+    let pad = prompts.pad_id()?;
+    let lengths: Vec<usize> = seqs.ids.iter().map(Vec::len).collect();
+    let mut opt = AdamW::new(varmap, AdamWConfig { weight_decay: cfg.weight_decay, ..AdamWConfig::default() })?;
+    let vars = opt.vars();
+    if vars.is_empty() {
+        return Err(TeacherError::Invalid("fine-tuning: the model has no trainable weights".into()));
+    }
+    let per_epoch = train.len().div_ceil(cfg.batch_size) as u64;
+    let total = cfg.max_steps.map_or(per_epoch * cfg.epochs as u64, |m| m.min(per_epoch * cfg.epochs as u64));
+    let warmup = (total as f64 * cfg.warmup_frac).round() as u64;
+    progress.set_length(total);
+    let val = &val[..val.len().min(val_limit)];
+    let t0 = std::time::Instant::now();
+    let mut step = 0u64;
+    let mut samples_done = 0usize;
+    let mut curve = Vec::new();
+    let mut val_loss = Vec::new();
+    let (mut win_loss, mut win_norm, mut win_n) = (0f32, 0f64, 0usize);
+    'epochs: for epoch in 0..cfg.epochs {
+        let batches = crate::text::length_buckets(&lengths, cfg.batch_size, cfg.seed ^ (epoch as u64 + 1), true);
+        for idx in &batches {
+            if step >= total {
+                break 'epochs;
+            }
+            let lr = lr_at(step, total, warmup, cfg.lr);
+            let mut rng = DropoutRng::new(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step);
+            let loss = batch_loss(model, &seqs, idx, pad, Some(&mut rng))?;
+            let mut grads = loss.backward()?;
+            let norm = clip_grad_norm(&mut grads, &vars, cfg.clip_norm)?;
+            opt.step(&grads, lr)?;
+            step += 1;
+            samples_done += idx.len();
+            win_loss += loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+            win_norm += norm;
+            win_n += 1;
+            if win_n >= cfg.log_every.max(1) {
+                let l = win_loss / win_n as f32;
+                curve.push(CurvePoint::Step {
+                    step,
+                    epoch,
+                    lr,
+                    loss: l,
+                    hard: None,
+                    soft: None,
+                    attn: [None; 3],
+                    grad_norm: win_norm / win_n as f64,
+                });
+                let sps = samples_done as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                progress.set_message(format!("epoch {} answer NLL {l:.3} {sps:.1} seq/s", epoch + 1));
+                (win_loss, win_norm, win_n) = (0.0, 0.0, 0);
+            }
+            progress.set_position(step);
+        }
+        if !val.is_empty() {
+            val_loss.push(eval_loss(model, prompts, val, cfg.batch_size)?);
+        }
+    }
+    Ok(SftOutcome {
+        steps: step,
+        val_loss,
+        samples_per_sec: samples_done as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+        truncated: seqs.truncated,
+        curve,
+    })
+}
+
+/// A VarMap holding every tensor of `tensors` as a trainable Var (full fine-tuning).
+pub fn trainable(tensors: &std::collections::HashMap<String, Tensor>, device: &Device) -> Result<VarMap> {
+    let varmap = VarMap::new();
+    {
+        let mut data = varmap.data().lock().map_err(|_| TeacherError::Invalid("VarMap lock poisoned".into()))?;
+        for (k, v) in tensors {
+            data.insert(k.clone(), candle_core::Var::from_tensor(&v.to_device(device)?)?);
+        }
+    }
+    Ok(varmap)
+}

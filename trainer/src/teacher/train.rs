@@ -1,0 +1,240 @@
+//! `ckd teacher train`: fine-tune (LoRA on a pretrained base, or the whole demo model), then
+//! train the phenotype head on cached features, and write the teacher directory.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::DType;
+use candle_nn::{VarBuilder, VarMap};
+use ckd_core::visit::Sample;
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use super::demo::{self, DemoConfig};
+use super::head::{self, HeadConfig};
+use super::sft::{self, SftConfig};
+use super::{
+    io_err, label_space_hex, load_base, save_manifest, sha256_hex, BaseRef, DeviceSpec, PromptEncoder, Result,
+    TeacherDir, TeacherError, TeacherManifest, TEACHER_FORMAT, TEACHER_VERSION,
+};
+use crate::io::{pretty_json, write_atomic};
+use crate::models::lora::{self, LoraConfig};
+use crate::models::qwen2::{self, Qwen2ForCausalLM};
+use crate::student::CurvePoint;
+
+/// Which base to start from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BaseChoice {
+    /// A GGUF file or HF safetensors directory (LoRA fine-tuning).
+    Pretrained(PathBuf),
+    /// The demo model, trained from scratch on the samples.
+    Demo(DemoConfig),
+}
+
+/// Everything `ckd teacher train` needs.
+#[derive(Debug, Clone)]
+pub struct TrainTeacherConfig {
+    /// Base.
+    pub base: BaseChoice,
+    /// LoRA settings (pretrained bases only).
+    pub lora: LoraConfig,
+    /// Fine-tuning.
+    pub sft: SftConfig,
+    /// Head training.
+    pub head: HeadConfig,
+    /// Maximum tokens of a prompt (with the answer, when fine-tuning).
+    pub max_len: usize,
+    /// Device.
+    pub device: DeviceSpec,
+    /// Prompts per forward pass when computing features.
+    pub feature_batch: usize,
+    /// Validation samples used for the fine-tuning loss.
+    pub sft_val_limit: usize,
+}
+
+/// Progress bars for the stages (hidden ones in tests).
+pub trait Bars {
+    /// A bar for a stage named `name`.
+    fn bar(&self, name: &str) -> ProgressBar;
+}
+
+/// No progress output.
+pub struct Hidden;
+
+impl Bars for Hidden {
+    fn bar(&self, _: &str) -> ProgressBar {
+        ProgressBar::hidden()
+    }
+}
+
+/// What training produced (also in `teacher.json` under `training`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TeacherReport {
+    /// Fine-tuning.
+    pub sft: sft::SftOutcome,
+    /// Head.
+    pub head: head::HeadOutcome,
+    /// Whether train / val features came from the cache.
+    pub features_cached: [bool; 2],
+    /// Seconds: fine-tuning, features, head.
+    pub seconds: [f64; 3],
+    /// Trainable parameters in fine-tuning.
+    pub trainable_params: usize,
+}
+
+/// Trains a teacher into `out` and returns its manifest and report.
+pub fn train_teacher(
+    train: &[Sample],
+    val: &[Sample],
+    cfg: &TrainTeacherConfig,
+    out: &Path,
+    bars: &dyn Bars,
+) -> Result<(TeacherManifest, TeacherReport)> {
+    if train.is_empty() || val.is_empty() {
+        return Err(TeacherError::Invalid(format!(
+            "teacher training needs training and validation samples (got {} and {})",
+            train.len(),
+            val.len()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let td = TeacherDir(out.to_path_buf());
+    let dev = cfg.device.open()?;
+    let t0 = std::time::Instant::now();
+
+    // 1. Base model, trainable variables, tokenizer.
+    let varmap = VarMap::new();
+    let (mut model, config, tokenizer, base, name, lora_cfg) = match &cfg.base {
+        BaseChoice::Demo(d) => {
+            let tok = demo::train_tokenizer(train, d.vocab_size)?;
+            let config = d.qwen2(tok.get_vocab_size(true), cfg.max_len);
+            let init = qwen2::init_random(&config, d.seed, &dev)?;
+            {
+                let mut data =
+                    varmap.data().lock().map_err(|_| TeacherError::Invalid("VarMap lock poisoned".into()))?;
+                for (k, v) in init {
+                    data.insert(k, candle_core::Var::from_tensor(&v)?);
+                }
+            }
+            let model = Qwen2ForCausalLM::load_trainable(VarBuilder::from_varmap(&varmap, DType::F32, &dev), &config)?;
+            let name = format!("demo-qwen2-h{}-l{}", d.hidden_size, d.layers);
+            (model, config, tok, BaseRef::Demo, name, None)
+        }
+        BaseChoice::Pretrained(path) => {
+            let b = load_base(path, &dev, cfg.device.dtype())?;
+            let model = Qwen2ForCausalLM::from_tensors(b.tensors, &b.config, cfg.device.dtype(), &dev)?;
+            let model =
+                model.with_lora(VarBuilder::from_varmap(&varmap, cfg.device.dtype(), &dev), &cfg.lora, cfg.sft.seed)?;
+            (model, b.config, b.tokenizer, b.base, b.name, Some(cfg.lora.clone()))
+        }
+    };
+    let prompts = PromptEncoder::new(tokenizer, cfg.max_len)?;
+    let trainable_params: usize = {
+        let data = varmap.data().lock().map_err(|_| TeacherError::Invalid("VarMap lock poisoned".into()))?;
+        data.values().map(|v| v.elem_count()).sum()
+    };
+
+    // 2. Fine-tuning.
+    let bar = bars.bar("teacher fine-tuning");
+    let sft_out = sft::finetune(&model, &varmap, &prompts, train, val, &cfg.sft, cfg.sft_val_limit, &bar)?;
+    bar.finish_and_clear();
+    let t_sft = t0.elapsed().as_secs_f64();
+
+    // 3. Save what was trained, then freeze (merge adapters).
+    let cfg_json = pretty_json(&config);
+    write_atomic(&td.config(), cfg_json.as_bytes()).map_err(io_err(&td.config()))?;
+    let tok_json = prompts.tokenizer().to_string(true).map_err(|e| TeacherError::Tokenizer(e.to_string()))?;
+    write_atomic(&td.tokenizer(), tok_json.as_bytes()).map_err(io_err(&td.tokenizer()))?;
+    let mut weight_files: Vec<&str> = vec!["head.safetensors", "tokenizer.json"];
+    let model_key = match &lora_cfg {
+        None => {
+            let tensors = crate::student::named_vars(&varmap).map_err(|e| TeacherError::Invalid(e.to_string()))?;
+            super::save_tensors(&tensors, &td.weights())?;
+            weight_files.push("model.safetensors");
+            super::file_sha256(&td.weights())?
+        }
+        Some(l) => {
+            let dir = td.adapter();
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            let h = lora::save_adapter(&dir, &varmap, l, &name)?;
+            weight_files.push("adapter/adapter_model.safetensors");
+            weight_files.push("adapter/adapter_config.json");
+            model.merge_lora()?;
+            h
+        }
+    };
+    let model_key = sha256_hex(format!("{cfg_json}{model_key}{:?}", base).as_bytes());
+
+    // 4. Features (cached) and head.
+    let t1 = std::time::Instant::now();
+    let h = config.hidden_size;
+    let mut cached = [false; 2];
+    let mut feats = Vec::new();
+    for (k, (split, samples)) in [("train", train), ("val", val)].into_iter().enumerate() {
+        let key = head::cache_key(&model_key, samples, cfg.max_len);
+        let bar = bars.bar(&format!("teacher features ({split})"));
+        let (f, hit) = head::cached_features(
+            &td.features(),
+            split,
+            &key,
+            || head::features(&model, &prompts, samples, cfg.feature_batch, &bar),
+            samples.len(),
+            h,
+        )?;
+        bar.finish_and_clear();
+        cached[k] = hit;
+        feats.push(f);
+    }
+    let t_feat = t1.elapsed().as_secs_f64();
+    let t2 = std::time::Instant::now();
+    let train_labels: Vec<_> = train.iter().map(|s| s.labels).collect();
+    let val_labels: Vec<_> = val.iter().map(|s| s.labels).collect();
+    let (hd, head_out) = head::train_head(&feats[0], &train_labels, &feats[1], &val_labels, h, &cfg.head)?;
+    hd.save(&td.head())?;
+    let t_head = t2.elapsed().as_secs_f64();
+
+    // 5. Curves and manifest (written last).
+    let mut curve = sft_out.curve.clone();
+    let sft_steps = sft_out.steps;
+    for e in &head_out.epochs {
+        curve.push(CurvePoint::Epoch {
+            epoch: e.epoch,
+            step: sft_steps,
+            val_macro_f1: e.val_macro_f1,
+            val_macro_auc: e.val_macro_auc,
+            train_loss: e.train_loss,
+        });
+    }
+    let mut lines = String::new();
+    for p in &curve {
+        lines.push_str(&serde_json::to_string(p).map_err(|e| TeacherError::Invalid(e.to_string()))?);
+        lines.push('\n');
+    }
+    write_atomic(&td.curves(), lines.as_bytes()).map_err(io_err(&td.curves()))?;
+    let report = TeacherReport {
+        sft: sft_out,
+        head: head_out,
+        features_cached: cached,
+        seconds: [t_sft, t_feat, t_head],
+        trainable_params,
+    };
+    let manifest = TeacherManifest {
+        format: TEACHER_FORMAT.into(),
+        version: TEACHER_VERSION,
+        label_space_hash: label_space_hex(),
+        model_name: name,
+        base,
+        lora: lora_cfg,
+        max_len: cfg.max_len,
+        thresholds: report.head.thresholds.clone(),
+        files: Vec::new(),
+        training: serde_json::json!({
+            "sft_config": cfg.sft,
+            "head_config": cfg.head,
+            "train_samples": train.len(),
+            "val_samples": val.len(),
+            "report": report,
+        }),
+    };
+    let manifest = save_manifest(out, manifest, &weight_files)?;
+    Ok((manifest, report))
+}

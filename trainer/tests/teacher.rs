@@ -1,0 +1,152 @@
+//! Teacher end to end on a tiny demo model: train (fine-tune + head), label with and without
+//! shards (same records), resume, merge, explain, and a tampered teacher directory is refused.
+
+use std::path::Path;
+
+use ckd_core::visit::{Sample, Split};
+use ckd_trainer::ingest::{ingest_mimic, IngestConfig};
+use ckd_trainer::synth::{generate, write_cohort, SynthConfig};
+use ckd_trainer::teacher::demo::DemoConfig;
+use ckd_trainer::teacher::head::HeadConfig;
+use ckd_trainer::teacher::label::{self, LabelConfig};
+use ckd_trainer::teacher::sft::SftConfig;
+use ckd_trainer::teacher::train::{train_teacher, BaseChoice, Hidden, TrainTeacherConfig};
+use ckd_trainer::teacher::{explain, load_teacher, DeviceSpec};
+use indicatif::ProgressBar;
+
+fn cohort() -> (Vec<Sample>, Vec<Sample>) {
+    let d = tempfile::tempdir().unwrap();
+    let c = generate(&SynthConfig { patients: 800, seed: 5, ..Default::default() });
+    write_cohort(&c, d.path()).unwrap();
+    let ing = ingest_mimic(d.path(), &IngestConfig::default(), &mut |_, _| {}).unwrap();
+    let s = ing.file.samples;
+    let train: Vec<Sample> = s.iter().filter(|x| x.split == Split::Train).take(40).cloned().collect();
+    let val: Vec<Sample> = s.iter().filter(|x| x.split != Split::Train).take(16).cloned().collect();
+    (train, val)
+}
+
+fn cfg() -> TrainTeacherConfig {
+    TrainTeacherConfig {
+        base: BaseChoice::Demo(DemoConfig {
+            vocab_size: 400,
+            hidden_size: 32,
+            intermediate_size: 64,
+            layers: 2,
+            heads: 4,
+            seed: 1,
+        }),
+        lora: Default::default(),
+        sft: SftConfig { epochs: 1, batch_size: 8, lr: 1e-3, max_steps: Some(3), log_every: 1, ..Default::default() },
+        head: HeadConfig { epochs: 5, ..Default::default() },
+        max_len: 384,
+        device: DeviceSpec::Cpu,
+        feature_batch: 8,
+        sft_val_limit: 8,
+    }
+}
+
+fn read(p: &Path) -> ckd_core::evidence::EvidenceFile {
+    label::read_evidence(p).unwrap()
+}
+
+#[test]
+fn demo_teacher_trains_labels_shards_merges_and_explains() {
+    let (train, val) = cohort();
+    let d = tempfile::tempdir().unwrap();
+    let tdir = d.path().join("teacher");
+    let (manifest, report) = train_teacher(&train, &val, &cfg(), &tdir, &Hidden).unwrap();
+    assert_eq!(report.sft.steps, 3);
+    assert_eq!(report.features_cached, [false, false]);
+    assert_eq!(manifest.thresholds.len(), 25);
+    assert!(tdir.join("curves.jsonl").is_file());
+    // Training again with the same weights would hit the feature cache: the cache key is the
+    // model and the samples, so a fresh directory with the same seeds reproduces the same key.
+    let (_, again) = train_teacher(&train, &val, &cfg(), &tdir, &Hidden).unwrap();
+    assert_eq!(again.features_cached, [true, true], "deterministic training reuses the cached features");
+
+    let t = load_teacher(&tdir, None, DeviceSpec::Cpu).unwrap();
+    let lc = LabelConfig { batch_size: 4, save_every: 1, ..Default::default() };
+    let all = d.path().join("all.bin");
+    let o = label::label(&t, &train, &lc, &all, &ProgressBar::hidden()).unwrap();
+    assert_eq!((o.in_shard, o.labelled, o.resumed), (train.len(), train.len(), 0));
+    let full = read(&all);
+    assert_eq!(full.records.len(), train.len());
+
+    // Two shards, merged, give the same records.
+    let mut parts = Vec::new();
+    for i in 0..2 {
+        let p = d.path().join(format!("shard-{i}.bin"));
+        let c = LabelConfig { shard: Some((i, 2)), ..lc.clone() };
+        label::label(&t, &train, &c, &p, &ProgressBar::hidden()).unwrap();
+        parts.push((p.clone(), read(&p)));
+    }
+    let ids: Vec<String> = train.iter().map(|s| s.id.clone()).collect();
+    let merged = label::merge(&parts, Some(&ids)).unwrap();
+    let by = full.by_id();
+    for r in &merged.records {
+        let f = by[r.id.as_str()];
+        for (a, b) in r.probs.iter().zip(&f.probs) {
+            assert!((a - b).abs() < 1e-5, "{}: batch composition changed a probability: {a} vs {b}", r.id);
+        }
+        for (a, b) in r.concepts.iter().zip(&f.concepts) {
+            assert!((a - b).abs() < 1e-5);
+        }
+    }
+    // Merging without one shard fails and names it.
+    let e = label::merge(&parts[..1], Some(&ids)).unwrap_err().to_string();
+    assert!(e.contains("missing shard(s) 1 of 2"), "{e}");
+
+    // Re-running a finished shard labels nothing.
+    let c = LabelConfig { shard: Some((0, 2)), ..lc.clone() };
+    let o = label::label(&t, &train, &c, &parts[0].0, &ProgressBar::hidden()).unwrap();
+    assert_eq!(o.labelled, 0);
+    assert_eq!(o.resumed, o.in_shard);
+    // An output written by another configuration is refused, not overwritten.
+    let c = LabelConfig { temperature: 2.0, ..c };
+    let e = label::label(&t, &train, &c, &parts[0].0, &ProgressBar::hidden()).err().unwrap().to_string();
+    assert!(e.contains("another teacher"), "{e}");
+
+    // Explanations list real concepts of the sample.
+    let s = &train[0];
+    let ex = explain::explain(s, by[s.id.as_str()], &t.manifest.thresholds, 3).unwrap();
+    assert!(!ex.phenotypes.is_empty());
+    for p in &ex.phenotypes {
+        assert!(p.concepts.len() <= 3);
+        for c in &p.concepts {
+            assert!(s.text().contains(&c.text), "{} not in the text", c.text);
+        }
+    }
+    assert!(explain::format(&ex).contains(&s.id));
+
+    // A tampered head is refused with the file named.
+    std::fs::write(tdir.join("head.safetensors"), b"not a head").unwrap();
+    let e = load_teacher(&tdir, None, DeviceSpec::Cpu).err().unwrap().to_string();
+    assert!(e.contains("head.safetensors") && e.contains("sha256"), "{e}");
+}
+
+#[test]
+fn long_prompts_are_cut_inside_the_input_and_spans_point_into_it() {
+    let (train, _) = cohort();
+    let tok = ckd_trainer::teacher::demo::train_tokenizer(&train, 400).unwrap();
+    let enc = ckd_trainer::teacher::PromptEncoder::new(tok.clone(), 4096).unwrap();
+    let s = &train[0];
+    let full = enc.encode(s).unwrap();
+    assert!(!full.truncated);
+    let text = s.text();
+    // Every input token's span is inside the text, in order, and covers its characters.
+    let spans: Vec<(usize, usize)> = full.input_spans.iter().flatten().copied().collect();
+    assert!(!spans.is_empty());
+    assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0));
+    assert!(spans.iter().all(|&(a, b)| a < b && b <= text.len()));
+    // Cut to 30 tokens fewer: the template tail (ending the prompt) is kept.
+    let short = ckd_trainer::teacher::PromptEncoder::new(tok, full.ids.len() - 30).unwrap();
+    let cut = short.encode(s).unwrap();
+    assert!(cut.truncated);
+    assert_eq!(cut.ids.len(), full.ids.len() - 30);
+    assert_eq!(cut.ids[cut.ids.len() - 5..], full.ids[full.ids.len() - 5..]);
+    assert_eq!(cut.input_spans.iter().flatten().count(), spans.len() - 30);
+    // The answer always fits whole in a fine-tuning sequence.
+    let (ids, start, _) = short.encode_sft(s).unwrap();
+    assert!(ids.len() <= full.ids.len() - 30);
+    assert!(start < ids.len());
+}
