@@ -1,0 +1,303 @@
+//! The bedside board's side of the ckd wire protocol ([`ckd_core::wire`]): read request frames
+//! from a byte stream (a serial device, a pseudo-terminal, stdin), answer each with one
+//! response frame. Bad input of any kind (garbage, truncated or corrupt frames, wrong version,
+//! oversize frames, invalid items) gets an error response, never a crash; the loop only ends at
+//! end of input or on an I/O error.
+//!
+//! A wire visit becomes a [`Visit`] with [`VisitSummary::to_visit`] (diagnosis titles from
+//! ckd-core's ICD-9 category table); the model sees it through [`Predict::predict`], which for
+//! an [`ckd_edge::Engine`] renders it exactly as in training, knowledge clauses from the
+//! bundle's table included.
+
+use std::io::{ErrorKind, Read, Write};
+
+use ckd_core::visit::Visit;
+use ckd_core::wire::{
+    self, Deframer, ErrorCode, Reply, Response, WireError, WirePrediction, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME,
+};
+use ckd_core::NUM_LABELS;
+
+pub use ckd_core::wire::VisitSummary;
+
+/// Receive buffer: every valid request fits.
+pub const RX_CAPACITY: usize = MAX_REQUEST_FRAME;
+
+/// What the server needs from a model: a prediction for a visit.
+pub trait Predict {
+    /// Predicts the next-visit phenotypes of `visit`; the error is a message for the log.
+    fn predict(&self, visit: &Visit) -> Result<ckd_edge::Prediction, String>;
+}
+
+impl Predict for ckd_edge::Engine {
+    fn predict(&self, visit: &Visit) -> Result<ckd_edge::Prediction, String> {
+        ckd_edge::Engine::predict(self, visit).map_err(|e| e.to_string())
+    }
+}
+
+/// The wire form of a prediction (probabilities quantized to u16, see [`ckd_core::wire`]).
+pub fn to_wire(p: &ckd_edge::Prediction) -> WirePrediction {
+    let mut probs = [0u16; NUM_LABELS];
+    for (q, &x) in probs.iter_mut().zip(p.probs.iter()) {
+        *q = wire::quantize_prob(x);
+    }
+    let positive = p.positive.iter().fold(0u32, |m, l| m | 1 << l);
+    let mut top_k = heapless::Vec::new();
+    for &(l, _) in p.top_k.iter().take(wire::TOP_K) {
+        // Capacity is TOP_K and at most TOP_K items are taken.
+        let _ = top_k.push(l);
+    }
+    WirePrediction { probs, positive, top_k, truncated: p.truncated, tokens: p.tokens.min(u16::MAX as usize) as u16 }
+}
+
+/// What happened to one frame (for the log: ids and codes only, never patient text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Id answered.
+    pub id: u32,
+    /// `None` for a prediction, else the error code sent.
+    pub error: Option<ErrorCode>,
+    /// Why, for errors.
+    pub reason: String,
+}
+
+/// Answers one frame (the bytes between delimiters, or the deframer's oversize error).
+pub fn answer<P: Predict + ?Sized>(model: &P, frame: Result<&mut [u8], WireError>) -> (Response, Outcome) {
+    let fail = |e: WireError| {
+        let o = Outcome { id: e.id(), error: Some(code_of(&e.reply())), reason: e.to_string() };
+        (Response { id: e.id(), reply: e.reply() }, o)
+    };
+    let req = match frame.and_then(wire::decode_request) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let visit = match req.visit.to_visit() {
+        Ok(v) => v,
+        Err(e) => {
+            let (mut resp, mut o) = fail(e);
+            resp.id = req.id;
+            o.id = req.id;
+            return (resp, o);
+        }
+    };
+    match model.predict(&visit) {
+        Ok(p) => {
+            let o = Outcome { id: req.id, error: None, reason: String::new() };
+            (Response { id: req.id, reply: Reply::Prediction(to_wire(&p)) }, o)
+        }
+        Err(msg) => {
+            let o = Outcome { id: req.id, error: Some(ErrorCode::Model), reason: msg };
+            (Response { id: req.id, reply: Reply::Error { code: ErrorCode::Model, detail: 0 } }, o)
+        }
+    }
+}
+
+fn code_of(r: &Reply) -> ErrorCode {
+    match r {
+        Reply::Error { code, .. } => *code,
+        Reply::Prediction(_) => ErrorCode::Payload,
+    }
+}
+
+/// Error that ends [`serve`].
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Reading the device failed.
+    #[error("reading {device}: {source}")]
+    Read {
+        /// Device name.
+        device: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Writing the device failed.
+    #[error("writing {device}: {source}")]
+    Write {
+        /// Device name.
+        device: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A response did not encode (cannot happen with the wire bounds; reported, not panicked).
+    #[error("encoding the answer to request {id}: {source}")]
+    Encode {
+        /// Request id.
+        id: u32,
+        /// Cause.
+        source: WireError,
+    },
+}
+
+/// Counts of one [`serve`] run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Predictions sent.
+    pub answered: u64,
+    /// Error responses sent.
+    pub errors: u64,
+}
+
+/// Serves requests from `input` until end of input, answering on `output` (flushed after each
+/// answer). `log` gets one line per frame: ids and error codes, never visit contents.
+pub fn serve<P, R, W, L>(model: &P, device: &str, mut input: R, mut output: W, mut log: L) -> Result<Stats, ServeError>
+where
+    P: Predict + ?Sized,
+    R: Read,
+    W: Write,
+    L: FnMut(&Outcome),
+{
+    let mut rx: Box<Deframer<RX_CAPACITY>> = Box::default();
+    let mut buf = vec![0u8; 4096];
+    let mut out = [0u8; MAX_RESPONSE_FRAME + 1];
+    let mut stats = Stats::default();
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(stats),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(source) => return Err(ServeError::Read { device: device.to_string(), source }),
+        };
+        for &byte in &buf[..n] {
+            let Some(frame) = rx.push(byte) else { continue };
+            let (resp, outcome) = answer(model, frame);
+            if outcome.error.is_some() {
+                stats.errors += 1;
+            } else {
+                stats.answered += 1;
+            }
+            log(&outcome);
+            let len =
+                wire::encode_response(&resp, &mut out).map_err(|source| ServeError::Encode { id: resp.id, source })?;
+            let w = |source| ServeError::Write { device: device.to_string(), source };
+            output.write_all(&out[..len]).map_err(w)?;
+            output.flush().map_err(|source| ServeError::Write { device: device.to_string(), source })?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ckd_core::wire::{encode_request, Request};
+    use ckd_core::LabelSet;
+
+    /// A model that puts probability 0.9 on the phenotypes present at the visit, 0.1 elsewhere.
+    struct Echo;
+
+    impl Predict for Echo {
+        fn predict(&self, visit: &Visit) -> Result<ckd_edge::Prediction, String> {
+            let present = visit.phenotypes();
+            if visit.medications.iter().any(|m| m == "FAIL") {
+                return Err("model failed".into());
+            }
+            let probs: [f32; NUM_LABELS] = std::array::from_fn(|l| if present.contains(l as u8) { 0.9 } else { 0.1 });
+            let mut top_k = heapless::Vec::new();
+            for l in present.iter().take(ckd_edge::TOP_K) {
+                let _ = top_k.push((l, 0.9));
+            }
+            Ok(ckd_edge::Prediction { probs, positive: present, top_k, truncated: false, tokens: 10 })
+        }
+    }
+
+    fn frame(id: u32, visit: VisitSummary) -> Vec<u8> {
+        let mut out = vec![0u8; MAX_REQUEST_FRAME + 1];
+        let n = encode_request(&Request { id, visit }, &mut out).unwrap();
+        out.truncate(n);
+        out
+    }
+
+    /// `f` with one bit flipped in a byte that COBS leaves as data, so only the CRC can tell.
+    pub(crate) fn corrupt(f: &[u8]) -> Vec<u8> {
+        for i in f.len() / 2..f.len() - 1 {
+            let mut g = f.to_vec();
+            g[i] ^= 0x10;
+            if matches!(wire::decode_request(&mut g.clone()), Err(WireError::Crc { .. })) {
+                return g;
+            }
+        }
+        unreachable!("no data byte in the second half of the frame")
+    }
+
+    fn decode_all(bytes: &[u8]) -> Vec<Response> {
+        let mut d: Deframer<{ MAX_RESPONSE_FRAME }> = Deframer::new();
+        let mut out = Vec::new();
+        for &b in bytes {
+            if let Some(f) = d.push(b) {
+                out.push(wire::decode_response(f.unwrap()).unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_kind_of_bad_frame_gets_an_error_answer_and_the_loop_goes_on() {
+        let mut v = VisitSummary::default();
+        v.push_diagnosis("4280", "").unwrap();
+        v.push_diagnosis("5849", "").unwrap();
+        let good = frame(1, v.clone());
+        let mut stream = good.clone();
+        let bad_crc = corrupt(&frame(2, v.clone()));
+        stream.extend(&bad_crc);
+        stream.extend(&good[..good.len() / 2]); // truncated: runs into the next frame
+        stream.push(0);
+        stream.extend([0x07, 0x01, 0x02, 0x00]); // garbage: a COBS block longer than the frame
+        stream.extend(vec![0x42; RX_CAPACITY + 1]); // oversize
+        stream.push(0);
+        let mut empty_code = VisitSummary::default();
+        empty_code.push_diagnosis(" ", "").unwrap();
+        stream.extend(frame(3, empty_code));
+        let mut fails = VisitSummary::default();
+        fails.push_medication("FAIL").unwrap();
+        stream.extend(frame(4, fails));
+        stream.extend(&good);
+        let mut out = Vec::new();
+        let mut lines = Vec::new();
+        let stats = serve(&Echo, "test", &stream[..], &mut out, |o| lines.push(o.clone())).unwrap();
+        let got = decode_all(&out);
+        let codes: Vec<(u32, Option<ErrorCode>)> = got
+            .iter()
+            .map(|r| {
+                (
+                    r.id,
+                    match &r.reply {
+                        Reply::Prediction(_) => None,
+                        Reply::Error { code, .. } => Some(*code),
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                (1, None),
+                (0, Some(ErrorCode::Crc)),
+                (0, codes[2].1.filter(|c| [ErrorCode::Cobs, ErrorCode::Crc, ErrorCode::Truncated].contains(c))),
+                (0, Some(ErrorCode::Cobs)),
+                (0, Some(ErrorCode::Oversize)),
+                (3, Some(ErrorCode::InvalidItem)),
+                (4, Some(ErrorCode::Model)),
+                (1, None),
+            ]
+        );
+        assert!(codes[2].1.is_some());
+        assert_eq!(stats, Stats { answered: 2, errors: 6 });
+        assert_eq!(lines.len(), 8);
+        let Reply::Prediction(p) = &got[0].reply else { unreachable!("checked above") };
+        // 4280 -> CHF (8), 5849 -> acute renal failure (0).
+        assert_eq!(p.positive, 1 | 1 << 8);
+        assert_eq!(p.probs[8], wire::quantize_prob(0.9));
+        assert_eq!(p.top_k.as_slice(), &[0, 8]);
+        assert_eq!(LabelSet::from_labels([0u8, 8]).iter().count(), 2);
+    }
+
+    #[test]
+    fn read_errors_end_the_loop_with_the_device_name() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("unplugged"))
+            }
+        }
+        let e = serve(&Echo, "/dev/ttyUSB0", Broken, Vec::new(), |_| {}).unwrap_err().to_string();
+        assert_eq!(e, "reading /dev/ttyUSB0: unplugged");
+    }
+}
