@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod io;
 pub mod models;
 pub mod optim;
+pub mod report;
 pub mod student;
 pub mod synth;
 pub mod text;
