@@ -12,3 +12,47 @@ pub fn write_cohort(patients: usize, dir: &Path) -> Result<(), ckd_trainer::synt
     let cfg = ckd_trainer::synth::SynthConfig { patients, seed: 7, ..Default::default() };
     ckd_trainer::synth::write_cohort(&ckd_trainer::synth::generate(&cfg), dir).map(|_| ())
 }
+
+/// Test fixture for the edge runtime, C library and CLI: a tiny random-weight student (BERT
+/// H 32, 2 layers, WordPiece vocabulary trained on a small synthetic cohort, max length 64 so
+/// that long inputs are truncated, knowledge table included) exported as a bundle into
+/// `dir/bundle` with `precision`, plus `dir/rows.jsonl`: 24 CKD-EHR rows of the cohort's
+/// held-out samples. The classifier is scaled so probabilities spread over (0, 1), and the
+/// thresholds vary per label, so decisions are not all alike. Deterministic for a given build.
+pub fn write_tiny_bundle(dir: &Path, precision: ckd_trainer::export::Precision) -> anyhow::Result<()> {
+    use ckd_core::visit::Split;
+    use ckd_trainer::models::bert::{BertForMultiLabel, Config, HeadConfig};
+    use ckd_trainer::student::{save_student, StudentConfig};
+
+    let data = tempfile::tempdir()?;
+    let cohort = ckd_trainer::synth::SynthConfig { patients: 400, seed: 9, ..Default::default() };
+    ckd_trainer::synth::write_cohort(&ckd_trainer::synth::generate(&cohort), data.path())?;
+    let ing = ckd_trainer::ingest::ingest_mimic(data.path(), &Default::default(), &mut |_, _| {})?;
+    let texts: Vec<String> = ing.file.samples.iter().filter(|s| s.split == Split::Train).map(|s| s.text()).collect();
+    let max_len = 64;
+    let enc = ckd_trainer::text::TextEncoder::train_wordpiece(texts.iter().map(String::as_str), 400, max_len)?;
+    let bert = Config { vocab_size: enc.vocab_size(), max_position_embeddings: max_len, ..Config::tiny() };
+    let head = HeadConfig::default();
+    let (_, varmap) = BertForMultiLabel::init(&bert, &head, &candle_core::Device::Cpu, 11)?;
+    {
+        let data = varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock poisoned"))?;
+        let w = data.get("classifier.weight").ok_or_else(|| anyhow::anyhow!("no classifier.weight"))?;
+        w.set(&(w.as_tensor() * 40.0)?)?;
+    }
+    let thresholds: Vec<f32> = (0..ckd_core::NUM_LABELS).map(|l| 0.3 + 0.4 * (l % 5) as f32 / 4.0).collect();
+    let student = data.path().join("student");
+    let sc = StudentConfig { bert, head, max_len };
+    save_student(&student, &sc, &varmap, &enc, &thresholds, &serde_json::json!({}))?;
+    std::fs::write(student.join("knowledge.json"), serde_json::to_string(&ing.file.knowledge)?)?;
+    ckd_trainer::bundle::write_bundle(&student, &dir.join("bundle"), precision)?;
+    let mut rows = String::new();
+    for s in ing.file.samples.iter().filter(|s| s.split != Split::Train).take(24) {
+        rows.push_str(&ckd_core::jsonl::to_line(
+            ckd_core::jsonl::INSTRUCTION,
+            &s.text(),
+            &ckd_core::jsonl::render_output(s.labels),
+        ));
+    }
+    std::fs::write(dir.join("rows.jsonl"), rows)?;
+    Ok(())
+}

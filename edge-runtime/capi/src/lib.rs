@@ -1,0 +1,276 @@
+//! C API of the ckd-ehr edge runtime, for device makers: link `libckd_edge_c.a` (or
+//! `libckd_edge_c.so`) and include `include/ckd_edge.h` (generated from this file by cbindgen;
+//! the `header` test fails when the committed header is stale).
+//!
+//! Contract of every entry point:
+//! - no Rust panic crosses the boundary: each body runs under `catch_unwind`, and a panic is
+//!   reported as [`CKD_ERR_PANIC`] (or a NULL engine) with a message;
+//! - NULL pointers are checked and reported as [`CKD_ERR_NULL`], never dereferenced;
+//! - on failure the message is kept per thread: [`ckd_last_error`] returns it until the next
+//!   failing call on the same thread.
+//!
+//! One engine may be used from several threads at once (`ckd_predict_text` takes a const
+//! pointer; the Rust `Engine` is `Send + Sync`).
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::OnceLock;
+
+use ckd_core::{NUM_LABELS, PHENOTYPES};
+use ckd_edge::{EdgeError, Engine};
+
+/// Success.
+pub const CKD_OK: i32 = 0;
+/// A required pointer argument was NULL.
+pub const CKD_ERR_NULL: i32 = 1;
+/// The input text is not valid UTF-8.
+pub const CKD_ERR_UTF8: i32 = 2;
+/// An output buffer is shorter than `CKD_NUM_LABELS`.
+pub const CKD_ERR_BUFFER: i32 = 3;
+/// The input is unusable (empty or whitespace-only text, tokenizer failure).
+pub const CKD_ERR_INPUT: i32 = 4;
+/// The bundle could not be opened (missing file, bad manifest, checksum, tokenizer).
+pub const CKD_ERR_BUNDLE: i32 = 5;
+/// The model failed to run.
+pub const CKD_ERR_MODEL: i32 = 6;
+/// A bug: a Rust panic was caught at the boundary.
+pub const CKD_ERR_PANIC: i32 = 7;
+
+/// Number of phenotype labels: the length of every per-label buffer.
+pub const CKD_NUM_LABELS: usize = 25;
+const _: () = assert!(CKD_NUM_LABELS == NUM_LABELS, "CKD_NUM_LABELS must equal ckd_core::NUM_LABELS");
+
+/// An opened, verified bundle (opaque). Create with `ckd_engine_open`, release with
+/// `ckd_engine_free`.
+pub struct CkdEngine {
+    engine: Engine,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_error(msg: &str) {
+    // Interior NULs cannot be represented in a C string: replace them.
+    let c = CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    let what = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("internal error (panic): {what}")
+}
+
+/// Runs `f`, mapping `Err((code, msg))` and panics to a status code and the thread's last error.
+fn guard(f: impl FnOnce() -> Result<(), (i32, String)>) -> i32 {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => CKD_OK,
+        Ok(Err((code, msg))) => {
+            set_error(&msg);
+            code
+        }
+        Err(p) => {
+            set_error(&panic_message(p.as_ref()));
+            CKD_ERR_PANIC
+        }
+    }
+}
+
+fn edge_code(e: &EdgeError) -> i32 {
+    match e {
+        EdgeError::Io { .. } | EdgeError::Bundle { .. } | EdgeError::Tokenizer { .. } => CKD_ERR_BUNDLE,
+        EdgeError::EmptyInput { .. } | EdgeError::Encode { .. } => CKD_ERR_INPUT,
+        EdgeError::Model(_) => CKD_ERR_MODEL,
+    }
+}
+
+/// Opens and verifies the bundle directory `bundle_dir` (NUL-terminated UTF-8 path): checks the
+/// manifest, the label space and every file's SHA-256, and builds the model plan once.
+/// Returns NULL on failure; `ckd_last_error` then says why.
+///
+/// # Safety
+/// `bundle_dir` must be NULL or point to a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ckd_engine_open(bundle_dir: *const c_char) -> *mut CkdEngine {
+    let mut out: *mut CkdEngine = std::ptr::null_mut();
+    guard(|| {
+        if bundle_dir.is_null() {
+            return Err((CKD_ERR_NULL, "ckd_engine_open: bundle_dir is NULL".into()));
+        }
+        // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+        let dir = unsafe { CStr::from_ptr(bundle_dir) };
+        let dir =
+            dir.to_str().map_err(|e| (CKD_ERR_UTF8, format!("ckd_engine_open: bundle_dir is not valid UTF-8: {e}")))?;
+        let engine = Engine::open(Path::new(dir)).map_err(|e| (edge_code(&e), e.to_string()))?;
+        out = Box::into_raw(Box::new(CkdEngine { engine }));
+        Ok(())
+    });
+    out
+}
+
+/// Releases an engine. NULL is accepted and ignored. Do not use the pointer afterwards.
+///
+/// # Safety
+/// `engine` must be NULL or a pointer returned by `ckd_engine_open` not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn ckd_engine_free(engine: *mut CkdEngine) {
+    let _ = guard(|| {
+        if !engine.is_null() {
+            // SAFETY: returned by `Box::into_raw` in `ckd_engine_open`, freed once.
+            drop(unsafe { Box::from_raw(engine) });
+        }
+        Ok(())
+    });
+}
+
+/// Predicts from one text in the CKD-EHR layout (`text_len` bytes of UTF-8, no NUL needed).
+///
+/// Writes `CKD_NUM_LABELS` probabilities into `probs` (label order), and when `positive` is not
+/// NULL, `CKD_NUM_LABELS` decisions (1: at or above the bundle's threshold for that label, else
+/// 0). When `truncated` is not NULL it is set to whether the text was cut to the bundle's
+/// maximum length. Buffer lengths are in elements. Returns `CKD_OK` or an error code; on error
+/// the output buffers are left unchanged.
+///
+/// # Safety
+/// `engine` must come from `ckd_engine_open`; `text` must point to `text_len` readable bytes;
+/// `probs` to `probs_len` writable floats; `positive` (if not NULL) to `positive_len` writable
+/// bytes; `truncated` (if not NULL) to one writable bool.
+#[no_mangle]
+pub unsafe extern "C" fn ckd_predict_text(
+    engine: *const CkdEngine,
+    text: *const u8,
+    text_len: usize,
+    probs: *mut f32,
+    probs_len: usize,
+    positive: *mut u8,
+    positive_len: usize,
+    truncated: *mut bool,
+) -> i32 {
+    guard(|| {
+        if engine.is_null() || text.is_null() || probs.is_null() {
+            return Err((CKD_ERR_NULL, "ckd_predict_text: engine, text and probs must not be NULL".into()));
+        }
+        if probs_len < NUM_LABELS || (!positive.is_null() && positive_len < NUM_LABELS) {
+            return Err((
+                CKD_ERR_BUFFER,
+                format!(
+                    "ckd_predict_text: output buffers need {NUM_LABELS} elements (probs_len {probs_len}, positive_len {positive_len})"
+                ),
+            ));
+        }
+        // SAFETY: caller's contract (non-NULL checked above).
+        let (engine, bytes) = unsafe { (&(*engine).engine, std::slice::from_raw_parts(text, text_len)) };
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            (CKD_ERR_UTF8, format!("ckd_predict_text: text is not valid UTF-8 (at byte {})", e.valid_up_to()))
+        })?;
+        let p = engine.predict_text(text).map_err(|e| (edge_code(&e), e.to_string()))?;
+        // SAFETY: lengths checked above; caller's contract for validity.
+        unsafe {
+            std::slice::from_raw_parts_mut(probs, NUM_LABELS).copy_from_slice(&p.probs);
+            if !positive.is_null() {
+                let out = std::slice::from_raw_parts_mut(positive, NUM_LABELS);
+                for (l, o) in out.iter_mut().enumerate() {
+                    *o = u8::from(p.positive.contains(l as u8));
+                }
+            }
+            if !truncated.is_null() {
+                *truncated = p.truncated;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The message of the last failed call on this thread (NUL-terminated UTF-8; empty when none).
+/// Valid until the next failing call on this thread; do not free it.
+#[no_mangle]
+pub extern "C" fn ckd_last_error() -> *const c_char {
+    catch_unwind(|| LAST_ERROR.with(|e| e.borrow().as_ptr())).unwrap_or(c"internal error".as_ptr())
+}
+
+fn label_names() -> &'static [CString] {
+    static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
+    // Label names are ASCII constants without NUL.
+    NAMES.get_or_init(|| PHENOTYPES.iter().map(|p| CString::new(p.name).unwrap_or_default()).collect())
+}
+
+/// Official name of label `index` (0-based, label order), NUL-terminated, static; NULL when
+/// `index >= CKD_NUM_LABELS`.
+#[no_mangle]
+pub extern "C" fn ckd_label_name(index: usize) -> *const c_char {
+    catch_unwind(|| label_names().get(index).map_or(std::ptr::null(), |c| c.as_ptr())).unwrap_or(std::ptr::null())
+}
+
+/// Version of this library (the crate version), NUL-terminated, static.
+#[no_mangle]
+pub extern "C" fn ckd_version() -> *const c_char {
+    static V: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(v) => v,
+        Err(_) => c"unknown",
+    };
+    V.as_ptr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_error() -> String {
+        // SAFETY: ckd_last_error returns a valid NUL-terminated string.
+        unsafe { CStr::from_ptr(ckd_last_error()) }.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn null_pointers_are_errors_not_crashes() {
+        assert!(unsafe { ckd_engine_open(std::ptr::null()) }.is_null());
+        assert!(last_error().contains("bundle_dir is NULL"), "{}", last_error());
+        let mut probs = [0f32; NUM_LABELS];
+        let rc = unsafe {
+            ckd_predict_text(
+                std::ptr::null(),
+                b"x".as_ptr(),
+                1,
+                probs.as_mut_ptr(),
+                NUM_LABELS,
+                std::ptr::null_mut(),
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, CKD_ERR_NULL);
+        unsafe { ckd_engine_free(std::ptr::null_mut()) };
+    }
+
+    #[test]
+    fn missing_bundle_and_bad_path() {
+        let e = unsafe { ckd_engine_open(c"/nonexistent/bundle".as_ptr()) };
+        assert!(e.is_null());
+        assert!(last_error().contains("/nonexistent/bundle/manifest.bin"), "{}", last_error());
+        let bad = [0xffu8, 0xfe, 0];
+        assert!(unsafe { ckd_engine_open(bad.as_ptr().cast()) }.is_null());
+        assert!(last_error().contains("not valid UTF-8"), "{}", last_error());
+    }
+
+    #[test]
+    fn labels_and_version() {
+        for (i, ph) in PHENOTYPES.iter().enumerate() {
+            let n = unsafe { CStr::from_ptr(ckd_label_name(i)) }.to_str().unwrap();
+            assert_eq!(n, ph.name);
+        }
+        assert!(ckd_label_name(NUM_LABELS).is_null());
+        assert_eq!(unsafe { CStr::from_ptr(ckd_version()) }.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn panics_become_error_codes() {
+        let rc = guard(|| panic!("boom"));
+        assert_eq!(rc, CKD_ERR_PANIC);
+        assert!(last_error().contains("boom"), "{}", last_error());
+    }
+}

@@ -1,0 +1,196 @@
+//! The `ckd-edge` binary on the tiny test bundle (`edge-runtime/testdata/tiny`): JSONL in and
+//! out for both input kinds, bad lines named (strict) or reported per line (`--lenient`),
+//! non-UTF-8 input, `info`, and `eval` metrics equal to `ckd_core::metrics` on the engine's
+//! own predictions.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use ckd_core::metrics;
+use ckd_edge::Engine;
+use serde_json::Value;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/tiny")
+}
+
+fn bundle() -> PathBuf {
+    fixture().join("bundle")
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ckd-edge"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn rows() -> Vec<Value> {
+    std::fs::read_to_string(fixture().join("rows.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn jsonl(out: &[u8]) -> Vec<Value> {
+    String::from_utf8(out.to_vec()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+const VISIT: &str = r#"{"id": "v-1", "diagnoses": [{"code": "5856", "title": "Chronic kidney disease (CKD)"}, {"code": "4019", "title": "Essential hypertension"}], "medications": ["Furosemide"], "procedures": []}"#;
+
+#[test]
+fn predict_rows_and_visits() {
+    let b = bundle();
+    let engine = Engine::open(&b).unwrap();
+    let rows = rows();
+    let mut input = String::new();
+    input.push_str(&serde_json::to_string(&rows[0]).unwrap());
+    input.push_str("\n\n"); // a blank line is skipped but counted
+    input.push_str(VISIT);
+    input.push_str("\r\n");
+    let short = r#"{"instruction": "i", "input": "Diseases: Essential hypertension. Medications: None. Surgical operations: None. Medical knowledge: None.", "output": ""}"#;
+    input.push_str(short);
+    let out = run(&["predict", "--bundle", b.to_str().unwrap()], input.as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs = jsonl(&out.stdout);
+    assert_eq!(recs.len(), 3);
+    assert_eq!(recs.iter().map(|r| r["line"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 3, 4]);
+    assert_eq!(recs[1]["id"], "v-1");
+
+    let visit: ckd_core::Visit = serde_json::from_str(VISIT).unwrap();
+    let short_text: Value = serde_json::from_str(short).unwrap();
+    let want = [
+        engine.predict_text(rows[0]["input"].as_str().unwrap()).unwrap(),
+        engine.predict(&visit).unwrap(),
+        engine.predict_text(short_text["input"].as_str().unwrap()).unwrap(),
+    ];
+    for (rec, p) in recs.iter().zip(&want) {
+        let probs = rec["probabilities"].as_object().unwrap();
+        assert_eq!(probs.len(), 25);
+        for (l, ph) in ckd_core::PHENOTYPES.iter().enumerate() {
+            assert_eq!(probs[ph.name].as_f64().unwrap() as f32, p.probs[l], "{}", ph.name);
+        }
+        let positives: Vec<&str> = rec["positives"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(positives, p.positive.names());
+        assert_eq!(rec["top_k"].as_array().unwrap().len(), ckd_edge::TOP_K);
+        assert_eq!(rec["top_k"][0]["label"], ckd_core::PHENOTYPES[p.top_k[0].0 as usize].name);
+        assert_eq!(rec["truncated"], p.truncated);
+        assert_eq!(rec["tokens"].as_u64().unwrap() as usize, p.tokens);
+    }
+    // The fixture's rows are longer than the bundle's 64 tokens; the short text is not.
+    assert_eq!(recs[0]["truncated"], true);
+    assert_eq!(recs[0]["tokens"], 64);
+    assert_eq!(recs[2]["truncated"], false);
+    // Same output from a file as from stdin.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("in.jsonl");
+    std::fs::write(&f, &input).unwrap();
+    let from_file = run(&["predict", "--bundle", b.to_str().unwrap(), "--input", f.to_str().unwrap()], b"");
+    assert_eq!(from_file.stdout, out.stdout);
+}
+
+#[test]
+fn bad_lines_are_named_or_reported() {
+    let b = bundle();
+    let good = serde_json::to_string(&rows()[1]).unwrap();
+    let empty = r#"{"instruction": "i", "input": "   ", "output": ""}"#;
+    let mut input = Vec::new();
+    for l in [good.as_bytes(), b"not json", b"{\"input\": \"caf\xe9\"}", empty.as_bytes(), b"[1, 2]", br#"{"x": 1}"#] {
+        input.extend_from_slice(l);
+        input.push(b'\n');
+    }
+    let strict = run(&["predict", "--bundle", b.to_str().unwrap()], &input);
+    assert!(!strict.status.success());
+    let err = String::from_utf8_lossy(&strict.stderr);
+    assert!(err.contains("line 2: not JSON"), "{err}");
+    // The good line before the bad one was written.
+    assert_eq!(jsonl(&strict.stdout).len(), 1);
+
+    let lenient = run(&["predict", "--bundle", b.to_str().unwrap(), "--lenient"], &input);
+    assert!(lenient.status.success(), "{}", String::from_utf8_lossy(&lenient.stderr));
+    let recs = jsonl(&lenient.stdout);
+    assert_eq!(recs.len(), 6);
+    assert!(recs[0].get("error").is_none());
+    let errors: Vec<String> = recs[1..].iter().map(|r| r["error"].as_str().unwrap().to_string()).collect();
+    assert!(errors[0].starts_with("line 2: not JSON"), "{errors:?}");
+    assert!(errors[1].contains("line 3: not valid UTF-8 (at byte 14)"), "{errors:?}");
+    assert!(errors[2].contains("line 4: input 0: empty text"), "{errors:?}");
+    assert!(errors[3].contains("line 5: expected a JSON object"), "{errors:?}");
+    assert!(errors[4].contains("line 6: neither a CKD-EHR row"), "{errors:?}");
+    assert_eq!(recs.iter().map(|r| r["line"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn info_prints_the_manifest() {
+    let b = bundle();
+    let out = run(&["info", "--bundle", b.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["precision"], "int8");
+    assert_eq!(v["labels"].as_array().unwrap().len(), 25);
+    assert_eq!(v["tokenizer"]["max_len"], 64);
+    assert_eq!(v["knowledge_table"], true);
+    let files: Vec<&str> = v["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(files, ["model.onnx", "tokenizer.json"]);
+}
+
+#[test]
+fn eval_computes_core_metrics_and_latency() {
+    let b = bundle();
+    let data = fixture().join("rows.jsonl");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("eval.json");
+    let out = run(
+        &["eval", "--bundle", b.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json", json.to_str().unwrap()],
+        b"",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("24 samples (24 truncated)"), "{stdout}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["n_samples"], 24);
+    assert!(v["latency"]["median_ms_per_sample"].as_f64().unwrap() > 0.0);
+
+    let engine = Engine::open(&b).unwrap();
+    let recs = ckd_core::jsonl::parse(&std::fs::read_to_string(&data).unwrap()).unwrap();
+    let mut probs = Vec::new();
+    for r in &recs {
+        probs.extend_from_slice(&engine.predict_text(&r.input).unwrap().probs);
+    }
+    let labels: Vec<_> = recs.iter().map(|r| r.labels).collect();
+    let want = metrics::evaluate_label_sets(&probs, &labels, &engine.manifest().thresholds, 10).unwrap();
+    assert_eq!(v["metrics"], serde_json::to_value(&want).unwrap());
+
+    // A row with a bad `output` is an error naming the file and line.
+    let bad = dir.path().join("bad.jsonl");
+    let mut text = std::fs::read_to_string(&data).unwrap();
+    text.push_str("{\"instruction\": \"i\", \"input\": \"x\", \"output\": \"nope\"}\n");
+    std::fs::write(&bad, text).unwrap();
+    let out = run(&["eval", "--bundle", b.to_str().unwrap(), "--data", bad.to_str().unwrap()], b"");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.jsonl") && err.contains("line 25"), "{err}");
+}
+
+#[test]
+fn corrupt_bundle_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["manifest.bin", "model.onnx", "tokenizer.json"] {
+        std::fs::copy(bundle().join(f), dir.path().join(f)).unwrap();
+    }
+    let tok = dir.path().join("tokenizer.json");
+    let mut t = std::fs::read(&tok).unwrap();
+    t.push(b' ');
+    std::fs::write(&tok, t).unwrap();
+    let out = run(&["info", "--bundle", dir.path().to_str().unwrap()], b"");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tokenizer.json: sha256 mismatch"), "{err}");
+}

@@ -1,0 +1,136 @@
+//! `Engine` on the tiny test bundle (`edge-runtime/testdata/tiny`, see its README): bad inputs
+//! (empty text, over-long text truncated and flagged) and bad bundles (corrupt or truncated
+//! files, wrong label-space hash, wrong label names), and batch vs single predictions.
+
+use std::path::{Path, PathBuf};
+
+use ckd_core::bundle::{Manifest, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE};
+use ckd_edge::{EdgeError, Engine};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/tiny")
+}
+
+/// A copy of the tiny bundle in a temporary directory, to damage.
+fn copy_bundle() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in [MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE] {
+        std::fs::copy(fixture().join("bundle").join(f), dir.path().join(f)).unwrap();
+    }
+    dir
+}
+
+fn open_err(dir: &Path) -> String {
+    match Engine::open(dir) {
+        Ok(_) => panic!("{} opened", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn row_texts() -> Vec<String> {
+    let text = std::fs::read_to_string(fixture().join("rows.jsonl")).unwrap();
+    ckd_core::jsonl::parse(&text).unwrap().into_iter().map(|r| r.input).collect()
+}
+
+#[test]
+fn inputs_empty_long_and_batched() {
+    let engine = Engine::open(&fixture().join("bundle")).unwrap();
+    assert_eq!(engine.manifest().tokenizer.max_len, 64);
+    for empty in ["", " ", "\n\t "] {
+        assert!(matches!(engine.predict_text(empty), Err(EdgeError::EmptyInput { index: 0 })), "{empty:?}");
+    }
+    let e = engine.predict_batch(&["Diseases: Essential hypertension.", ""]).err().unwrap();
+    assert!(matches!(e, EdgeError::EmptyInput { index: 1 }), "{e}");
+
+    // Over-long: cut to max_len tokens, ending in [SEP], flagged.
+    let texts = row_texts();
+    let long = texts.iter().map(|t| t.repeat(10)).next().unwrap();
+    let p = engine.predict_text(&long).unwrap();
+    assert!(p.truncated);
+    assert_eq!(p.tokens, 64);
+    let (ids, truncated) = engine.tokenize(&long).unwrap();
+    assert!(truncated);
+    assert_eq!(ids.len(), 64);
+    assert_eq!(ids[63], engine.manifest().tokenizer.sep_id);
+    assert_eq!(ids[0], engine.manifest().tokenizer.cls_id);
+    let short = engine.predict_text("Diseases: Essential hypertension. Medications: None.").unwrap();
+    assert!(!short.truncated);
+    assert!(short.tokens < 64);
+    assert!(short.probs.iter().all(|p| (0.0..=1.0).contains(p)));
+    // Decisions are the bundle's thresholds applied to the probabilities.
+    for (l, (&q, &t)) in short.probs.iter().zip(&engine.manifest().thresholds).enumerate() {
+        assert_eq!(short.positive.contains(l as u8), q >= t, "label {l}");
+    }
+
+    // A batch (padded, int8 activation scales shared by the batch) is within the int8
+    // tolerance of one call per text.
+    let refs: Vec<&str> = texts.iter().map(String::as_str).chain(["Diseases: Essential hypertension."]).collect();
+    let batch = engine.predict_batch(&refs).unwrap();
+    assert_eq!(batch.len(), refs.len());
+    for (t, b) in refs.iter().zip(&batch) {
+        let one = engine.predict_text(t).unwrap();
+        let d = one.probs.iter().zip(&b.probs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(d <= 0.02, "batch vs single: {d}");
+        assert_eq!((one.truncated, one.tokens), (b.truncated, b.tokens));
+    }
+    assert!(engine.predict_batch(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn damaged_bundles_are_refused_with_a_reason() {
+    // Model file changed.
+    let d = copy_bundle();
+    let model = d.path().join(MODEL_FILE);
+    let mut bytes = std::fs::read(&model).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x01;
+    std::fs::write(&model, &bytes).unwrap();
+    assert!(open_err(d.path()).contains("model.onnx: sha256 mismatch"));
+
+    // Model file truncated.
+    let d = copy_bundle();
+    let model = d.path().join(MODEL_FILE);
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(open_err(d.path()).contains("model.onnx: sha256 mismatch"));
+
+    // Manifest truncated, or empty.
+    let d = copy_bundle();
+    let man = d.path().join(MANIFEST_FILE);
+    let m = std::fs::read(&man).unwrap();
+    std::fs::write(&man, &m[..m.len() - 1]).unwrap();
+    assert!(open_err(d.path()).contains("manifest.bin: truncated"));
+    std::fs::write(&man, b"").unwrap();
+    assert!(open_err(d.path()).contains("manifest.bin: truncated"));
+
+    // Manifest made for another label space: header bytes 10..18 hold the label-space hash.
+    let mut other = m.clone();
+    other[10] ^= 0xff;
+    std::fs::write(&man, &other).unwrap();
+    let e = open_err(d.path());
+    assert!(e.contains("manifest.bin: label space differs"), "{e}");
+
+    // A well-formed manifest with other label names (the hash matches this build).
+    let mut manifest = Manifest::from_bytes(&m).unwrap();
+    manifest.labels.swap(0, 1);
+    std::fs::write(&man, manifest.to_bytes().unwrap()).unwrap();
+    let e = open_err(d.path());
+    assert!(e.contains("label 0 is \"Acute cerebrovascular disease\""), "{e}");
+
+    // Tokenizer missing.
+    let d = copy_bundle();
+    std::fs::remove_file(d.path().join(TOKENIZER_FILE)).unwrap();
+    let e = open_err(d.path());
+    assert!(e.contains("tokenizer.json") && e.contains("No such file"), "{e}");
+
+    // A model that is not ONNX, with a manifest that vouches for it: refused by tract, no panic.
+    let d = copy_bundle();
+    let man = d.path().join(MANIFEST_FILE);
+    let mut manifest = Manifest::from_bytes(&std::fs::read(&man).unwrap()).unwrap();
+    let junk = b"definitely not an onnx protobuf".to_vec();
+    std::fs::write(d.path().join(MODEL_FILE), &junk).unwrap();
+    manifest.files[0] = ckd_core::bundle::FileEntry::of(MODEL_FILE, &junk);
+    std::fs::write(&man, manifest.to_bytes().unwrap()).unwrap();
+    let e = open_err(d.path());
+    assert!(e.starts_with("model: "), "{e}");
+}
