@@ -131,6 +131,30 @@ pub struct ModelResult {
     pub thresholds: Vec<f32>,
 }
 
+impl ModelResult {
+    /// A result from row-major probabilities of shape `[labels.len(), NUM_LABELS]` (the layout
+    /// of the student's and teacher's `predict`). Errors name the model when the length is wrong.
+    pub fn from_flat(
+        name: impl Into<String>,
+        role: Role,
+        probs: &[f32],
+        labels: Vec<LabelSet>,
+        thresholds: Vec<f32>,
+    ) -> Result<Self, ReportError> {
+        let name = name.into();
+        if probs.len() != labels.len() * NUM_LABELS {
+            return Err(ReportError::Invalid(format!(
+                "model {name:?}: {} probabilities for {} samples, expected {} ({NUM_LABELS} per sample)",
+                probs.len(),
+                labels.len(),
+                labels.len() * NUM_LABELS
+            )));
+        }
+        let probs = probs.chunks_exact(NUM_LABELS).map(<[f32]>::to_vec).collect();
+        Ok(ModelResult { name, role, probs, labels, thresholds })
+    }
+}
+
 /// Whether a curve point is a training-loss log or an end-of-epoch validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

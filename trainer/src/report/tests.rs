@@ -449,3 +449,15 @@ fn example_report_for_viewing() {
     let r = write(Path::new(&dir), &fake_input()).unwrap();
     println!("{}", summary_table(&r));
 }
+
+#[test]
+fn from_flat_splits_rows_and_checks_length() {
+    let m = fake_model("m", Role::Student, &fake_labels(6, 3), 1.0, 1);
+    let flat_probs = flat(&m);
+    let back = ModelResult::from_flat("m", Role::Student, &flat_probs, m.labels.clone(), m.thresholds.clone()).unwrap();
+    assert_eq!(back, m);
+    let e = ModelResult::from_flat("m", Role::Student, &flat_probs[1..], m.labels.clone(), m.thresholds.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"m\"") && e.contains("149 probabilities for 6 samples, expected 150"), "{e}");
+}
