@@ -461,3 +461,16 @@ fn from_flat_splits_rows_and_checks_length() {
         .to_string();
     assert!(e.contains("\"m\"") && e.contains("149 probabilities for 6 samples, expected 150"), "{e}");
 }
+
+#[test]
+fn empty_report_renders() {
+    let input = ReportInput { title: "t".into(), notes: vec!["synthetic".into()], ..ReportInput::default() };
+    let r = build(&input).unwrap();
+    assert!(r.models.is_empty() && r.speedup.is_none());
+    let plots = render_plots(&r).unwrap();
+    assert_eq!(plots.len(), 3);
+    let html = render_html(&r, &plots);
+    assert!(html.contains("No models were evaluated.") && html.contains("<li>synthetic</li>"));
+    let s = summary_table(&r);
+    assert!(s.contains("NOTE: synthetic") && s.contains("(no models evaluated)"), "{s}");
+}
