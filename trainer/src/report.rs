@@ -7,7 +7,7 @@
 //!
 //! [`build`] validates the input and computes the versioned [`ReportJson`]; [`render_plots`] and
 //! [`render_html`] turn a `ReportJson` (alone: the HTML can be rebuilt from `report.json`) into
-//! SVG and HTML; [`write`] does all of it and writes the files atomically; [`summary_table`] is
+//! SVG and HTML; [`write()`] does all of it and writes the files atomically; [`summary_table`] is
 //! the aligned text table for the terminal.
 
 mod html;
