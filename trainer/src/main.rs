@@ -12,9 +12,10 @@ use ckd_core::split::SplitConfig;
 use ckd_core::visit::{Sample, Split};
 use ckd_core::PHENOTYPES;
 use ckd_trainer::ingest::{self, IngestConfig, IngestSummary};
-use ckd_trainer::models::bert::{BertForMultiLabel, Config as BertConfig, HeadConfig};
-use ckd_trainer::student::{self, Prepared, StudentConfig, Teacher, TrainConfig};
-use ckd_trainer::text::TextEncoder;
+use ckd_trainer::pipeline::{self, TermBars};
+use ckd_trainer::student::{self, Prepared, Teacher, TrainConfig};
+use ckd_trainer::teacher::label as teacher_label;
+use ckd_trainer::teacher::train::Bars;
 use ckd_trainer::{codegen, io, synth};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -122,6 +123,38 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "int8")]
         precision: ckd_trainer::export::Precision,
     },
+    /// The teacher LLM: fine-tune + phenotype head, soft labels with evidence, shard merging.
+    Teacher {
+        #[command(subcommand)]
+        cmd: TeacherCmd,
+    },
+    /// Show which concepts carried the teacher's evidence for one sample.
+    Explain {
+        /// Evidence file (`ckd teacher label` or `ckd teacher merge` output).
+        #[arg(long)]
+        evidence: PathBuf,
+        /// Samples (`samples.bin` or CKD-EHR JSONL) holding the sample.
+        #[arg(long)]
+        data: PathBuf,
+        /// Sample id.
+        #[arg(long)]
+        id: String,
+        /// Teacher directory, for its decision thresholds (default 0.5).
+        #[arg(long)]
+        teacher: Option<PathBuf>,
+        /// Concepts listed per phenotype.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run every stage on your data and teacher, as set in a TOML file; resumes where it stopped.
+    Pipeline {
+        /// pipeline.toml (see examples/pipeline.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Regenerate core/src/tables/ccs.rs from the HCUP-CCS definitions YAML.
     GenTables {
         /// hcup_ccs_2015_definitions.yaml
@@ -131,6 +164,108 @@ enum Cmd {
         #[arg(long, default_value = "core/src/tables/ccs.rs")]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum TeacherCmd {
+    /// Fine-tune the LLM on the answers (LoRA, or the demo model from scratch), then train the
+    /// phenotype head on its cached last-token features.
+    Train(Box<TeacherTrainArgs>),
+    /// Soft labels and attention evidence for samples (optionally one shard of them).
+    Label {
+        /// Teacher directory (`ckd teacher train --out`).
+        #[arg(long)]
+        teacher: PathBuf,
+        /// Samples: `samples.bin` (the `--split` part) or CKD-EHR JSONL (all records).
+        #[arg(long)]
+        data: PathBuf,
+        /// Split of a `samples.bin` to label.
+        #[arg(long, default_value = "train")]
+        split: SplitArg,
+        /// Evidence file to write (resumed when it exists).
+        #[arg(long)]
+        out: PathBuf,
+        /// Label only shard i of N (`i/N`, 0-based): a deterministic 1/N of the samples by id.
+        #[arg(long, value_parser = ckd_trainer::teacher::label::parse_shard)]
+        shard: Option<(u32, u32)>,
+        /// Soft-label temperature.
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f32,
+        /// Final layers averaged for the attention evidence.
+        #[arg(long, default_value_t = 4)]
+        last_k: usize,
+        /// Prompts per forward pass.
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: ckd_trainer::teacher::DeviceSpec,
+        /// Use this base model file/directory instead of the path recorded in the teacher.
+        #[arg(long)]
+        base: Option<PathBuf>,
+    },
+    /// Merge shard files into one evidence file; fails unless every shard and sample is there once.
+    Merge {
+        /// Shard files.
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+        /// Merged evidence file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Check that exactly these samples are covered: `samples.bin` (with `--split`) or JSONL.
+        #[arg(long)]
+        expect: Option<PathBuf>,
+        /// Split of `--expect`.
+        #[arg(long, default_value = "train")]
+        split: SplitArg,
+    },
+}
+
+#[derive(clap::Args)]
+struct TeacherTrainArgs {
+    /// Training samples: `samples.bin` (its train split) or CKD-EHR JSONL.
+    #[arg(long)]
+    train: PathBuf,
+    /// Validation samples: `samples.bin` (its val split) or CKD-EHR JSONL.
+    #[arg(long)]
+    val: PathBuf,
+    /// Base: a Qwen2 GGUF file or HF safetensors directory, or `demo` (small model trained here).
+    #[arg(long)]
+    base: String,
+    /// Teacher directory to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Fine-tuning epochs (0 = head only).
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Peak fine-tuning learning rate.
+    #[arg(long, default_value_t = 2e-4)]
+    lr: f64,
+    /// Stop fine-tuning after this many steps.
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// LoRA rank (pretrained bases).
+    #[arg(long, default_value_t = 8)]
+    lora_r: usize,
+    /// LoRA alpha.
+    #[arg(long, default_value_t = 16.0)]
+    lora_alpha: f64,
+    /// LoRA dropout.
+    #[arg(long, default_value_t = 0.05)]
+    lora_dropout: f64,
+    /// Head training epochs (on cached features).
+    #[arg(long, default_value_t = 60)]
+    head_epochs: usize,
+    /// Maximum prompt tokens (with the answer when fine-tuning).
+    #[arg(long, default_value_t = 768)]
+    max_len: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: ckd_trainer::teacher::DeviceSpec,
 }
 
 #[derive(Subcommand)]
@@ -296,15 +431,77 @@ fn run(cli: Cli) -> Result<()> {
             io::write_atomic(&out, src.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
             eprintln!("wrote {}", out.display());
         }
-        Cmd::Demo { out, patients, seed } => {
-            let cohort = out.join("cohort");
-            run_synth(patients, seed, &cohort)?;
-            run_ingest_mimic(&cohort, &out.join("samples"), &IngestConfig::default())?;
+        Cmd::Demo { out, patients, seed } => run_pipeline(&pipeline::PipelineConfig::demo(out, patients, seed))?,
+        Cmd::Pipeline { config } => {
+            let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
+            let base = config.parent().map(Path::to_path_buf).unwrap_or_default();
+            let cfg =
+                pipeline::PipelineConfig::from_toml(&text, &base).with_context(|| format!("{}", config.display()))?;
+            run_pipeline(&cfg)?
+        }
+        Cmd::Teacher { cmd: TeacherCmd::Train(a) } => run_teacher_train(&a)?,
+        Cmd::Teacher {
+            cmd: TeacherCmd::Label { teacher, data, split, out, shard, temperature, last_k, batch_size, device, base },
+        } => {
+            let t = ckd_trainer::teacher::load_teacher(&teacher, base.as_deref(), device)?;
+            let (samples, _, _) = load_samples(&data, split.split())?;
+            anyhow::ensure!(!samples.is_empty(), "{}: no samples to label", data.display());
+            let cfg =
+                teacher_label::LabelConfig { temperature, last_k_layers: last_k, batch_size, shard, save_every: 20 };
+            let bar = TermBars.bar("teacher labels");
+            let o = teacher_label::label(&t, &samples, &cfg, &out, &bar)?;
+            bar.finish_and_clear();
             eprintln!(
-                "demo: synthetic cohort and samples are in {}. `ckd student train`, `ckd eval` and `ckd export` \
-                 run on them (README); the teacher stage, the end-to-end demo and its report are not built yet.",
+                "teacher label: {} samples in {}, {} kept from a previous run, {} labelled ({:.2} samples/s, {:.0} prompt tokens/s), {} prompts cut -> {}",
+                o.in_shard,
+                shard.map_or("all".to_string(), |(i, n)| format!("shard {i}/{n}")),
+                o.resumed,
+                o.labelled,
+                o.labelled as f64 / o.seconds.max(1e-9),
+                o.tokens as f64 / o.seconds.max(1e-9),
+                o.truncated,
                 out.display()
             );
+        }
+        Cmd::Teacher { cmd: TeacherCmd::Merge { shards, out, expect, split } } => {
+            let files =
+                shards.iter().map(|p| Ok((p.clone(), teacher_label::read_evidence(p)?))).collect::<Result<Vec<_>>>()?;
+            let expected = match &expect {
+                Some(p) => Some(load_samples(p, split.split())?.0.into_iter().map(|s| s.id).collect::<Vec<_>>()),
+                None => None,
+            };
+            let merged = teacher_label::merge(&files, expected.as_deref())?;
+            teacher_label::write_evidence(&out, &merged)?;
+            eprintln!("teacher merge: {} shards, {} samples -> {}", files.len(), merged.records.len(), out.display());
+        }
+        Cmd::Explain { evidence, data, id, teacher, top, json } => {
+            let ev = teacher_label::read_evidence(&evidence)?;
+            let f = if data.extension().is_some_and(|e| e == "bin") {
+                ingest::read_samples(&data)?
+            } else {
+                ingest::ingest_jsonl(&data, &IngestConfig { knowledge: None, ..Default::default() })?.file
+            };
+            let sample =
+                f.samples.iter().find(|s| s.id == id).with_context(|| format!("{}: no sample {id}", data.display()))?;
+            let rec = ev
+                .by_id()
+                .get(id.as_str())
+                .copied()
+                .with_context(|| format!("{}: no record for sample {id}", evidence.display()))?;
+            let thresholds = match &teacher {
+                Some(t) => {
+                    let text = std::fs::read_to_string(t.join("teacher.json"))
+                        .with_context(|| format!("reading {}", t.join("teacher.json").display()))?;
+                    serde_json::from_str::<ckd_trainer::teacher::TeacherManifest>(&text)?.thresholds
+                }
+                None => vec![0.5; ckd_core::NUM_LABELS],
+            };
+            let ex = ckd_trainer::teacher::explain::explain(sample, rec, &thresholds, top)?;
+            if json {
+                println!("{}", io::pretty_json(&ex));
+            } else {
+                print!("{}", ckd_trainer::teacher::explain::format(&ex));
+            }
         }
     }
     Ok(())
@@ -400,44 +597,9 @@ fn run_student_train(a: &TrainArgs) -> Result<()> {
         attn_field: a.attn_field,
         ..Default::default()
     };
-    let head = HeadConfig::default();
-    let (encoder, bert_cfg, model, varmap, init) = match (&a.init, a.config) {
-        (Some(dir), _) => {
-            let cfg_text = std::fs::read_to_string(dir.join("config.json"))
-                .with_context(|| format!("reading {}", dir.join("config.json").display()))?;
-            let bert_cfg = BertConfig::from_json(&cfg_text)?;
-            let max_len = a.max_len.min(bert_cfg.max_position_embeddings);
-            let encoder = TextEncoder::from_file(&dir.join("tokenizer.json"), max_len)?;
-            let tensors =
-                ckd_trainer::models::bert::read_safetensors(&dir.join("model.safetensors"), &candle_core::Device::Cpu)?;
-            let loaded =
-                BertForMultiLabel::from_checkpoint(&tensors, &bert_cfg, &head, &candle_core::Device::Cpu, a.seed)?;
-            tracing::info!("init from {}: {}", dir.display(), loaded.report);
-            (encoder, bert_cfg, loaded.model, loaded.varmap, format!("checkpoint {}", dir.display()))
-        }
-        (None, preset) => {
-            let preset = preset.unwrap_or(student::Preset::Tiny);
-            let encoder = if a.resume && a.out.join("tokenizer.json").is_file() {
-                TextEncoder::from_file(&a.out.join("tokenizer.json"), a.max_len)?
-            } else {
-                let texts: Vec<String> = train.iter().map(|s| s.text()).collect();
-                TextEncoder::train_wordpiece(texts.iter().map(|s| s.as_str()), a.vocab_size, a.max_len)?
-            };
-            io::write_atomic(&a.out.join("tokenizer.json"), encoder.to_json()?.as_bytes())?;
-            let bert_cfg = preset.config(encoder.vocab_size(), a.max_len);
-            let (model, varmap) = BertForMultiLabel::init(&bert_cfg, &head, &candle_core::Device::Cpu, a.seed)?;
-            (encoder, bert_cfg, model, varmap, format!("from scratch ({preset:?})"))
-        }
-    };
-    let tp = Prepared::new(&train, &encoder)?;
-    let vp = Prepared::new(&val, &encoder)?;
-    eprintln!(
-        "student: {} train / {} val samples, {} train texts truncated to {} tokens, init {init}",
-        tp.len(),
-        vp.len(),
-        tp.truncated,
-        encoder.max_len()
-    );
+    if a.init.is_some() && a.config.is_some() {
+        anyhow::bail!("--init and --config exclude each other");
+    }
     let cfg = TrainConfig {
         epochs: a.epochs,
         batch_size: a.batch_size,
@@ -450,23 +612,25 @@ fn run_student_train(a: &TrainArgs) -> Result<()> {
         max_steps: a.max_steps,
         ..Default::default()
     };
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let run = student::Run {
-        model: &model,
-        varmap: &varmap,
-        encoder: &encoder,
-        train: &tp,
-        val: &vp,
+    let bar = TermBars.bar("student");
+    let job = pipeline::StudentJob {
+        train: &train,
+        val: &val,
         teacher: teacher.as_ref(),
-        cfg: &cfg,
-        dir: &a.out,
-        progress: &bar,
+        init: a.init.as_deref(),
+        preset: a.config.unwrap_or(student::Preset::Tiny),
+        vocab_size: a.vocab_size,
+        max_len: a.max_len,
+        cfg,
+        resume: a.resume,
+        out: &a.out,
+        knowledge: knowledge.as_ref(),
+        provenance: serde_json::json!({
+            "train": {"path": a.train, "source_hash": train_hash},
+            "val": {"path": a.val, "source_hash": val_hash},
+        }),
     };
-    let outcome = student::train(&run, a.resume)?;
+    let outcome = pipeline::train_student(&job, &bar)?;
     bar.finish_and_clear();
     if !outcome.finished {
         eprintln!(
@@ -476,28 +640,72 @@ fn run_student_train(a: &TrainArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let provenance = serde_json::json!({
-        "created_by": format!("ckd {}", env!("CARGO_PKG_VERSION")),
-        "train": {"path": a.train, "source_hash": train_hash, "samples": tp.len()},
-        "val": {"path": a.val, "source_hash": val_hash, "samples": vp.len()},
-        "init": init,
-        "teacher": teacher.as_ref().and_then(|t| t.identity.clone()),
-        "train_config": cfg,
-        "outcome": outcome,
-    });
-    let scfg = StudentConfig { bert: bert_cfg, head, max_len: encoder.max_len() };
-    student::save_student(&a.out, &scfg, &varmap, &encoder, &outcome.thresholds, &provenance)?;
-    // The knowledge table the training texts were rendered with travels into the bundle.
-    io::write_atomic(&a.out.join("knowledge.json"), io::pretty_json(&knowledge).as_bytes())?;
     eprintln!(
-        "student: {} steps, best val macro-F1 {:.4} (epoch {}), {:.1} samples/s{} -> {}",
+        "student: {} steps, best val macro-F1 {:.4} (epoch {}), {:.1} samples/s, {} train texts truncated{} -> {}",
         outcome.steps,
         outcome.best_val_macro_f1.unwrap_or(f64::NAN),
         outcome.best_epoch.map_or(0, |e| e + 1),
         outcome.samples_per_sec,
+        outcome.truncated_train,
         if outcome.stopped_early { ", stopped early" } else { "" },
         a.out.display()
     );
+    Ok(())
+}
+
+fn run_teacher_train(a: &TeacherTrainArgs) -> Result<()> {
+    use ckd_trainer::teacher::{demo::DemoConfig, head::HeadConfig, sft::SftConfig, train};
+    let (train_s, _, _) = load_samples(&a.train, Split::Train)?;
+    let (val_s, _, _) = load_samples(&a.val, Split::Val)?;
+    let base = if a.base == "demo" {
+        train::BaseChoice::Demo(DemoConfig::default())
+    } else {
+        train::BaseChoice::Pretrained(PathBuf::from(&a.base))
+    };
+    let cfg = train::TrainTeacherConfig {
+        base,
+        lora: ckd_trainer::models::lora::LoraConfig {
+            r: a.lora_r,
+            alpha: a.lora_alpha,
+            dropout: a.lora_dropout,
+            ..Default::default()
+        },
+        sft: SftConfig {
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            lr: a.lr,
+            seed: a.seed,
+            max_steps: a.max_steps,
+            ..Default::default()
+        },
+        head: HeadConfig { epochs: a.head_epochs, seed: a.seed, ..Default::default() },
+        max_len: a.max_len,
+        device: a.device,
+        feature_batch: a.batch_size,
+        sft_val_limit: 64,
+    };
+    let (m, r) = train::train_teacher(&train_s, &val_s, &cfg, &a.out, &TermBars)?;
+    eprintln!(
+        "teacher {}: {} fine-tuning steps ({} trainable parameters, {:.2} seq/s, {} prompts cut), head val macro-F1 {:.4}, macro-AUC {} -> {}",
+        m.model_name,
+        r.sft.steps,
+        r.trainable_params,
+        r.sft.samples_per_sec,
+        r.sft.truncated,
+        r.head.val_macro_f1,
+        r.head.val_macro_auc.map_or("n/a".into(), |v| format!("{v:.4}")),
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn run_pipeline(cfg: &pipeline::PipelineConfig) -> Result<()> {
+    let o = pipeline::run(cfg, &TermBars)?;
+    println!("{}", o.summary);
+    if !o.skipped.is_empty() {
+        eprintln!("(stages already up to date and skipped: {})", o.skipped.join(", "));
+    }
+    eprintln!("report: {} and report.json ({:.0} s)", o.report_dir.join("report.html").display(), o.seconds);
     Ok(())
 }
 

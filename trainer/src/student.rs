@@ -78,6 +78,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StudentError + '_ {
 /// Model size presets for students trained from scratch (the vocabulary size comes from the
 /// tokenizer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum Preset {
     /// H 64, 2 layers, 2 heads, I 256: the demo student.
     Tiny,

@@ -19,6 +19,7 @@ use crate::models::qwen2::{chat_answer, chat_prompt, Config, ENDOFTEXT, IM_END, 
 
 /// Size of the demo teacher.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DemoConfig {
     /// BPE vocabulary size (special tokens included).
     pub vocab_size: usize,

@@ -132,6 +132,7 @@ pub fn cached_features(
 
 /// Head training settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HeadConfig {
     /// Passes over the training features.
     pub epochs: usize,

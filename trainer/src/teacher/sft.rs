@@ -21,6 +21,7 @@ use crate::student::CurvePoint;
 
 /// Fine-tuning settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SftConfig {
     /// Passes over the training samples (0 = no fine-tuning).
     pub epochs: usize,
@@ -105,10 +106,9 @@ fn batch_loss(
     let mut positions = Vec::new();
     let mut targets = Vec::new();
     for (row, &i) in idx.iter().enumerate() {
-        let seq = &seqs.ids[i];
-        for t in seqs.start[i]..seq.len() {
+        for (t, &tok) in seqs.ids[i].iter().enumerate().skip(seqs.start[i]) {
             positions.push((row, t - 1));
-            targets.push(seq[t]);
+            targets.push(tok);
         }
     }
     let p = positions.len();

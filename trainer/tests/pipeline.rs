@@ -1,0 +1,130 @@
+//! `ckd pipeline` end to end on a tiny configuration: every stage runs, the report has every
+//! model, a second run skips every stage, a changed student setting re-runs only what depends on
+//! it; the Slurm example scripts label shards and merge them with the real `ckd` binary.
+
+use std::path::Path;
+use std::process::Command;
+
+use ckd_trainer::pipeline::{PipelineConfig, PipelineError, SynthSpec};
+use ckd_trainer::teacher::train::Hidden;
+
+fn tiny(out: &Path) -> PipelineConfig {
+    let text = r#"
+        out = "run"
+        [data]
+        synth = { patients = 700, seed = 3 }
+        [teacher]
+        max_len = 384
+        batch_size = 8
+        sft_val_limit = 8
+        [teacher.demo]
+        vocab_size = 400
+        hidden_size = 32
+        intermediate_size = 64
+        layers = 2
+        heads = 4
+        [teacher.sft]
+        epochs = 1
+        max_steps = 3
+        lr = 1e-3
+        [teacher.head]
+        epochs = 5
+        [student]
+        epochs = 1
+        batch_size = 16
+        max_len = 128
+        vocab_size = 500
+    "#;
+    PipelineConfig::from_toml(text, out).unwrap()
+}
+
+fn report_models(dir: &Path) -> Vec<String> {
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    j["models"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn pipeline_runs_resumes_and_reruns_only_what_changed() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = tiny(d.path());
+    assert_eq!(cfg.out, d.path().join("run"));
+    assert_eq!(cfg.data.synth, Some(SynthSpec { patients: 700, seed: 3 }));
+    let o = ckd_trainer::pipeline::run(&cfg, &Hidden).unwrap();
+    assert!(o.skipped.is_empty(), "{:?}", o.skipped);
+    let roles = report_models(&cfg.out);
+    assert_eq!(roles, ["teacher", "student", "student_distilled", "student_int8", "oracle"]);
+    assert!(cfg.out.join("report.html").is_file());
+    assert!(o.summary.contains("teacher"), "{}", o.summary);
+
+    // Nothing changed: every stage is skipped.
+    let o2 = ckd_trainer::pipeline::run(&cfg, &Hidden).unwrap();
+    let all = ["cohort", "samples", "teacher", "labels", "student-hard", "student-kd", "bundle-f32", "bundle-int8"];
+    assert_eq!(o2.skipped, all);
+
+    // A student setting changed: data, teacher and labels are kept.
+    let mut c3 = cfg.clone();
+    c3.student.seed = 7;
+    let o3 = ckd_trainer::pipeline::run(&c3, &Hidden).unwrap();
+    assert_eq!(o3.skipped, ["cohort", "samples", "teacher", "labels"]);
+
+    // An interrupted teacher stage (no stage.json) re-runs it and everything after it.
+    std::fs::remove_file(cfg.out.join("teacher/stage.json")).unwrap();
+    let o4 = ckd_trainer::pipeline::run(&c3, &Hidden).unwrap();
+    assert_eq!(o4.skipped, ["cohort", "samples"]);
+
+    // The Slurm example scripts, run as two array tasks by hand with the real binary.
+    let ckd = env!("CARGO_BIN_EXE_ckd");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let labels = d.path().join("labels");
+    let samples = cfg.out.join("samples/samples.bin");
+    for i in 0..2 {
+        let st = Command::new("bash")
+            .arg(root.join("examples/slurm/label-shards.sbatch"))
+            .env("TEACHER", cfg.out.join("teacher"))
+            .env("DATA", &samples)
+            .env("OUT", &labels)
+            .env("DEVICE", "cpu")
+            .env("CKD", ckd)
+            .env("SLURM_ARRAY_TASK_ID", i.to_string())
+            .env("SLURM_ARRAY_TASK_COUNT", "2")
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let merge = |extra: &[(&str, &str)]| {
+        let mut c = Command::new("bash");
+        c.arg(root.join("examples/slurm/merge.sbatch")).env("OUT", &labels).env("DATA", &samples).env("CKD", ckd);
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let m = merge(&[]);
+    assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
+    let merged = ckd_trainer::teacher::label::read_evidence(&labels.join("evidence.bin")).unwrap();
+    let single = ckd_trainer::teacher::label::read_evidence(&cfg.out.join("labels/evidence-train.bin")).unwrap();
+    assert_eq!(merged.records.len(), single.records.len());
+    // Against the wrong split, merge fails and says why.
+    let m = merge(&[("SPLIT", "test")]);
+    assert!(!m.status.success());
+    assert!(String::from_utf8_lossy(&m.stderr).contains("not among the expected samples"));
+}
+
+#[test]
+fn pipeline_settings_are_checked() {
+    let base = Path::new("/x");
+    let e = PipelineConfig::from_toml("out = \"o\"\n[data]\n", base).unwrap_err();
+    assert!(matches!(e, PipelineError::Config(ref m) if m.contains("exactly one")), "{e}");
+    let e = PipelineConfig::from_toml("out = \"o\"\n[data]\nsynth = { patients = 5 }\n[student]\nepoch = 3\n", base)
+        .unwrap_err();
+    assert!(e.to_string().contains("epoch"), "{e}");
+    let e =
+        PipelineConfig::from_toml("out = \"o\"\n[data]\nsynth = { patients = 5 }\n[teacher]\ndevice = \"tpu\"\n", base)
+            .unwrap_err();
+    assert!(e.to_string().contains("tpu"), "{e}");
+    let c = PipelineConfig::from_toml("out = \"o\"\n[data]\njsonl = \"d.jsonl\"\n", base).unwrap();
+    assert_eq!(c.data.jsonl.as_deref(), Some(Path::new("/x/d.jsonl")));
+    // The shipped example parses.
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipeline.toml");
+    PipelineConfig::from_toml(&std::fs::read_to_string(&ex).unwrap(), ex.parent().unwrap()).unwrap();
+}
