@@ -110,9 +110,10 @@ impl core::fmt::Display for Item {
 /// A coded item on the wire: an ICD-9 code and an optional title.
 ///
 /// Diagnoses are rendered with the code's three-digit category title from ckd-core's table;
-/// the wire title is used only for codes without a category title, and the code itself when
-/// both are missing (as `ckd ingest` does). Procedures are rendered with the wire title, or
-/// the code when it is empty (ckd-core has no procedure table; `ckd ingest` falls back the same).
+/// the wire title is used only for codes without a category title. Procedures are rendered with
+/// the wire title. When the wire title is empty, the receiver's title table is used (see
+/// [`VisitSummary::to_visit_with`]; ckd-core has no procedure table), else the code itself, as
+/// `ckd ingest` falls back.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireCoded {
     /// ICD-9 code as the device stores it (`"428.0"` or `"4280"`).
@@ -383,6 +384,19 @@ impl VisitSummary {
     /// The visit this summary stands for, with titles resolved as [`WireCoded`] says. Codes
     /// are normalized ([`crate::icd::normalize`]); an empty code is an error naming the item.
     pub fn to_visit(&self) -> Result<crate::visit::Visit, WireError> {
+        self.to_visit_with(|_| None, |_| None)
+    }
+
+    /// As [`VisitSummary::to_visit`], with title tables for codes sent without a title (the
+    /// board's copies of `D_ICD_DIAGNOSES` / `D_ICD_PROCEDURES` short titles, keyed by
+    /// normalized code), so the text matches what `ckd ingest` rendered in training:
+    /// diagnoses: category title, else wire title, else `dx_title(code)`, else the code;
+    /// procedures: wire title, else `proc_title(code)`, else the code.
+    pub fn to_visit_with<D, P>(&self, dx_title: D, proc_title: P) -> Result<crate::visit::Visit, WireError>
+    where
+        D: Fn(&str) -> Option<alloc::string::String>,
+        P: Fn(&str) -> Option<alloc::string::String>,
+    {
         use crate::icd;
         use crate::visit::{Coded, Visit};
         use alloc::string::{String, ToString};
@@ -395,14 +409,18 @@ impl VisitSummary {
             let title = match icd::category_of(&code).and_then(icd::category_title) {
                 Some(t) => t.to_string(),
                 None if !d.title.trim().is_empty() => d.title.trim().to_string(),
-                None => code.clone(),
+                None => dx_title(&code).unwrap_or_else(|| code.clone()),
             };
             diagnoses.push(Coded { code, title });
         }
         let mut procedures = alloc::vec::Vec::with_capacity(self.procedures.len());
         for (i, p) in self.procedures.iter().enumerate() {
             let code = code_of(p, Item::Procedure, i)?;
-            let title = if p.title.trim().is_empty() { code.clone() } else { p.title.trim().to_string() };
+            let title = if p.title.trim().is_empty() {
+                proc_title(&code).unwrap_or_else(|| code.clone())
+            } else {
+                p.title.trim().to_string()
+            };
             procedures.push(Coded { code, title });
         }
         let mut medications: alloc::vec::Vec<String> = alloc::vec::Vec::with_capacity(self.medications.len());
@@ -807,6 +825,16 @@ mod tests {
         assert_eq!(v.procedures[1].title, "9904");
         assert_eq!(v.medications, ["Furosemide", "Sodium Chloride 0.9%  Flush"]);
         assert_eq!(VisitSummary::from_visit(&v).unwrap().to_visit().unwrap(), v);
+        // Title tables fill only what the wire left empty.
+        let table = |c: &str| (c == "9904" || c == "0000").then(|| alloc::string::String::from("From table"));
+        let t = summary().to_visit_with(table, table).unwrap();
+        assert_eq!(t.procedures[1].title, "From table");
+        assert_eq!(t.procedures[0].title, "Extracorporeal circulat");
+        assert_eq!(t.diagnoses[2].title, "Made-up title");
+        assert_eq!(t.diagnoses[0].title, "Heart failure");
+        let mut s = VisitSummary::default();
+        s.push_diagnosis("0000", "").unwrap();
+        assert_eq!(s.to_visit_with(table, |_| None).unwrap().diagnoses[0].title, "From table");
         let mut bad = summary();
         bad.push_procedure(" . ", "x").unwrap();
         let e = bad.to_visit().unwrap_err();

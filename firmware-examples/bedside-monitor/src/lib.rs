@@ -4,11 +4,13 @@
 //! oversize frames, invalid items) gets an error response, never a crash; the loop only ends at
 //! end of input or on an I/O error.
 //!
-//! A wire visit becomes a [`Visit`] with [`VisitSummary::to_visit`] (diagnosis titles from
-//! ckd-core's ICD-9 category table); the model sees it through [`Predict::predict`], which for
+//! A wire visit becomes a [`Visit`] with [`VisitSummary::to_visit_with`] (diagnosis titles from
+//! ckd-core's ICD-9 category table; codes sent without a title get one from the board's
+//! [`Titles`], else the code); the model sees it through [`Predict::predict`], which for
 //! an [`ckd_edge::Engine`] renders it exactly as in training, knowledge clauses from the
 //! bundle's table included.
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 
 use ckd_core::visit::Visit;
@@ -21,6 +23,62 @@ pub use ckd_core::wire::VisitSummary;
 
 /// Receive buffer: every valid request fits.
 pub const RX_CAPACITY: usize = MAX_REQUEST_FRAME;
+
+/// Short titles by normalized ICD-9 code, for codes a device sends without a title (see
+/// [`VisitSummary::to_visit_with`]): the board's copies of MIMIC-III's `D_ICD_DIAGNOSES` and
+/// `D_ICD_PROCEDURES`, as `ckd ingest` used them in training.
+#[derive(Debug, Clone, Default)]
+pub struct Titles {
+    /// Diagnosis short titles.
+    pub diagnoses: HashMap<String, String>,
+    /// Procedure short titles.
+    pub procedures: HashMap<String, String>,
+}
+
+/// A title table that does not load.
+#[derive(Debug, thiserror::Error)]
+pub enum TitleError {
+    /// The file cannot be read or a row is not CSV.
+    #[error("{file}: {msg}")]
+    Csv {
+        /// File.
+        file: String,
+        /// What the CSV reader said (with the line).
+        msg: String,
+    },
+    /// A required column is missing.
+    #[error("{file}: no {column} column in the header")]
+    Column {
+        /// File.
+        file: String,
+        /// Column name.
+        column: &'static str,
+    },
+}
+
+/// Reads `ICD9_CODE` -> `SHORT_TITLE` from a MIMIC-III dictionary CSV (header names in any
+/// case; other columns ignored; rows with an empty code skipped). `file` names it in errors.
+pub fn read_titles<R: Read>(file: &str, input: R) -> Result<HashMap<String, String>, TitleError> {
+    let csv_err = |e: csv::Error| TitleError::Csv { file: file.to_string(), msg: e.to_string() };
+    let mut r = csv::ReaderBuilder::new().flexible(false).from_reader(input);
+    let headers = r.headers().map_err(csv_err)?.clone();
+    let col = |column: &'static str| {
+        headers
+            .iter()
+            .position(|h| h.trim().eq_ignore_ascii_case(column))
+            .ok_or(TitleError::Column { file: file.to_string(), column })
+    };
+    let (code_at, title_at) = (col("ICD9_CODE")?, col("SHORT_TITLE")?);
+    let mut out = HashMap::new();
+    for row in r.records() {
+        let row = row.map_err(csv_err)?;
+        let (Some(code), Some(title)) = (row.get(code_at), row.get(title_at)) else { continue };
+        if let Some(code) = ckd_core::icd::normalize(code) {
+            out.insert(code, title.to_string());
+        }
+    }
+    Ok(out)
+}
 
 /// What the server needs from a model: a prediction for a visit.
 pub trait Predict {
@@ -60,8 +118,13 @@ pub struct Outcome {
     pub reason: String,
 }
 
-/// Answers one frame (the bytes between delimiters, or the deframer's oversize error).
-pub fn answer<P: Predict + ?Sized>(model: &P, frame: Result<&mut [u8], WireError>) -> (Response, Outcome) {
+/// Answers one frame (the bytes between delimiters, or the deframer's oversize error); codes
+/// sent without a title get theirs from `titles`.
+pub fn answer<P: Predict + ?Sized>(
+    model: &P,
+    titles: &Titles,
+    frame: Result<&mut [u8], WireError>,
+) -> (Response, Outcome) {
     let fail = |e: WireError| {
         let o = Outcome { id: e.id(), error: Some(code_of(&e.reply())), reason: e.to_string() };
         (Response { id: e.id(), reply: e.reply() }, o)
@@ -70,15 +133,16 @@ pub fn answer<P: Predict + ?Sized>(model: &P, frame: Result<&mut [u8], WireError
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    let visit = match req.visit.to_visit() {
-        Ok(v) => v,
-        Err(e) => {
-            let (mut resp, mut o) = fail(e);
-            resp.id = req.id;
-            o.id = req.id;
-            return (resp, o);
-        }
-    };
+    let visit =
+        match req.visit.to_visit_with(|c| titles.diagnoses.get(c).cloned(), |c| titles.procedures.get(c).cloned()) {
+            Ok(v) => v,
+            Err(e) => {
+                let (mut resp, mut o) = fail(e);
+                resp.id = req.id;
+                o.id = req.id;
+                return (resp, o);
+            }
+        };
     match model.predict(&visit) {
         Ok(p) => {
             let o = Outcome { id: req.id, error: None, reason: String::new() };
@@ -138,7 +202,14 @@ pub struct Stats {
 
 /// Serves requests from `input` until end of input, answering on `output` (flushed after each
 /// answer). `log` gets one line per frame: ids and error codes, never visit contents.
-pub fn serve<P, R, W, L>(model: &P, device: &str, mut input: R, mut output: W, mut log: L) -> Result<Stats, ServeError>
+pub fn serve<P, R, W, L>(
+    model: &P,
+    titles: &Titles,
+    device: &str,
+    mut input: R,
+    mut output: W,
+    mut log: L,
+) -> Result<Stats, ServeError>
 where
     P: Predict + ?Sized,
     R: Read,
@@ -158,7 +229,7 @@ where
         };
         for &byte in &buf[..n] {
             let Some(frame) = rx.push(byte) else { continue };
-            let (resp, outcome) = answer(model, frame);
+            let (resp, outcome) = answer(model, titles, frame);
             if outcome.error.is_some() {
                 stats.errors += 1;
             } else {
@@ -251,7 +322,7 @@ mod tests {
         stream.extend(&good);
         let mut out = Vec::new();
         let mut lines = Vec::new();
-        let stats = serve(&Echo, "test", &stream[..], &mut out, |o| lines.push(o.clone())).unwrap();
+        let stats = serve(&Echo, &Titles::default(), "test", &stream[..], &mut out, |o| lines.push(o.clone())).unwrap();
         let got = decode_all(&out);
         let codes: Vec<(u32, Option<ErrorCode>)> = got
             .iter()
@@ -289,6 +360,38 @@ mod tests {
         assert_eq!(LabelSet::from_labels([0u8, 8]).iter().count(), 2);
     }
 
+    /// Records the visits it is asked about.
+    struct Recorder(std::cell::RefCell<Vec<Visit>>);
+
+    impl Predict for Recorder {
+        fn predict(&self, visit: &Visit) -> Result<ckd_edge::Prediction, String> {
+            self.0.borrow_mut().push(visit.clone());
+            Echo.predict(visit)
+        }
+    }
+
+    #[test]
+    fn title_tables_fill_codes_sent_without_titles() {
+        let csv = "\"ROW_ID\",\"icd9_code\",\"short_title\",\"LONG_TITLE\"\n                   1,\"3995\",\"Hemodialysis\",\"Hemodialysis\"\n                   2,\"9904\",\"Packed cell transfusion\",\"x, y\"\n                   3,\"\",\"no code\",\"\"\n";
+        let procedures = read_titles("D_ICD_PROCEDURES.csv", csv.as_bytes()).unwrap();
+        assert_eq!(procedures.len(), 2);
+        let titles = Titles { diagnoses: HashMap::new(), procedures };
+        let mut v = VisitSummary::default();
+        v.push_procedure("39.95", "").unwrap();
+        v.push_procedure("9904", "Sent by the device").unwrap();
+        v.push_procedure("0000", "").unwrap();
+        let rec = Recorder(Default::default());
+        serve(&rec, &titles, "test", &frame(1, v)[..], Vec::new(), |_| {}).unwrap();
+        let seen = rec.0.borrow();
+        let got: Vec<&str> = seen[0].procedures.iter().map(|p| p.title.as_str()).collect();
+        assert_eq!(got, ["Hemodialysis", "Sent by the device", "0000"]);
+
+        let e = read_titles("d.csv", "ICD9_CODE,LONG_TITLE\n1,x\n".as_bytes()).unwrap_err();
+        assert_eq!(e.to_string(), "d.csv: no SHORT_TITLE column in the header");
+        let e = read_titles("d.csv", "ICD9_CODE,SHORT_TITLE\n1,x\n2,y,z\n".as_bytes()).unwrap_err();
+        assert!(e.to_string().starts_with("d.csv: ") && e.to_string().contains("line: 3"), "{e}");
+    }
+
     #[test]
     fn read_errors_end_the_loop_with_the_device_name() {
         struct Broken;
@@ -297,7 +400,7 @@ mod tests {
                 Err(std::io::Error::other("unplugged"))
             }
         }
-        let e = serve(&Echo, "/dev/ttyUSB0", Broken, Vec::new(), |_| {}).unwrap_err().to_string();
+        let e = serve(&Echo, &Titles::default(), "/dev/ttyUSB0", Broken, Vec::new(), |_| {}).unwrap_err().to_string();
         assert_eq!(e, "reading /dev/ttyUSB0: unplugged");
     }
 }

@@ -3,7 +3,8 @@
 //! A terminal device is put in raw mode at `--baud`. Logs go to stderr: request ids and error
 //! codes only, never visit contents.
 
-use std::fs::OpenOptions;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,6 +23,15 @@ struct Args {
     /// Line speed for a terminal device.
     #[arg(long, default_value_t = 115_200)]
     baud: u32,
+    /// MIMIC-III `D_ICD_DIAGNOSES.csv` (ICD9_CODE, SHORT_TITLE): titles for diagnosis codes
+    /// without a category title that a device sends without a title.
+    #[arg(long)]
+    diagnosis_titles: Option<PathBuf>,
+    /// MIMIC-III `D_ICD_PROCEDURES.csv` (ICD9_CODE, SHORT_TITLE): titles for procedure codes a
+    /// device sends without a title (as in training; without it such procedures are rendered
+    /// as their code).
+    #[arg(long)]
+    procedure_titles: Option<PathBuf>,
     /// Log one line per frame to stderr.
     #[arg(long)]
     verbose: bool,
@@ -29,6 +39,15 @@ struct Args {
 
 fn run(args: &Args) -> anyhow::Result<ckd_bedside_monitor::Stats> {
     let engine = ckd_edge::Engine::open(&args.bundle).with_context(|| "opening the bundle")?;
+    let table = |path: &Option<PathBuf>| -> anyhow::Result<HashMap<String, String>> {
+        let Some(path) = path else { return Ok(HashMap::new()) };
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        Ok(ckd_bedside_monitor::read_titles(&path.display().to_string(), std::io::BufReader::new(file))?)
+    };
+    let titles = ckd_bedside_monitor::Titles {
+        diagnoses: table(&args.diagnosis_titles)?,
+        procedures: table(&args.procedure_titles)?,
+    };
     let verbose = args.verbose;
     let log = move |o: &ckd_bedside_monitor::Outcome| {
         if let Some(code) = o.error {
@@ -39,8 +58,14 @@ fn run(args: &Args) -> anyhow::Result<ckd_bedside_monitor::Stats> {
     };
     if args.device == "-" {
         eprintln!("bedside-monitor: ready on stdin/stdout");
-        let stats =
-            ckd_bedside_monitor::serve(&engine, "stdin", std::io::stdin().lock(), std::io::stdout().lock(), log)?;
+        let stats = ckd_bedside_monitor::serve(
+            &engine,
+            &titles,
+            "stdin",
+            std::io::stdin().lock(),
+            std::io::stdout().lock(),
+            log,
+        )?;
         return Ok(stats);
     }
     let file = OpenOptions::new()
@@ -58,7 +83,7 @@ fn run(args: &Args) -> anyhow::Result<ckd_bedside_monitor::Stats> {
     }
     let writer = file.try_clone().with_context(|| format!("{}: second handle", args.device))?;
     eprintln!("bedside-monitor: ready on {}", args.device);
-    Ok(ckd_bedside_monitor::serve(&engine, &args.device, file, writer, log)?)
+    Ok(ckd_bedside_monitor::serve(&engine, &titles, &args.device, file, writer, log)?)
 }
 
 fn main() -> ExitCode {
