@@ -45,7 +45,7 @@ use crate::io::write_atomic;
 use crate::models::bert::{inspect_checkpoint, read_safetensors, BertError, BertForMultiLabel, Config, HeadConfig};
 use crate::student::StudentConfig;
 
-pub use onnx::{BuildOptions, GraphStats, Int8Form, ATTENTION_MASK, INPUT_IDS, LOGITS};
+pub use onnx::{BuildOptions, GraphStats, Int8Form, LinearKind, LinearKinds, ATTENTION_MASK, INPUT_IDS, LOGITS};
 pub use tract_run::{LoadOptions, Profile, TractModel};
 
 /// Largest |logit| difference between the f32 export in tract and the candle model that
