@@ -126,7 +126,7 @@ impl Engine {
                 )));
             }
         }
-        let plan = load_plan(&model_bytes)?;
+        let plan = load_plan(model_bytes)?;
         Ok(Engine { plan, tokenizer, manifest })
     }
 
@@ -230,11 +230,13 @@ fn sigmoid(x: f32) -> f32 {
 
 /// Optimizes an ONNX model into a runnable plan for the symbolic `[batch, seq]` input shape the
 /// file declares (our exporter writes `dim_param` "batch" and "seq"), so one plan serves every
-/// batch size and length. `DynamicQuantizeLinear` runs as [`tract_ops`]'s vectorized op.
-fn load_plan(onnx: &[u8]) -> Result<Arc<TypedRunnableModel>, EdgeError> {
+/// batch size and length. `DynamicQuantizeLinear` runs as [`tract_ops`]'s vectorized op. The
+/// file's bytes are dropped once parsed, before optimization (peak memory).
+fn load_plan(onnx: Vec<u8>) -> Result<Arc<TypedRunnableModel>, EdgeError> {
     let mut fw = tract_onnx::onnx();
     tract_ops::register(&mut fw);
     let model = fw.model_for_read(&mut &onnx[..]).map_err(model_err)?;
+    drop(onnx);
     model.into_optimized().map_err(model_err)?.into_runnable().map_err(model_err)
 }
 
