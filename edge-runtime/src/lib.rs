@@ -91,6 +91,12 @@ pub struct Prediction {
     pub tokens: usize,
 }
 
+// Compile-time guarantee that one `Engine` can be shared across threads (the C API relies on it).
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Engine>();
+};
+
 /// A loaded, verified bundle with its optimized plan.
 pub struct Engine {
     plan: Arc<TypedRunnableModel>,
