@@ -1,0 +1,188 @@
+//! Latency of a bundle through the edge runtime (`ckd_edge::Engine`, tract), for the
+//! side-by-side comparison with onnxruntime (`scripts/compare_onnxruntime.sh`).
+//!
+//! ```text
+//! edge_latency time --bundle DIR [--seq 128,256,512] [--runs 7] [--warmup 2] [--ids-out FILE]
+//! edge_latency minilm-bundle --minilm DIR --out DIR [--precision int8|f32] [--head-scale 10]
+//! ```
+//!
+//! `time` opens the bundle once, makes for each length T a text that tokenizes to exactly T
+//! tokens (or the nearest below), and times `Engine::predict_text` on it (batch 1: tokenization,
+//! the tract plan and thresholding) and `Engine::tokenize` alone. It prints one JSON object on
+//! stdout: `{"runtime": "tract (ckd-edge)", "threads": 1, "results": [{"seq", "tokens",
+//! "runs_ms", "median_ms", "tokenize_ms"}]}`. `--ids-out` writes the token ids of each length
+//! (`{"128": [ids...], ...}`) so onnxruntime runs exactly the same inputs.
+//!
+//! `minilm-bundle` writes a bundle of all-MiniLM-L6-v2 (`CKD_MINILM_DIR` layout) with a fresh
+//! seeded head whose weights are multiplied by `--head-scale` (10 gives logits of std about
+//! 1.2, like a trained head) and max length 512.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use ckd_edge::Engine;
+use ckd_trainer::export::{model_tensors, Precision};
+use ckd_trainer::models::bert::{read_safetensors, BertForMultiLabel, Config, HeadConfig};
+use ckd_trainer::student::{save_student, StudentConfig};
+use ckd_trainer::text::TextEncoder;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Latency of a bundle in the edge runtime (tract)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Time Engine::predict_text at batch 1 for each sequence length.
+    Time {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Token counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "128,256,512")]
+        seq: Vec<usize>,
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Write the token ids of each length here (JSON).
+        #[arg(long)]
+        ids_out: Option<PathBuf>,
+    },
+    /// Write a bundle of all-MiniLM-L6-v2 with a fresh seeded head.
+    MinilmBundle {
+        /// Directory with model.safetensors, config.json, tokenizer.json.
+        #[arg(long)]
+        minilm: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "int8")]
+        precision: Precision,
+        #[arg(long, default_value_t = 10.0)]
+        head_scale: f64,
+    },
+}
+
+/// Words of a CKD-EHR-style input, repeated to make long texts.
+const WORDS: &str = "The patient-acquired disease is Septicemia, Pneumonia, organism unspecified, Acute kidney \
+failure, Other and unspecified disorders of metabolism. The patient had used the following medication: Vancomycin, \
+Piperacillin-Tazobactam, Norepinephrine, Sodium Chloride 0.9% Flush, Heparin. The surgical operation performed by \
+the patient: Insert endotracheal tube, Cont inv mec ven <96 hrs, Arterial catheterization. The medications that \
+maybe have therapeutic effect on Septicemia (except in labor) are Vancomycin, Piperacillin-Tazobactam, \
+Norepinephrine, Cefepime, Metronidazole.";
+
+/// The longest prefix of repeated [`WORDS`] that tokenizes to at most `seq` tokens (special
+/// tokens included), with its token count.
+fn text_of_len(engine: &Engine, seq: usize) -> Result<(String, Vec<u32>)> {
+    let words: Vec<&str> = WORDS.split_whitespace().collect();
+    let text = |n: usize| (0..n).map(|i| words[i % words.len()]).collect::<Vec<_>>().join(" ");
+    let tokens = |n: usize| -> Result<Vec<u32>> { Ok(engine.tokenize(&text(n))?.0) };
+    // Token counts grow with the word count (up to the bundle's truncation): find a word count
+    // with at least `seq` tokens, then the largest one with at most `seq`.
+    let (mut lo, mut hi) = (1usize, 1usize);
+    loop {
+        let (ids, truncated) = engine.tokenize(&text(hi))?;
+        if ids.len() == seq {
+            return Ok((text(hi), ids));
+        }
+        if ids.len() > seq {
+            break;
+        }
+        if truncated {
+            bail!("cannot reach {seq} tokens: the bundle truncates inputs at {}", ids.len());
+        }
+        lo = hi;
+        hi *= 2;
+    }
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if tokens(mid)?.len() <= seq {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let ids = tokens(lo)?;
+    Ok((text(lo), ids))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+fn time(bundle: &Path, seqs: &[usize], runs: usize, warmup: usize, ids_out: Option<&Path>) -> Result<()> {
+    let t0 = Instant::now();
+    let engine = Engine::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
+    let open_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let mut results = Vec::new();
+    let mut ids_of = BTreeMap::new();
+    for &seq in seqs {
+        let (text, ids) = text_of_len(&engine, seq)?;
+        for _ in 0..warmup {
+            engine.predict_text(&text)?;
+        }
+        let mut runs_ms = Vec::with_capacity(runs);
+        for _ in 0..runs.max(1) {
+            let t = Instant::now();
+            engine.predict_text(&text)?;
+            runs_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let mut tok_ms = Vec::with_capacity(runs);
+        for _ in 0..runs.max(1) {
+            let t = Instant::now();
+            engine.tokenize(&text)?;
+            tok_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        results.push(serde_json::json!({
+            "seq": seq, "tokens": ids.len(), "runs_ms": runs_ms, "median_ms": median(&runs_ms),
+            "tokenize_ms": median(&tok_ms),
+        }));
+        ids_of.insert(seq.to_string(), ids);
+    }
+    if let Some(p) = ids_out {
+        std::fs::write(p, serde_json::to_string(&ids_of)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let doc = serde_json::json!({
+        "runtime": "tract (ckd-edge)", "threads": 1, "open_ms": open_ms,
+        "precision": format!("{:?}", engine.manifest().precision), "results": results,
+    });
+    println!("{doc}");
+    Ok(())
+}
+
+fn minilm_bundle(minilm: &Path, out: &Path, precision: Precision, head_scale: f64) -> Result<()> {
+    let dev = Device::Cpu;
+    let cfg_path = minilm.join("config.json");
+    let cfg = Config::from_json(&std::fs::read_to_string(&cfg_path).with_context(|| cfg_path.display().to_string())?)?;
+    let head = HeadConfig::default();
+    let ckpt = model_tensors(read_safetensors(&minilm.join("model.safetensors"), &dev)?)?;
+    let loaded = BertForMultiLabel::from_checkpoint(&ckpt, &cfg, &head, &dev, 2024)?;
+    {
+        let data = loaded.varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock poisoned"))?;
+        let w = data.get("classifier.weight").context("no classifier.weight")?;
+        w.set(&(w.as_tensor() * head_scale)?)?;
+    }
+    let max_len = cfg.max_position_embeddings;
+    let enc = TextEncoder::from_file(&minilm.join("tokenizer.json"), max_len)?;
+    let work = tempfile::tempdir()?;
+    let student = work.path().join("student");
+    let sc = StudentConfig { bert: cfg, head, max_len };
+    save_student(&student, &sc, &loaded.varmap, &enc, &[0.5; ckd_core::NUM_LABELS], &serde_json::json!({}))?;
+    let r = ckd_trainer::bundle::write_bundle(&student, out, precision)?;
+    eprintln!("wrote {} ({:?}): {:?}", out.display(), precision, r.bytes);
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Time { bundle, seq, runs, warmup, ids_out } => time(&bundle, &seq, runs, warmup, ids_out.as_deref()),
+        Cmd::MinilmBundle { minilm, out, precision, head_scale } => minilm_bundle(&minilm, &out, precision, head_scale),
+    }
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Side-by-side latency of one bundle in tract (through ckd-edge's Engine) and in onnxruntime
+# (the Python package from PyPI), batch 1, sequence lengths 128/256/512 (issue 7).
+#
+#   scripts/compare_onnxruntime.sh --bundle DIR [--blocks 3] [--runs 7] [--seq 128,256,512]
+#
+# Interleaved: each of --blocks rounds runs the tract binary (all lengths, --runs each) and then
+# onnxruntime (1 and 2 intra-op threads, all lengths, --runs each), so load from other processes
+# hits both alike; a cell's figure is the median of its blocks x runs timings. tract runs on one
+# thread (ckd-edge builds tract without multithreaded matmuls). The tract side times
+# Engine::predict_text (tokenization + plan + thresholds; the tokenization alone is printed too);
+# onnxruntime times session.run on the same token ids. Needs a bundle whose maximum length covers
+# the longest --seq (MiniLM: `edge_latency minilm-bundle`); builds the `edge_latency` bin in release
+# unless EDGE_LATENCY names a binary.
+# onnxruntime comes from the venv scripts/ort_ci.sh sets up (${CKD_VENV:-~/.cache/ckd-ehr/venv}).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ckd-ehr/target}"
+venv="${CKD_VENV:-$HOME/.cache/ckd-ehr/venv}"
+
+bundle="" blocks=3 runs=7 seq="128,256,512"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bundle) bundle="$2"; shift 2 ;;
+    --blocks) blocks="$2"; shift 2 ;;
+    --runs) runs="$2"; shift 2 ;;
+    --seq) seq="$2"; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[ -n "$bundle" ] || { echo "usage: $0 --bundle DIR [--blocks N] [--runs N] [--seq 128,256,512]" >&2; exit 2; }
+[ -x "$venv/bin/python" ] || { echo "no venv at $venv: run scripts/ort_ci.sh once" >&2; exit 1; }
+
+# EDGE_LATENCY=path/to/edge_latency uses an existing build (say which profile when reporting).
+bin="${EDGE_LATENCY:-}"
+if [ -z "$bin" ]; then
+  cargo build --quiet --release -p ckd-benches --bin edge_latency >&2
+  bin="$CARGO_TARGET_DIR/release/edge_latency"
+fi
+work="$(mktemp -d "${TMPDIR:-/tmp}/ckd-compare.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+
+for b in $(seq 1 "$blocks"); do
+  echo "block $b/$blocks: tract" >&2
+  "$bin" time --bundle "$bundle" --seq "$seq" --runs "$runs" --ids-out "$work/ids.json" > "$work/tract.$b.json"
+  echo "block $b/$blocks: onnxruntime" >&2
+  "$venv/bin/python" scripts/ort_bench.py "$bundle" "$work/ids.json" --runs "$runs" > "$work/ort.$b.json"
+done
+
+"$venv/bin/python" - "$work" "$blocks" "$bundle" <<'PY'
+import json, sys, statistics
+from pathlib import Path
+work, blocks, bundle = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+cells, tok, tokens, names = {}, {}, {}, {}
+for b in range(1, blocks + 1):
+    t = json.loads((work / f"tract.{b}.json").read_text())
+    names["tract"] = t["runtime"]
+    for r in t["results"]:
+        cells.setdefault(("tract", 1, r["seq"]), []).extend(r["runs_ms"])
+        tok.setdefault(r["seq"], []).append(r["tokenize_ms"])
+        tokens[r["seq"]] = r["tokens"]
+    o = json.loads((work / f"ort.{b}.json").read_text())
+    names["ort"] = o["runtime"]
+    for r in o["results"]:
+        cells.setdefault(("ort", r["threads"], r["seq"]), []).extend(r["runs_ms"])
+med = lambda k: statistics.median(cells[k]) if k in cells else float("nan")
+n = len(next(iter(cells.values())))
+print(f"bundle {bundle} ({t['precision']}), batch 1, median of {n} runs ({blocks} interleaved blocks), ms")
+print(f"runtimes: {names['tract']} (Engine::predict_text, 1 thread), {names['ort']} (session.run)")
+print()
+print("| seq (tokens) | tract 1 thread | of which tokenize | onnxruntime 1 thread | onnxruntime 2 threads | tract / ort (1 thread) |")
+print("| --- | --- | --- | --- | --- | --- |")
+for s in sorted(tokens):
+    tr, o1, o2 = med(("tract", 1, s)), med(("ort", 1, s)), med(("ort", 2, s))
+    print(f"| {s} ({tokens[s]}) | {tr:.1f} | {statistics.median(tok[s]):.2f} | {o1:.1f} | {o2:.1f} | {tr / o1:.2f} |")
+PY
