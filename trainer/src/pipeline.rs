@@ -320,7 +320,14 @@ impl PipelineConfig {
             data: DataSpec { synth: Some(SynthSpec { patients, seed }), ..Default::default() },
             ingest: IngestSpec::default(),
             teacher: TeacherSpec {
-                sft: SftConfig { epochs: 2, batch_size: 8, lr: 2e-3, warmup_frac: 0.05, ..Default::default() },
+                sft: SftConfig {
+                    epochs: 1,
+                    batch_size: 8,
+                    lr: 2e-3,
+                    warmup_frac: 0.05,
+                    aux_head_weight: 1.0,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             student: StudentSpec::default(),
@@ -545,6 +552,87 @@ fn cpu_name() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     format!("{model}, {threads} threads")
+}
+
+/// Probabilities [N * 25] of a bundle on `test.jsonl` through the `ckd-edge` binary
+/// (`predict`), with the median batch-1 latency in ms and the wall seconds of `eval`.
+fn edge_eval(bin: &Path, bundle: &Path, test_jsonl: &Path, n: usize) -> Result<(Vec<f32>, f64, f64)> {
+    const SR: &str = "report";
+    let run = |args: &[&std::ffi::OsStr]| -> Result<std::process::Output> {
+        let o = std::process::Command::new(bin)
+            .args(args)
+            .output()
+            .map_err(|e| msg_err(SR, format!("{}: {e}", bin.display())))?;
+        if !o.status.success() {
+            return Err(msg_err(
+                SR,
+                format!("{} failed: {}", bin.display(), String::from_utf8_lossy(&o.stderr).trim()),
+            ));
+        }
+        Ok(o)
+    };
+    let o = run(&[
+        "predict".as_ref(),
+        "--bundle".as_ref(),
+        bundle.as_os_str(),
+        "--input".as_ref(),
+        test_jsonl.as_os_str(),
+    ])?;
+    let mut probs = Vec::with_capacity(n * NUM_LABELS);
+    for line in String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(stage_err(SR))?;
+        let map = v["probabilities"]
+            .as_object()
+            .ok_or_else(|| msg_err(SR, format!("ckd-edge output without probabilities: {line}")))?;
+        for ph in ckd_core::PHENOTYPES.iter() {
+            let p = map
+                .get(ph.name)
+                .and_then(serde_json::Value::as_f64)
+                .ok_or_else(|| msg_err(SR, format!("ckd-edge output lacks {}", ph.name)))?;
+            probs.push(p as f32);
+        }
+    }
+    if probs.len() != n * NUM_LABELS {
+        return Err(msg_err(SR, format!("ckd-edge predicted {} samples, expected {n}", probs.len() / NUM_LABELS)));
+    }
+    let tmp = bundle.join("eval-test.json");
+    let t = Instant::now();
+    run(&[
+        "eval".as_ref(),
+        "--bundle".as_ref(),
+        bundle.as_os_str(),
+        "--data".as_ref(),
+        test_jsonl.as_os_str(),
+        "--json".as_ref(),
+        tmp.as_os_str(),
+    ])?;
+    let secs = t.elapsed().as_secs_f64();
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&tmp).map_err(stage_err(SR))?).map_err(stage_err(SR))?;
+    let lat = v["latency"]["median_ms_per_sample"]
+        .as_f64()
+        .ok_or_else(|| msg_err(SR, "ckd-edge eval JSON without latency".into()))?;
+    Ok((probs, lat, secs))
+}
+
+/// The same through tract inside the trainer (stock tract ops), for when `ckd-edge` is absent.
+fn trainer_tract_eval(bundle: &Path, enc: &TextEncoder, test: &[Sample]) -> Result<(Vec<f32>, f64, f64)> {
+    const SR: &str = "report";
+    let onnx = std::fs::read(bundle.join("model.onnx")).map_err(stage_err(SR))?;
+    let m = TractModel::load(&onnx, None).map_err(stage_err(SR))?;
+    let mut probs = Vec::with_capacity(test.len() * NUM_LABELS);
+    let mut lat = Vec::new();
+    let t_all = Instant::now();
+    for s in test {
+        let e = enc.encode(&s.text()).map_err(stage_err(SR))?;
+        let ids: Vec<i64> = e.ids.iter().map(|&x| x as i64).collect();
+        let mask = vec![1i64; ids.len()];
+        let t = Instant::now();
+        let logits = m.run(&ids, &mask, 1, ids.len()).map_err(stage_err(SR))?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        probs.extend(logits.iter().map(|&z| 1.0 / (1.0 + (-z).exp())));
+    }
+    Ok((probs, median(lat), t_all.elapsed().as_secs_f64()))
 }
 
 /// Runs (or resumes) the whole pipeline.
@@ -917,37 +1005,38 @@ pub fn run(cfg: &PipelineConfig, bars: &dyn Bars) -> Result<PipelineOutcome> {
             thresholds: st.thresholds.clone(),
         });
     }
-    // int8 (and f32) bundles through tract, with the bundle's own tokenizer and thresholds.
+    // The f32 and int8 bundles through the edge runtime (the `ckd-edge` binary: the same code a
+    // device runs), or, when that binary is absent, through tract inside the trainer.
     let kd_student = student::load_student(kd).map_err(stage_err(SR))?;
-    let enc = &kd_student.encoder;
+    let edge_bin = cfg.edge.bin.clone().or_else(|| {
+        let exe = std::env::current_exe().ok()?;
+        let p = exe.parent()?.join(format!("ckd-edge{}", std::env::consts::EXE_SUFFIX));
+        p.is_file().then_some(p)
+    });
+    let test_jsonl = sdir.join("test.jsonl");
     for (dir, precision) in [(&bundles[0], "f32"), (&bundles[1], "int8")] {
-        let onnx = std::fs::read(dir.join("model.onnx")).map_err(stage_err(SR))?;
-        let m = TractModel::load(&onnx, None).map_err(stage_err(SR))?;
-        let mut probs = Vec::with_capacity(test.len() * NUM_LABELS);
-        let mut lat = Vec::new();
-        let t_all = Instant::now();
-        for s in &test {
-            let e = enc.encode(&s.text()).map_err(stage_err(SR))?;
-            let ids: Vec<i64> = e.ids.iter().map(|&x| x as i64).collect();
-            let mask = vec![1i64; ids.len()];
-            let t = Instant::now();
-            let logits = m.run(&ids, &mask, 1, ids.len()).map_err(stage_err(SR))?;
-            lat.push(t.elapsed().as_secs_f64() * 1e3);
-            probs.extend(logits.iter().map(|&z| 1.0 / (1.0 + (-z).exp())));
-        }
-        let secs = t_all.elapsed().as_secs_f64();
+        let (probs, lat, secs, via) = match &edge_bin {
+            Some(bin) => {
+                let (p, l, s) = edge_eval(bin, dir, &test_jsonl, test.len())?;
+                (p, l, s, "ckd-edge")
+            }
+            None => {
+                let (p, l, s) = trainer_tract_eval(dir, &kd_student.encoder, &test)?;
+                (p, l, s, "tract in the trainer; ckd-edge binary not found")
+            }
+        };
         costs.push(CostRow {
-            model: format!("student (distilled, {precision}, tract)"),
+            model: format!("student (distilled, {precision} bundle, {via})"),
             role: if precision == "int8" { Role::StudentInt8 } else { Role::Other },
             precision: precision.into(),
             size_bytes: std::fs::metadata(dir.join("model.onnx")).map_or(0, |m| m.len()),
-            latency_ms_median: median(lat),
+            latency_ms_median: lat,
             samples_per_s: test.len() as f64 / secs.max(1e-9),
-            device: format!("{cpu}, tract 1 thread"),
+            device: format!("{cpu}, 1 thread"),
         });
         if precision == "int8" {
             models.push(ModelResult {
-                name: "student (distilled, int8 bundle)".into(),
+                name: format!("student (distilled, int8 bundle, {via})"),
                 role: Role::StudentInt8,
                 probs: rows(&probs),
                 labels: test_labels.clone(),

@@ -67,10 +67,12 @@ fn pipeline_runs_resumes_and_reruns_only_what_changed() {
     let o3 = ckd_trainer::pipeline::run(&c3, &Hidden).unwrap();
     assert_eq!(o3.skipped, ["cohort", "samples", "teacher", "labels"]);
 
-    // An interrupted teacher stage (no stage.json) re-runs it and everything after it.
+    // An interrupted teacher stage (no stage.json) re-runs; labelling re-runs because teacher.json
+    // changed (it records timings), but training is deterministic, so the evidence has the same
+    // content and the stages keyed on it are skipped.
     std::fs::remove_file(cfg.out.join("teacher/stage.json")).unwrap();
     let o4 = ckd_trainer::pipeline::run(&c3, &Hidden).unwrap();
-    assert_eq!(o4.skipped, ["cohort", "samples"]);
+    assert_eq!(o4.skipped, ["cohort", "samples", "student-hard", "student-kd", "bundle-f32", "bundle-int8"]);
 
     // The Slurm example scripts, run as two array tasks by hand with the real binary.
     let ckd = env!("CARGO_BIN_EXE_ckd");

@@ -37,7 +37,7 @@ pub struct DemoConfig {
 
 impl Default for DemoConfig {
     fn default() -> Self {
-        Self { vocab_size: 2000, hidden_size: 128, intermediate_size: 384, layers: 3, heads: 4, seed: 11 }
+        Self { vocab_size: 2000, hidden_size: 128, intermediate_size: 256, layers: 2, heads: 4, seed: 11 }
     }
 }
 

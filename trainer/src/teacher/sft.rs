@@ -41,7 +41,17 @@ pub struct SftConfig {
     pub max_steps: Option<u64>,
     /// Log a curve point every N steps.
     pub log_every: usize,
+    /// Weight of an auxiliary phenotype head (BCE on the last prompt token's final hidden state)
+    /// trained jointly with the answer loss; 0 = off (the method as published). For the demo
+    /// teacher only: a model trained from scratch in minutes has no pretrained features for the
+    /// frozen head to read, and this makes its last-token state carry the phenotypes. The
+    /// auxiliary head's weights (`aux_head.*`) are discarded; the frozen-feature head is trained
+    /// afterwards as in the method.
+    pub aux_head_weight: f64,
 }
+
+/// Name prefix of the auxiliary head's variables in the fine-tuning VarMap.
+pub const AUX_PREFIX: &str = "aux_head.";
 
 impl Default for SftConfig {
     fn default() -> Self {
@@ -55,6 +65,7 @@ impl Default for SftConfig {
             seed: 42,
             max_steps: None,
             log_every: 10,
+            aux_head_weight: 0.0,
         }
     }
 }
@@ -78,27 +89,34 @@ pub struct SftOutcome {
 struct Sequences {
     ids: Vec<Vec<u32>>,
     start: Vec<usize>,
+    labels: Vec<[f32; ckd_core::NUM_LABELS]>,
     truncated: usize,
 }
 
 fn encode_all(prompts: &PromptEncoder, samples: &[Sample]) -> Result<Sequences> {
-    let mut s = Sequences { ids: Vec::new(), start: Vec::new(), truncated: 0 };
+    let mut s = Sequences { ids: Vec::new(), start: Vec::new(), labels: Vec::new(), truncated: 0 };
     for x in samples {
         let (ids, start, cut) = prompts.encode_sft(x)?;
         s.ids.push(ids);
         s.start.push(start);
+        s.labels.push(x.labels.to_dense());
         s.truncated += cut as usize;
     }
     Ok(s)
 }
 
-/// Mean answer-token NLL of a batch of sequences `idx` (training mode when `dropout` is set).
+/// The auxiliary head (weight [25, H], bias [25]) and its loss weight.
+type Aux = (Tensor, Tensor, f64);
+
+/// Mean answer-token NLL of a batch of sequences `idx` (training mode when `dropout` is set),
+/// plus `w * BCE` of the auxiliary head on the last prompt token when `aux` is given.
 fn batch_loss(
     model: &Qwen2ForCausalLM,
     seqs: &Sequences,
     idx: &[usize],
     pad: u32,
     dropout: Option<&mut DropoutRng>,
+    aux: Option<&Aux>,
 ) -> Result<Tensor> {
     let rows: Vec<&[u32]> = idx.iter().map(|&i| seqs.ids[i].as_slice()).collect();
     let (ids, mask) = pad_rows(&rows, pad, model.device())?;
@@ -115,7 +133,16 @@ fn batch_loss(
     let logits = model.logits_at(&out.hidden, &positions)?.unsqueeze(0)?;
     let targets = Tensor::from_vec(targets, (1, p), model.device())?;
     let ones = Tensor::ones((1, p), DType::F32, model.device())?;
-    Ok(answer_token_loss(&logits, &targets, &ones)?)
+    let nll = answer_token_loss(&logits, &targets, &ones)?;
+    let Some((w, b, weight)) = aux else { return Ok(nll) };
+    // The last prompt token of row r sits just before its first answer token.
+    let last: Vec<(usize, usize)> = idx.iter().enumerate().map(|(row, &i)| (row, seqs.start[i] - 1)).collect();
+    let h = crate::models::qwen2::gather_positions(&out.hidden, &last)?.to_dtype(DType::F32)?;
+    let z = h.matmul(&w.t()?)?.broadcast_add(b)?;
+    let y: Vec<f32> = idx.iter().flat_map(|&i| seqs.labels[i]).collect();
+    let y = Tensor::from_vec(y, (idx.len(), ckd_core::NUM_LABELS), model.device())?;
+    let bce = crate::distill::hard_loss(&z, &y, None)?;
+    Ok((nll + bce.affine(*weight, 0.0)?)?)
 }
 
 /// Mean answer-token NLL over `samples` (eval mode).
@@ -125,7 +152,7 @@ pub fn eval_loss(model: &Qwen2ForCausalLM, prompts: &PromptEncoder, samples: &[S
     let (mut sum, mut n) = (0f64, 0usize);
     let idx: Vec<usize> = (0..samples.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
-        let l = batch_loss(model, &seqs, chunk, pad, None)?.to_scalar::<f32>()? as f64;
+        let l = batch_loss(model, &seqs, chunk, pad, None, None)?.to_scalar::<f32>()? as f64;
         sum += l * chunk.len() as f64;
         n += chunk.len();
     }
@@ -161,6 +188,20 @@ pub fn finetune(
     let seqs = encode_all(prompts, train)?;
     let pad = prompts.pad_id()?;
     let lengths: Vec<usize> = seqs.ids.iter().map(Vec::len).collect();
+    let aux = if cfg.aux_head_weight > 0.0 {
+        let h = model.config().hidden_size;
+        let dev = model.device();
+        // Zero init: deterministic, and the gradient is still non-zero (hidden states are not).
+        let w = candle_core::Var::from_tensor(&Tensor::zeros((ckd_core::NUM_LABELS, h), DType::F32, dev)?)?;
+        let b = candle_core::Var::from_tensor(&Tensor::zeros(ckd_core::NUM_LABELS, DType::F32, dev)?)?;
+        let (wt, bt) = (w.as_tensor().clone(), b.as_tensor().clone());
+        let mut data = varmap.data().lock().map_err(|_| TeacherError::Invalid("VarMap lock poisoned".into()))?;
+        data.insert(format!("{AUX_PREFIX}weight"), w);
+        data.insert(format!("{AUX_PREFIX}bias"), b);
+        Some((wt, bt, cfg.aux_head_weight))
+    } else {
+        None
+    };
     let mut opt = AdamW::new(varmap, AdamWConfig { weight_decay: cfg.weight_decay, ..AdamWConfig::default() })?;
     let vars = opt.vars();
     if vars.is_empty() {
@@ -185,7 +226,7 @@ pub fn finetune(
             }
             let lr = lr_at(step, total, warmup, cfg.lr);
             let mut rng = DropoutRng::new(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step);
-            let loss = batch_loss(model, &seqs, idx, pad, Some(&mut rng))?;
+            let loss = batch_loss(model, &seqs, idx, pad, Some(&mut rng), aux.as_ref())?;
             let mut grads = loss.backward()?;
             let norm = clip_grad_norm(&mut grads, &vars, cfg.clip_norm)?;
             opt.step(&grads, lr)?;
@@ -208,6 +249,9 @@ pub fn finetune(
                 });
                 let sps = samples_done as f64 / t0.elapsed().as_secs_f64().max(1e-9);
                 progress.set_message(format!("epoch {} answer NLL {l:.3} {sps:.1} seq/s", epoch + 1));
+                if progress.is_hidden() {
+                    tracing::info!(step, total, loss = l, seq_per_s = sps, "teacher fine-tuning");
+                }
                 (win_loss, win_norm, win_n) = (0.0, 0.0, 0);
             }
             progress.set_position(step);

@@ -147,7 +147,8 @@ pub fn train_teacher(
     let mut weight_files: Vec<&str> = vec!["head.safetensors", "tokenizer.json"];
     let model_key = match &lora_cfg {
         None => {
-            let tensors = crate::student::named_vars(&varmap).map_err(|e| TeacherError::Invalid(e.to_string()))?;
+            let mut tensors = crate::student::named_vars(&varmap).map_err(|e| TeacherError::Invalid(e.to_string()))?;
+            tensors.retain(|k, _| !k.starts_with(sft::AUX_PREFIX));
             super::save_tensors(&tensors, &td.weights())?;
             weight_files.push("model.safetensors");
             super::file_sha256(&td.weights())?
