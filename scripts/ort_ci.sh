@@ -15,8 +15,9 @@
 # two correct runtimes disagree by about the int8 error itself. See BENCHMARKS.md (issue 5).
 # CKD_ORT_MINILM_HEAD_SCALE=10 reproduces that.
 #
-# The files come from `cargo test -p ckd-trainer --test export_parity -- --ignored
-# write_ort_check_files` (dev profile, the build scripts/test already made).
+# The files come from `cargo test --workspace --test export_parity -- --ignored
+# write_ort_check_files` (dev profile; `--workspace` so the dependencies' features, and hence the
+# build, are the ones scripts/test's `cargo test --workspace` already made).
 # onnxruntime and numpy are pinned and installed once into a venv at
 # ${CKD_VENV:-$HOME/.cache/ckd-ehr/venv}. With CKD_SKIP_FETCH set nothing is downloaded: a venv
 # without the pinned packages then means "NOT RUN" (a failure when CI is set).
@@ -78,7 +79,7 @@ status=0
 for m in "${models[@]}"; do
   log "$m: writing the exports and tract's outputs"
   CKD_EXPORT_DIR="$work/$m" CKD_ORT_MODEL="$m" CKD_EXPORT_HEAD_SCALE="${CKD_ORT_MINILM_HEAD_SCALE:-1}" \
-    cargo test --quiet -p ckd-trainer --test export_parity -- --ignored --exact write_ort_check_files >&2
+    cargo test --quiet --workspace --test export_parity -- --ignored --exact write_ort_check_files >&2
   log "$m: onnxruntime vs tract"
   if ! "$venv/bin/python" scripts/ort_check.py "$work/$m"; then
     log "FAIL: $m: onnxruntime and tract disagree beyond the tolerances"
