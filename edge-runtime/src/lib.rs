@@ -120,7 +120,13 @@ impl Engine {
         manifest.verify_file(MODEL_FILE, &model_bytes).map_err(bundle_err)?;
         manifest.verify_file(TOKENIZER_FILE, &tok_bytes).map_err(bundle_err)?;
         let tok_err = |msg: String| EdgeError::Tokenizer { bundle: bundle.to_path_buf(), msg };
-        let mut tokenizer = tokenizers::Tokenizer::from_bytes(&tok_bytes).map_err(|e| tok_err(e.to_string()))?;
+        // tokenizers 0.23.2 panics (an `expect` in its decoder deserializer) on some malformed
+        // `tokenizer.json` files: a damaged bundle must give an error, not take the device down.
+        // (Builds with `panic = "abort"` cannot catch it; they rely on the manifest's sha256.)
+        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&tok_bytes)).map_err(|_| {
+            tok_err("tokenizer.json is malformed (the tokenizers crate panicked while parsing it)".into())
+        })?;
+        let mut tokenizer = parsed.map_err(|e| tok_err(e.to_string()))?;
         tokenizer.with_padding(None);
         tokenizer.with_truncation(None).map_err(|e| tok_err(e.to_string()))?;
         let t = &manifest.tokenizer;

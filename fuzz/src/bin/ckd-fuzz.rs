@@ -16,8 +16,7 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(about = "Stable-toolchain mutation fuzzing of ckd's wire decoder and bundle loader")]
 struct Args {
-    /// Targets (wire, manifest, bundle, bundle-tokenizer); when none, those CI runs (all but
-    /// bundle-tokenizer, which has a known open crash: see the crate docs).
+    /// Targets (wire, manifest, bundle, bundle-tokenizer); when none, those CI runs (all four).
     targets: Vec<String>,
     /// Seconds of mutation per target (after the corpus replay).
     #[arg(long, default_value_t = 10.0)]
