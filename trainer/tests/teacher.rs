@@ -59,10 +59,34 @@ fn demo_teacher_trains_labels_shards_merges_and_explains() {
     assert_eq!(report.features_cached, [false, false]);
     assert_eq!(manifest.thresholds.len(), 25);
     assert!(tdir.join("curves.jsonl").is_file());
-    // Training again with the same weights would hit the feature cache: the cache key is the
-    // model and the samples, so a fresh directory with the same seeds reproduces the same key.
-    let (_, again) = train_teacher(&train, &val, &cfg(), &tdir, &Hidden).unwrap();
-    assert_eq!(again.features_cached, [true, true], "deterministic training reuses the cached features");
+    // The features were cached under the key of this model and these samples: asking again with
+    // the same key reads them back without computing (the closure would fail the test).
+    let cached: Vec<_> = std::fs::read_dir(tdir.join("features")).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(cached.len(), 2, "{cached:?}");
+    let train_file = cached.iter().find(|p| p.file_name().unwrap().to_string_lossy().starts_with("train-")).unwrap();
+    let key = train_file.file_stem().unwrap().to_string_lossy().trim_start_matches("train-").to_string();
+    let (f, hit) = ckd_trainer::teacher::head::cached_features(
+        &tdir.join("features"),
+        "train",
+        &key,
+        || panic!("cached features were recomputed"),
+        train.len(),
+        32,
+    )
+    .unwrap();
+    assert!(hit);
+    assert_eq!(f.len(), train.len() * 32);
+    // A different key (other samples or model) is not served from the cache.
+    let (_, hit) = ckd_trainer::teacher::head::cached_features(
+        &tdir.join("features"),
+        "train",
+        "other",
+        || Ok(vec![0.0; 32]),
+        1,
+        32,
+    )
+    .unwrap();
+    assert!(!hit);
 
     let t = load_teacher(&tdir, None, DeviceSpec::Cpu).unwrap();
     let lc = LabelConfig { batch_size: 4, save_every: 1, ..Default::default() };
