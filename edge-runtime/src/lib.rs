@@ -138,7 +138,10 @@ impl Engine {
                 )));
             }
         }
-        let plan = load_plan(model_bytes)?;
+        // tract 0.23.9 can panic (index out of bounds in its shape analysis) on some malformed
+        // ONNX graphs, as fuzzing showed: the panic becomes an error, like any other bad model.
+        let plan = std::panic::catch_unwind(move || load_plan(model_bytes))
+            .map_err(|_| EdgeError::Model("model.onnx is malformed (tract panicked while analysing it)".into()))??;
         Ok(Engine { plan, tokenizer, manifest })
     }
 
