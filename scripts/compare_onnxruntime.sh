@@ -6,8 +6,8 @@
 #
 # Interleaved: each of --blocks rounds runs the tract binary (all lengths, --runs each) and then
 # onnxruntime (1 and 2 intra-op threads, all lengths, --runs each), so load from other processes
-# hits both alike; a cell's figure is the median of its blocks x runs timings. tract runs on one
-# thread (ckd-edge builds tract without multithreaded matmuls). The tract side times
+# hits both alike; a cell's figure is the median of its blocks x runs timings. tract runs on 1
+# and 2 threads (edge_latency built with the `threads` feature). The tract side times
 # Engine::predict_text (tokenization + plan + thresholds; the tokenization alone is printed too);
 # onnxruntime times session.run on the same token ids. Needs a bundle whose maximum length covers
 # the longest --seq (MiniLM: `edge_latency minilm-bundle`); builds the `edge_latency` bin in release
@@ -34,7 +34,7 @@ done
 # EDGE_LATENCY=path/to/edge_latency uses an existing build (say which profile when reporting).
 bin="${EDGE_LATENCY:-}"
 if [ -z "$bin" ]; then
-  cargo build --quiet --release -p ckd-benches --bin edge_latency >&2
+  cargo build --quiet --release -p ckd-benches --features threads --bin edge_latency >&2
   bin="$CARGO_TARGET_DIR/release/edge_latency"
 fi
 work="$(mktemp -d "${TMPDIR:-/tmp}/ckd-compare.XXXXXX")"
@@ -43,6 +43,7 @@ trap 'rm -rf "$work"' EXIT
 for b in $(seq 1 "$blocks"); do
   echo "block $b/$blocks: tract" >&2
   "$bin" time --bundle "$bundle" --seq "$seq" --runs "$runs" --ids-out "$work/ids.json" > "$work/tract.$b.json"
+  "$bin" time --bundle "$bundle" --seq "$seq" --runs "$runs" --threads 2 > "$work/tract2.$b.json"
   echo "block $b/$blocks: onnxruntime" >&2
   "$venv/bin/python" scripts/ort_bench.py "$bundle" "$work/ids.json" --runs "$runs" > "$work/ort.$b.json"
 done
@@ -57,6 +58,8 @@ for b in range(1, blocks + 1):
     names["tract"] = t["runtime"]
     for r in t["results"]:
         cells.setdefault(("tract", 1, r["seq"]), []).extend(r["runs_ms"])
+    for r in json.loads((work / f"tract2.{b}.json").read_text())["results"]:
+        cells.setdefault(("tract", 2, r["seq"]), []).extend(r["runs_ms"])
         tok.setdefault(r["seq"], []).append(r["tokenize_ms"])
         tokens[r["seq"]] = r["tokens"]
     o = json.loads((work / f"ort.{b}.json").read_text())
@@ -66,11 +69,11 @@ for b in range(1, blocks + 1):
 med = lambda k: statistics.median(cells[k]) if k in cells else float("nan")
 n = len(next(iter(cells.values())))
 print(f"bundle {bundle} ({t['precision']}), batch 1, median of {n} runs ({blocks} interleaved blocks), ms")
-print(f"runtimes: {names['tract']} (Engine::predict_text, 1 thread), {names['ort']} (session.run)")
+print(f"runtimes: {names['tract']} (Engine::predict_text), {names['ort']} (session.run)")
 print()
-print("| seq (tokens) | tract 1 thread | of which tokenize | onnxruntime 1 thread | onnxruntime 2 threads | tract / ort (1 thread) |")
-print("| --- | --- | --- | --- | --- | --- |")
+print("| seq (tokens) | tract 1 thread | tract 2 threads | of which tokenize | onnxruntime 1 thread | onnxruntime 2 threads | tract / ort (1 thread) | tract / ort (2 threads) |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for s in sorted(tokens):
-    tr, o1, o2 = med(("tract", 1, s)), med(("ort", 1, s)), med(("ort", 2, s))
-    print(f"| {s} ({tokens[s]}) | {tr:.1f} | {statistics.median(tok[s]):.2f} | {o1:.1f} | {o2:.1f} | {tr / o1:.2f} |")
+    tr, tr2, o1, o2 = med(("tract", 1, s)), med(("tract", 2, s)), med(("ort", 1, s)), med(("ort", 2, s))
+    print(f"| {s} ({tokens[s]}) | {tr:.1f} | {tr2:.1f} | {statistics.median(tok[s]):.2f} | {o1:.1f} | {o2:.1f} | {tr / o1:.2f} | {tr2 / o2:.2f} |")
 PY

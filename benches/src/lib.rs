@@ -58,7 +58,8 @@ pub fn write_tiny_bundle(dir: &Path, precision: ckd_trainer::export::Precision) 
 }
 
 /// A MiniLM-L6-size student (H 384, 6 layers, 12 heads, I 1536, vocab 30522, random weights,
-/// seed 5) exported as bundles `dir/f32` and `dir/int8` with `max_len` tokens. The tokenizer
+/// seed 5) exported as bundles `dir/f32`, `dir/int8` and `dir/int8-emb` (int8 with int8 word
+/// embeddings) with `max_len` tokens. The tokenizer
 /// is all-MiniLM-L6-v2's `tokenizer.json` when `CKD_MINILM_DIR` holds one (scripts/fetch_models.sh),
 /// else a WordPiece trained on a small synthetic cohort. For latency, memory and size figures:
 /// timing does not depend on the weights' values.
@@ -89,6 +90,11 @@ pub fn write_minilm_bundles(dir: &Path, max_len: usize) -> anyhow::Result<()> {
     for p in [Precision::F32, Precision::Int8] {
         ckd_trainer::bundle::write_bundle(&student, &dir.join(p.as_str()), p)?;
     }
+    let int8_emb = ckd_trainer::export::BuildOptions {
+        int8_embeddings: true,
+        ..ckd_trainer::export::BuildOptions::new(Precision::Int8)
+    };
+    ckd_trainer::bundle::write_bundle_with(&student, &dir.join("int8-emb"), int8_emb)?;
     Ok(())
 }
 

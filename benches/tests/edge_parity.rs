@@ -1,10 +1,12 @@
 //! The same visits through the trainer's path (candle) and the edge path (bundle in tract):
-//! identical token ids, probabilities within 1e-4 (f32) and 0.02 (int8); and a bundle that was
-//! tampered with is refused with a message that says what is wrong.
+//! identical token ids, probabilities within 1e-4 (f32) and 0.02 (int8, with and without int8
+//! embeddings); single-file bundles (tensors inside model.onnx) still load; and a bundle that
+//! was tampered with is refused with a message that says what is wrong.
 
+use ckd_core::bundle::{FileEntry, Manifest, MANIFEST_FILE, MODEL_DATA_FILE, MODEL_FILE, TOKENIZER_FILE};
 use ckd_core::visit::Split;
-use ckd_edge::{EdgeError, Engine};
-use ckd_trainer::export::Precision;
+use ckd_edge::{EdgeError, Engine, EngineOptions};
+use ckd_trainer::export::{BuildOptions, Precision};
 use ckd_trainer::ingest::{ingest_mimic, IngestConfig};
 use ckd_trainer::models::bert::{BertForMultiLabel, HeadConfig};
 use ckd_trainer::student::{self, Prepared, Preset, StudentConfig, TrainConfig};
@@ -62,9 +64,19 @@ fn trainer_and_edge_agree_and_tampering_is_refused() {
     let prepared = Prepared::new(&f.val, &st.encoder).unwrap();
     let want = student::predict(&st.model, &prepared, st.encoder.pad_id, 8).unwrap();
     let bundles = tempfile::tempdir().unwrap();
-    for (precision, tol) in [(Precision::F32, 1e-4f32), (Precision::Int8, 0.02)] {
-        let dir = bundles.path().join(precision.as_str());
-        ckd_trainer::bundle::write_bundle(&f.student, &dir, precision).unwrap();
+    // (name, build, tolerance vs the candle model)
+    let int8_emb = BuildOptions { int8_embeddings: true, ..BuildOptions::new(Precision::Int8) };
+    let builds = [
+        ("f32", BuildOptions::new(Precision::F32), 1e-4f32),
+        ("int8", BuildOptions::new(Precision::Int8), 0.02),
+        ("int8-emb", int8_emb, 0.02),
+    ];
+    for (name, build, tol) in builds {
+        let dir = bundles.path().join(name);
+        ckd_trainer::bundle::write_bundle_with(&f.student, &dir, build).unwrap();
+        // The tensors live in model.onnx.data; model.onnx holds the graph (and small constants).
+        let size = |f: &str| std::fs::metadata(dir.join(f)).unwrap().len();
+        assert!(size(MODEL_DATA_FILE) > size(MODEL_FILE), "{name}: tensors not external");
         let engine = Engine::open(&dir).unwrap();
         assert!(engine.manifest().knowledge == f.knowledge, "knowledge table differs after the bundle round trip");
         let texts: Vec<String> = f.val.iter().map(|s| s.text()).collect();
@@ -90,12 +102,47 @@ fn trainer_and_edge_agree_and_tampering_is_refused() {
             assert_eq!(p.top_k.len(), ckd_edge::TOP_K);
             assert!(p.top_k.windows(2).all(|w| w[0].1 >= w[1].1));
         }
-        assert!(worst <= tol, "{}: max |prob diff| {worst} > {tol}", precision.as_str());
-        eprintln!("{}: max |prob diff| trainer vs edge = {worst:.2e}", precision.as_str());
+        assert!(worst <= tol, "{name}: max |prob diff| {worst} > {tol}");
+        eprintln!("{name}: max |prob diff| trainer vs edge = {worst:.2e}");
         assert!(matches!(engine.predict_text("  "), Err(EdgeError::EmptyInput { .. })));
     }
 
-    // Tampering: a changed model file, a missing tokenizer, a truncated manifest.
+    // A bundle in the single-file layout (tensors inside model.onnx, no data file) loads and
+    // gives the same probabilities as the f32 bundle.
+    let single = bundles.path().join("single");
+    std::fs::create_dir_all(&single).unwrap();
+    ckd_trainer::export::export_student(&f.student, &single.join(MODEL_FILE), Precision::F32).unwrap();
+    std::fs::copy(bundles.path().join("f32").join(TOKENIZER_FILE), single.join(TOKENIZER_FILE)).unwrap();
+    let mut m = Manifest::from_bytes(&std::fs::read(bundles.path().join("f32").join(MANIFEST_FILE)).unwrap()).unwrap();
+    m.files = [MODEL_FILE, TOKENIZER_FILE]
+        .iter()
+        .map(|n| FileEntry::of(n, &std::fs::read(single.join(n)).unwrap()))
+        .collect();
+    std::fs::write(single.join(MANIFEST_FILE), m.to_bytes().unwrap()).unwrap();
+    let text = f.val[0].text();
+    let a = Engine::open(&single).unwrap().predict_text(&text).unwrap();
+    let b = Engine::open(&bundles.path().join("f32")).unwrap().predict_text(&text).unwrap();
+    assert_eq!(a.probs, b.probs);
+
+    // More than one thread without the `threads` feature is refused, and says why.
+    if !ckd_edge::THREADS_SUPPORTED {
+        let opts = EngineOptions { threads: 2 };
+        let e = Engine::open_with(&bundles.path().join("f32"), &opts).err().unwrap().to_string();
+        assert!(e.contains("threads") && e.contains("feature"), "{e}");
+    }
+
+    // Tampering: a changed or missing data file, a changed model file, a missing tokenizer, a
+    // truncated manifest.
+    let dir = bundles.path().join("int8-emb");
+    let data = dir.join(MODEL_DATA_FILE);
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[100] ^= 0x01;
+    std::fs::write(&data, &bytes).unwrap();
+    let e = Engine::open(&dir).err().unwrap().to_string();
+    assert!(e.contains("model.onnx.data: sha256 mismatch"), "{e}");
+    std::fs::remove_file(&data).unwrap();
+    let e = Engine::open(&dir).err().unwrap().to_string();
+    assert!(e.contains("model.onnx.data: missing"), "{e}");
     let dir = bundles.path().join("f32");
     let model = dir.join("model.onnx");
     let mut bytes = std::fs::read(&model).unwrap();

@@ -1,6 +1,7 @@
 //! The model bundle manifest: what the edge runtime needs to trust a bundle directory.
 //!
-//! A bundle is a directory holding `model.onnx`, `tokenizer.json` and `manifest.bin` (this
+//! A bundle is a directory holding `model.onnx` (with its tensors in `model.onnx.data`),
+//! `tokenizer.json` and `manifest.bin` (this
 //! manifest in a versioned envelope, see [`crate::format`]). The manifest names every file with
 //! its SHA-256, the label space, per-label thresholds, the tokenizer settings both sides must
 //! share, and the provenance of the model. [`Manifest::verify_files`] checks the files against
@@ -23,6 +24,9 @@ pub const MANIFEST_VERSION: u16 = 1;
 pub const MANIFEST_FILE: &str = "manifest.bin";
 /// File name of the ONNX model inside a bundle.
 pub const MODEL_FILE: &str = "model.onnx";
+/// File name of the model's tensors inside a bundle: ONNX external data that `model.onnx`
+/// refers to (bundles written before it existed hold the tensors inside `model.onnx`).
+pub const MODEL_DATA_FILE: &str = "model.onnx.data";
 /// File name of the tokenizer inside a bundle.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
@@ -143,6 +147,9 @@ pub enum BundleError {
         /// Hex SHA-256 of the file.
         found: String,
     },
+    /// A manifest entry names something other than a plain file name of the bundle directory.
+    #[error("{MANIFEST_FILE}: file name {0:?} is not a plain name inside the bundle")]
+    BadFileName(String),
     /// A required file has no manifest entry.
     #[error("{MANIFEST_FILE}: no entry for required file {0}")]
     Unlisted(&'static str),
@@ -192,6 +199,12 @@ impl Manifest {
         if let Some((i, t)) = self.thresholds.iter().enumerate().find(|(_, t)| !(0.0..=1.0).contains(*t)) {
             return Err(BundleError::Thresholds(alloc::format!("label {i}: {t} is not in [0, 1]")));
         }
+        for f in &self.files {
+            let n = f.name.as_str();
+            if n.is_empty() || n == "." || n == ".." || n.contains(['/', '\\', '\0']) {
+                return Err(BundleError::BadFileName(f.name.clone()));
+            }
+        }
         for req in [MODEL_FILE, TOKENIZER_FILE] {
             if !self.files.iter().any(|f| f.name == req) {
                 return Err(BundleError::Unlisted(req));
@@ -202,9 +215,14 @@ impl Manifest {
 
     /// Checks one file's content against its entry.
     pub fn verify_file(&self, name: &str, bytes: &[u8]) -> Result<(), BundleError> {
+        self.verify_digest(name, bytes.len() as u64, format::sha256(bytes))
+    }
+
+    /// Checks one file's size and SHA-256 (computed by the caller, e.g. streaming a large file)
+    /// against its entry.
+    pub fn verify_digest(&self, name: &str, size: u64, found: [u8; 32]) -> Result<(), BundleError> {
         let e = self.files.iter().find(|f| f.name == name).ok_or(BundleError::MissingFile(String::from(name)))?;
-        let found = format::sha256(bytes);
-        if found != e.sha256 || bytes.len() as u64 != e.size {
+        if found != e.sha256 || size != e.size {
             return Err(BundleError::Checksum {
                 name: String::from(name),
                 expected: format::hex(&e.sha256),
@@ -257,6 +275,9 @@ mod tests {
         assert!(matches!(e, BundleError::Checksum { .. }), "{e}");
         let e = back.verify_files(|n| if n == MODEL_FILE { None } else { files(n) }).unwrap_err();
         assert_eq!(e, BundleError::MissingFile(MODEL_FILE.into()));
+        back.verify_digest(MODEL_FILE, 4, format::sha256(b"onnx")).unwrap();
+        let e = back.verify_digest(MODEL_FILE, 5, format::sha256(b"onnx")).unwrap_err();
+        assert!(matches!(e, BundleError::Checksum { .. }), "size counts too: {e}");
     }
 
     #[test]
@@ -281,6 +302,11 @@ mod tests {
         let mut m = manifest();
         m.files.retain(|f| f.name != TOKENIZER_FILE);
         assert_eq!(Manifest::from_bytes(&m.to_bytes().unwrap()), Err(BundleError::Unlisted(TOKENIZER_FILE)));
+        for bad in ["../model.onnx", "/etc/passwd", "a\\b", "..", ""] {
+            let mut m = manifest();
+            m.files.push(FileEntry::of(bad, b"x"));
+            assert_eq!(Manifest::from_bytes(&m.to_bytes().unwrap()), Err(BundleError::BadFileName(bad.into())));
+        }
         let mut b = manifest().to_bytes().unwrap();
         b[8] = 9; // format version
         assert!(matches!(Manifest::from_bytes(&b), Err(BundleError::Format(FormatError::Version { .. }))));

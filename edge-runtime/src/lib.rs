@@ -15,9 +15,9 @@ use std::sync::Arc;
 use ckd_core::bundle::{BundleError, Manifest, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE};
 use ckd_core::visit::{render, Visit};
 use ckd_core::{LabelSet, NUM_LABELS};
-use tract_onnx::prelude::{
-    tvec, Framework, InferenceModelExt, IntoRunnable, Tensor as TractTensor, TypedRunnableModel,
-};
+use sha2::{Digest, Sha256};
+use tract_onnx::prelude::multithread::{multithread_tract_scope, Executor};
+use tract_onnx::prelude::{tvec, InferenceModelExt, IntoRunnable, Tensor as TractTensor, TypedRunnableModel};
 
 pub use ckd_core;
 
@@ -62,6 +62,9 @@ pub enum EdgeError {
         /// Index of the input in the batch.
         index: usize,
     },
+    /// An [`EngineOptions`] value this build cannot honour.
+    #[error("engine options: {0}")]
+    Options(String),
     /// Tokenization failed.
     #[error("input {index}: tokenizer: {msg}")]
     Encode {
@@ -97,18 +100,83 @@ const _: () = {
     assert_send_sync::<Engine>();
 };
 
+/// How an [`Engine`] runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Threads for the model's matrix products. 1 (the default) runs each prediction on the
+    /// calling thread with no pool; n > 1 gives the engine a private pool of n threads (tract's
+    /// multithreaded matmuls; needs the `threads` feature, else [`Engine::open_with`] fails).
+    /// 0 means 1.
+    pub threads: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { threads: 1 }
+    }
+}
+
+/// Whether this build can run an engine on more than one thread (the `threads` feature).
+pub const THREADS_SUPPORTED: bool = cfg!(feature = "threads");
+
+fn executor(threads: usize) -> Result<Executor, EdgeError> {
+    if threads <= 1 {
+        return Ok(Executor::SingleThread);
+    }
+    #[cfg(feature = "threads")]
+    {
+        Ok(Executor::multithread_with_name(threads, "ckd-edge"))
+    }
+    #[cfg(not(feature = "threads"))]
+    Err(EdgeError::Options(format!(
+        "{threads} threads asked, but this build of ckd-edge runs one thread (rebuild with the `threads` feature)"
+    )))
+}
+
+/// Size and SHA-256 of a file, read in 1 MiB chunks (never the whole file in memory).
+fn file_digest(path: &Path) -> Result<(u64, [u8; 32]), EdgeError> {
+    use std::io::Read;
+    let io = |source| EdgeError::Io { path: path.to_path_buf(), source };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((size, h.finalize().into()))
+}
+
 /// A loaded, verified bundle with its optimized plan.
 pub struct Engine {
     plan: Arc<TypedRunnableModel>,
     tokenizer: tokenizers::Tokenizer,
     manifest: Manifest,
+    executor: Executor,
 }
 
 impl Engine {
-    /// Opens a bundle directory: reads and checks `manifest.bin`, checks `model.onnx` and
-    /// `tokenizer.json` against their SHA-256, loads the tokenizer (padding and truncation
-    /// cleared; its special ids must match the manifest) and optimizes the model once.
+    /// Opens a bundle directory with the default [`EngineOptions`] (one thread).
     pub fn open(bundle: &Path) -> Result<Self, EdgeError> {
+        Self::open_with(bundle, &EngineOptions::default())
+    }
+
+    /// Opens a bundle directory: reads and checks `manifest.bin`, checks every file it lists
+    /// against its SHA-256 (`model.onnx.data`, the tensors, is hashed as a stream), loads the
+    /// tokenizer (padding and truncation cleared; its special ids must match the manifest)
+    /// and optimizes the model once, loading its tensors one at a time from
+    /// `model.onnx.data` (bundles with the tensors inside `model.onnx` load too).
+    ///
+    /// Peak memory: about the model's tensors once plus the largest tensor, not the whole
+    /// file's bytes and its protobuf and tract's tensors at once. The data file is read
+    /// twice (hash, then tensors): a file replaced between the two reads is not detected.
+    pub fn open_with(bundle: &Path, opts: &EngineOptions) -> Result<Self, EdgeError> {
+        let executor = executor(opts.threads)?;
         let read = |name: &str| {
             let path = bundle.join(name);
             std::fs::read(&path).map_err(|source| EdgeError::Io { path, source })
@@ -119,6 +187,14 @@ impl Engine {
         let tok_bytes = read(TOKENIZER_FILE)?;
         manifest.verify_file(MODEL_FILE, &model_bytes).map_err(bundle_err)?;
         manifest.verify_file(TOKENIZER_FILE, &tok_bytes).map_err(bundle_err)?;
+        for f in manifest.files.iter().filter(|f| f.name != MODEL_FILE && f.name != TOKENIZER_FILE) {
+            let path = bundle.join(&f.name);
+            if !path.is_file() {
+                return Err(bundle_err(BundleError::MissingFile(f.name.clone())));
+            }
+            let (size, sha) = file_digest(&path)?;
+            manifest.verify_digest(&f.name, size, sha).map_err(bundle_err)?;
+        }
         let tok_err = |msg: String| EdgeError::Tokenizer { bundle: bundle.to_path_buf(), msg };
         // tokenizers 0.23.2 panics (an `expect` in its decoder deserializer) on some malformed
         // `tokenizer.json` files: a damaged bundle must give an error, not take the device down.
@@ -140,9 +216,9 @@ impl Engine {
         }
         // tract 0.23.9 can panic (index out of bounds in its shape analysis) on some malformed
         // ONNX graphs, as fuzzing showed: the panic becomes an error, like any other bad model.
-        let plan = std::panic::catch_unwind(move || load_plan(model_bytes))
+        let plan = std::panic::catch_unwind(move || load_plan(model_bytes, bundle))
             .map_err(|_| EdgeError::Model("model.onnx is malformed (tract panicked while analysing it)".into()))??;
-        Ok(Engine { plan, tokenizer, manifest })
+        Ok(Engine { plan, tokenizer, manifest, executor })
     }
 
     /// The verified manifest.
@@ -205,7 +281,8 @@ impl Engine {
         }
         let ids = TractTensor::from_shape(&[b, t], &ids).map_err(model_err)?;
         let mask = TractTensor::from_shape(&[b, t], &mask).map_err(model_err)?;
-        let out = self.plan.run(tvec!(ids.into(), mask.into())).map_err(model_err)?;
+        let out = multithread_tract_scope(self.executor.clone(), || self.plan.run(tvec!(ids.into(), mask.into())))
+            .map_err(model_err)?;
         let logits = out[0].to_plain_array_view::<f32>().map_err(model_err)?;
         if logits.shape() != [b, NUM_LABELS] {
             return Err(EdgeError::Model(format!(
@@ -245,14 +322,24 @@ fn sigmoid(x: f32) -> f32 {
 
 /// Optimizes an ONNX model into a runnable plan for the symbolic `[batch, seq]` input shape the
 /// file declares (our exporter writes `dim_param` "batch" and "seq"), so one plan serves every
-/// batch size and length. `DynamicQuantizeLinear` runs as [`tract_ops`]'s vectorized op. The
-/// file's bytes are dropped once parsed, before optimization (peak memory).
-fn load_plan(onnx: Vec<u8>) -> Result<Arc<TypedRunnableModel>, EdgeError> {
+/// batch size and length. `DynamicQuantizeLinear` runs as [`tract_ops`]'s vectorized op.
+/// External tensors are read from `dir`, one at a time. Peak memory: the file's bytes live
+/// only until decoded, the protobuf only until parsed.
+fn load_plan(onnx: Vec<u8>, dir: &Path) -> Result<Arc<TypedRunnableModel>, EdgeError> {
+    use prost::Message as _;
     let mut fw = tract_onnx::onnx();
     tract_ops::register(&mut fw);
-    let model = fw.model_for_read(&mut &onnx[..]).map_err(model_err)?;
+    let proto = tract_onnx::pb::ModelProto::decode(&onnx[..]).map_err(model_err)?;
     drop(onnx);
-    model.into_optimized().map_err(model_err)?.into_runnable().map_err(model_err)
+    let dir = dir
+        .to_str()
+        .ok_or_else(|| EdgeError::Model(format!("bundle path {} is not UTF-8 (tract needs it)", dir.display())))?;
+    let parsed = fw.parse(&proto, Some(dir)).map_err(model_err)?;
+    drop(proto);
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(EdgeError::Model(format!("unresolved inputs {:?}", parsed.unresolved_inputs)));
+    }
+    parsed.model.into_optimized().map_err(model_err)?.into_runnable().map_err(model_err)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ckd_core::bundle::{
-    FileEntry, Manifest, MANIFEST_FILE, MANIFEST_MAGIC, MANIFEST_VERSION, MODEL_FILE, TOKENIZER_FILE,
+    FileEntry, Manifest, MANIFEST_FILE, MANIFEST_MAGIC, MANIFEST_VERSION, MODEL_DATA_FILE, MODEL_FILE, TOKENIZER_FILE,
 };
 use ckd_core::format;
 use ckd_core::wire::{self, Deframer, Request, Response, MAX_REQUEST_FRAME};
@@ -144,16 +144,20 @@ pub struct BaseBundle {
     pub model: Vec<u8>,
     /// `tokenizer.json`.
     pub tokenizer: Vec<u8>,
+    /// `model.onnx.data` (the tensors), when the bundle has one (the committed base predates
+    /// it and keeps them inside `model.onnx`, so the model target mutates the tensors too).
+    pub data: Option<Vec<u8>>,
 }
 
 impl BaseBundle {
-    /// Reads the three files of a bundle directory.
+    /// Reads the files of a bundle directory.
     pub fn read(dir: &Path) -> anyhow::Result<Self> {
         let r = |n: &str| {
             let p = dir.join(n);
             std::fs::read(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
         };
-        Ok(BaseBundle { manifest: r(MANIFEST_FILE)?, model: r(MODEL_FILE)?, tokenizer: r(TOKENIZER_FILE)? })
+        let data = std::fs::read(dir.join(MODEL_DATA_FILE)).ok();
+        Ok(BaseBundle { manifest: r(MANIFEST_FILE)?, model: r(MODEL_FILE)?, tokenizer: r(TOKENIZER_FILE)?, data })
     }
 }
 
@@ -196,6 +200,9 @@ pub fn bundle_file_target(file: BundleFile, data: &[u8], base: &BaseBundle, dir:
     };
     for (name, bytes) in [(MANIFEST_FILE, manifest.as_slice()), (MODEL_FILE, model), (TOKENIZER_FILE, tokenizer)] {
         std::fs::write(dir.join(name), bytes).expect("scratch directory is writable");
+    }
+    if let Some(data) = &base.data {
+        std::fs::write(dir.join(MODEL_DATA_FILE), data).expect("scratch directory is writable");
     }
     let r = ckd_edge::Engine::open(dir);
     let mut label = format!("{file:?}:{}", class(&r));

@@ -10,7 +10,7 @@ mod tiny;
 
 use std::path::Path;
 
-use ckd_core::bundle::{MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE};
+use ckd_core::bundle::{MANIFEST_FILE, MODEL_DATA_FILE, MODEL_FILE, TOKENIZER_FILE};
 use ckd_core::wire::{self, ErrorCode, Reply, Request, Response, VisitSummary, WirePrediction};
 use ckd_trainer::export::Precision;
 
@@ -70,6 +70,9 @@ fn write_seed_corpus() {
     write(&base, MANIFEST_FILE, &manifest);
     write(&base, MODEL_FILE, &model);
     write(&base, TOKENIZER_FILE, &tokenizer);
+    if let Ok(data) = std::fs::read(bundle.join(MODEL_DATA_FILE)) {
+        write(&base, MODEL_DATA_FILE, &data);
+    }
     let m = root.join("manifest");
     write(&m, "valid", &manifest);
     write(&m, "truncated", &manifest[..manifest.len() / 2]);

@@ -1,16 +1,18 @@
-//! Writing a model bundle: `model.onnx` + `tokenizer.json` + `manifest.bin` (see
-//! [`ckd_core::bundle`]). The ONNX file and the tokenizer are written first, the manifest last,
-//! each atomically, so a reader never sees a manifest whose files are not in place.
+//! Writing a model bundle: `model.onnx` (the graph) + `model.onnx.data` (its tensors, ONNX
+//! external data) + `tokenizer.json` + `manifest.bin` (see [`ckd_core::bundle`]). The data
+//! file, the ONNX file and the tokenizer are written first, the manifest last, each
+//! atomically, so a reader never sees a manifest whose files are not in place.
 
 use std::path::{Path, PathBuf};
 
 use ckd_core::bundle::{
-    FileEntry, Manifest, Precision as BundlePrecision, Provenance, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE,
+    FileEntry, Manifest, Precision as BundlePrecision, Provenance, MANIFEST_FILE, MODEL_DATA_FILE, MODEL_FILE,
+    TOKENIZER_FILE,
 };
 use ckd_core::knowledge::KnowledgeTable;
 use serde::Serialize;
 
-use crate::export::{self, ExportError, ExportReport, Precision};
+use crate::export::{self, BuildOptions, ExportError, ExportOptions, ExportReport, Precision};
 use crate::io::write_atomic;
 use crate::student::{self, StudentError};
 
@@ -43,7 +45,7 @@ pub struct BundleReport {
     pub dir: PathBuf,
     /// The ONNX export.
     pub export: ExportReport,
-    /// Bytes of each file (model, tokenizer, manifest).
+    /// Bytes of each file (model, model data, tokenizer, manifest).
     pub bytes: Vec<(String, u64)>,
 }
 
@@ -51,13 +53,30 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BundleWriteError + '_ {
     move |source| BundleWriteError::Io { path: path.to_path_buf(), source }
 }
 
-/// Exports the student in `student_dir` into a bundle directory `out`.
+/// Exports the student in `student_dir` into a bundle directory `out` (default build of
+/// `precision`, tensors in `model.onnx.data`).
 pub fn write_bundle(student_dir: &Path, out: &Path, precision: Precision) -> Result<BundleReport, BundleWriteError> {
+    write_bundle_with(student_dir, out, BuildOptions::new(precision))
+}
+
+/// [`write_bundle`] with a chosen build (int8 embeddings, mixed precision).
+pub fn write_bundle_with(
+    student_dir: &Path,
+    out: &Path,
+    build: BuildOptions,
+) -> Result<BundleReport, BundleWriteError> {
+    let precision = build.precision;
     let st = student::load_student(student_dir)?;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     let model_path = out.join(MODEL_FILE);
-    let export = export::export_student(student_dir, &model_path, precision)?;
+    let opts = ExportOptions { build, external_data: true };
+    let export = export::export_student_with(student_dir, &model_path, &opts)?;
     let model = std::fs::read(&model_path).map_err(io_err(&model_path))?;
+    let data_path = out.join(MODEL_DATA_FILE);
+    if export.external_data.as_ref().map(|d| d.path.as_path()) != Some(data_path.as_path()) {
+        return Err(BundleWriteError::Manifest(format!("the export did not write {}", data_path.display())));
+    }
+    let data = std::fs::read(&data_path).map_err(io_err(&data_path))?;
     let tokenizer = st.encoder.to_json().map_err(StudentError::from)?.into_bytes();
     let tok_path = out.join(TOKENIZER_FILE);
     write_atomic(&tok_path, &tokenizer).map_err(io_err(&tok_path))?;
@@ -81,7 +100,11 @@ pub fn write_bundle(student_dir: &Path, out: &Path, precision: Precision) -> Res
         },
         tokenizer: st.encoder.settings(),
         knowledge,
-        files: vec![FileEntry::of(MODEL_FILE, &model), FileEntry::of(TOKENIZER_FILE, &tokenizer)],
+        files: vec![
+            FileEntry::of(MODEL_FILE, &model),
+            FileEntry::of(MODEL_DATA_FILE, &data),
+            FileEntry::of(TOKENIZER_FILE, &tokenizer),
+        ],
         provenance: Provenance {
             data_hash: prov["train"]["source_hash"].as_str().unwrap_or_default().to_string(),
             training_config: text(&prov["train_config"]),
@@ -97,6 +120,7 @@ pub fn write_bundle(student_dir: &Path, out: &Path, precision: Precision) -> Res
         dir: out.to_path_buf(),
         bytes: vec![
             (MODEL_FILE.into(), model.len() as u64),
+            (MODEL_DATA_FILE.into(), data.len() as u64),
             (TOKENIZER_FILE.into(), tokenizer.len() as u64),
             (MANIFEST_FILE.into(), bytes.len() as u64),
         ],

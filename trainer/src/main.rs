@@ -111,7 +111,8 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// Export a trained student as a bundle (model.onnx + tokenizer.json + manifest.bin).
+    /// Export a trained student as a bundle (model.onnx + model.onnx.data + tokenizer.json +
+    /// manifest.bin).
     Export {
         /// Student directory (`ckd student train --out`).
         #[arg(long)]
@@ -122,6 +123,10 @@ enum Cmd {
         /// Precision of the exported model.
         #[arg(long, value_enum, default_value = "int8")]
         precision: ckd_trainer::export::Precision,
+        /// Store the word embedding table as int8 (per-row scales): a quarter of its size, for
+        /// devices short of memory (MiniLM: 47 -> 12 MB); a small accuracy cost, see BENCHMARKS.md.
+        #[arg(long)]
+        int8_embeddings: bool,
     },
     /// The teacher LLM: fine-tune + phenotype head, soft labels with evidence, shard merging.
     Teacher {
@@ -414,8 +419,12 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Eval { model, data, split, oracle, json } => {
             run_eval(&model, &data, split.split(), oracle.as_deref(), json.as_deref())?
         }
-        Cmd::Export { model, out, precision } => {
-            let r = ckd_trainer::bundle::write_bundle(&model, &out, precision)?;
+        Cmd::Export { model, out, precision, int8_embeddings } => {
+            let build = ckd_trainer::export::BuildOptions {
+                int8_embeddings,
+                ..ckd_trainer::export::BuildOptions::new(precision)
+            };
+            let r = ckd_trainer::bundle::write_bundle_with(&model, &out, build)?;
             eprintln!(
                 "bundle {} ({}): {:?}; probe vs candle: max |logit diff| {:.2e}, max |prob diff| {:.2e}",
                 r.dir.display(),

@@ -618,8 +618,7 @@ fn edge_eval(bin: &Path, bundle: &Path, test_jsonl: &Path, n: usize) -> Result<(
 /// The same through tract inside the trainer (stock tract ops), for when `ckd-edge` is absent.
 fn trainer_tract_eval(bundle: &Path, enc: &TextEncoder, test: &[Sample]) -> Result<(Vec<f32>, f64, f64)> {
     const SR: &str = "report";
-    let onnx = std::fs::read(bundle.join("model.onnx")).map_err(stage_err(SR))?;
-    let m = TractModel::load(&onnx, None).map_err(stage_err(SR))?;
+    let m = TractModel::load_path(&bundle.join(ckd_core::bundle::MODEL_FILE)).map_err(stage_err(SR))?;
     let mut probs = Vec::with_capacity(test.len() * NUM_LABELS);
     let mut lat = Vec::new();
     let t_all = Instant::now();
@@ -1029,7 +1028,11 @@ pub fn run(cfg: &PipelineConfig, bars: &dyn Bars) -> Result<PipelineOutcome> {
             model: format!("student (distilled, {precision} bundle, {via})"),
             role: if precision == "int8" { Role::StudentInt8 } else { Role::Other },
             precision: precision.into(),
-            size_bytes: std::fs::metadata(dir.join("model.onnx")).map_or(0, |m| m.len()),
+            // The model: the graph and its tensors (ONNX external data).
+            size_bytes: [ckd_core::bundle::MODEL_FILE, ckd_core::bundle::MODEL_DATA_FILE]
+                .iter()
+                .map(|f| std::fs::metadata(dir.join(f)).map_or(0, |m| m.len()))
+                .sum(),
             latency_ms_median: lat,
             samples_per_s: test.len() as f64 / secs.max(1e-9),
             device: format!("{cpu}, 1 thread"),

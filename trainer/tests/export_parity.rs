@@ -351,7 +351,7 @@ fn trained_tiny_student_int8_bundle_within_goals() {
         let dir = bundles.path().join(precision.as_str());
         let r = ckd_trainer::bundle::write_bundle(&t.dir, &dir, precision).unwrap();
         eprintln!("{} bundle: files {:?}", precision.as_str(), r.bytes);
-        let model = TractModel::load(&std::fs::read(dir.join(ckd_core::bundle::MODEL_FILE)).unwrap(), None).unwrap();
+        let model = TractModel::load_path(&dir.join(ckd_core::bundle::MODEL_FILE)).unwrap();
         probs.push(probs_on(&p, st.encoder.pad_id, l, &|ids, mask, b, t| model.run(ids, mask, b, t).unwrap()));
     }
     let candle = student_probs(&st, &p);

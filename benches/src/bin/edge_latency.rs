@@ -2,14 +2,14 @@
 //! side-by-side comparison with onnxruntime (`scripts/compare_onnxruntime.sh`).
 //!
 //! ```text
-//! edge_latency time --bundle DIR [--seq 128,256,512] [--runs 7] [--warmup 2] [--ids-out FILE]
-//! edge_latency minilm-bundle --minilm DIR --out DIR [--precision int8|f32] [--head-scale 10]
+//! edge_latency time --bundle DIR [--seq 128,256,512] [--runs 7] [--warmup 2] [--threads 1] [--ids-out FILE]
+//! edge_latency minilm-bundle --minilm DIR --out DIR [--precision int8|f32] [--head-scale 10] [--int8-embeddings]
 //! ```
 //!
 //! `time` opens the bundle once, makes for each length T a text that tokenizes to exactly T
 //! tokens (or the nearest below), and times `Engine::predict_text` on it (batch 1: tokenization,
 //! the tract plan and thresholding) and `Engine::tokenize` alone. It prints one JSON object on
-//! stdout: `{"runtime": "tract (ckd-edge)", "threads": 1, "results": [{"seq", "tokens",
+//! stdout: `{"runtime": "tract (ckd-edge)", "threads": N, "results": [{"seq", "tokens",
 //! "runs_ms", "median_ms", "tokenize_ms"}]}`. `--ids-out` writes the token ids of each length
 //! (`{"128": [ids...], ...}`) so onnxruntime runs exactly the same inputs.
 //!
@@ -23,8 +23,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use ckd_edge::Engine;
-use ckd_trainer::export::{model_tensors, Precision};
+use ckd_edge::{Engine, EngineOptions};
+use ckd_trainer::export::{model_tensors, BuildOptions, Precision};
 use ckd_trainer::models::bert::{read_safetensors, BertForMultiLabel, Config, HeadConfig};
 use ckd_trainer::student::{save_student, StudentConfig};
 use ckd_trainer::text::TextEncoder;
@@ -50,6 +50,9 @@ enum Cmd {
         runs: usize,
         #[arg(long, default_value_t = 2)]
         warmup: usize,
+        /// Threads of the engine (more than 1 needs `--features threads`).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
         /// Write the token ids of each length here (JSON).
         #[arg(long)]
         ids_out: Option<PathBuf>,
@@ -65,6 +68,9 @@ enum Cmd {
         precision: Precision,
         #[arg(long, default_value_t = 10.0)]
         head_scale: f64,
+        /// Store the word embeddings as int8 (`ckd export --int8-embeddings`).
+        #[arg(long)]
+        int8_embeddings: bool,
     },
 }
 
@@ -117,9 +123,17 @@ fn median(v: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
-fn time(bundle: &Path, seqs: &[usize], runs: usize, warmup: usize, ids_out: Option<&Path>) -> Result<()> {
+fn time(
+    bundle: &Path,
+    seqs: &[usize],
+    runs: usize,
+    warmup: usize,
+    threads: usize,
+    ids_out: Option<&Path>,
+) -> Result<()> {
     let t0 = Instant::now();
-    let engine = Engine::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
+    let engine = Engine::open_with(bundle, &EngineOptions { threads })
+        .with_context(|| format!("opening {}", bundle.display()))?;
     let open_ms = t0.elapsed().as_secs_f64() * 1e3;
     let mut results = Vec::new();
     let mut ids_of = BTreeMap::new();
@@ -150,14 +164,14 @@ fn time(bundle: &Path, seqs: &[usize], runs: usize, warmup: usize, ids_out: Opti
         std::fs::write(p, serde_json::to_string(&ids_of)?).with_context(|| format!("writing {}", p.display()))?;
     }
     let doc = serde_json::json!({
-        "runtime": "tract (ckd-edge)", "threads": 1, "open_ms": open_ms,
+        "runtime": "tract (ckd-edge)", "threads": threads.max(1), "open_ms": open_ms,
         "precision": format!("{:?}", engine.manifest().precision), "results": results,
     });
     println!("{doc}");
     Ok(())
 }
 
-fn minilm_bundle(minilm: &Path, out: &Path, precision: Precision, head_scale: f64) -> Result<()> {
+fn minilm_bundle(minilm: &Path, out: &Path, build: BuildOptions, head_scale: f64) -> Result<()> {
     let dev = Device::Cpu;
     let cfg_path = minilm.join("config.json");
     let cfg = Config::from_json(&std::fs::read_to_string(&cfg_path).with_context(|| cfg_path.display().to_string())?)?;
@@ -175,14 +189,19 @@ fn minilm_bundle(minilm: &Path, out: &Path, precision: Precision, head_scale: f6
     let student = work.path().join("student");
     let sc = StudentConfig { bert: cfg, head, max_len };
     save_student(&student, &sc, &loaded.varmap, &enc, &[0.5; ckd_core::NUM_LABELS], &serde_json::json!({}))?;
-    let r = ckd_trainer::bundle::write_bundle(&student, out, precision)?;
-    eprintln!("wrote {} ({:?}): {:?}", out.display(), precision, r.bytes);
+    let r = ckd_trainer::bundle::write_bundle_with(&student, out, build)?;
+    eprintln!("wrote {} ({build:?}): {:?}", out.display(), r.bytes);
     Ok(())
 }
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Time { bundle, seq, runs, warmup, ids_out } => time(&bundle, &seq, runs, warmup, ids_out.as_deref()),
-        Cmd::MinilmBundle { minilm, out, precision, head_scale } => minilm_bundle(&minilm, &out, precision, head_scale),
+        Cmd::Time { bundle, seq, runs, warmup, threads, ids_out } => {
+            time(&bundle, &seq, runs, warmup, threads, ids_out.as_deref())
+        }
+        Cmd::MinilmBundle { minilm, out, precision, head_scale, int8_embeddings } => {
+            let build = BuildOptions { int8_embeddings, ..BuildOptions::new(precision) };
+            minilm_bundle(&minilm, &out, build, head_scale)
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! Writes MiniLM-L6-size bundles (random weights; see `ckd_benches::write_minilm_bundles`):
-//! `minilm_bundle OUT_DIR [MAX_LEN]` (default 512) -> OUT_DIR/f32, OUT_DIR/int8.
+//! `minilm_bundle OUT_DIR [MAX_LEN]` (default 512) -> OUT_DIR/f32, OUT_DIR/int8, OUT_DIR/int8-emb.
 
 use anyhow::{Context, Result};
 

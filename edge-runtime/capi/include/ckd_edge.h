@@ -45,11 +45,20 @@ extern "C" {
 
 // Opens and verifies the bundle directory `bundle_dir` (NUL-terminated UTF-8 path): checks the
 // manifest, the label space and every file's SHA-256, and builds the model plan once.
-// Returns NULL on failure; `ckd_last_error` then says why.
+// Predictions run on the calling thread. Returns NULL on failure; `ckd_last_error` then says
+// why.
 //
 // # Safety
 // `bundle_dir` must be NULL or point to a NUL-terminated string.
 struct CkdEngine *ckd_engine_open(const char *bundle_dir);
+
+// `ckd_engine_open` with `threads` threads per prediction (0 or 1: the calling thread only;
+// more: a private pool, which needs a library built with the `threads` feature, else NULL
+// with `CKD_ERR_INPUT` as the reason in `ckd_last_error`).
+//
+// # Safety
+// `bundle_dir` must be NULL or point to a NUL-terminated string.
+struct CkdEngine *ckd_engine_open_threads(const char *bundle_dir, uint32_t threads);
 
 // Releases an engine. NULL is accepted and ignored. Do not use the pointer afterwards.
 //

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use ckd_core::{NUM_LABELS, PHENOTYPES};
-use ckd_edge::{EdgeError, Engine};
+use ckd_edge::{EdgeError, Engine, EngineOptions};
 
 /// Success.
 pub const CKD_OK: i32 = 0;
@@ -85,19 +85,32 @@ fn guard(f: impl FnOnce() -> Result<(), (i32, String)>) -> i32 {
 fn edge_code(e: &EdgeError) -> i32 {
     match e {
         EdgeError::Io { .. } | EdgeError::Bundle { .. } | EdgeError::Tokenizer { .. } => CKD_ERR_BUNDLE,
-        EdgeError::EmptyInput { .. } | EdgeError::Encode { .. } => CKD_ERR_INPUT,
+        EdgeError::EmptyInput { .. } | EdgeError::Encode { .. } | EdgeError::Options(_) => CKD_ERR_INPUT,
         EdgeError::Model(_) => CKD_ERR_MODEL,
     }
 }
 
 /// Opens and verifies the bundle directory `bundle_dir` (NUL-terminated UTF-8 path): checks the
 /// manifest, the label space and every file's SHA-256, and builds the model plan once.
-/// Returns NULL on failure; `ckd_last_error` then says why.
+/// Predictions run on the calling thread. Returns NULL on failure; `ckd_last_error` then says
+/// why.
 ///
 /// # Safety
 /// `bundle_dir` must be NULL or point to a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn ckd_engine_open(bundle_dir: *const c_char) -> *mut CkdEngine {
+    // SAFETY: the caller's contract is this function's.
+    unsafe { ckd_engine_open_threads(bundle_dir, 1) }
+}
+
+/// `ckd_engine_open` with `threads` threads per prediction (0 or 1: the calling thread only;
+/// more: a private pool, which needs a library built with the `threads` feature, else NULL
+/// with `CKD_ERR_INPUT` as the reason in `ckd_last_error`).
+///
+/// # Safety
+/// `bundle_dir` must be NULL or point to a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ckd_engine_open_threads(bundle_dir: *const c_char, threads: u32) -> *mut CkdEngine {
     let mut out: *mut CkdEngine = std::ptr::null_mut();
     guard(|| {
         if bundle_dir.is_null() {
@@ -107,7 +120,8 @@ pub unsafe extern "C" fn ckd_engine_open(bundle_dir: *const c_char) -> *mut CkdE
         let dir = unsafe { CStr::from_ptr(bundle_dir) };
         let dir =
             dir.to_str().map_err(|e| (CKD_ERR_UTF8, format!("ckd_engine_open: bundle_dir is not valid UTF-8: {e}")))?;
-        let engine = Engine::open(Path::new(dir)).map_err(|e| (edge_code(&e), e.to_string()))?;
+        let opts = EngineOptions { threads: threads as usize };
+        let engine = Engine::open_with(Path::new(dir), &opts).map_err(|e| (edge_code(&e), e.to_string()))?;
         out = Box::into_raw(Box::new(CkdEngine { engine }));
         Ok(())
     });

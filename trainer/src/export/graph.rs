@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::tensor_proto::{DataLocation, DataType};
 use tract_onnx::pb::tensor_shape_proto::dimension::Value as DimValue;
 use tract_onnx::pb::tensor_shape_proto::Dimension;
 use tract_onnx::pb::type_proto::{Tensor as TypeTensor, Value as TypeValue};
@@ -219,6 +219,38 @@ impl GraphBuilder {
     }
 }
 
+/// Moves the data of every initializer of at least `min_bytes` out of `model` into one blob,
+/// as ONNX external data (`data_location` EXTERNAL, keys `location` = `location`, `offset`,
+/// `length`; offsets aligned to [`EXTERNAL_ALIGN`] bytes, the gaps zero). Returns the blob, to
+/// be written as the file `location` beside the model. Readers then load each tensor from the
+/// file on its own, without holding the whole model's protobuf in memory (tract and
+/// onnxruntime both resolve `location` relative to the model file). Initializers already
+/// external, or with no `raw_data`, are left as they are.
+pub fn externalize(model: &mut ModelProto, location: &str, min_bytes: usize) -> Vec<u8> {
+    let mut blob = Vec::new();
+    let Some(graph) = model.graph.as_mut() else { return blob };
+    for t in &mut graph.initializer {
+        if t.raw_data.len() < min_bytes || t.raw_data.is_empty() {
+            continue;
+        }
+        blob.resize(blob.len().next_multiple_of(EXTERNAL_ALIGN), 0);
+        let offset = blob.len();
+        let raw = std::mem::take(&mut t.raw_data);
+        blob.extend_from_slice(&raw);
+        t.data_location = Some(DataLocation::External as i32);
+        t.external_data =
+            [("location", location.to_string()), ("offset", offset.to_string()), ("length", raw.len().to_string())]
+                .into_iter()
+                .map(|(key, value)| StringStringEntryProto { key: key.into(), value })
+                .collect();
+    }
+    blob
+}
+
+/// Alignment of each tensor in an external data blob ([`externalize`]): a cache line, and a
+/// multiple of every element size.
+pub const EXTERNAL_ALIGN: usize = 64;
+
 fn dt_size(dt: DataType) -> usize {
     match dt {
         DataType::Float | DataType::Int32 => 4,
@@ -246,5 +278,28 @@ mod tests {
         let m = g.finish("g", &[]);
         assert_eq!(m.opset_import[0].version, OPSET);
         assert_eq!(m.graph.unwrap().node.len(), 1);
+    }
+
+    #[test]
+    fn externalize_moves_large_initializers_with_aligned_offsets() {
+        let mut g = GraphBuilder::new();
+        g.const_f32("small", &[2], &[1.0, 2.0]).unwrap();
+        g.const_i8("big", &[3000], &[7; 3000]).unwrap();
+        g.const_f32("big2", &[1000], &[0.5; 1000]).unwrap();
+        let mut m = g.finish("g", &[]);
+        let blob = externalize(&mut m, "m.data", 1024);
+        let inits = &m.graph.as_ref().unwrap().initializer;
+        assert_eq!(inits[0].raw_data.len(), 8, "below the threshold: stays inline");
+        assert_eq!(inits[0].data_location, None);
+        let entry = |t: &TensorProto, k: &str| t.external_data.iter().find(|e| e.key == k).unwrap().value.clone();
+        assert!(inits[1].raw_data.is_empty());
+        assert_eq!(inits[1].data_location, Some(DataLocation::External as i32));
+        assert_eq!(entry(&inits[1], "location"), "m.data");
+        assert_eq!((entry(&inits[1], "offset"), entry(&inits[1], "length")), ("0".into(), "3000".into()));
+        // 3000 rounded up to the next multiple of 64.
+        assert_eq!((entry(&inits[2], "offset"), entry(&inits[2], "length")), ("3008".into(), "4000".into()));
+        assert_eq!(blob.len(), 3008 + 4000);
+        assert!(blob[..3000].iter().all(|&b| b == 7) && blob[3000..3008].iter().all(|&b| b == 0));
+        assert_eq!(&blob[3008..3012], &0.5f32.to_le_bytes());
     }
 }

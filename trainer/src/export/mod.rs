@@ -133,11 +133,24 @@ pub struct ExportReport {
     pub bytes: usize,
     /// SHA-256 (hex) of the written file.
     pub sha256: String,
+    /// The external data file, when written ([`ExportOptions::external_data`]).
+    pub external_data: Option<ExternalData>,
+    /// Whether the word embedding table is stored as int8 ([`BuildOptions::int8_embeddings`]).
+    pub int8_embeddings: bool,
     pub nodes: usize,
     pub int8_linears: usize,
     pub f32_linears: usize,
     pub num_labels: usize,
     pub probe: ProbeCheck,
+}
+
+/// An external data file written by an export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExternalData {
+    pub path: PathBuf,
+    pub bytes: usize,
+    /// SHA-256 (hex).
+    pub sha256: String,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
@@ -212,13 +225,47 @@ pub fn candle_logits(
 /// disagreement beyond [`PROBE_F32_MAX_LOGIT_DIFF`] (f32) or [`PROBE_INT8_MAX_PROB_DIFF`]
 /// (int8) is an error and nothing is written.
 pub fn export_student(dir: &Path, out: &Path, precision: Precision) -> Result<ExportReport, ExportError> {
+    export_student_with(dir, out, &ExportOptions::new(precision))
+}
+
+/// [`export_student`] with every option.
+pub fn export_student_with(dir: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     let cfg_path = dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
     let cfg: StudentConfig =
         serde_json::from_str(&text).map_err(|e| ExportError::Json { path: cfg_path.clone(), msg: e.to_string() })?;
     let st_path = dir.join("model.safetensors");
     let tensors = model_tensors(read_safetensors(&st_path, &Device::Cpu)?)?;
-    export_tensors(&cfg.bert, &cfg.head, &tensors, cfg.max_len, out, precision)
+    export_tensors_with(&cfg.bert, &cfg.head, &tensors, cfg.max_len, out, opts)
+}
+
+/// How [`export_tensors_with`] builds and writes a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// The graph to build.
+    pub build: BuildOptions,
+    /// Write the tensors of at least [`EXTERNAL_MIN_BYTES`] to `<out>.data` as ONNX external
+    /// data (see [`graph::externalize`]) and keep only the graph in `out`. Readers then load
+    /// tensor by tensor instead of holding the whole protobuf: what keeps the edge runtime's
+    /// peak memory near the model's size. Bundles are written this way.
+    pub external_data: bool,
+}
+
+impl ExportOptions {
+    /// The default build of `precision`, in one file.
+    pub fn new(precision: Precision) -> Self {
+        Self { build: BuildOptions::new(precision), external_data: false }
+    }
+}
+
+/// Initializers of at least this many bytes go to the external data file
+/// ([`ExportOptions::external_data`]); smaller ones (scalars, shapes, most biases) stay inline.
+/// (The threshold of the ONNX Python tooling's `convert_model_to_external_data`.)
+pub const EXTERNAL_MIN_BYTES: usize = 1024;
+
+/// Name of the external data file of the model file `model`: `<file name>.data`, beside it.
+pub fn external_data_name(model: &Path) -> String {
+    format!("{}.data", model.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())
 }
 
 /// [`export_student`] from tensors already in memory (model names). `probe_len` is the probe
@@ -231,29 +278,56 @@ pub fn export_tensors(
     out: &Path,
     precision: Precision,
 ) -> Result<ExportReport, ExportError> {
-    let (bytes, stats) = build_onnx(cfg, head, tensors, BuildOptions::new(precision))?;
+    export_tensors_with(cfg, head, tensors, probe_len, out, &ExportOptions::new(precision))
+}
+
+/// [`export_tensors`] with every option. The probe check compares probabilities (int8 guard)
+/// whenever the build is lossy: int8 linears or int8 embeddings. With external data, the
+/// data file is written (atomically) before the model file that refers to it.
+pub fn export_tensors_with(
+    cfg: &Config,
+    head: &HeadConfig,
+    tensors: &HashMap<String, Tensor>,
+    probe_len: usize,
+    out: &Path,
+    opts: &ExportOptions,
+) -> Result<ExportReport, ExportError> {
+    let precision = opts.build.precision;
+    let (mut model, stats) = onnx::build_model(cfg, head, tensors, opts.build)?;
+    let bytes = model.encode_to_vec();
     let probe = probe_check(cfg, head, tensors, &bytes, probe_len.min(64))?;
-    match precision {
-        Precision::F32 if probe.max_abs_logit_diff > PROBE_F32_MAX_LOGIT_DIFF => {
-            return Err(ExportError::Parity {
-                precision: precision.as_str(),
-                what: format!("max |logit diff| {} > {PROBE_F32_MAX_LOGIT_DIFF}", probe.max_abs_logit_diff),
-            });
-        }
-        Precision::Int8 if probe.max_abs_prob_diff > PROBE_INT8_MAX_PROB_DIFF => {
-            return Err(ExportError::Parity {
-                precision: precision.as_str(),
-                what: format!("max |prob diff| {} > {PROBE_INT8_MAX_PROB_DIFF}", probe.max_abs_prob_diff),
-            });
-        }
-        _ => {}
+    let lossy = precision == Precision::Int8 || opts.build.int8_embeddings;
+    if !lossy && probe.max_abs_logit_diff > PROBE_F32_MAX_LOGIT_DIFF {
+        return Err(ExportError::Parity {
+            precision: precision.as_str(),
+            what: format!("max |logit diff| {} > {PROBE_F32_MAX_LOGIT_DIFF}", probe.max_abs_logit_diff),
+        });
     }
+    if lossy && probe.max_abs_prob_diff > PROBE_INT8_MAX_PROB_DIFF {
+        return Err(ExportError::Parity {
+            precision: precision.as_str(),
+            what: format!("max |prob diff| {} > {PROBE_INT8_MAX_PROB_DIFF}", probe.max_abs_prob_diff),
+        });
+    }
+    let (bytes, data) = if opts.external_data {
+        drop(bytes);
+        let name = external_data_name(out);
+        let blob = graph::externalize(&mut model, &name, EXTERNAL_MIN_BYTES);
+        let path = out.with_file_name(&name);
+        write_atomic(&path, &blob).map_err(io_err(&path))?;
+        let data = ExternalData { path, bytes: blob.len(), sha256: ckd_core::format::hex(&Sha256::digest(&blob)) };
+        (model.encode_to_vec(), Some(data))
+    } else {
+        (bytes, None)
+    };
     write_atomic(out, &bytes).map_err(io_err(out))?;
     Ok(ExportReport {
         path: out.to_path_buf(),
         precision,
         bytes: bytes.len(),
         sha256: ckd_core::format::hex(&Sha256::digest(&bytes)),
+        external_data: data,
+        int8_embeddings: opts.build.int8_embeddings,
         nodes: stats.nodes,
         int8_linears: stats.int8_linears,
         f32_linears: stats.f32_linears,

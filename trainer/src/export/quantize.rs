@@ -67,6 +67,24 @@ pub fn quantize_per_channel(w: &[f32], n: usize, k: usize) -> Option<QuantizedWe
     Some(QuantizedWeight { k, n, q, scales })
 }
 
+/// Quantizes the rows of a table `w` ([rows, cols] row-major) symmetrically to s8, one scale
+/// per row (the embedding table of an int8-embeddings export: a `Gather` of a code row and of
+/// its scale, then a multiply, gives the row back within half a step). Same rules as
+/// [`quantize_per_channel`], but the codes keep the input layout, [rows, cols].
+/// Returns `None` when the length does not match or a value is not finite.
+pub fn quantize_table_rows(w: &[f32], rows: usize, cols: usize) -> Option<(Vec<i8>, Vec<f32>)> {
+    // A table row is an output channel of a [rows, cols] "weight"; the codes come back in
+    // [cols, rows] and are transposed to the table's layout.
+    let qw = quantize_per_channel(w, rows, cols)?;
+    let mut q = vec![0i8; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            q[r * cols + c] = qw.q[c * rows + r];
+        }
+    }
+    Some((q, qw.scales))
+}
+
 /// [N, K] row-major -> [K, N] row-major.
 pub fn transpose(w: &[f32], n: usize, k: usize) -> Vec<f32> {
     let mut t = vec![0f32; n * k];
@@ -113,6 +131,16 @@ mod tests {
         }
         assert!(quantize_per_channel(&w, n, k + 1).is_none());
         assert!(quantize_per_channel(&[f32::NAN], 1, 1).is_none());
+    }
+
+    #[test]
+    fn table_rows_keep_the_layout() {
+        // Row 0: max 2.54 -> scale 0.02, codes [127, -64, 0]; row 1 all zero -> scale 1.
+        let w = [2.54f32, -1.27, 0.01, 0.0, 0.0, 0.0];
+        let (q, s) = quantize_table_rows(&w, 2, 3).unwrap();
+        assert_eq!(q, vec![127, -64, 0, 0, 0, 0]);
+        assert!((s[0] - 0.02).abs() < 1e-7 && s[1] == 1.0);
+        assert!(quantize_table_rows(&w, 2, 2).is_none());
     }
 
     #[test]

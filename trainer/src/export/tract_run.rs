@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tract_onnx::prelude::{
-    tvec, Datum, Framework, InferenceFact, InferenceModelExt, IntoRunnable, TValue, Tensor as TractTensor,
-    TypedRunnableModel, TypedSimpleState,
+    tvec, Datum, Framework, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, TValue,
+    Tensor as TractTensor, TypedRunnableModel, TypedSimpleState,
 };
 
 use super::ExportError;
@@ -107,7 +107,19 @@ impl TractModel {
     /// Loads `onnx` with `opts`.
     pub fn load_opts(onnx: &[u8], opts: &LoadOptions) -> Result<Self, ExportError> {
         let fw = tract_onnx::onnx().with_ignore_value_info(opts.ignore_value_info);
-        let mut model = fw.model_for_read(&mut &onnx[..]).map_err(tract_err)?;
+        let model = fw.model_for_read(&mut &onnx[..]).map_err(tract_err)?;
+        Self::optimize(model, opts)
+    }
+
+    /// Loads the ONNX file `path` (external data, such as a bundle's `model.onnx.data`, is
+    /// read from beside it) for the symbolic shape it declares. Stock tract ops.
+    pub fn load_path(path: &std::path::Path) -> Result<Self, ExportError> {
+        let model =
+            tract_onnx::onnx().model_for_path(path).map_err(|e| tract_err(format!("{}: {e:#}", path.display())))?;
+        Self::optimize(model, &LoadOptions::default())
+    }
+
+    fn optimize(mut model: InferenceModel, opts: &LoadOptions) -> Result<Self, ExportError> {
         let (shape, n_inputs) = (opts.shape, opts.n_inputs);
         if let Some((b, t)) = shape {
             for i in 0..n_inputs {

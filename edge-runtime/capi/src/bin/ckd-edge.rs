@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use ckd_core::metrics::{self, Report};
 use ckd_core::visit::Visit;
 use ckd_core::{NUM_LABELS, PHENOTYPES};
-use ckd_edge::{Engine, Prediction};
+use ckd_edge::{Engine, EngineOptions, Prediction};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Map, Value};
 
@@ -35,6 +35,10 @@ const ECE_BINS: usize = 10;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Threads per prediction (tract's matrix products). More than 1 needs a build with the
+    /// `threads` feature (`cargo build -p ckd-edge-c --features threads`).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(Subcommand)]
@@ -82,15 +86,16 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let opts = EngineOptions { threads: cli.threads };
     match cli.cmd {
-        Cmd::Predict { bundle, input, lenient } => predict(&bundle, &input, lenient),
-        Cmd::Info { bundle } => info(&bundle),
-        Cmd::Eval { bundle, data, json } => eval(&bundle, &data, json.as_deref()),
+        Cmd::Predict { bundle, input, lenient } => predict(&open(&bundle, &opts)?, &input, lenient),
+        Cmd::Info { bundle } => info(&bundle, &opts),
+        Cmd::Eval { bundle, data, json } => eval(&bundle, &opts, &data, json.as_deref()),
     }
 }
 
-fn open(bundle: &Path) -> Result<Engine> {
-    Engine::open(bundle).with_context(|| format!("opening bundle {}", bundle.display()))
+fn open(bundle: &Path, opts: &EngineOptions) -> Result<Engine> {
+    Engine::open_with(bundle, opts).with_context(|| format!("opening bundle {}", bundle.display()))
 }
 
 fn read_input(input: &str) -> Result<Vec<u8>> {
@@ -158,8 +163,7 @@ fn prediction_json(n: usize, id: Option<Value>, p: &Prediction) -> Value {
     out
 }
 
-fn predict(bundle: &Path, input: &str, lenient: bool) -> Result<()> {
-    let engine = open(bundle)?;
+fn predict(engine: &Engine, input: &str, lenient: bool) -> Result<()> {
     let bytes = read_input(input)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -188,8 +192,8 @@ fn predict(bundle: &Path, input: &str, lenient: bool) -> Result<()> {
     Ok(())
 }
 
-fn info(bundle: &Path) -> Result<()> {
-    let engine = open(bundle)?;
+fn info(bundle: &Path, opts: &EngineOptions) -> Result<()> {
+    let engine = open(bundle, opts)?;
     let m = engine.manifest();
     let files: Vec<Value> = m
         .files
@@ -231,8 +235,8 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-fn eval(bundle: &Path, data: &Path, json_out: Option<&Path>) -> Result<()> {
-    let engine = open(bundle)?;
+fn eval(bundle: &Path, opts: &EngineOptions, data: &Path, json_out: Option<&Path>) -> Result<()> {
+    let engine = open(bundle, opts)?;
     let bytes = std::fs::read(data).with_context(|| format!("reading {}", data.display()))?;
     let mut probs = Vec::new();
     let mut labels = Vec::new();
@@ -269,7 +273,7 @@ fn eval(bundle: &Path, data: &Path, json_out: Option<&Path>) -> Result<()> {
                 "median_ms_per_sample": median_ms,
                 "mean_ms_per_sample": total_ms / labels.len() as f64,
                 "batch_size": 1,
-                "threads": 1,
+                "threads": opts.threads.max(1),
             },
             "metrics": report,
         });

@@ -1,0 +1,35 @@
+//! Resident memory of the edge runtime: after opening a bundle and after one prediction of
+//! `--tokens` tokens (Linux: `VmRSS` and its peak `VmHWM` from /proc/self/status).
+//!
+//! ```text
+//! cargo run --release -p ckd-edge --example load_memory -- BUNDLE_DIR [TOKENS] [THREADS]
+//! ```
+//!
+//! `scripts/bench_edge.sh` measures the CLI's peak with GNU time; this shows where it is
+//! reached.
+
+use std::path::PathBuf;
+
+use ckd_edge::{Engine, EngineOptions};
+
+fn status(tag: &str) {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let get = |k: &str| s.lines().find_map(|l| l.strip_prefix(k)).map(str::trim).unwrap_or("n/a").to_string();
+    println!("{tag:<24} VmRSS {:>12}  VmHWM {:>12}", get("VmRSS:"), get("VmHWM:"));
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir =
+        PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!("usage: load_memory BUNDLE [TOKENS] [THREADS]"))?);
+    let tokens: usize = args.next().map(|t| t.parse()).transpose()?.unwrap_or(128);
+    let threads: usize = args.next().map(|t| t.parse()).transpose()?.unwrap_or(1);
+    status("start");
+    let engine = Engine::open_with(&dir, &EngineOptions { threads })?;
+    status("opened");
+    // "visit" tokenizes to about one token per word with a BERT WordPiece vocabulary.
+    let text = vec!["visit"; tokens.saturating_sub(2).max(1)].join(" ");
+    let p = engine.predict_text(&text)?;
+    status(&format!("predicted ({} tokens)", p.tokens));
+    Ok(())
+}
