@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Edge runtime footprint: peak RSS (GNU time's "Maximum resident set size") of the release
-# `ckd-edge` CLI predicting on MiniLM-L6-size bundles (int8 and f32, random weights, max_len
-# 512; see `ckd_benches::write_minilm_bundles`), and the stripped size of the CLI and of the C
+# `ckd-edge` CLI predicting on MiniLM-L6-size bundles (int8 with int8 word embeddings, int8,
+# f32; random weights, max_len 512; see `ckd_benches::write_minilm_bundles`), and the stripped
+# size of the CLI and of the C
 # library (libckd_edge_c.so). Latency is the criterion bench: cargo bench -p ckd-benches --bench edge.
 #
 # Usage: scripts/bench_edge.sh [WORK_DIR]   (default: a temporary directory)
@@ -15,20 +16,23 @@ mkdir -p "$work"
 [ -x /usr/bin/time ] || { echo "bench_edge: needs GNU time (/usr/bin/time, Debian package time)" >&2; exit 1; }
 
 cargo build --release -p ckd-edge-c
-[ -d "$work/bundles/int8" ] || cargo run -q -p ckd-benches --bin minilm_bundle -- "$work/bundles" 512
+[ -d "$work/bundles/int8-emb" ] || cargo run -q --release -p ckd-benches --bin minilm_bundle -- "$work/bundles" 512
 cli="$CARGO_TARGET_DIR/release/ckd-edge"
 
 # Inputs: one row of 512 tokens (a fixture row's text repeated, truncated by the bundle's
-# max_len: the largest input) and the 24 CKD-EHR rows of the tiny fixture (about 100-200 words each).
+# max_len: the largest input), one short row (the first 80 words of a fixture row, about 128
+# tokens) and the 24 CKD-EHR rows of the tiny fixture (about 100-200 words each).
 python3 -c 'import json, sys; r = json.loads(open(sys.argv[1]).readline()); r["input"] = " ".join([r["input"]] * 6); print(json.dumps(r))' \
   edge-runtime/testdata/tiny/rows.jsonl >"$work/one.jsonl"
+python3 -c 'import json, sys; r = json.loads(open(sys.argv[1]).readline()); r["input"] = " ".join(r["input"].split()[:80]); print(json.dumps(r))' \
+  edge-runtime/testdata/tiny/rows.jsonl >"$work/short.jsonl"
 cp edge-runtime/testdata/tiny/rows.jsonl "$work/all.jsonl"
 
-echo "| bundle | model.onnx MB | input | peak RSS MB |"
+echo "| bundle | model.onnx + model.onnx.data MB | input | peak RSS MB |"
 echo "| --- | --- | --- | --- |"
-for p in int8 f32; do
-  mb=$(awk -v b="$(stat -c %s "$work/bundles/$p/model.onnx")" 'BEGIN { printf "%.1f", b / 1e6 }')
-  for input in one all; do
+for p in int8-emb int8 f32; do
+  mb=$(awk -v a="$(stat -c %s "$work/bundles/$p/model.onnx")" -v b="$(stat -c %s "$work/bundles/$p/model.onnx.data")" 'BEGIN { printf "%.1f", (a + b) / 1e6 }')
+  for input in short one all; do
     /usr/bin/time -v "$cli" predict --bundle "$work/bundles/$p" --input "$work/$input.jsonl" \
       >"$work/out-$p-$input.jsonl" 2>"$work/time-$p-$input.txt"
     kb=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$work/time-$p-$input.txt")
@@ -36,8 +40,10 @@ for p in int8 f32; do
     echo "| $p | $mb | $(wc -l <"$work/$input.jsonl") row(s), first $tokens tokens | $(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }') |"
   done
 done
-/usr/bin/time -v "$cli" info --bundle "$work/bundles/int8" >/dev/null 2>"$work/time-info.txt"
-echo "| int8 | | open only (info) | $(awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' "$work/time-info.txt") |"
+for p in int8-emb int8; do
+  /usr/bin/time -v "$cli" info --bundle "$work/bundles/$p" >/dev/null 2>"$work/time-info.txt"
+  echo "| $p | | open only (info) | $(awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' "$work/time-info.txt") |"
+done
 
 echo
 echo "| artifact (release, x86_64) | size MB | stripped MB |"

@@ -5,6 +5,8 @@
 //! cargo run --release -p ckd-edge --example load_memory -- BUNDLE_DIR [TOKENS] [THREADS]
 //! ```
 //!
+//! Like the `ckd-edge` CLI, it first calls `memory::use_mmap_for_large_allocations` (set
+//! `CKD_DEFAULT_MALLOC=1` to skip that and see glibc's default behaviour).
 //! `scripts/bench_edge.sh` measures the CLI's peak with GNU time; this shows where it is
 //! reached.
 
@@ -24,6 +26,9 @@ fn main() -> anyhow::Result<()> {
         PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!("usage: load_memory BUNDLE [TOKENS] [THREADS]"))?);
     let tokens: usize = args.next().map(|t| t.parse()).transpose()?.unwrap_or(128);
     let threads: usize = args.next().map(|t| t.parse()).transpose()?.unwrap_or(1);
+    if std::env::var_os("CKD_DEFAULT_MALLOC").is_none() {
+        println!("mmap threshold fixed: {}", ckd_edge::memory::use_mmap_for_large_allocations());
+    }
     status("start");
     let engine = Engine::open_with(&dir, &EngineOptions { threads })?;
     status("opened");

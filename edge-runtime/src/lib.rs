@@ -21,6 +21,7 @@ use tract_onnx::prelude::{tvec, InferenceModelExt, IntoRunnable, Tensor as Tract
 
 pub use ckd_core;
 
+pub mod memory;
 pub mod tract_ops;
 
 /// Number of top phenotypes returned in [`Prediction::top_k`].
@@ -173,8 +174,9 @@ impl Engine {
     /// `model.onnx.data` (bundles with the tensors inside `model.onnx` load too).
     ///
     /// Peak memory: about the model's tensors once plus the largest tensor, not the whole
-    /// file's bytes and its protobuf and tract's tensors at once. The data file is read
-    /// twice (hash, then tensors): a file replaced between the two reads is not detected.
+    /// file's bytes and its protobuf and tract's tensors at once; freed memory is returned
+    /// after loading ([`memory::trim`]). The data file is read twice (hash, then tensors): a
+    /// file replaced between the two reads is not detected.
     pub fn open_with(bundle: &Path, opts: &EngineOptions) -> Result<Self, EdgeError> {
         let executor = executor(opts.threads)?;
         let read = |name: &str| {
@@ -195,6 +197,15 @@ impl Engine {
             let (size, sha) = file_digest(&path)?;
             manifest.verify_digest(&f.name, size, sha).map_err(bundle_err)?;
         }
+        // The model first: its optimization is the peak of loading, and the tokenizer's
+        // structures (about 9 MB for a 30k WordPiece vocabulary) are not resident yet.
+        // tract 0.23.9 can panic (index out of bounds in its shape analysis) on some malformed
+        // ONNX graphs, as fuzzing showed: the panic becomes an error, like any other bad model.
+        let plan = std::panic::catch_unwind(move || load_plan(model_bytes, bundle))
+            .map_err(|_| EdgeError::Model("model.onnx is malformed (tract panicked while analysing it)".into()))??;
+        // Loading freed as much as the model keeps (file copies, unpacked weights): give it back
+        // before the tokenizer is built (see `memory`).
+        memory::trim();
         let tok_err = |msg: String| EdgeError::Tokenizer { bundle: bundle.to_path_buf(), msg };
         // tokenizers 0.23.2 panics (an `expect` in its decoder deserializer) on some malformed
         // `tokenizer.json` files: a damaged bundle must give an error, not take the device down.
@@ -214,10 +225,6 @@ impl Engine {
                 )));
             }
         }
-        // tract 0.23.9 can panic (index out of bounds in its shape analysis) on some malformed
-        // ONNX graphs, as fuzzing showed: the panic becomes an error, like any other bad model.
-        let plan = std::panic::catch_unwind(move || load_plan(model_bytes, bundle))
-            .map_err(|_| EdgeError::Model("model.onnx is malformed (tract panicked while analysing it)".into()))??;
         Ok(Engine { plan, tokenizer, manifest, executor })
     }
 

@@ -347,30 +347,31 @@ fn trained_tiny_student_int8_bundle_within_goals() {
     let l = st.config.head.num_labels;
     let bundles = tempfile::tempdir().unwrap();
     let mut probs = Vec::new();
-    for precision in [Precision::F32, Precision::Int8] {
-        let dir = bundles.path().join(precision.as_str());
-        let r = ckd_trainer::bundle::write_bundle(&t.dir, &dir, precision).unwrap();
-        eprintln!("{} bundle: files {:?}", precision.as_str(), r.bytes);
+    let int8_emb = BuildOptions { int8_embeddings: true, ..BuildOptions::new(Precision::Int8) };
+    let builds = [
+        ("f32", BuildOptions::new(Precision::F32)),
+        ("int8", BuildOptions::new(Precision::Int8)),
+        ("int8 + int8 embeddings", int8_emb),
+    ];
+    for (name, build) in builds {
+        let dir = bundles.path().join(name);
+        let r = ckd_trainer::bundle::write_bundle_with(&t.dir, &dir, build).unwrap();
+        eprintln!("{name} bundle: files {:?}", r.bytes);
         let model = TractModel::load_path(&dir.join(ckd_core::bundle::MODEL_FILE)).unwrap();
         probs.push(probs_on(&p, st.encoder.pad_id, l, &|ids, mask, b, t| model.run(ids, mask, b, t).unwrap()));
     }
     let candle = student_probs(&st, &p);
     let report = |pr: &[f32]| ckd_core::metrics::evaluate_label_sets(pr, &p.labels, &st.thresholds, 10).unwrap();
-    let (f, q) = (report(&probs[0]), report(&probs[1]));
+    let f = report(&probs[0]);
     let max_diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     let vs_candle = max_diff(&probs[0], &candle);
-    let dp = max_diff(&probs[0], &probs[1]);
     let spread = probs[0].iter().fold((1f32, 0f32), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-    let drop = 100.0 * (f.macro_f1 - q.macro_f1);
     eprintln!(
-        "{} test samples: f32 bundle vs candle max |prob diff| {vs_candle:.2e}; int8 vs f32 max |prob diff| {dp:.5}; \
-         macro-F1 f32 {:.4} int8 {:.4} (drop {drop:+.3} points); micro-F1 f32 {:.4} int8 {:.4}; f32 probabilities span \
-         [{:.3}, {:.3}]",
+        "{} test samples: f32 bundle vs candle max |prob diff| {vs_candle:.2e}; f32 macro-F1 {:.4}, micro-F1 {:.4}; \
+         f32 probabilities span [{:.3}, {:.3}]",
         p.len(),
         f.macro_f1,
-        q.macro_f1,
         f.micro_f1,
-        q.micro_f1,
         spread.0,
         spread.1
     );
@@ -380,9 +381,21 @@ fn trained_tiny_student_int8_bundle_within_goals() {
     // Low-prevalence labels: a trained student's probabilities span about (0.04, 0.4) here.
     assert!(spread.0 < 0.1 && spread.1 > 0.35, "probabilities too concentrated: {spread:?}");
     assert!(vs_candle < 1e-4, "f32 bundle vs candle: {vs_candle}");
-    assert!(dp < INT8_PROB_TOL, "int8 vs f32 probabilities differ by {dp} >= {INT8_PROB_TOL}");
-    assert!(dp > 0.0, "int8 identical to f32: quantization did not happen");
-    assert!(drop <= INT8_MACRO_F1_DROP, "int8 macro-F1 is {drop} points lower than f32 (> {INT8_MACRO_F1_DROP})");
+    for ((name, _), q) in builds.iter().zip(&probs).skip(1) {
+        let r = report(q);
+        let dp = max_diff(&probs[0], q);
+        let drop = 100.0 * (f.macro_f1 - r.macro_f1);
+        eprintln!(
+            "{name} vs f32: max |prob diff| {dp:.5}; macro-F1 {:.4} (drop {drop:+.3} points); micro-F1 {:.4}",
+            r.macro_f1, r.micro_f1
+        );
+        assert!(dp < INT8_PROB_TOL, "{name} vs f32 probabilities differ by {dp} >= {INT8_PROB_TOL}");
+        assert!(dp > 0.0, "{name} identical to f32: quantization did not happen");
+        assert!(
+            drop <= INT8_MACRO_F1_DROP,
+            "{name}: macro-F1 is {drop} points lower than f32 (> {INT8_MACRO_F1_DROP})"
+        );
+    }
 }
 
 /// Probabilities of the candle student on `p`.

@@ -87,6 +87,8 @@ fn run(args: &Args) -> anyhow::Result<ckd_bedside_monitor::Stats> {
 }
 
 fn main() -> ExitCode {
+    // Large tensors freed while loading go back to the system at once (lower peak RSS).
+    ckd_edge::memory::use_mmap_for_large_allocations();
     let args = Args::parse();
     match run(&args) {
         Ok(stats) => {
