@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use ckd_core::bundle::{Manifest, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE};
-use ckd_edge::{EdgeError, Engine};
+use ckd_edge::{EdgeError, Engine, EngineOptions};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/tiny")
@@ -133,4 +133,25 @@ fn damaged_bundles_are_refused_with_a_reason() {
     std::fs::write(&man, manifest.to_bytes().unwrap()).unwrap();
     let e = open_err(d.path());
     assert!(e.starts_with("model: "), "{e}");
+}
+
+/// Two threads (the `threads` feature) predict what one thread predicts; without the feature,
+/// asking for two is an error that names the feature.
+#[test]
+fn threads_match_one_thread_or_are_refused() {
+    let dir = fixture().join("bundle");
+    let two = Engine::open_with(&dir, &EngineOptions { threads: 2 });
+    if !ckd_edge::THREADS_SUPPORTED {
+        let e = two.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("`threads` feature"), "{e}");
+        return;
+    }
+    let (one, two) = (Engine::open(&dir).unwrap(), two.unwrap());
+    let texts = row_texts();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (a, b) = (one.predict_batch(&refs).unwrap(), two.predict_batch(&refs).unwrap());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let d = x.probs.iter().zip(&y.probs).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(d <= 1e-5, "row {i}: 1 vs 2 threads differ by {d}");
+    }
 }

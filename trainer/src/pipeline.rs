@@ -904,9 +904,12 @@ pub fn run(cfg: &PipelineConfig, bars: &dyn Bars) -> Result<PipelineOutcome> {
             invalidate(stage, &dir)?;
             let t = Instant::now();
             let r = crate::bundle::write_bundle(kd, &dir, precision).map_err(stage_err(stage))?;
+            let data = r.export.external_data.as_ref().map_or(0, |d| d.bytes);
             log(&format!(
-                "{stage}: {} bytes of ONNX, probe max |prob diff| vs candle {:.2e}",
-                r.export.bytes, r.export.probe.max_abs_prob_diff
+                "{stage}: {} bytes of ONNX (graph {}, tensors {data}), probe max |prob diff| vs candle {:.2e}",
+                r.export.bytes + data,
+                r.export.bytes,
+                r.export.probe.max_abs_prob_diff
             ));
             mark_done(stage, &dir, &key, t.elapsed().as_secs_f64())?;
         }

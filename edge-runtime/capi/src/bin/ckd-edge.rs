@@ -224,7 +224,11 @@ fn info(bundle: &Path, opts: &EngineOptions) -> Result<()> {
             "created_by": m.provenance.created_by,
         },
     });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e).context("writing to stdout"),
+        _ => {}
+    }
     Ok(())
 }
 
@@ -263,7 +267,12 @@ fn eval(bundle: &Path, opts: &EngineOptions, data: &Path, json_out: Option<&Path
         .context("computing metrics")?;
     let total_ms: f64 = times_ms.iter().sum();
     let median_ms = median(&mut times_ms);
-    print_report(&report, truncated, median_ms);
+    // A closed stdout (`ckd-edge eval ... | head`) ends the table, not the run: the JSON below
+    // is still written.
+    match print_report(&report, truncated, median_ms) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e).context("writing the report"),
+        _ => {}
+    }
     if let Some(path) = json_out {
         let out = json!({
             "bundle": bundle,
@@ -290,9 +299,15 @@ fn fmt_opt(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".to_string(), |x| format!("{x:.4}"))
 }
 
-fn print_report(r: &Report, truncated: usize, median_ms: f64) {
-    println!("{} samples ({truncated} truncated), median latency {median_ms:.2} ms/sample (batch 1)", r.n_samples);
-    println!(
+fn print_report(r: &Report, truncated: usize, median_ms: f64) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{} samples ({truncated} truncated), median latency {median_ms:.2} ms/sample (batch 1)",
+        r.n_samples
+    )?;
+    writeln!(
+        out,
         "hamming {:.4}  micro-F1 {:.4}  macro-F1 {:.4}  micro-AUC {}  macro-AUC {}  macro-AUPR {}  ECE {:.4}",
         r.hamming_accuracy,
         r.micro_f1,
@@ -301,10 +316,11 @@ fn print_report(r: &Report, truncated: usize, median_ms: f64) {
         fmt_opt(r.macro_auc),
         fmt_opt(r.macro_aupr),
         r.ece
-    );
-    println!("{:<58} {:>7} {:>6} {:>6} {:>6} {:>7}", "phenotype", "support", "P", "R", "F1", "AUC");
+    )?;
+    writeln!(out, "{:<58} {:>7} {:>6} {:>6} {:>6} {:>7}", "phenotype", "support", "P", "R", "F1", "AUC")?;
     for (ph, l) in PHENOTYPES.iter().zip(&r.per_label).take(NUM_LABELS) {
-        println!(
+        writeln!(
+            out,
             "{:<58} {:>7} {:6.3} {:6.3} {:6.3} {:>7}",
             ph.name,
             l.support,
@@ -312,6 +328,7 @@ fn print_report(r: &Report, truncated: usize, median_ms: f64) {
             l.recall,
             l.f1,
             fmt_opt(l.auc)
-        );
+        )?;
     }
+    Ok(())
 }
