@@ -1,7 +1,8 @@
 //! The same visits through the trainer's path (candle) and the edge path (bundle in tract):
 //! identical token ids, probabilities within 1e-4 (f32) and 0.02 (int8, with and without int8
-//! embeddings); single-file bundles (tensors inside model.onnx) still load; and a bundle that
-//! was tampered with is refused with a message that says what is wrong.
+//! embeddings); bundles with the tensors inside model.onnx still load; a bundle packed into one
+//! file predicts as its directory; and a bundle that was tampered with is refused with a
+//! message that says what is wrong.
 
 use ckd_core::bundle::{FileEntry, Manifest, MANIFEST_FILE, MODEL_DATA_FILE, MODEL_FILE, TOKENIZER_FILE};
 use ckd_core::visit::Split;
@@ -123,6 +124,32 @@ fn trainer_and_edge_agree_and_tampering_is_refused() {
     let a = Engine::open(&single).unwrap().predict_text(&text).unwrap();
     let b = Engine::open(&bundles.path().join("f32")).unwrap().predict_text(&text).unwrap();
     assert_eq!(a.probs, b.probs);
+
+    // The int8-embeddings bundle packed into one file opens like the directory and predicts the
+    // same; a damaged, truncated or foreign file is refused, saying what is wrong.
+    let packed = bundles.path().join("int8-emb.ckdb");
+    let r = ckd_trainer::bundle::pack_bundle(&bundles.path().join("int8-emb"), &packed).unwrap();
+    assert_eq!(r.files[0].0, MANIFEST_FILE);
+    assert_eq!(r.files.len(), 4, "{:?}", r.files);
+    let from_dir = Engine::open(&bundles.path().join("int8-emb")).unwrap();
+    let from_file = Engine::open(&packed).unwrap();
+    assert_eq!(from_file.manifest(), from_dir.manifest());
+    for s in f.val.iter().take(6) {
+        assert_eq!(from_file.predict_text(&s.text()).unwrap().probs, from_dir.predict_text(&s.text()).unwrap().probs);
+    }
+    drop((from_dir, from_file));
+    let mut bytes = std::fs::read(&packed).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 0x01; // inside the last file (tokenizer.json)
+    let damaged = bundles.path().join("damaged.ckdb");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let e = Engine::open(&damaged).err().unwrap().to_string();
+    assert!(e.contains("tokenizer.json: sha256 mismatch"), "{e}");
+    std::fs::write(&damaged, &bytes[..n / 2]).unwrap();
+    let e = Engine::open(&damaged).err().unwrap().to_string();
+    assert!(e.contains("truncated"), "{e}");
+    let e = Engine::open(&bundles.path().join("int8-emb").join(TOKENIZER_FILE)).err().unwrap().to_string();
+    assert!(e.contains("not a CKDPACKD file"), "{e}");
 
     // More than one thread without the `threads` feature is refused, and says why.
     if !ckd_edge::THREADS_SUPPORTED {

@@ -150,6 +150,10 @@ pub enum BundleError {
     /// A manifest entry names something other than a plain file name of the bundle directory.
     #[error("{MANIFEST_FILE}: file name {0:?} is not a plain name inside the bundle")]
     BadFileName(String),
+    /// The index of a single-file bundle is inconsistent (duplicate, overlapping or
+    /// out-of-file entries).
+    #[error("packed bundle index: {0}")]
+    Packed(String),
     /// A required file has no manifest entry.
     #[error("{MANIFEST_FILE}: no entry for required file {0}")]
     Unlisted(&'static str),
@@ -242,6 +246,144 @@ impl Manifest {
     }
 }
 
+/// Magic of a single-file bundle (a bundle directory packed into one file, `.ckdb`).
+pub const PACKED_MAGIC: &[u8; 8] = b"CKDPACKD";
+/// Version of the single-file bundle layout.
+pub const PACKED_VERSION: u16 = 1;
+/// Alignment of each file's bytes inside a single-file bundle.
+pub const PACKED_ALIGN: u64 = 64;
+
+/// The index at the start of a single-file bundle.
+///
+/// Layout: the index in a versioned envelope ([`crate::format`]; its header gives its own
+/// length), then, from the envelope's end rounded up to [`PACKED_ALIGN`], the files' bytes,
+/// each at its `offset` (relative to that data start, aligned). The files are those of the
+/// bundle directory: `manifest.bin` and every file the manifest lists, checked against it as
+/// usual. The index only says where the bytes are; the manifest says what they must be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackedIndex {
+    /// The packed files, in order of their offsets.
+    pub files: Vec<PackedEntry>,
+}
+
+/// One file inside a single-file bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackedEntry {
+    /// File name, as in the bundle directory.
+    pub name: String,
+    /// Start of the bytes, relative to the data start (a multiple of [`PACKED_ALIGN`]).
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+fn align_up(x: u64) -> u64 {
+    x.div_ceil(PACKED_ALIGN) * PACKED_ALIGN
+}
+
+impl PackedIndex {
+    /// The index of files of these names and sizes, packed in this order.
+    pub fn layout(files: &[(String, u64)]) -> Self {
+        let mut at = 0u64;
+        let files = files
+            .iter()
+            .map(|(name, size)| {
+                let e = PackedEntry { name: name.clone(), offset: at, size: *size };
+                at = align_up(at + size);
+                e
+            })
+            .collect();
+        PackedIndex { files }
+    }
+
+    /// A whole single-file bundle of `files` (name, bytes), packed in this order (put
+    /// `manifest.bin` first). Pure: the caller writes the bytes.
+    pub fn pack(files: &[(&str, &[u8])]) -> Result<Vec<u8>, FormatError> {
+        let sizes: Vec<(String, u64)> = files.iter().map(|(n, b)| (String::from(*n), b.len() as u64)).collect();
+        let index = Self::layout(&sizes);
+        let envelope = index.to_bytes()?;
+        let start = Self::data_start(envelope.len() as u64) as usize;
+        let total = start + index.files.last().map_or(0, |f| (f.offset + f.size) as usize);
+        let mut packed = alloc::vec![0u8; total];
+        packed[..envelope.len()].copy_from_slice(&envelope);
+        for (entry, (_, bytes)) in index.files.iter().zip(files) {
+            let at = start + entry.offset as usize;
+            packed[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+        Ok(packed)
+    }
+
+    /// The index in its envelope.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, FormatError> {
+        format::encode(PACKED_MAGIC, PACKED_VERSION, self)
+    }
+
+    /// Length of the index envelope from its first [`format::HEADER_LEN`] bytes (so a reader
+    /// knows how much to read), or the envelope's error when they are not a packed bundle's.
+    pub fn envelope_len(header: &[u8]) -> Result<u64, FormatError> {
+        if header.len() < format::HEADER_LEN {
+            return Err(FormatError::Truncated { got: header.len(), need: format::HEADER_LEN });
+        }
+        // Checks magic, version and label space on the header alone (an empty payload would
+        // fail only on length, which is checked after).
+        match format::decode_envelope(&header[..format::HEADER_LEN], PACKED_MAGIC, PACKED_VERSION) {
+            Ok(_) | Err(FormatError::Truncated { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&header[18..26]);
+        Ok((format::HEADER_LEN as u64).saturating_add(u64::from_le_bytes(b)))
+    }
+
+    /// Where the files' bytes start in a packed file whose index envelope is `envelope_len`
+    /// bytes long.
+    pub fn data_start(envelope_len: u64) -> u64 {
+        align_up(envelope_len)
+    }
+
+    /// Decodes the index envelope (exactly its bytes) of a packed file of `file_len` bytes and
+    /// checks it: plain unique names, `manifest.bin` present, every file aligned and inside the
+    /// file, no two overlapping.
+    pub fn from_bytes(envelope: &[u8], file_len: u64) -> Result<Self, BundleError> {
+        let index: PackedIndex = format::decode(envelope, PACKED_MAGIC, PACKED_VERSION)?;
+        let start = Self::data_start(envelope.len() as u64);
+        let bad = |msg: String| BundleError::Packed(msg);
+        let mut end_prev = 0u64;
+        for (i, f) in index.files.iter().enumerate() {
+            let n = f.name.as_str();
+            if n.is_empty() || n == "." || n == ".." || n.contains(['/', '\\', '\0']) {
+                return Err(BundleError::BadFileName(f.name.clone()));
+            }
+            if index.files[..i].iter().any(|g| g.name == f.name) {
+                return Err(bad(alloc::format!("{n} is packed twice")));
+            }
+            if f.offset % PACKED_ALIGN != 0 || f.offset < end_prev {
+                return Err(bad(alloc::format!("{n}: offset {} is unaligned or overlaps the previous file", f.offset)));
+            }
+            let end = f.offset.checked_add(f.size).and_then(|e| e.checked_add(start));
+            match end {
+                Some(e) if e <= file_len => end_prev = f.offset + f.size,
+                _ => {
+                    return Err(bad(alloc::format!(
+                        "{n}: bytes {}..+{} run past the end of the file ({file_len} bytes): truncated?",
+                        start.saturating_add(f.offset),
+                        f.size
+                    )))
+                }
+            }
+        }
+        if index.get(MANIFEST_FILE).is_none() {
+            return Err(BundleError::MissingFile(String::from(MANIFEST_FILE)));
+        }
+        Ok(index)
+    }
+
+    /// The entry of `name`.
+    pub fn get(&self, name: &str) -> Option<&PackedEntry> {
+        self.files.iter().find(|f| f.name == name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +420,46 @@ mod tests {
         back.verify_digest(MODEL_FILE, 4, format::sha256(b"onnx")).unwrap();
         let e = back.verify_digest(MODEL_FILE, 5, format::sha256(b"onnx")).unwrap_err();
         assert!(matches!(e, BundleError::Checksum { .. }), "size counts too: {e}");
+    }
+
+    #[test]
+    fn packed_index_layout_and_checks() {
+        let idx = PackedIndex::layout(&[(MANIFEST_FILE.into(), 100), (MODEL_FILE.into(), 64), (TOKENIZER_FILE.into(), 1)]);
+        let offsets: Vec<u64> = idx.files.iter().map(|f| f.offset).collect();
+        assert_eq!(offsets, [0, 128, 192]);
+        let env = idx.to_bytes().unwrap();
+        assert_eq!(PackedIndex::envelope_len(&env).unwrap(), env.len() as u64);
+        let start = PackedIndex::data_start(env.len() as u64);
+        assert_eq!(start % PACKED_ALIGN, 0);
+        assert!(start >= env.len() as u64);
+        let full = start + 193;
+        assert_eq!(PackedIndex::from_bytes(&env, full).unwrap(), idx);
+        // One byte short: the last file runs past the end.
+        assert!(matches!(PackedIndex::from_bytes(&env, full - 1), Err(BundleError::Packed(_))));
+        // Not a packed bundle.
+        assert!(matches!(PackedIndex::envelope_len(&manifest().to_bytes().unwrap()), Err(FormatError::Magic { .. })));
+        // Overlap, duplicates, no manifest, bad names.
+        let mut o = idx.clone();
+        o.files[2].offset = 128;
+        assert!(matches!(PackedIndex::from_bytes(&o.to_bytes().unwrap(), full), Err(BundleError::Packed(_))));
+        let mut d = idx.clone();
+        d.files[2].name = MODEL_FILE.into();
+        assert!(matches!(PackedIndex::from_bytes(&d.to_bytes().unwrap(), full), Err(BundleError::Packed(_))));
+        let mut m = idx.clone();
+        m.files.remove(0);
+        assert_eq!(
+            PackedIndex::from_bytes(&m.to_bytes().unwrap(), full),
+            Err(BundleError::MissingFile(MANIFEST_FILE.into()))
+        );
+        // pack: the index, then each file at its offset.
+        let packed = PackedIndex::pack(&[(MANIFEST_FILE, &[1u8; 100]), (MODEL_FILE, &[2u8; 64]), (TOKENIZER_FILE, &[3])]).unwrap();
+        assert_eq!(packed.len() as u64, full);
+        assert_eq!(&packed[..env.len()], &env[..]);
+        assert_eq!(packed[start as usize + 128], 2);
+        assert_eq!(packed[full as usize - 1], 3);
+        let mut n = idx;
+        n.files[1].name = "../x".into();
+        assert_eq!(PackedIndex::from_bytes(&n.to_bytes().unwrap(), full), Err(BundleError::BadFileName("../x".into())));
     }
 
     #[test]

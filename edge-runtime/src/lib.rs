@@ -15,14 +15,16 @@ use std::sync::Arc;
 use ckd_core::bundle::{BundleError, Manifest, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE};
 use ckd_core::visit::{render, Visit};
 use ckd_core::{LabelSet, NUM_LABELS};
-use sha2::{Digest, Sha256};
 use tract_onnx::prelude::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::{tvec, InferenceModelExt, IntoRunnable, Tensor as TractTensor, TypedRunnableModel};
 
 pub use ckd_core;
 
 pub mod memory;
+mod source;
 pub mod tract_ops;
+
+use source::Source;
 
 /// Number of top phenotypes returned in [`Prediction::top_k`].
 pub const TOP_K: usize = 5;
@@ -134,25 +136,6 @@ fn executor(threads: usize) -> Result<Executor, EdgeError> {
     )))
 }
 
-/// Size and SHA-256 of a file, read in 1 MiB chunks (never the whole file in memory).
-fn file_digest(path: &Path) -> Result<(u64, [u8; 32]), EdgeError> {
-    use std::io::Read;
-    let io = |source| EdgeError::Io { path: path.to_path_buf(), source };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        h.update(&buf[..n]);
-    }
-    Ok((size, h.finalize().into()))
-}
-
 /// A loaded, verified bundle with its optimized plan.
 pub struct Engine {
     plan: Arc<TypedRunnableModel>,
@@ -162,12 +145,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Opens a bundle directory with the default [`EngineOptions`] (one thread).
+    /// Opens a bundle (directory or packed file) with the default [`EngineOptions`] (one thread).
     pub fn open(bundle: &Path) -> Result<Self, EdgeError> {
         Self::open_with(bundle, &EngineOptions::default())
     }
 
-    /// Opens a bundle directory: reads and checks `manifest.bin`, checks every file it lists
+    /// Opens a bundle, a directory or a single file packed by `ckd pack` (the same files, the
+    /// same checks): reads and checks `manifest.bin`, checks every file it lists
     /// against its SHA-256 (`model.onnx.data`, the tensors, is hashed as a stream), loads the
     /// tokenizer (padding and truncation cleared; its special ids must match the manifest)
     /// and optimizes the model once, loading its tensors one at a time from
@@ -179,29 +163,22 @@ impl Engine {
     /// file replaced between the two reads is not detected.
     pub fn open_with(bundle: &Path, opts: &EngineOptions) -> Result<Self, EdgeError> {
         let executor = executor(opts.threads)?;
-        let read = |name: &str| {
-            let path = bundle.join(name);
-            std::fs::read(&path).map_err(|source| EdgeError::Io { path, source })
-        };
+        let source = Source::open(bundle)?;
         let bundle_err = |source| EdgeError::Bundle { bundle: bundle.to_path_buf(), source };
-        let manifest = Manifest::from_bytes(&read(MANIFEST_FILE)?).map_err(bundle_err)?;
-        let model_bytes = read(MODEL_FILE)?;
-        let tok_bytes = read(TOKENIZER_FILE)?;
+        let manifest = Manifest::from_bytes(&source.read(MANIFEST_FILE)?).map_err(bundle_err)?;
+        let model_bytes = source.read(MODEL_FILE)?;
+        let tok_bytes = source.read(TOKENIZER_FILE)?;
         manifest.verify_file(MODEL_FILE, &model_bytes).map_err(bundle_err)?;
         manifest.verify_file(TOKENIZER_FILE, &tok_bytes).map_err(bundle_err)?;
         for f in manifest.files.iter().filter(|f| f.name != MODEL_FILE && f.name != TOKENIZER_FILE) {
-            let path = bundle.join(&f.name);
-            if !path.is_file() {
-                return Err(bundle_err(BundleError::MissingFile(f.name.clone())));
-            }
-            let (size, sha) = file_digest(&path)?;
+            let (size, sha) = source.digest(&f.name)?;
             manifest.verify_digest(&f.name, size, sha).map_err(bundle_err)?;
         }
         // The model first: its optimization is the peak of loading, and the tokenizer's
         // structures (about 9 MB for a 30k WordPiece vocabulary) are not resident yet.
         // tract 0.23.9 can panic (index out of bounds in its shape analysis) on some malformed
         // ONNX graphs, as fuzzing showed: the panic becomes an error, like any other bad model.
-        let plan = std::panic::catch_unwind(move || load_plan(model_bytes, bundle))
+        let plan = std::panic::catch_unwind(|| load_plan(model_bytes, &source))
             .map_err(|_| EdgeError::Model("model.onnx is malformed (tract panicked while analysing it)".into()))??;
         // Loading freed as much as the model keeps (file copies, unpacked weights): give it back
         // before the tokenizer is built (see `memory`).
@@ -330,18 +307,17 @@ fn sigmoid(x: f32) -> f32 {
 /// Optimizes an ONNX model into a runnable plan for the symbolic `[batch, seq]` input shape the
 /// file declares (our exporter writes `dim_param` "batch" and "seq"), so one plan serves every
 /// batch size and length. `DynamicQuantizeLinear` runs as [`tract_ops`]'s vectorized op.
-/// External tensors are read from `dir`, one at a time. Peak memory: the file's bytes live
+/// External tensors are read one at a time, from the bundle directory or the packed file
+/// ([`Source::prepare`]). Peak memory: the file's bytes live
 /// only until decoded, the protobuf only until parsed.
-fn load_plan(onnx: Vec<u8>, dir: &Path) -> Result<Arc<TypedRunnableModel>, EdgeError> {
+fn load_plan(onnx: Vec<u8>, source: &Source) -> Result<Arc<TypedRunnableModel>, EdgeError> {
     use prost::Message as _;
     let mut fw = tract_onnx::onnx();
     tract_ops::register(&mut fw);
-    let proto = tract_onnx::pb::ModelProto::decode(&onnx[..]).map_err(model_err)?;
+    let mut proto = tract_onnx::pb::ModelProto::decode(&onnx[..]).map_err(model_err)?;
     drop(onnx);
-    let dir = dir
-        .to_str()
-        .ok_or_else(|| EdgeError::Model(format!("bundle path {} is not UTF-8 (tract needs it)", dir.display())))?;
-    let parsed = fw.parse(&proto, Some(dir)).map_err(model_err)?;
+    let dir = source.prepare(&mut proto)?;
+    let parsed = fw.parse(&proto, Some(&dir)).map_err(model_err)?;
     drop(proto);
     if !parsed.unresolved_inputs.is_empty() {
         return Err(EdgeError::Model(format!("unresolved inputs {:?}", parsed.unresolved_inputs)));

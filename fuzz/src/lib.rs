@@ -11,7 +11,8 @@
 //! conversion and a re-encode round trip), `manifest` (`Manifest::from_bytes`, envelope and
 //! payload), `bundle` and `bundle-tokenizer` (`ckd_edge::Engine::open` on a bundle directory
 //! with one file replaced by the input; for `model.onnx` and `tokenizer.json` the manifest is
-//! re-hashed so the parsers themselves are reached).
+//! re-hashed so the parsers themselves are reached), `bundle-packed` (`Engine::open` on a
+//! single-file bundle: the packed index and the ranges it names).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -42,13 +43,18 @@ pub enum Target {
     /// (`decoders/mod.rs:90`, an `expect` on a serde error); `Engine::open` turns that panic into
     /// `EdgeError::Tokenizer`, and `corpus/bundle-tokenizer/panic-decoder` keeps the input.
     BundleTokenizer,
+    /// A single-file bundle (`ckd pack`) opened by the edge runtime, the whole file replaced:
+    /// the packed index and every range it names.
+    BundlePacked,
 }
 
 impl Target {
     /// All targets.
-    pub const ALL: [Target; 4] = [Target::Wire, Target::Manifest, Target::Bundle, Target::BundleTokenizer];
+    pub const ALL: [Target; 5] =
+        [Target::Wire, Target::Manifest, Target::Bundle, Target::BundleTokenizer, Target::BundlePacked];
     /// The targets CI runs (every target without a known open crash).
-    pub const CI: [Target; 4] = [Target::Wire, Target::Manifest, Target::Bundle, Target::BundleTokenizer];
+    pub const CI: [Target; 5] =
+        [Target::Wire, Target::Manifest, Target::Bundle, Target::BundleTokenizer, Target::BundlePacked];
 
     /// Name (also the corpus subdirectory).
     pub fn name(self) -> &'static str {
@@ -57,6 +63,7 @@ impl Target {
             Target::Manifest => "manifest",
             Target::Bundle => "bundle",
             Target::BundleTokenizer => "bundle-tokenizer",
+            Target::BundlePacked => "bundle-packed",
         }
     }
 
@@ -206,6 +213,20 @@ pub fn bundle_file_target(file: BundleFile, data: &[u8], base: &BaseBundle, dir:
     }
     let r = ckd_edge::Engine::open(dir);
     let mut label = format!("{file:?}:{}", class(&r));
+    if let Ok(engine) = &r {
+        let p = engine.predict_text("The patient-acquired disease is Heart failure.");
+        label.push_str(&format!(",predict:{}", class(&p)));
+    }
+    label
+}
+
+/// Single-file bundle target ([`Target::BundlePacked`]): `data` is written as a packed bundle
+/// file in `dir` and opened; when it opens, predicts once.
+pub fn bundle_packed_target(data: &[u8], dir: &Path) -> Outcome {
+    let path = dir.join("bundle.ckdb");
+    std::fs::write(&path, data).expect("scratch directory is writable");
+    let r = ckd_edge::Engine::open(&path);
+    let mut label = format!("packed:{}", class(&r));
     if let Ok(engine) = &r {
         let p = engine.predict_text("The patient-acquired disease is Heart failure.");
         label.push_str(&format!(",predict:{}", class(&p)));

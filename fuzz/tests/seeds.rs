@@ -73,6 +73,15 @@ fn write_seed_corpus() {
     if let Ok(data) = std::fs::read(bundle.join(MODEL_DATA_FILE)) {
         write(&base, MODEL_DATA_FILE, &data);
     }
+    // A single-file bundle of the same files, whole and truncated.
+    let mut files: Vec<(&str, &[u8])> = vec![(MANIFEST_FILE, &manifest), (MODEL_FILE, &model), (TOKENIZER_FILE, &tokenizer)];
+    let data = std::fs::read(bundle.join(MODEL_DATA_FILE)).ok();
+    if let Some(d) = &data {
+        files.insert(2, (MODEL_DATA_FILE, d));
+    }
+    let packed = ckd_core::bundle::PackedIndex::pack(&files).unwrap();
+    write(&root.join("bundle-packed"), "valid", &packed);
+    write(&root.join("bundle-packed"), "truncated", &packed[..packed.len() / 2]);
     let m = root.join("manifest");
     write(&m, "valid", &manifest);
     write(&m, "truncated", &manifest[..manifest.len() / 2]);

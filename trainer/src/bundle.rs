@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use ckd_core::bundle::{
-    FileEntry, Manifest, Precision as BundlePrecision, Provenance, MANIFEST_FILE, MODEL_DATA_FILE, MODEL_FILE,
-    TOKENIZER_FILE,
+    FileEntry, Manifest, PackedIndex, Precision as BundlePrecision, Provenance, MANIFEST_FILE, MODEL_DATA_FILE,
+    MODEL_FILE, TOKENIZER_FILE,
 };
 use ckd_core::knowledge::KnowledgeTable;
 use serde::Serialize;
@@ -126,4 +126,42 @@ pub fn write_bundle_with(
         ],
         export,
     })
+}
+
+/// What [`pack_bundle`] wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackReport {
+    /// The single-file bundle.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// The packed files (name, bytes), manifest first.
+    pub files: Vec<(String, u64)>,
+}
+
+/// Packs the bundle directory `dir` into one file `out` (`.ckdb`, see
+/// [`ckd_core::bundle::PackedIndex`]), written atomically: `manifest.bin` and every file it
+/// lists, each checked against the manifest first (a damaged directory is not packed).
+/// `ckd_edge::Engine::open` opens the file like the directory.
+pub fn pack_bundle(dir: &Path, out: &Path) -> Result<PackReport, BundleWriteError> {
+    let read = |name: &str| {
+        let p = dir.join(name);
+        std::fs::read(&p).map_err(io_err(&p))
+    };
+    let manifest_bytes = read(MANIFEST_FILE)?;
+    let manifest = Manifest::from_bytes(&manifest_bytes)
+        .map_err(|e| BundleWriteError::Manifest(format!("{}: {e}", dir.join(MANIFEST_FILE).display())))?;
+    let mut files = vec![(MANIFEST_FILE.to_string(), manifest_bytes)];
+    for f in &manifest.files {
+        let bytes = read(&f.name)?;
+        manifest
+            .verify_file(&f.name, &bytes)
+            .map_err(|e| BundleWriteError::Manifest(format!("{}: {e}", dir.display())))?;
+        files.push((f.name.clone(), bytes));
+    }
+    let sizes: Vec<(String, u64)> = files.iter().map(|(n, b)| (n.clone(), b.len() as u64)).collect();
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    let packed = PackedIndex::pack(&refs).map_err(|e| BundleWriteError::Manifest(e.to_string()))?;
+    write_atomic(out, &packed).map_err(io_err(out))?;
+    Ok(PackReport { path: out.to_path_buf(), bytes: packed.len() as u64, files: sizes })
 }

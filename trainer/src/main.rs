@@ -128,6 +128,16 @@ enum Cmd {
         #[arg(long)]
         int8_embeddings: bool,
     },
+    /// Pack a bundle directory into one file (`.ckdb`), which `ckd-edge` and the C library
+    /// open like the directory.
+    Pack {
+        /// Bundle directory (`ckd export --out`).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Single-file bundle to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The teacher LLM: fine-tune + phenotype head, soft labels with evidence, shard merging.
     Teacher {
         #[command(subcommand)]
@@ -433,6 +443,10 @@ fn run(cli: Cli) -> Result<()> {
                 r.export.probe.max_abs_logit_diff,
                 r.export.probe.max_abs_prob_diff
             );
+        }
+        Cmd::Pack { bundle, out } => {
+            let r = ckd_trainer::bundle::pack_bundle(&bundle, &out)?;
+            eprintln!("packed {} ({} bytes): {:?}", r.path.display(), r.bytes, r.files);
         }
         Cmd::GenTables { ccs_yaml, out } => {
             let yaml = std::fs::read_to_string(&ccs_yaml).with_context(|| format!("reading {}", ccs_yaml.display()))?;

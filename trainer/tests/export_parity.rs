@@ -569,7 +569,7 @@ fn minilm_export_parity() {
     }
 }
 
-/// Per-node tract profiles of the MiniLM-size exports at batch 1, seq 128, one thread, for
+/// Per-node tract profiles of the MiniLM-size exports at batch 1, seq 128 (`CKD_PROFILE_SEQ`), one thread, for
 /// the investigation of tract's int8 path. Random weights when `CKD_MINILM_DIR` is unset
 /// (timing does not depend on the values).
 #[test]
@@ -584,7 +584,8 @@ fn profile_minilm_f32_vs_int8() {
             (cfg, head, varmap_tensors(&vm))
         }
     };
-    let (b, t) = (1usize, 128usize);
+    let t: usize = std::env::var("CKD_PROFILE_SEQ").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
+    let b = 1usize;
     let (ids, mask) = {
         let (ids, _, _) = pad_rows(&rows(&[t], cfg.vocab_size, 9));
         (ids, vec![1i64; t])
@@ -606,7 +607,7 @@ fn profile_minilm_f32_vs_int8() {
         for &shape in shapes {
             let m = TractModel::load_opts(&bytes, &LoadOptions { shape, ..LoadOptions::default() }).unwrap();
             let p = m.profile(&ids, &mask, b, t, 2, runs).unwrap();
-            let which = if shape.is_some() { "concrete [1, 128]" } else { "symbolic [batch, seq]" };
+            let which = if shape.is_some() { format!("concrete [1, {t}]") } else { "symbolic [batch, seq]".into() };
             eprintln!(
                 "=== {name}, plan for {which} ===\n{}",
                 p.summary(std::env::var("CKD_PROFILE_TOP").ok().and_then(|v| v.parse().ok()).unwrap_or(12))

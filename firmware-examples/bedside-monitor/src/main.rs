@@ -14,7 +14,8 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(about = "Answers ckd wire-protocol requests on a serial device with predictions from a bundle")]
 struct Args {
-    /// Bundle directory (model.onnx, tokenizer.json, manifest.bin).
+    /// Bundle directory (manifest.bin, model.onnx, model.onnx.data, tokenizer.json) or a
+    /// single-file bundle (`ckd pack`).
     #[arg(long)]
     bundle: PathBuf,
     /// Serial device, or `-` for stdin/stdout.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use ckd_fuzz::{
-    bundle_file_target, bundle_target, fuzz, manifest_target, read_corpus, wire_target, BaseBundle, Budget, BundleFile,
+    bundle_file_target, bundle_packed_target, bundle_target, fuzz, manifest_target, read_corpus, wire_target, BaseBundle, Budget, BundleFile,
     Target,
 };
 use clap::Parser;
@@ -75,6 +75,11 @@ fn run(args: &Args) -> anyhow::Result<bool> {
                     Target::Bundle => bundle_target(d, &base, scratch.path()),
                     _ => bundle_file_target(BundleFile::Tokenizer, d, &base, scratch.path()),
                 };
+                fuzz(t.name(), &corpus, f, budget, seed, 1 << 20, &args.crashes)
+            }
+            Target::BundlePacked => {
+                let scratch = tempfile::tempdir()?;
+                let f = |d: &[u8]| bundle_packed_target(d, scratch.path());
                 fuzz(t.name(), &corpus, f, budget, seed, 1 << 20, &args.crashes)
             }
         };

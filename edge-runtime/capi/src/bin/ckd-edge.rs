@@ -45,7 +45,8 @@ struct Cli {
 enum Cmd {
     /// Predict for each JSONL line (a Visit object or a CKD-EHR row); JSONL out on stdout.
     Predict {
-        /// Bundle directory (manifest.bin, model.onnx, tokenizer.json).
+        /// Bundle directory (manifest.bin, model.onnx, model.onnx.data, tokenizer.json) or a
+        /// single-file bundle (`ckd pack`).
         #[arg(long)]
         bundle: PathBuf,
         /// Input JSONL file, or `-` for stdin.
@@ -57,13 +58,13 @@ enum Cmd {
     },
     /// Print the bundle's verified manifest as JSON.
     Info {
-        /// Bundle directory.
+        /// Bundle directory or single-file bundle.
         #[arg(long)]
         bundle: PathBuf,
     },
     /// Evaluate the bundle on CKD-EHR JSONL rows with labels.
     Eval {
-        /// Bundle directory.
+        /// Bundle directory or single-file bundle.
         #[arg(long)]
         bundle: PathBuf,
         /// CKD-EHR JSONL rows ({instruction, input, output}), e.g. the trainer's test.jsonl.

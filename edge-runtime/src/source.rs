@@ -1,0 +1,179 @@
+//! Where a bundle's files are read from: a directory, or one packed file (`.ckdb`, written by
+//! `ckd pack`; layout in [`ckd_core::bundle::PackedIndex`]). Either way the manifest and the
+//! checks are the same; only the reading differs.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use ckd_core::bundle::{BundleError, PackedIndex};
+use ckd_core::format::{FormatError, HEADER_LEN};
+use sha2::{Digest, Sha256};
+use tract_onnx::pb::tensor_proto::DataLocation;
+use tract_onnx::pb::ModelProto;
+
+use crate::EdgeError;
+
+pub(crate) enum Source {
+    /// A bundle directory.
+    Dir(PathBuf),
+    /// A single-file bundle (canonical path), its index and where its files' bytes start.
+    Packed { path: PathBuf, index: PackedIndex, data_start: u64 },
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> EdgeError + '_ {
+    move |source| EdgeError::Io { path: path.to_path_buf(), source }
+}
+
+/// Size and SHA-256 of the next `limit` bytes of `r` (all of them when `None`), read in 1 MiB
+/// chunks (never the whole file in memory).
+fn digest(mut r: impl Read, limit: Option<u64>) -> std::io::Result<(u64, [u8; 32])> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let want = limit.map_or(buf.len() as u64, |l| (l - size).min(buf.len() as u64)) as usize;
+        if want == 0 {
+            break;
+        }
+        let n = r.read(&mut buf[..want])?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((size, h.finalize().into()))
+}
+
+impl Source {
+    /// A directory, or a packed file when `bundle` is a file (its index checked).
+    pub(crate) fn open(bundle: &Path) -> Result<Self, EdgeError> {
+        if !bundle.is_file() {
+            return Ok(Source::Dir(bundle.to_path_buf()));
+        }
+        let path = bundle.canonicalize().map_err(io_err(bundle))?;
+        let bundle_err = |source: BundleError| EdgeError::Bundle { bundle: bundle.to_path_buf(), source };
+        let mut f = File::open(&path).map_err(io_err(&path))?;
+        let file_len = f.metadata().map_err(io_err(&path))?.len();
+        let mut envelope = vec![0u8; HEADER_LEN.min(file_len as usize)];
+        f.read_exact(&mut envelope).map_err(io_err(&path))?;
+        let len = PackedIndex::envelope_len(&envelope).map_err(|e| bundle_err(e.into()))?;
+        if len > file_len {
+            let e = FormatError::Truncated { got: file_len as usize, need: len.min(usize::MAX as u64) as usize };
+            return Err(bundle_err(e.into()));
+        }
+        envelope.resize(len as usize, 0);
+        f.read_exact(&mut envelope[HEADER_LEN..]).map_err(io_err(&path))?;
+        let index = PackedIndex::from_bytes(&envelope, file_len).map_err(bundle_err)?;
+        Ok(Source::Packed { path, index, data_start: PackedIndex::data_start(len) })
+    }
+
+    /// The bundle's file `name`, whole.
+    pub(crate) fn read(&self, name: &str) -> Result<Vec<u8>, EdgeError> {
+        match self {
+            Source::Dir(dir) => {
+                let path = dir.join(name);
+                std::fs::read(&path).map_err(io_err(&path))
+            }
+            Source::Packed { path, .. } => {
+                let (mut f, size) = self.open_entry(name)?;
+                let mut bytes = vec![0u8; size as usize];
+                f.read_exact(&mut bytes).map_err(io_err(path))?;
+                Ok(bytes)
+            }
+        }
+    }
+
+    /// Size and SHA-256 of the bundle's file `name`, streamed.
+    pub(crate) fn digest(&self, name: &str) -> Result<(u64, [u8; 32]), EdgeError> {
+        match self {
+            Source::Dir(dir) => {
+                let path = dir.join(name);
+                if !path.is_file() {
+                    return Err(self.missing(name));
+                }
+                let f = File::open(&path).map_err(io_err(&path))?;
+                digest(f, None).map_err(io_err(&path))
+            }
+            Source::Packed { path, .. } => {
+                let (f, size) = self.open_entry(name)?;
+                digest(f, Some(size)).map_err(io_err(path))
+            }
+        }
+    }
+
+    fn missing(&self, name: &str) -> EdgeError {
+        EdgeError::Bundle { bundle: self.path().to_path_buf(), source: BundleError::MissingFile(name.into()) }
+    }
+
+    /// The packed file positioned at `name`'s bytes, and their size.
+    fn open_entry(&self, name: &str) -> Result<(File, u64), EdgeError> {
+        let Source::Packed { path, index, data_start } = self else {
+            unreachable!("open_entry is only called on packed bundles")
+        };
+        let e = index.get(name).ok_or_else(|| self.missing(name))?;
+        let mut f = File::open(path).map_err(io_err(path))?;
+        f.seek(SeekFrom::Start(data_start + e.offset)).map_err(io_err(path))?;
+        Ok((f, e.size))
+    }
+
+    /// The bundle's path (directory or packed file).
+    pub(crate) fn path(&self) -> &Path {
+        match self {
+            Source::Dir(dir) => dir,
+            Source::Packed { path, .. } => path,
+        }
+    }
+
+    /// Prepares `model` for tract's parser and returns the directory it resolves external data
+    /// in. A directory: unchanged, the directory itself. A packed file: each external tensor's
+    /// `location` (a file of the bundle) becomes the packed file and its offset an offset into
+    /// it, so tract reads the tensor straight from the packed file; the directory is the packed
+    /// file's.
+    pub(crate) fn prepare(&self, model: &mut ModelProto) -> Result<String, EdgeError> {
+        let utf8 = |p: &Path| {
+            p.to_str()
+                .map(str::to_string)
+                .ok_or_else(|| EdgeError::Model(format!("bundle path {} is not UTF-8 (tract needs it)", p.display())))
+        };
+        let Source::Packed { path, index, data_start } = self else {
+            return utf8(self.path());
+        };
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        let file_name = path.file_name().and_then(|n| n.to_str()).map(str::to_string);
+        let file_name = file_name.ok_or_else(|| EdgeError::Model(format!("{} is not UTF-8", path.display())))?;
+        let bad = |msg: String| EdgeError::Model(format!("model.onnx: {msg}"));
+        for t in model.graph.iter_mut().flat_map(|g| g.initializer.iter_mut()) {
+            if t.data_location != Some(DataLocation::External as i32) {
+                continue;
+            }
+            let get = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.clone());
+            let location = get("location").ok_or_else(|| bad(format!("tensor {}: external data without location", t.name)))?;
+            let num = |k: &str| -> Result<Option<u64>, EdgeError> {
+                get(k).map(|v| v.parse::<u64>().map_err(|_| bad(format!("tensor {}: bad {k} {v:?}", t.name)))).transpose()
+            };
+            let (offset, length) = (num("offset")?.unwrap_or(0), num("length")?);
+            let e = index.get(&location).ok_or_else(|| bad(format!("tensor {}: {location} is not in the bundle", t.name)))?;
+            let length = length.unwrap_or(e.size.saturating_sub(offset));
+            if offset.checked_add(length).is_none_or(|end| end > e.size) {
+                return Err(bad(format!("tensor {}: bytes {offset}..+{length} are outside {location}", t.name)));
+            }
+            let at = data_start + e.offset + offset;
+            for entry in &mut t.external_data {
+                match entry.key.as_str() {
+                    "location" => entry.value = file_name.clone(),
+                    "offset" => entry.value = at.to_string(),
+                    "length" => entry.value = length.to_string(),
+                    _ => {}
+                }
+            }
+            for (key, value) in [("offset", at), ("length", length)] {
+                if !t.external_data.iter().any(|e| e.key == key) {
+                    t.external_data.push(tract_onnx::pb::StringStringEntryProto { key: key.into(), value: value.to_string() });
+                }
+            }
+        }
+        utf8(dir)
+    }
+}
