@@ -424,7 +424,8 @@ mod tests {
 
     #[test]
     fn packed_index_layout_and_checks() {
-        let idx = PackedIndex::layout(&[(MANIFEST_FILE.into(), 100), (MODEL_FILE.into(), 64), (TOKENIZER_FILE.into(), 1)]);
+        let idx =
+            PackedIndex::layout(&[(MANIFEST_FILE.into(), 100), (MODEL_FILE.into(), 64), (TOKENIZER_FILE.into(), 1)]);
         let offsets: Vec<u64> = idx.files.iter().map(|f| f.offset).collect();
         assert_eq!(offsets, [0, 128, 192]);
         let env = idx.to_bytes().unwrap();
@@ -452,7 +453,9 @@ mod tests {
             Err(BundleError::MissingFile(MANIFEST_FILE.into()))
         );
         // pack: the index, then each file at its offset.
-        let packed = PackedIndex::pack(&[(MANIFEST_FILE, &[1u8; 100]), (MODEL_FILE, &[2u8; 64]), (TOKENIZER_FILE, &[3])]).unwrap();
+        let packed =
+            PackedIndex::pack(&[(MANIFEST_FILE, &[1u8; 100]), (MODEL_FILE, &[2u8; 64]), (TOKENIZER_FILE, &[3])])
+                .unwrap();
         assert_eq!(packed.len() as u64, full);
         assert_eq!(&packed[..env.len()], &env[..]);
         assert_eq!(packed[start as usize + 128], 2);

@@ -149,12 +149,17 @@ impl Source {
                 continue;
             }
             let get = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.clone());
-            let location = get("location").ok_or_else(|| bad(format!("tensor {}: external data without location", t.name)))?;
+            let location =
+                get("location").ok_or_else(|| bad(format!("tensor {}: external data without location", t.name)))?;
             let num = |k: &str| -> Result<Option<u64>, EdgeError> {
-                get(k).map(|v| v.parse::<u64>().map_err(|_| bad(format!("tensor {}: bad {k} {v:?}", t.name)))).transpose()
+                get(k)
+                    .map(|v| v.parse::<u64>().map_err(|_| bad(format!("tensor {}: bad {k} {v:?}", t.name))))
+                    .transpose()
             };
             let (offset, length) = (num("offset")?.unwrap_or(0), num("length")?);
-            let e = index.get(&location).ok_or_else(|| bad(format!("tensor {}: {location} is not in the bundle", t.name)))?;
+            let e = index
+                .get(&location)
+                .ok_or_else(|| bad(format!("tensor {}: {location} is not in the bundle", t.name)))?;
             let length = length.unwrap_or(e.size.saturating_sub(offset));
             if offset.checked_add(length).is_none_or(|end| end > e.size) {
                 return Err(bad(format!("tensor {}: bytes {offset}..+{length} are outside {location}", t.name)));
@@ -170,7 +175,8 @@ impl Source {
             }
             for (key, value) in [("offset", at), ("length", length)] {
                 if !t.external_data.iter().any(|e| e.key == key) {
-                    t.external_data.push(tract_onnx::pb::StringStringEntryProto { key: key.into(), value: value.to_string() });
+                    t.external_data
+                        .push(tract_onnx::pb::StringStringEntryProto { key: key.into(), value: value.to_string() });
                 }
             }
         }

@@ -74,7 +74,8 @@ fn write_seed_corpus() {
         write(&base, MODEL_DATA_FILE, &data);
     }
     // A single-file bundle of the same files, whole and truncated.
-    let mut files: Vec<(&str, &[u8])> = vec![(MANIFEST_FILE, &manifest), (MODEL_FILE, &model), (TOKENIZER_FILE, &tokenizer)];
+    let mut files: Vec<(&str, &[u8])> =
+        vec![(MANIFEST_FILE, &manifest), (MODEL_FILE, &model), (TOKENIZER_FILE, &tokenizer)];
     let data = std::fs::read(bundle.join(MODEL_DATA_FILE)).ok();
     if let Some(d) = &data {
         files.insert(2, (MODEL_DATA_FILE, d));

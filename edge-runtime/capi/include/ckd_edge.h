@@ -43,7 +43,8 @@ typedef struct CkdEngine CkdEngine;
 extern "C" {
 #endif // __cplusplus
 
-// Opens and verifies the bundle directory `bundle_dir` (NUL-terminated UTF-8 path): checks the
+// Opens and verifies the bundle at `bundle_dir` (NUL-terminated UTF-8 path of a bundle directory
+// or of a single-file bundle written by `ckd pack`): checks the
 // manifest, the label space and every file's SHA-256, and builds the model plan once.
 // Predictions run on the calling thread. Returns NULL on failure; `ckd_last_error` then says
 // why.

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use ckd_fuzz::{
-    bundle_file_target, bundle_packed_target, bundle_target, fuzz, manifest_target, read_corpus, wire_target, BaseBundle, Budget, BundleFile,
-    Target,
+    bundle_file_target, bundle_packed_target, bundle_target, fuzz, manifest_target, read_corpus, wire_target,
+    BaseBundle, Budget, BundleFile, Target,
 };
 use clap::Parser;
 
