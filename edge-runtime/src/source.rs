@@ -71,15 +71,14 @@ impl Source {
 
     /// The bundle's file `name`, whole.
     pub(crate) fn read(&self, name: &str) -> Result<Vec<u8>, EdgeError> {
-        match self {
-            Source::Dir(dir) => {
-                let path = dir.join(name);
+        match self.open_entry(name)? {
+            None => {
+                let path = self.path().join(name);
                 std::fs::read(&path).map_err(io_err(&path))
             }
-            Source::Packed { path, .. } => {
-                let (mut f, size) = self.open_entry(name)?;
+            Some((mut f, size)) => {
                 let mut bytes = vec![0u8; size as usize];
-                f.read_exact(&mut bytes).map_err(io_err(path))?;
+                f.read_exact(&mut bytes).map_err(io_err(self.path()))?;
                 Ok(bytes)
             }
         }
@@ -87,19 +86,16 @@ impl Source {
 
     /// Size and SHA-256 of the bundle's file `name`, streamed.
     pub(crate) fn digest(&self, name: &str) -> Result<(u64, [u8; 32]), EdgeError> {
-        match self {
-            Source::Dir(dir) => {
-                let path = dir.join(name);
+        match self.open_entry(name)? {
+            None => {
+                let path = self.path().join(name);
                 if !path.is_file() {
                     return Err(self.missing(name));
                 }
                 let f = File::open(&path).map_err(io_err(&path))?;
                 digest(f, None).map_err(io_err(&path))
             }
-            Source::Packed { path, .. } => {
-                let (f, size) = self.open_entry(name)?;
-                digest(f, Some(size)).map_err(io_err(path))
-            }
+            Some((f, size)) => digest(f, Some(size)).map_err(io_err(self.path())),
         }
     }
 
@@ -107,15 +103,13 @@ impl Source {
         EdgeError::Bundle { bundle: self.path().to_path_buf(), source: BundleError::MissingFile(name.into()) }
     }
 
-    /// The packed file positioned at `name`'s bytes, and their size.
-    fn open_entry(&self, name: &str) -> Result<(File, u64), EdgeError> {
-        let Source::Packed { path, index, data_start } = self else {
-            unreachable!("open_entry is only called on packed bundles")
-        };
+    /// The packed file positioned at `name`'s bytes, and their size (a directory: `None`).
+    fn open_entry(&self, name: &str) -> Result<Option<(File, u64)>, EdgeError> {
+        let Source::Packed { path, index, data_start } = self else { return Ok(None) };
         let e = index.get(name).ok_or_else(|| self.missing(name))?;
         let mut f = File::open(path).map_err(io_err(path))?;
         f.seek(SeekFrom::Start(data_start + e.offset)).map_err(io_err(path))?;
-        Ok((f, e.size))
+        Ok(Some((f, e.size)))
     }
 
     /// The bundle's path (directory or packed file).

@@ -774,28 +774,7 @@ fn trained_student_int8_vs_f32() {
     let cfg = &st.config;
     let l = cfg.head.num_labels;
     // Batches of 16 in length order (as `student::predict`), padded with the tokenizer's pad id.
-    let mut order: Vec<usize> = (0..p.len()).collect();
-    order.sort_by_key(|&i| p.enc[i].ids.len());
-    let run_all = |f: &LogitsFn| -> Vec<f32> {
-        let mut probs = vec![0f32; p.len() * l];
-        for chunk in order.chunks(16) {
-            let rws: Vec<Vec<i64>> =
-                chunk.iter().map(|&i| p.enc[i].ids.iter().map(|&x| i64::from(x)).collect()).collect();
-            let (mut ids, mask, t) = pad_rows(&rws);
-            for (id, m) in ids.iter_mut().zip(&mask) {
-                if *m == 0 {
-                    *id = i64::from(st.encoder.pad_id);
-                }
-            }
-            let logits = f(&ids, &mask, chunk.len(), t);
-            for (r, &i) in chunk.iter().enumerate() {
-                for j in 0..l {
-                    probs[i * l + j] = 1.0 / (1.0 + (-logits[r * l + j]).exp());
-                }
-            }
-        }
-        probs
-    };
+    let run_all = |f: &LogitsFn| -> Vec<f32> { probs_on(&p, st.encoder.pad_id, l, f) };
     let candle = run_all(&|ids, mask, b, t| candle_logits(&st.model, ids, mask, b, t).unwrap());
     let report = |probs: &[f32]| ckd_core::metrics::evaluate_label_sets(probs, &p.labels, &st.thresholds, 10).unwrap();
     let base = report(&candle);
