@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Cross-check of the ONNX export in onnxruntime (issue 5, section 3).
 
-Reads DIR/check.json and DIR/model.{f32,int8}.onnx written by
+Reads DIR/check.json and DIR/model.{f32,int8}.onnx (tensors in model.*.onnx.data beside them, the
+bundle layout) written by
   CKD_EXPORT_DIR=DIR cargo test -p ckd-trainer --test export_parity -- --ignored write_ort_check_files
 runs both files in onnxruntime (CPU, 1 thread) on the same padded batch, and compares with the
 logits tract (and candle) produced:

@@ -731,8 +731,16 @@ fn write_ort_check_files() {
     let mut outputs = serde_json::Map::new();
     outputs.insert("candle".into(), serde_json::json!(candle));
     for p in [Precision::F32, Precision::Int8] {
-        let (bytes, _) = build_onnx(&cfg, &head, &tensors, BuildOptions::new(p)).unwrap();
-        std::fs::write(out.join(format!("model.{}.onnx", p.as_str())), &bytes).unwrap();
+        use prost::Message as _;
+        let (mut model, _) = build_model(&cfg, &head, &tensors, BuildOptions::new(p)).unwrap();
+        let bytes = model.encode_to_vec();
+        // Written in the bundle layout (tensors as ONNX external data beside the graph), so
+        // onnxruntime reads the same form the edge runtime ships; tract runs the same graph.
+        let name = format!("model.{}.onnx", p.as_str());
+        let data = ckd_trainer::export::external_data_name(std::path::Path::new(&name));
+        let blob = ckd_trainer::export::graph::externalize(&mut model, &data, ckd_trainer::export::EXTERNAL_MIN_BYTES);
+        std::fs::write(out.join(&data), &blob).unwrap();
+        std::fs::write(out.join(&name), model.encode_to_vec()).unwrap();
         let got = TractModel::load(&bytes, None).unwrap().run(&ids, &mask, b, t).unwrap();
         outputs.insert(format!("tract_{}", p.as_str()), serde_json::json!(got));
     }
