@@ -23,6 +23,7 @@ pub use ckd_core;
 pub mod memory;
 mod source;
 pub mod tract_ops;
+pub mod unpadded;
 
 use source::Source;
 
@@ -97,6 +98,17 @@ pub struct Prediction {
     pub tokens: usize,
 }
 
+/// One plan node's median time in [`Engine::profile_text`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeTime {
+    /// tract's operator name (after optimization: fused ops have their own names).
+    pub op: String,
+    /// Node name (from the ONNX node it comes from).
+    pub node: String,
+    /// Median milliseconds per run.
+    pub ms: f64,
+}
+
 // Compile-time guarantee that one `Engine` can be shared across threads (the C API relies on it).
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
@@ -139,6 +151,9 @@ fn executor(threads: usize) -> Result<Executor, EdgeError> {
 /// A loaded, verified bundle with its optimized plan.
 pub struct Engine {
     plan: Arc<TypedRunnableModel>,
+    /// The plan has no attention-mask adds ([`unpadded`]): it is exact only for unpadded
+    /// inputs, so batches run one row at a time.
+    unpadded: bool,
     tokenizer: tokenizers::Tokenizer,
     manifest: Manifest,
     executor: Executor,
@@ -178,7 +193,7 @@ impl Engine {
         // structures (about 9 MB for a 30k WordPiece vocabulary) are not resident yet.
         // tract 0.23.9 can panic (index out of bounds in its shape analysis) on some malformed
         // ONNX graphs, as fuzzing showed: the panic becomes an error, like any other bad model.
-        let plan = std::panic::catch_unwind(|| load_plan(model_bytes, &source))
+        let (plan, unpadded) = std::panic::catch_unwind(|| load_plan(model_bytes, &source, true))
             .map_err(|_| EdgeError::Model("model.onnx is malformed (tract panicked while analysing it)".into()))??;
         // Loading freed as much as the model keeps (file copies, unpacked weights): give it back
         // before the tokenizer is built (see `memory`).
@@ -202,7 +217,7 @@ impl Engine {
                 )));
             }
         }
-        Ok(Engine { plan, tokenizer, manifest, executor })
+        Ok(Engine { plan, unpadded, tokenizer, manifest, executor })
     }
 
     /// The verified manifest.
@@ -235,7 +250,10 @@ impl Engine {
         Ok((ids, truncated))
     }
 
-    /// Predicts a batch (padded to its longest input). Same results as one call per text.
+    /// Predicts a batch. The same results as one call per text: when the bundle's mask branch
+    /// is recognized ([`unpadded`], every bundle `ckd export` writes) the rows run one at a
+    /// time, unpadded; otherwise as one batch padded to its longest input (then, in int8, a
+    /// row's activation ranges can span the other rows and differ slightly).
     pub fn predict_batch(&self, texts: &[&str]) -> Result<Vec<Prediction>, EdgeError> {
         if texts.is_empty() {
             return Ok(Vec::new());
@@ -252,37 +270,75 @@ impl Engine {
             let truncated = self.manifest.tokenizer.truncate(&mut ids, &mut offsets);
             encoded.push((ids, truncated));
         }
-        let b = encoded.len();
-        let t = encoded.iter().map(|(ids, _)| ids.len()).max().unwrap_or(1);
-        let pad = self.manifest.tokenizer.pad_id as i64;
-        let mut ids = vec![pad; b * t];
-        let mut mask = vec![0i64; b * t];
-        for (row, (e, _)) in encoded.iter().enumerate() {
-            for (j, &id) in e.iter().enumerate() {
-                ids[row * t + j] = id as i64;
-                mask[row * t + j] = 1;
+        let logits = if self.unpadded {
+            let mut all = Vec::with_capacity(encoded.len() * NUM_LABELS);
+            for (ids, _) in &encoded {
+                all.extend(self.run(&[ids.as_slice()])?);
             }
-        }
-        let ids = TractTensor::from_shape(&[b, t], &ids).map_err(model_err)?;
-        let mask = TractTensor::from_shape(&[b, t], &mask).map_err(model_err)?;
-        let out = multithread_tract_scope(self.executor.clone(), || self.plan.run(tvec!(ids.into(), mask.into())))
-            .map_err(model_err)?;
-        let logits = out[0].to_plain_array_view::<f32>().map_err(model_err)?;
-        if logits.shape() != [b, NUM_LABELS] {
-            return Err(EdgeError::Model(format!(
-                "logits have shape {:?}, expected [{b}, {NUM_LABELS}]",
-                logits.shape()
-            )));
-        }
-        let mut preds = Vec::with_capacity(b);
-        for (row, (e, truncated)) in encoded.iter().enumerate() {
+            all
+        } else {
+            let rows: Vec<&[u32]> = encoded.iter().map(|(ids, _)| ids.as_slice()).collect();
+            self.run(&rows)?
+        };
+        let mut preds = Vec::with_capacity(encoded.len());
+        for ((e, truncated), row) in encoded.iter().zip(logits.chunks_exact(NUM_LABELS)) {
             let mut probs = [0f32; NUM_LABELS];
-            for (l, p) in probs.iter_mut().enumerate() {
-                *p = sigmoid(logits[[row, l]]);
+            for (p, &z) in probs.iter_mut().zip(row) {
+                *p = sigmoid(z);
             }
             preds.push(self.decide(probs, *truncated, e.len()));
         }
         Ok(preds)
+    }
+
+    /// Where the time of one prediction goes: runs `text` `runs` times (after one warm-up) and
+    /// returns each plan node's median time, slowest first. For tuning on a device; the
+    /// timings include tract's per-node bookkeeping, so their sum is a little above
+    /// [`Engine::predict_text`]'s time.
+    pub fn profile_text(&self, text: &str, runs: usize) -> Result<Vec<NodeTime>, EdgeError> {
+        use std::time::{Duration, Instant};
+        use tract_onnx::prelude::TypedSimpleState;
+        let (ids, _) = self.tokenize(text)?;
+        let t = ids.len();
+        let ids: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+        let ids = TractTensor::from_shape(&[1, t], &ids).map_err(model_err)?;
+        let mask = TractTensor::from_shape(&[1, t], &vec![1i64; t]).map_err(model_err)?;
+        let model = self.plan.model();
+        let mut per_node: Vec<Vec<f64>> = vec![Vec::new(); model.nodes.len()];
+        let mut state = TypedSimpleState::new(&self.plan).map_err(model_err)?;
+        for run in 0..=runs.max(1) {
+            let mut times = vec![Duration::ZERO; model.nodes.len()];
+            multithread_tract_scope(self.executor.clone(), || {
+                state.run_plan_with_eval(tvec!(ids.clone().into(), mask.clone().into()), |ctx, st, node, input| {
+                    let t0 = Instant::now();
+                    let r = tract_onnx::tract_core::plan::eval(ctx, st, node, input);
+                    times[node.id] += t0.elapsed();
+                    r
+                })
+            })
+            .map_err(model_err)?;
+            if run > 0 {
+                for (acc, t) in per_node.iter_mut().zip(times) {
+                    acc.push(t.as_secs_f64() * 1e3);
+                }
+            }
+        }
+        let mut nodes: Vec<NodeTime> = model
+            .nodes
+            .iter()
+            .zip(per_node.iter_mut())
+            .map(|(n, t)| {
+                t.sort_by(f64::total_cmp);
+                NodeTime { op: n.op.name().to_string(), node: n.name.clone(), ms: t[t.len() / 2] }
+            })
+            .collect();
+        nodes.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        Ok(nodes)
+    }
+
+    /// Runs the plan on `rows` (see [`run_rows`]).
+    fn run(&self, rows: &[&[u32]]) -> Result<Vec<f32>, EdgeError> {
+        run_rows(&self.plan, &self.executor, rows, self.manifest.tokenizer.pad_id)
     }
 
     fn decide(&self, probs: [f32; NUM_LABELS], truncated: bool, tokens: usize) -> Prediction {
@@ -300,6 +356,35 @@ impl Engine {
     }
 }
 
+/// Runs `plan` on `rows` padded to the longest (with `pad_id`, mask 0) and returns the logits,
+/// row-major [rows, NUM_LABELS].
+fn run_rows(
+    plan: &Arc<TypedRunnableModel>,
+    executor: &Executor,
+    rows: &[&[u32]],
+    pad_id: u32,
+) -> Result<Vec<f32>, EdgeError> {
+    let b = rows.len();
+    let t = rows.iter().map(|ids| ids.len()).max().unwrap_or(1);
+    let mut ids = vec![i64::from(pad_id); b * t];
+    let mut mask = vec![0i64; b * t];
+    for (row, e) in rows.iter().enumerate() {
+        for (j, &id) in e.iter().enumerate() {
+            ids[row * t + j] = i64::from(id);
+            mask[row * t + j] = 1;
+        }
+    }
+    let ids = TractTensor::from_shape(&[b, t], &ids).map_err(model_err)?;
+    let mask = TractTensor::from_shape(&[b, t], &mask).map_err(model_err)?;
+    let out =
+        multithread_tract_scope(executor.clone(), || plan.run(tvec!(ids.into(), mask.into()))).map_err(model_err)?;
+    let logits = out[0].to_plain_array_view::<f32>().map_err(model_err)?;
+    if logits.shape() != [b, NUM_LABELS] {
+        return Err(EdgeError::Model(format!("logits have shape {:?}, expected [{b}, {NUM_LABELS}]", logits.shape())));
+    }
+    Ok(logits.iter().copied().collect())
+}
+
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -310,19 +395,24 @@ fn sigmoid(x: f32) -> f32 {
 /// External tensors are read one at a time, from the bundle directory or the packed file
 /// ([`Source::prepare`]). Peak memory: the file's bytes live
 /// only until decoded, the protobuf only until parsed.
-fn load_plan(onnx: Vec<u8>, source: &Source) -> Result<Arc<TypedRunnableModel>, EdgeError> {
+///
+/// With `drop_mask`, [`unpadded::drop_zero_mask_adds`] runs first. Returns the plan and
+/// whether it removed the attention-mask adds (then the plan is exact for unpadded inputs only).
+fn load_plan(onnx: Vec<u8>, source: &Source, drop_mask: bool) -> Result<(Arc<TypedRunnableModel>, bool), EdgeError> {
     use prost::Message as _;
     let mut fw = tract_onnx::onnx();
     tract_ops::register(&mut fw);
     let mut proto = tract_onnx::pb::ModelProto::decode(&onnx[..]).map_err(model_err)?;
     drop(onnx);
     let dir = source.prepare(&mut proto)?;
+    let unpadded = drop_mask && proto.graph.as_mut().is_some_and(|g| unpadded::drop_zero_mask_adds(g) > 0);
     let parsed = fw.parse(&proto, Some(&dir)).map_err(model_err)?;
     drop(proto);
     if !parsed.unresolved_inputs.is_empty() {
         return Err(EdgeError::Model(format!("unresolved inputs {:?}", parsed.unresolved_inputs)));
     }
-    parsed.model.into_optimized().map_err(model_err)?.into_runnable().map_err(model_err)
+    let plan = parsed.model.into_optimized().map_err(model_err)?.into_runnable().map_err(model_err)?;
+    Ok((plan, unpadded))
 }
 
 #[cfg(test)]
@@ -333,6 +423,46 @@ mod tests {
     fn engine_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<Engine>();
+    }
+
+    /// The plan without the attention-mask adds against the file's own graph, row by row: the
+    /// same logits. (Against a padded batch of the file's graph they differ slightly in int8:
+    /// the per-tensor activation ranges then span the padding and the other rows, which is why
+    /// the engine's batches are now exactly its single predictions.)
+    #[test]
+    fn dropping_the_mask_adds_is_exact_for_unpadded_rows() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/tiny/bundle");
+        let engine = Engine::open(&dir).unwrap();
+        assert!(engine.unpadded, "the tiny bundle's mask branch is recognized");
+        let source = Source::open(&dir).unwrap();
+        let (masked, dropped) = load_plan(source.read(MODEL_FILE).unwrap(), &source, false).unwrap();
+        assert!(!dropped);
+        let (bare, dropped) = load_plan(source.read(MODEL_FILE).unwrap(), &source, true).unwrap();
+        assert!(dropped);
+        let texts = [
+            "Diseases: Essential hypertension.",
+            "Diseases: Acute renal failure; Septicemia. Medications: Heparin; Insulin; Furosemide.",
+            "Procedures: Hemodialysis.",
+        ];
+        let rows: Vec<Vec<u32>> = texts.iter().map(|t| engine.tokenize(t).unwrap().0).collect();
+        let pad = engine.manifest.tokenizer.pad_id;
+        let (mut max_diff, mut batch_diff) = (0f32, 0f32);
+        let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
+        let batch = run_rows(&masked, &Executor::SingleThread, &refs, pad).unwrap();
+        for (i, r) in refs.iter().enumerate() {
+            let single = run_rows(&bare, &Executor::SingleThread, &[r], pad).unwrap();
+            let reference = run_rows(&masked, &Executor::SingleThread, &[r], pad).unwrap();
+            for (a, b) in single.iter().zip(&reference) {
+                max_diff = max_diff.max((a - b).abs());
+            }
+            for (a, b) in single.iter().zip(&batch[i * NUM_LABELS..(i + 1) * NUM_LABELS]) {
+                batch_diff = batch_diff.max((a - b).abs());
+            }
+        }
+        eprintln!("max |logit diff|: {max_diff:e} vs the file's graph per row, {batch_diff:e} vs its padded batch");
+        assert!(max_diff <= 1e-6, "max |logit diff| {max_diff}");
+        // Sanity on the padded batch (int8 activation ranges differ, see above).
+        assert!(batch_diff <= 0.05, "padded batch: max |logit diff| {batch_diff}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! edge_latency time --bundle DIR [--seq 128,256,512] [--runs 7] [--warmup 2] [--threads 1] [--ids-out FILE]
+//! edge_latency profile --bundle DIR [--seq 512] [--runs 7] [--top 20] [--threads 1]
 //! edge_latency minilm-bundle --minilm DIR --out DIR [--precision int8|f32] [--head-scale 10] [--int8-embeddings]
 //! ```
 //!
@@ -12,6 +13,9 @@
 //! stdout: `{"runtime": "tract (ckd-edge)", "threads": N, "results": [{"seq", "tokens",
 //! "runs_ms", "median_ms", "tokenize_ms"}]}`. `--ids-out` writes the token ids of each length
 //! (`{"128": [ids...], ...}`) so onnxruntime runs exactly the same inputs.
+//!
+//! `profile` prints where one prediction's time goes (`Engine::profile_text`): milliseconds per
+//! operator kind and the slowest nodes.
 //!
 //! `minilm-bundle` writes a bundle of all-MiniLM-L6-v2 (`CKD_MINILM_DIR` layout) with a fresh
 //! seeded head whose weights are multiplied by `--head-scale` (10 gives logits of std about
@@ -56,6 +60,20 @@ enum Cmd {
         /// Write the token ids of each length here (JSON).
         #[arg(long)]
         ids_out: Option<PathBuf>,
+    },
+    /// Per-node profile of one prediction of a SEQ-token text.
+    Profile {
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long, default_value_t = 512)]
+        seq: usize,
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+        /// Slowest nodes to list.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// Write a bundle of all-MiniLM-L6-v2 with a fresh seeded head.
     MinilmBundle {
@@ -171,6 +189,31 @@ fn time(
     Ok(())
 }
 
+fn profile(bundle: &Path, seq: usize, runs: usize, top: usize, threads: usize) -> Result<()> {
+    let engine = Engine::open_with(bundle, &EngineOptions { threads })
+        .with_context(|| format!("opening {}", bundle.display()))?;
+    let (text, ids) = text_of_len(&engine, seq)?;
+    let nodes = engine.profile_text(&text, runs)?;
+    let total: f64 = nodes.iter().map(|n| n.ms).sum();
+    println!("{}: {} tokens, {threads} thread(s), sum of node medians {total:.2} ms", bundle.display(), ids.len());
+    let mut by_op: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
+    for n in &nodes {
+        let e = by_op.entry(n.op.as_str()).or_default();
+        e.0 += n.ms;
+        e.1 += 1;
+    }
+    let mut by_op: Vec<_> = by_op.into_iter().collect();
+    by_op.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    for (op, (ms, count)) in by_op.iter().filter(|(_, (ms, _))| *ms >= 0.005) {
+        println!("  {op:<36} {ms:>9.3} ms {:>5.1}%  x{count}", 100.0 * ms / total);
+    }
+    println!("slowest nodes:");
+    for n in nodes.iter().take(top) {
+        println!("  {:>9.3} ms  {:<28} {}", n.ms, n.op, n.node);
+    }
+    Ok(())
+}
+
 fn minilm_bundle(minilm: &Path, out: &Path, build: BuildOptions, head_scale: f64) -> Result<()> {
     let dev = Device::Cpu;
     let cfg_path = minilm.join("config.json");
@@ -199,6 +242,7 @@ fn main() -> Result<()> {
         Cmd::Time { bundle, seq, runs, warmup, threads, ids_out } => {
             time(&bundle, &seq, runs, warmup, threads, ids_out.as_deref())
         }
+        Cmd::Profile { bundle, seq, runs, top, threads } => profile(&bundle, seq, runs, top, threads),
         Cmd::MinilmBundle { minilm, out, precision, head_scale, int8_embeddings } => {
             let build = BuildOptions { int8_embeddings, ..BuildOptions::new(precision) };
             minilm_bundle(&minilm, &out, build, head_scale)
