@@ -162,8 +162,9 @@ fn graph_forms() {
     let layers = cfg.num_hidden_layers;
     assert_eq!(count(&int8, "MatMulInteger"), 6 * layers);
     // One DynamicQuantizeLinear per distinct input: x (q, k, v), context, attention output,
-    // intermediate activation.
-    assert_eq!(count(&int8, "DynamicQuantizeLinear"), 4 * layers);
+    // intermediate activation; the last layer's query runs on the [CLS] row alone (one more).
+    assert_eq!(count(&int8, "DynamicQuantizeLinear"), 4 * layers + 1);
+    assert_eq!(count(&int8, "Slice"), 2, "positions, and the last layer's [CLS] row");
     assert_eq!(count(&int8, "QuantizeLinear") + count(&int8, "DequantizeLinear"), 0);
     assert_eq!(count(&int8, "LayerNormalization"), 1 + 2 * layers);
     assert_eq!(count(&int8, "Erf"), layers);
@@ -177,7 +178,7 @@ fn graph_forms() {
     let mixed: Vec<String> = m.graph.unwrap().node.into_iter().map(|n| n.op_type).collect();
     assert_eq!((stats.int8_linears, stats.f32_linears), (4 * layers, 2 * layers + 1));
     assert_eq!(count(&mixed, "MatMulInteger"), 4 * layers);
-    assert_eq!(count(&mixed, "DynamicQuantizeLinear"), 2 * layers);
+    assert_eq!(count(&mixed, "DynamicQuantizeLinear"), 2 * layers + 1);
     assert_eq!(count(&mixed, "MatMul"), 4 * layers + 1);
     let (m, _) = build_model(
         &cfg,

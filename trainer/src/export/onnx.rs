@@ -440,6 +440,7 @@ pub fn build_model(
     let x = b.g.node("Add", &[&words, &type0], "embeddings.words_types", vec![])?;
     let seq = b.g.node("Shape", &[&ids], "embeddings.seq_len", vec![attr_int("start", 1), attr_int("end", 2)])?;
     let zero1 = b.g.const_i64("const.zero_1d", &[1], &[0])?;
+    let one1 = b.g.const_i64("const.one_1d", &[1], &[1])?;
     let positions = b.g.node("Slice", &[&pos, &zero1, &seq, &zero1], "embeddings.positions", vec![])?;
     let x = b.g.node("Add", &[&x, &positions], "embeddings.sum", vec![])?;
     let mut x = b.layer_norm(&x, "embeddings.LayerNorm", h, cfg.layer_norm_eps)?;
@@ -466,7 +467,16 @@ pub fn build_model(
             let r = b.g.node("Reshape", &[v, &split_shape], format!("{p}.attention.{what}.split"), vec![])?;
             b.g.node("Transpose", &[&r], format!("{p}.attention.{what}.heads"), vec![attr_ints("perm", perm)])
         };
-        let q = b.encoder_linear(&x, &p, LinearKind::Query, h, h)?;
+        // Only [CLS] (position 0) leaves the encoder, so the last layer's queries, attention
+        // output and feed-forward run on that row alone ([batch, 1, H]); its keys and values
+        // still see every position. Exact: the other rows of the last layer feed nothing.
+        // (In int8 the [CLS] row is quantized on its own range for the query.)
+        let rows = if l + 1 == cfg.num_hidden_layers {
+            b.g.node("Slice", &[&x, &zero1, &one1, &one1], format!("{p}.cls_row"), vec![])?
+        } else {
+            x.clone()
+        };
+        let q = b.encoder_linear(&rows, &p, LinearKind::Query, h, h)?;
         let k = b.encoder_linear(&x, &p, LinearKind::Key, h, h)?;
         let v = b.encoder_linear(&x, &p, LinearKind::Value, h, h)?;
         let qh = heads(&mut b, &q, "q", &[0, 2, 1, 3])?;
@@ -481,7 +491,7 @@ pub fn build_model(
             b.g.node("Transpose", &[&ctx], format!("{p}.attention.context_t"), vec![attr_ints("perm", &[0, 2, 1, 3])])?;
         let ctx = b.g.node("Reshape", &[&ctx, &merge_shape], format!("{p}.attention.context_merged"), vec![])?;
         let o = b.encoder_linear(&ctx, &p, LinearKind::AttentionOutput, h, h)?;
-        let o = b.g.node("Add", &[&o, &x], format!("{p}.attention.residual"), vec![])?;
+        let o = b.g.node("Add", &[&o, &rows], format!("{p}.attention.residual"), vec![])?;
         let a = b.layer_norm(&o, &format!("{p}.attention.output.LayerNorm"), h, cfg.layer_norm_eps)?;
 
         let i = b.encoder_linear(&a, &p, LinearKind::Intermediate, h, inter)?;
@@ -496,7 +506,7 @@ pub fn build_model(
         x = b.layer_norm(&o, &format!("{p}.output.LayerNorm"), h, cfg.layer_norm_eps)?;
     }
 
-    // Head on [CLS] (position 0).
+    // Head on [CLS] (position 0; the last layer kept that row only, [batch, 1, H]).
     let zero = b.g.const_i64("const.zero", &[], &[0])?;
     let mut cls = b.g.node("Gather", &[&x, &zero], "head.cls", vec![attr_int("axis", 1)])?;
     if head.use_pooler {
