@@ -48,7 +48,7 @@ use candle_core::{DType, Tensor};
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::ModelProto;
 
-use super::graph::{attr_float, attr_int, attr_ints, attr_string, Dim, GraphBuilder};
+use super::graph::{attr_float, attr_int, attr_ints, Dim, GraphBuilder};
 use super::quantize::{quantize_per_channel, quantize_table_rows, transpose};
 use super::{ExportError, Precision};
 use crate::models::bert::{Config, HeadConfig, MASK_NEG};
@@ -463,11 +463,9 @@ pub fn build_model(
 
     for l in 0..cfg.num_hidden_layers {
         let p = format!("encoder.layer.{l}");
-        // [batch, seq, H] -> [batch, seq, heads, head_dim]: a reshape only; the attention
-        // products below are einsums over that layout, so no transposes are written and the
-        // runtime picks the strides (tract materialized them after int8 linears).
-        let heads = |b: &mut Builder, v: &str, what: &str| -> Result<String, ExportError> {
-            b.g.node("Reshape", &[v, &split_shape], format!("{p}.attention.{what}.split"), vec![])
+        let heads = |b: &mut Builder, v: &str, what: &str, perm: &[i64]| -> Result<String, ExportError> {
+            let r = b.g.node("Reshape", &[v, &split_shape], format!("{p}.attention.{what}.split"), vec![])?;
+            b.g.node("Transpose", &[&r], format!("{p}.attention.{what}.heads"), vec![attr_ints("perm", perm)])
         };
         // Only [CLS] (position 0) leaves the encoder, so the last layer's queries, attention
         // output and feed-forward run on that row alone ([batch, 1, H]); its keys and values
@@ -481,13 +479,16 @@ pub fn build_model(
         let q = b.encoder_linear(&rows, &p, LinearKind::Query, h, h)?;
         let k = b.encoder_linear(&x, &p, LinearKind::Key, h, h)?;
         let v = b.encoder_linear(&x, &p, LinearKind::Value, h, h)?;
-        let (qh, kh, vh) = (heads(&mut b, &q, "q")?, heads(&mut b, &k, "k")?, heads(&mut b, &v, "v")?);
-        let eq = |e: &str| vec![attr_string("equation", e)];
-        let s = b.g.node("Einsum", &[&qh, &kh], format!("{p}.attention.scores"), eq("bqhd,bkhd->bhqk"))?;
+        let qh = heads(&mut b, &q, "q", &[0, 2, 1, 3])?;
+        let kt = heads(&mut b, &k, "k", &[0, 2, 3, 1])?;
+        let vh = heads(&mut b, &v, "v", &[0, 2, 1, 3])?;
+        let s = b.g.node("MatMul", &[&qh, &kt], format!("{p}.attention.scores"), vec![])?;
         let s = b.g.node("Mul", &[&s, &scale], format!("{p}.attention.scaled"), vec![])?;
         let s = b.g.node("Add", &[&s, &ext], format!("{p}.attention.masked"), vec![])?;
         let probs = b.g.node("Softmax", &[&s], format!("{p}.attention.probs"), vec![attr_int("axis", -1)])?;
-        let ctx = b.g.node("Einsum", &[&probs, &vh], format!("{p}.attention.context"), eq("bhqk,bkhd->bqhd"))?;
+        let ctx = b.g.node("MatMul", &[&probs, &vh], format!("{p}.attention.context"), vec![])?;
+        let ctx =
+            b.g.node("Transpose", &[&ctx], format!("{p}.attention.context_t"), vec![attr_ints("perm", &[0, 2, 1, 3])])?;
         let ctx = b.g.node("Reshape", &[&ctx, &merge_shape], format!("{p}.attention.context_merged"), vec![])?;
         let o = b.encoder_linear(&ctx, &p, LinearKind::AttentionOutput, h, h)?;
         let o = b.g.node("Add", &[&o, &rows], format!("{p}.attention.residual"), vec![])?;
