@@ -155,3 +155,13 @@ fn threads_match_one_thread_or_are_refused() {
         assert!(d <= 1e-5, "row {i}: 1 vs 2 threads differ by {d}");
     }
 }
+
+#[test]
+fn profile_lists_every_plan_node_slowest_first() {
+    let engine = Engine::open(&fixture().join("bundle")).unwrap();
+    let nodes = engine.profile_text("Diseases: Essential hypertension. Medications: Heparin.", 2).unwrap();
+    assert!(nodes.iter().any(|n| n.op.contains("MatMul")), "{nodes:?}");
+    assert!(nodes.iter().all(|n| n.ms >= 0.0 && n.ms.is_finite()));
+    assert!(nodes.windows(2).all(|w| w[0].ms >= w[1].ms), "sorted slowest first");
+    assert!(matches!(engine.profile_text(" ", 1), Err(EdgeError::EmptyInput { index: 0 })));
+}

@@ -13,11 +13,14 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The static library cargo built for this test run: `<target>/<profile>/libckd_edge_c.a`,
-/// two levels above this test's executable (`<target>/<profile>/deps/c_demo-*`).
+/// The static library cargo built for this test run: `<target>/<profile>/deps/libckd_edge_c.a`,
+/// beside this test's executable (`<target>/<profile>/deps/c_demo-*`). `cargo test` leaves it
+/// there; only `cargo build` also copies it up to `<target>/<profile>/` (which a clean CI
+/// machine does not have, and which may be older than this test run's library).
 fn static_lib() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let lib = exe.parent().and_then(Path::parent).unwrap().join("libckd_edge_c.a");
+    let deps = exe.parent().unwrap();
+    let lib = deps.join("libckd_edge_c.a");
     assert!(lib.exists(), "{} not found", lib.display());
     lib
 }
