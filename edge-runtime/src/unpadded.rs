@@ -40,6 +40,11 @@ fn scalar_f32(t: &TensorProto) -> Option<f32> {
     }
 }
 
+/// Whether a `Cast` node converts to f32 (its `to` attribute is FLOAT).
+fn casts_to_float(node: &tract_onnx::pb::NodeProto) -> bool {
+    node.attribute.iter().any(|a| a.name == "to" && a.i == DataType::Float as i64)
+}
+
 /// Removes every `Add` of an exactly-zero-at-mask-1 attention-mask term. Returns how many
 /// were removed (0: graph unchanged). The `attention_mask` input stays declared (still fed).
 pub fn drop_zero_mask_adds(graph: &mut GraphProto) -> usize {
@@ -76,7 +81,9 @@ pub fn drop_zero_mask_adds(graph: &mut GraphProto) -> usize {
             branch.get(name).copied().or_else(|| inits.get(name.as_str()).and_then(|t| scalar_f32(t)))
         };
         let value = match node.op_type.as_str() {
-            "Cast" => arg(0),
+            // Exact for a cast to float, and for 0 and 1 whatever the target type; a cast of
+            // another value to an integer or bool type would change it: give up.
+            "Cast" => arg(0).filter(|&v| casts_to_float(node) || v == 0.0 || v == 1.0),
             "Unsqueeze" | "Reshape" | "Identity" | "Squeeze" => node.input.first().and_then(|i| branch.get(i).copied()),
             "Neg" => arg(0).map(|a| -a),
             "Mul" => arg(0).zip(arg(1)).map(|(a, b)| a * b),
@@ -91,11 +98,16 @@ pub fn drop_zero_mask_adds(graph: &mut GraphProto) -> usize {
         }
         branch.insert(node.output[0].clone(), value);
     }
-    // Rewire the users of each removed add's output to its non-branch operand.
+    // Rewire the users of each removed add's output to its non-branch operand, following
+    // chains (an add of a removed add's output is removed too: `scores + m + m`).
     let mut rename: HashMap<String, String> = HashMap::new();
     for &(ni, keep) in &removable {
         let n = &graph.node[ni];
-        rename.insert(n.output[0].clone(), n.input[keep].clone());
+        let mut to = n.input[keep].clone();
+        while let Some(next) = rename.get(&to) {
+            to = next.clone();
+        }
+        rename.insert(n.output[0].clone(), to);
     }
     // A graph output computed by a removed add (or in the branch) would lose its name: not
     // expected in a classifier, so not handled.
@@ -193,6 +205,34 @@ mod tests {
         assert_eq!(softmax, [&["s0".to_string()][..], &["p0".to_string()][..]]);
         // The input stays declared (the engine still feeds it).
         assert!(g.input.iter().any(|i| i.name == ATTENTION_MASK));
+    }
+
+    #[test]
+    fn chained_zero_adds_rewire_to_the_first_operand() {
+        let mut g = graph(-10_000.0);
+        // s0.masked2 = s0.masked + m.ext, then the softmax reads s0.masked2.
+        g.node.insert(6, node("Add", &["s0.masked", "m.ext"], "s0.masked2"));
+        g.node[7].input[0] = "s0.masked2".into();
+        assert_eq!(drop_zero_mask_adds(&mut g), 3);
+        let softmax: Vec<&[String]> = g.node.iter().filter(|n| n.op_type == "Softmax").map(|n| &n.input[..]).collect();
+        assert_eq!(softmax, [&["s0".to_string()][..], &["p0".to_string()][..]]);
+    }
+
+    #[test]
+    fn a_cast_that_would_change_the_value_gives_up() {
+        // 0.5 cast to an integer type is not 0.5: the branch cannot be evaluated in f32.
+        let mut g = graph(-10_000.0);
+        g.initializer[0] = scalar("scale", 0.5);
+        g.node.insert(2, node("Cast", &["m.scaled"], "m.scaled_int"));
+        g.node[2].attribute.push(tract_onnx::pb::AttributeProto {
+            name: "to".into(),
+            i: DataType::Int64 as i64,
+            ..Default::default()
+        });
+        g.node[3].input[0] = "m.scaled_int".into();
+        let before = g.clone();
+        assert_eq!(drop_zero_mask_adds(&mut g), 0);
+        assert_eq!(g, before);
     }
 
     #[test]
