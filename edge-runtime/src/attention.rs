@@ -876,7 +876,8 @@ mod tests {
 
     #[test]
     fn anything_unusual_leaves_the_graph_alone() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut GraphProto)>)> = vec![
+        type Change = Box<dyn Fn(&mut GraphProto)>;
+        let cases: Vec<(&str, Change)> = vec![
             (
                 "scores used twice",
                 Box::new(|g| g.output.push(ValueInfoProto { name: "s".into(), ..Default::default() })),
