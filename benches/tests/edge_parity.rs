@@ -153,7 +153,7 @@ fn trainer_and_edge_agree_and_tampering_is_refused() {
 
     // More than one thread without the `threads` feature is refused, and says why.
     if !ckd_edge::THREADS_SUPPORTED {
-        let opts = EngineOptions { threads: 2 };
+        let opts = EngineOptions { threads: 2, ..Default::default() };
         let e = Engine::open_with(&bundles.path().join("f32"), &opts).err().unwrap().to_string();
         assert!(e.contains("threads") && e.contains("feature"), "{e}");
     }

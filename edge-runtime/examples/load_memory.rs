@@ -30,7 +30,7 @@ fn main() -> anyhow::Result<()> {
         println!("mmap threshold fixed: {}", ckd_edge::memory::use_mmap_for_large_allocations());
     }
     status("start");
-    let engine = Engine::open_with(&dir, &EngineOptions { threads })?;
+    let engine = Engine::open_with(&dir, &EngineOptions { threads, ..Default::default() })?;
     status("opened");
     // "visit" tokenizes to about one token per word with a BERT WordPiece vocabulary.
     let text = vec!["visit"; tokens.saturating_sub(2).max(1)].join(" ");

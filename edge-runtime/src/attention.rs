@@ -36,13 +36,13 @@
 //! rounding (tests: against an f64 reference, against tract on the unfused graph, and a whole
 //! bundle fused vs not). Speed: `cargo bench -p ckd-benches --bench attention`.
 
-use std::collections::{HashMap, HashSet};
-
 use tract_onnx::model::ParsingContext;
-use tract_onnx::pb::{attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, NodeProto};
+use tract_onnx::pb::{attribute_proto::AttributeType, AttributeProto, GraphProto, NodeProto};
 use tract_onnx::tract_core::tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::tract_core::tract_linalg::Func;
 use tract_onnx::tract_hir::internal::*;
+
+use crate::graph_rewrite::{rewrite, Fusion, Index};
 
 /// ONNX op type of the fused node (only ever in a graph rewritten in memory by this crate).
 pub const OP_TYPE: &str = "CkdFusedAttention";
@@ -405,131 +405,10 @@ fn row_sums(s: &[f32], acc: &mut [f32]) {
 /// the softmax on the last axis, and no intermediate value may feed anything else or be a
 /// graph output.
 pub fn fuse_attention(graph: &mut GraphProto) -> usize {
-    let fusions = {
-        let index = Index::new(graph);
-        let mut claimed: HashSet<usize> = HashSet::new();
-        let mut fusions = Vec::new();
-        for (si, node) in graph.node.iter().enumerate() {
-            if node.op_type != "Softmax" {
-                continue;
-            }
-            if let Some(f) = index.match_softmax(si) {
-                if f.removed.iter().all(|n| !claimed.contains(n)) {
-                    claimed.extend(f.removed.iter().copied());
-                    fusions.push(f);
-                }
-            }
-        }
-        fusions
-    };
-    if fusions.is_empty() {
-        return 0;
-    }
-    let mut at: HashMap<usize, NodeProto> = HashMap::new();
-    let mut removed: HashSet<usize> = HashSet::new();
-    for f in &fusions {
-        removed.extend(f.removed.iter().copied());
-        at.insert(f.replaces, f.node.clone());
-    }
-    let nodes = std::mem::take(&mut graph.node);
-    graph.node = nodes
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, n)| match at.remove(&i) {
-            Some(fused) => Some(fused),
-            None => (!removed.contains(&i)).then_some(n),
-        })
-        .collect();
-    fusions.len()
-}
-
-/// One matched chain: the nodes it removes (including `replaces`), the node whose position
-/// and output the fused node takes over, and the fused node.
-struct Fusion {
-    removed: Vec<usize>,
-    replaces: usize,
-    node: NodeProto,
-}
-
-/// Who produces and who uses each value of a graph.
-struct Index<'g> {
-    graph: &'g GraphProto,
-    producer: HashMap<&'g str, usize>,
-    /// Consumer node indices of each value (a graph output counts as an extra, foreign use).
-    users: HashMap<&'g str, Vec<Option<usize>>>,
+    rewrite(graph, |index, i| (index.node(i).op_type == "Softmax").then(|| index.match_softmax(i)).flatten())
 }
 
 impl<'g> Index<'g> {
-    fn new(graph: &'g GraphProto) -> Self {
-        let mut producer = HashMap::new();
-        let mut users: HashMap<&str, Vec<Option<usize>>> = HashMap::new();
-        for (i, n) in graph.node.iter().enumerate() {
-            for o in &n.output {
-                producer.insert(o.as_str(), i);
-            }
-            for input in n.input.iter().filter(|s| !s.is_empty()) {
-                users.entry(input.as_str()).or_default().push(Some(i));
-            }
-        }
-        for o in &graph.output {
-            users.entry(o.name.as_str()).or_default().push(None);
-        }
-        Index { graph, producer, users }
-    }
-
-    /// The node producing `value` as its only output, if its op is `op`.
-    fn made_by(&self, value: &str, op: &str) -> Option<usize> {
-        let i = *self.producer.get(value)?;
-        let n = &self.graph.node[i];
-        (n.op_type == op && n.output.len() == 1).then_some(i)
-    }
-
-    /// The one node using `value` (used exactly once, not a graph output).
-    fn sole_user(&self, value: &str) -> Option<usize> {
-        match self.users.get(value)?.as_slice() {
-            [Some(i)] => Some(*i),
-            _ => None,
-        }
-    }
-
-    fn node(&self, i: usize) -> &'g NodeProto {
-        &self.graph.node[i]
-    }
-
-    fn init(&self, name: &str) -> Option<&'g tract_onnx::pb::TensorProto> {
-        self.graph.initializer.iter().find(|t| t.name == name)
-    }
-
-    /// The values of a 1-D i64 initializer.
-    fn ints(&self, name: &str) -> Option<Vec<i64>> {
-        let t = self.init(name)?;
-        if t.data_type != DataType::Int64 as i32 || t.dims.len() != 1 {
-            return None;
-        }
-        let vals: Vec<i64> = if t.raw_data.is_empty() {
-            t.int64_data.clone()
-        } else {
-            if t.raw_data.len() % 8 != 0 {
-                return None;
-            }
-            t.raw_data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default())).collect()
-        };
-        (vals.len() as i64 == t.dims[0]).then_some(vals)
-    }
-
-    /// The value of a one-element f32 initializer.
-    fn scalar(&self, name: &str) -> Option<f32> {
-        let t = self.init(name)?;
-        if t.data_type != DataType::Float as i32 || t.dims.iter().product::<i64>() != 1 {
-            return None;
-        }
-        match (t.raw_data.as_slice(), t.float_data.as_slice()) {
-            ([a, b, c, d], []) => Some(f32::from_le_bytes([*a, *b, *c, *d])),
-            ([], [v]) => Some(*v),
-            _ => None,
-        }
-    }
-
     /// Whether `n` is a Transpose with exactly `perm`.
     fn is_transpose(n: &NodeProto, perm: &[i64]) -> bool {
         n.op_type == "Transpose" && n.attribute.iter().any(|a| a.name == "perm" && a.ints == perm)
@@ -655,20 +534,10 @@ impl<'g> Index<'g> {
 
 #[cfg(test)]
 mod tests {
-    use tract_onnx::pb::{TensorProto, ValueInfoProto};
+    use tract_onnx::pb::{tensor_proto::DataType, ValueInfoProto};
 
     use super::*;
-
-    /// Deterministic values in [-2, 2) (an LCG: no RNG dependency in this crate).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-            })
-            .collect()
-    }
+    use crate::graph_rewrite::testing::*;
 
     /// Textbook attention in f64, head by head.
     fn reference(d: &Dims, scale: f32, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
@@ -737,68 +606,12 @@ mod tests {
         assert_eq!(out, [0.0; 8]);
     }
 
-    fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
-        NodeProto {
-            op_type: op.into(),
-            name: output.into(),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.into()],
-            attribute,
-            ..Default::default()
-        }
-    }
-
-    fn ints(name: &str, v: &[i64]) -> AttributeProto {
-        AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: v.to_vec(), ..Default::default() }
-    }
-
-    fn int(name: &str, i: i64) -> AttributeProto {
-        AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i, ..Default::default() }
-    }
-
-    fn i64s(name: &str, v: &[i64]) -> TensorProto {
-        TensorProto {
-            name: name.into(),
-            data_type: DataType::Int64 as i32,
-            dims: vec![v.len() as i64],
-            raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            ..Default::default()
-        }
-    }
-
-    fn f32s(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
-        TensorProto {
-            name: name.into(),
-            data_type: DataType::Float as i32,
-            dims: dims.to_vec(),
-            raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            ..Default::default()
-        }
-    }
-
     /// One layer's attention as the exporter writes it (after the mask adds are dropped), with
     /// q, k, v as graph inputs [B, T, 4] (2 heads of 2) and the context as the output.
     fn layer() -> GraphProto {
-        use tract_onnx::pb::tensor_shape_proto::{dimension::Value as Dim, Dimension};
-        use tract_onnx::pb::type_proto::{Tensor as TypeTensor, Value as TypeValue};
-        use tract_onnx::pb::{TensorShapeProto, TypeProto};
         // [1, seq, 4] f32, the sequence length symbolic as in exported files.
         let value = |n: &str| {
-            let dim = [Dim::DimValue(1), Dim::DimParam("seq".into()), Dim::DimValue(4)]
-                .into_iter()
-                .map(|d| Dimension { value: Some(d), ..Default::default() })
-                .collect();
-            ValueInfoProto {
-                name: n.into(),
-                r#type: Some(TypeProto {
-                    value: Some(TypeValue::TensorType(TypeTensor {
-                        elem_type: DataType::Float as i32,
-                        shape: Some(TensorShapeProto { dim }),
-                    })),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }
+            value_info(n, DataType::Float, &[Dim::DimValue(1), Dim::DimParam("seq".into()), Dim::DimValue(4)])
         };
         GraphProto {
             input: vec![value("q"), value("k"), value("v")],
@@ -825,12 +638,7 @@ mod tests {
     fn run(graph: GraphProto, t: usize, fused_expected: bool) -> Vec<f32> {
         let mut fw = tract_onnx::onnx();
         register(&mut fw);
-        let proto = tract_onnx::pb::ModelProto {
-            ir_version: 8,
-            opset_import: vec![tract_onnx::pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
-            graph: Some(graph),
-            ..Default::default()
-        };
+        let proto = model(graph);
         let model = fw.parse(&proto, None).unwrap().model;
         let plan = model.into_optimized().unwrap().into_runnable().unwrap();
         assert_eq!(

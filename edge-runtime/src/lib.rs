@@ -21,7 +21,9 @@ use tract_onnx::prelude::{tvec, InferenceModelExt, IntoRunnable, Tensor as Tract
 pub use ckd_core;
 
 pub mod attention;
+mod graph_rewrite;
 pub mod memory;
+pub mod qlinear;
 mod source;
 pub mod tract_ops;
 pub mod unpadded;
@@ -124,11 +126,15 @@ pub struct EngineOptions {
     /// multithreaded matmuls; needs the `threads` feature, else [`Engine::open_with`] fails).
     /// 0 means 1.
     pub threads: usize,
+    /// Run int8 linears with ckd-edge's fused kernel ([`qlinear`]) where the CPU has it
+    /// (x86_64 with AVX-512 VNNI; the default). `false` keeps tract's own int8 path, which
+    /// gives the same values (for comparisons).
+    pub int8_kernel: bool,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { threads: 1 }
+        Self { threads: 1, int8_kernel: true }
     }
 }
 
@@ -194,8 +200,10 @@ impl Engine {
         // structures (about 9 MB for a 30k WordPiece vocabulary) are not resident yet.
         // tract 0.23.9 can panic (index out of bounds in its shape analysis) on some malformed
         // ONNX graphs, as fuzzing showed: the panic becomes an error, like any other bad model.
-        let (plan, unpadded) = std::panic::catch_unwind(|| load_plan(model_bytes, &source, true))
-            .map_err(|_| EdgeError::Model("model.onnx is malformed (tract panicked while analysing it)".into()))??;
+        let (plan, unpadded) = std::panic::catch_unwind(|| load_plan(model_bytes, &source, true, opts.int8_kernel))
+            .map_err(|_| {
+            EdgeError::Model("model.onnx is malformed (tract panicked while analysing it)".into())
+        })??;
         // Loading freed as much as the model keeps (file copies, unpacked weights): give it back
         // before the tokenizer is built (see `memory`).
         memory::trim();
@@ -398,9 +406,15 @@ fn sigmoid(x: f32) -> f32 {
 /// only until decoded, the protobuf only until parsed.
 ///
 /// With `drop_mask`, [`unpadded::drop_zero_mask_adds`] runs first and, when it removed the
-/// mask adds, [`attention::fuse_attention`] after it. Returns the plan and whether it removed
+/// mask adds, [`attention::fuse_attention`] after it. With `int8_kernel`, on a CPU that has
+/// it, the int8 linears become [`qlinear`] ops. Returns the plan and whether it removed
 /// the attention-mask adds (then the plan is exact for unpadded inputs only).
-fn load_plan(onnx: Vec<u8>, source: &Source, drop_mask: bool) -> Result<(Arc<TypedRunnableModel>, bool), EdgeError> {
+fn load_plan(
+    onnx: Vec<u8>,
+    source: &Source,
+    drop_mask: bool,
+    int8_kernel: bool,
+) -> Result<(Arc<TypedRunnableModel>, bool), EdgeError> {
     use prost::Message as _;
     let mut fw = tract_onnx::onnx();
     tract_ops::register(&mut fw);
@@ -412,6 +426,12 @@ fn load_plan(onnx: Vec<u8>, source: &Source, drop_mask: bool) -> Result<(Arc<Typ
         attention::register(&mut fw);
         if let Some(g) = proto.graph.as_mut() {
             attention::fuse_attention(g);
+        }
+    }
+    if int8_kernel && qlinear::fast_kernel_available() {
+        qlinear::register(&mut fw);
+        if let Some(g) = proto.graph.as_mut() {
+            qlinear::fuse_int8_linears(g);
         }
     }
     let parsed = fw.parse(&proto, Some(&dir)).map_err(model_err)?;
@@ -445,9 +465,9 @@ mod tests {
         let engine = Engine::open(&dir).unwrap();
         assert!(engine.unpadded, "the tiny bundle's mask branch is recognized");
         let source = Source::open(&dir).unwrap();
-        let (masked, dropped) = load_plan(source.read(MODEL_FILE).unwrap(), &source, false).unwrap();
+        let (masked, dropped) = load_plan(source.read(MODEL_FILE).unwrap(), &source, false, true).unwrap();
         assert!(!dropped);
-        let (bare, dropped) = load_plan(source.read(MODEL_FILE).unwrap(), &source, true).unwrap();
+        let (bare, dropped) = load_plan(source.read(MODEL_FILE).unwrap(), &source, true, true).unwrap();
         assert!(dropped);
         // Every layer's attention is fused too (the file's plan has one Softmax per layer).
         let count =
@@ -479,6 +499,43 @@ mod tests {
         assert!(max_diff <= 1e-6, "max |logit diff| {max_diff}");
         // Sanity on the padded batch (int8 activation ranges differ, see above).
         assert!(batch_diff <= 0.05, "padded batch: max |logit diff| {batch_diff}");
+    }
+
+    /// The int8 linears run by [`qlinear`] give the same logits as tract's own int8 path, bit
+    /// for bit, and every `MatMulInteger` of the file becomes one fused op.
+    #[test]
+    fn the_int8_kernel_matches_tracts_int8_path() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/tiny/bundle");
+        let source = Source::open(&dir).unwrap();
+        let onnx = source.read(MODEL_FILE).unwrap();
+        let int8_linears = {
+            use prost::Message as _;
+            let proto = tract_onnx::pb::ModelProto::decode(&onnx[..]).unwrap();
+            proto.graph.unwrap().node.iter().filter(|n| n.op_type == "MatMulInteger").count()
+        };
+        assert!(int8_linears > 0, "the tiny bundle is int8");
+        let (tract_path, _) = load_plan(onnx.clone(), &source, true, false).unwrap();
+        let (fused, _) = load_plan(onnx, &source, true, true).unwrap();
+        let count =
+            |plan: &Arc<TypedRunnableModel>| plan.model().nodes.iter().filter(|n| n.op.name() == "QLinear").count();
+        assert_eq!(count(&tract_path), 0);
+        if !qlinear::fast_kernel_available() {
+            eprintln!("no AVX-512 VNNI here: the engine keeps tract's int8 path");
+            assert_eq!(count(&fused), 0);
+            return;
+        }
+        assert_eq!(count(&fused), int8_linears);
+        let engine = Engine::open(&dir).unwrap();
+        let pad = engine.manifest.tokenizer.pad_id;
+        for text in ["Diseases: Essential hypertension.", "Procedures: Hemodialysis. Medications: Heparin; Insulin."] {
+            let ids = engine.tokenize(text).unwrap().0;
+            let a = run_rows(&tract_path, &Executor::SingleThread, &[&ids], pad).unwrap();
+            let b = run_rows(&fused, &Executor::SingleThread, &[&ids], pad).unwrap();
+            assert_eq!(
+                a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[test]

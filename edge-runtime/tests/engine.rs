@@ -140,7 +140,7 @@ fn damaged_bundles_are_refused_with_a_reason() {
 #[test]
 fn threads_match_one_thread_or_are_refused() {
     let dir = fixture().join("bundle");
-    let two = Engine::open_with(&dir, &EngineOptions { threads: 2 });
+    let two = Engine::open_with(&dir, &EngineOptions { threads: 2, ..Default::default() });
     if !ckd_edge::THREADS_SUPPORTED {
         let e = two.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("`threads` feature"), "{e}");

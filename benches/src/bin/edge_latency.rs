@@ -150,7 +150,7 @@ fn time(
     ids_out: Option<&Path>,
 ) -> Result<()> {
     let t0 = Instant::now();
-    let engine = Engine::open_with(bundle, &EngineOptions { threads })
+    let engine = Engine::open_with(bundle, &EngineOptions { threads, ..Default::default() })
         .with_context(|| format!("opening {}", bundle.display()))?;
     let open_ms = t0.elapsed().as_secs_f64() * 1e3;
     let mut results = Vec::new();
@@ -190,7 +190,7 @@ fn time(
 }
 
 fn profile(bundle: &Path, seq: usize, runs: usize, top: usize, threads: usize) -> Result<()> {
-    let engine = Engine::open_with(bundle, &EngineOptions { threads })
+    let engine = Engine::open_with(bundle, &EngineOptions { threads, ..Default::default() })
         .with_context(|| format!("opening {}", bundle.display()))?;
     let (text, ids) = text_of_len(&engine, seq)?;
     let nodes = engine.profile_text(&text, runs)?;

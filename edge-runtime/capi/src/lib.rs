@@ -121,7 +121,7 @@ pub unsafe extern "C" fn ckd_engine_open_threads(bundle_dir: *const c_char, thre
         let dir = unsafe { CStr::from_ptr(bundle_dir) };
         let dir =
             dir.to_str().map_err(|e| (CKD_ERR_UTF8, format!("ckd_engine_open: bundle_dir is not valid UTF-8: {e}")))?;
-        let opts = EngineOptions { threads: threads as usize };
+        let opts = EngineOptions { threads: threads as usize, ..Default::default() };
         let engine = Engine::open_with(Path::new(dir), &opts).map_err(|e| (edge_code(&e), e.to_string()))?;
         out = Box::into_raw(Box::new(CkdEngine { engine }));
         Ok(())

@@ -89,7 +89,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let opts = EngineOptions { threads: cli.threads };
+    let opts = EngineOptions { threads: cli.threads, ..Default::default() };
     match cli.cmd {
         Cmd::Predict { bundle, input, lenient } => predict(&open(&bundle, &opts)?, &input, lenient),
         Cmd::Info { bundle } => info(&bundle, &opts),

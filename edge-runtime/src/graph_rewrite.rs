@@ -1,0 +1,228 @@
+//! Pattern rewrites of an ONNX graph before tract parses it (the fused ops of [`crate::attention`]
+//! and [`crate::qlinear`]): an index of who produces and uses each value, and the splice that
+//! replaces each matched chain by one node.
+
+use std::collections::{HashMap, HashSet};
+
+use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto};
+
+/// Replaces every chain `matcher` finds by its fused node. `matcher(index, i)` looks at node
+/// `i` (each node is offered once, in graph order); a chain that shares a node with one matched
+/// earlier is skipped. Returns how many chains were fused (0: graph unchanged). Each fused node
+/// takes the position of the node it `replaces` (the chain's last), so the graph stays sorted.
+pub(crate) fn rewrite(graph: &mut GraphProto, matcher: impl Fn(&Index, usize) -> Option<Fusion>) -> usize {
+    let fusions = {
+        let index = Index::new(graph);
+        let mut claimed: HashSet<usize> = HashSet::new();
+        let mut fusions = Vec::new();
+        for i in 0..graph.node.len() {
+            if let Some(f) = matcher(&index, i) {
+                if f.removed.iter().all(|n| !claimed.contains(n)) {
+                    claimed.extend(f.removed.iter().copied());
+                    fusions.push(f);
+                }
+            }
+        }
+        fusions
+    };
+    if fusions.is_empty() {
+        return 0;
+    }
+    let mut at: HashMap<usize, NodeProto> = HashMap::new();
+    let mut removed: HashSet<usize> = HashSet::new();
+    for f in &fusions {
+        removed.extend(f.removed.iter().copied());
+        at.insert(f.replaces, f.node.clone());
+    }
+    let nodes = std::mem::take(&mut graph.node);
+    graph.node = nodes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, n)| match at.remove(&i) {
+            Some(fused) => Some(fused),
+            None => (!removed.contains(&i)).then_some(n),
+        })
+        .collect();
+    fusions.len()
+}
+
+/// One matched chain: the nodes it removes (including `replaces`), the node whose position
+/// and output the fused node takes over, and the fused node.
+pub(crate) struct Fusion {
+    pub removed: Vec<usize>,
+    pub replaces: usize,
+    pub node: NodeProto,
+}
+
+/// Who produces and who uses each value of a graph.
+pub(crate) struct Index<'g> {
+    graph: &'g GraphProto,
+    producer: HashMap<&'g str, usize>,
+    /// Consumer node indices of each value (a graph output counts as an extra, foreign use).
+    users: HashMap<&'g str, Vec<Option<usize>>>,
+}
+
+impl<'g> Index<'g> {
+    pub(crate) fn new(graph: &'g GraphProto) -> Self {
+        let mut producer = HashMap::new();
+        let mut users: HashMap<&str, Vec<Option<usize>>> = HashMap::new();
+        for (i, n) in graph.node.iter().enumerate() {
+            for o in &n.output {
+                producer.insert(o.as_str(), i);
+            }
+            for input in n.input.iter().filter(|s| !s.is_empty()) {
+                users.entry(input.as_str()).or_default().push(Some(i));
+            }
+        }
+        for o in &graph.output {
+            users.entry(o.name.as_str()).or_default().push(None);
+        }
+        Index { graph, producer, users }
+    }
+
+    /// The node producing `value` as its only output, if its op is `op`.
+    pub(crate) fn made_by(&self, value: &str, op: &str) -> Option<usize> {
+        let i = *self.producer.get(value)?;
+        let n = &self.graph.node[i];
+        (n.op_type == op && n.output.len() == 1).then_some(i)
+    }
+
+    /// The node producing `value` (as any of its outputs).
+    pub(crate) fn producer(&self, value: &str) -> Option<usize> {
+        self.producer.get(value).copied()
+    }
+
+    /// The one node using `value` (used exactly once, not a graph output).
+    pub(crate) fn sole_user(&self, value: &str) -> Option<usize> {
+        match self.users.get(value)?.as_slice() {
+            [Some(i)] => Some(*i),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn node(&self, i: usize) -> &'g NodeProto {
+        &self.graph.node[i]
+    }
+
+    pub(crate) fn init(&self, name: &str) -> Option<&'g tract_onnx::pb::TensorProto> {
+        self.graph.initializer.iter().find(|t| t.name == name)
+    }
+
+    /// The values of a 1-D i64 initializer.
+    pub(crate) fn ints(&self, name: &str) -> Option<Vec<i64>> {
+        let t = self.init(name)?;
+        if t.data_type != DataType::Int64 as i32 || t.dims.len() != 1 {
+            return None;
+        }
+        let vals: Vec<i64> = if t.raw_data.is_empty() {
+            t.int64_data.clone()
+        } else {
+            if t.raw_data.len() % 8 != 0 {
+                return None;
+            }
+            t.raw_data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default())).collect()
+        };
+        (vals.len() as i64 == t.dims[0]).then_some(vals)
+    }
+
+    /// The value of a one-element f32 initializer.
+    pub(crate) fn scalar(&self, name: &str) -> Option<f32> {
+        let t = self.init(name)?;
+        if t.data_type != DataType::Float as i32 || t.dims.iter().product::<i64>() != 1 {
+            return None;
+        }
+        match (t.raw_data.as_slice(), t.float_data.as_slice()) {
+            ([a, b, c, d], []) => Some(f32::from_le_bytes([*a, *b, *c, *d])),
+            ([], [v]) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+/// Graph building blocks for the rewrite tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    pub(crate) use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
+    use tract_onnx::pb::tensor_shape_proto::Dimension;
+    use tract_onnx::pb::type_proto::{Tensor as TypeTensor, Value as TypeValue};
+    use tract_onnx::pb::{
+        attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, ModelProto, NodeProto,
+        OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    };
+
+    /// Deterministic values in [-2, 2) (an LCG: no RNG dependency in this crate).
+    pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    pub(crate) fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            name: output.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            attribute,
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn ints(name: &str, v: &[i64]) -> AttributeProto {
+        AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: v.to_vec(), ..Default::default() }
+    }
+
+    pub(crate) fn int(name: &str, i: i64) -> AttributeProto {
+        AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i, ..Default::default() }
+    }
+
+    pub(crate) fn i64s(name: &str, v: &[i64]) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            data_type: DataType::Int64 as i32,
+            dims: vec![v.len() as i64],
+            raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn f32s(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            data_type: DataType::Float as i32,
+            dims: dims.to_vec(),
+            raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A graph input or output of `elem_type` with `dims` (a name is a symbolic dimension).
+    pub(crate) fn value_info(name: &str, elem_type: DataType, dims: &[Dim]) -> ValueInfoProto {
+        let dim = dims.iter().map(|d| Dimension { value: Some(d.clone()), ..Default::default() }).collect();
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(TypeValue::TensorType(TypeTensor {
+                    elem_type: elem_type as i32,
+                    shape: Some(TensorShapeProto { dim }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// An opset-17 model of `graph`.
+    pub(crate) fn model(graph: GraphProto) -> ModelProto {
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(graph),
+            ..Default::default()
+        }
+    }
+}
