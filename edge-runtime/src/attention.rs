@@ -140,7 +140,9 @@ impl EvalOp for FusedAttention {
         );
         let dims = Dims { batch: qs[0], q_rows: qs[1], kv_rows: ks[1], heads: self.heads, head_dim: self.head_dim };
         let (q, k, v) = (q.cast_to::<f32>()?, k.cast_to::<f32>()?, v.cast_to::<f32>()?);
-        let mut out = Tensor::zero::<f32>(qs)?;
+        // SAFETY: f32 has no invalid bit patterns, and `attend` writes every element (zeros
+        // when there are no keys; `sgemm` with beta 0 does not read its output).
+        let mut out = unsafe { Tensor::uninitialized::<f32>(qs)? };
         attend(
             &dims,
             self.scale(),
@@ -213,11 +215,9 @@ pub fn attend_in_blocks(
     let kt = heads_transposed(k, batch, kv_rows, heads, head_dim);
     let work = batch * q_rows * kv_rows * width;
     par_chunks_mut(out, width, work, |first_row, chunk| {
-        let exp = Func::Exp.ew_f32()?;
         let rows = chunk.len() / width;
-        // One block's scores, column-major: score (i, j) at i + j * m.
+        // One block's scores, row-major [m, T].
         let mut scores = vec![0f32; block.min(rows) * kv_rows];
-        let mut mx = vec![0f32; block.min(rows)];
         let mut sum = vec![0f32; block.min(rows)];
         let mut r = 0;
         while r < rows {
@@ -233,7 +233,7 @@ pub fn attend_in_blocks(
                 // of the [Dh, Tq] matrix at qt_h are inside it (i + m <= q_rows); kt likewise
                 // with kv_rows columns; `s` holds m * kv_rows.
                 unsafe {
-                    // s [m, T] (column-major) = q_blk,h [m, Dh] . k_h^T [Dh, T] * scale
+                    // s [m, T] = q_blk,h [m, Dh] . k_h^T [Dh, T] * scale
                     matrixmultiply::sgemm(
                         m,
                         head_dim,
@@ -247,16 +247,14 @@ pub fn attend_in_blocks(
                         1,
                         0.0,
                         s.as_mut_ptr(),
+                        kv_rows as isize,
                         1,
-                        m as isize,
                     );
                 }
-                // Softmax along j, m rows at once: exp(s - row max); the 1 / sum is applied
-                // to the [m, Dh] output instead of the [m, T] probabilities.
-                let (mx, sum) = (&mut mx[..m], &mut sum[..m]);
-                shift_rows(s, mx);
-                exp.run(s)?;
-                row_sums(s, sum);
+                // Softmax along j: exp(s - row max), row by row while the row is in L1; the
+                // 1 / sum is applied to the [m, Dh] output instead of the [m, T] probabilities.
+                let sum = &mut sum[..m];
+                softmax_numerators(s, kv_rows, sum)?;
                 let out_blk = r * width + h * head_dim;
                 // SAFETY: v rows b*kv_rows..(b+1)*kv_rows, head columns inside `width`
                 // (length checked above); output rows r..r+m of this chunk, same columns.
@@ -268,8 +266,8 @@ pub fn attend_in_blocks(
                         head_dim,
                         1.0,
                         s.as_ptr(),
+                        kv_rows as isize,
                         1,
-                        m as isize,
                         v.as_ptr().add(b * kv_rows * width + h * head_dim),
                         width as isize,
                         1,
@@ -316,87 +314,136 @@ fn heads_transposed(x: &[f32], batch: usize, rows: usize, heads: usize, head_dim
     t
 }
 
-/// Softmax helpers over a column-major block `s` of m = `acc.len()` rows: element (i, j) at
-/// `s[j * m + i]`, so each loop runs over m contiguous rows at once and vectorizes.
-///
-/// Subtracts its maximum from each row; the maxima are left in `acc`.
-#[inline(always)]
-fn shift_rows_body(s: &mut [f32], acc: &mut [f32]) {
-    let m = acc.len();
-    acc.copy_from_slice(&s[..m]);
-    for col in s.chunks_exact(m).skip(1) {
-        for (a, &x) in acc.iter_mut().zip(col) {
-            // Compare-and-select: one vmaxps per vector (f32::max is slower vectorized on x86_64).
-            *a = if x > *a { x } else { *a };
+/// Softmax numerators of each row of the row-major block `s` ([sums.len(), t]): row i becomes
+/// `exp(s_i - max s_i)` and `sums[i]` its sum. On x86_64 with AVX-512F one pass finds the max
+/// and a second computes, stores and sums the exponentials ([`wide::exp_shifted_512`]);
+/// elsewhere the max, subtract and sum loops vectorize and tract's exp kernel runs on the row.
+fn softmax_numerators(s: &mut [f32], t: usize, sums: &mut [f32]) -> TractResult<()> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        for (row, z) in s.chunks_exact_mut(t).zip(sums.iter_mut()) {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            *z = unsafe { wide::exp_shifted_512(row) };
         }
+        return Ok(());
     }
-    for col in s.chunks_exact_mut(m) {
-        for (x, &a) in col.iter_mut().zip(acc.iter()) {
-            *x -= a;
-        }
-    }
+    softmax_numerators_portable(s, t, sums)
 }
 
-/// Row sums of the column-major block, into `acc`.
-#[inline(always)]
-fn row_sums_body(s: &[f32], acc: &mut [f32]) {
-    acc.fill(0.0);
-    for col in s.chunks_exact(acc.len()) {
-        for (a, &x) in acc.iter_mut().zip(col) {
-            *a += x;
+/// [`softmax_numerators`] without the AVX-512 kernel.
+fn softmax_numerators_portable(s: &mut [f32], t: usize, sums: &mut [f32]) -> TractResult<()> {
+    let exp = Func::Exp.ew_f32()?;
+    for (row, z) in s.chunks_exact_mut(t).zip(sums.iter_mut()) {
+        let mx = lanes(row, f32::NEG_INFINITY, |a, x| if x > a { x } else { a })
+            .into_iter()
+            .fold(f32::NEG_INFINITY, f32::max);
+        for x in row.iter_mut() {
+            *x -= mx;
         }
+        exp.run(row)?;
+        *z = lanes(row, 0.0, |a, x| a + x).iter().sum();
     }
+    Ok(())
 }
 
-/// The same loops built for wider vectors, picked at run time (as in [`crate::tract_ops`]).
+/// `row` folded into 16 lanes (lane l takes elements l, l + 16, ...), so the loop vectorizes.
+#[inline(always)]
+fn lanes(row: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> [f32; 16] {
+    let mut acc = [init; 16];
+    let mut chunks = row.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = f(*a, x);
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
+        *a = f(*a, x);
+    }
+    acc
+}
+
 #[cfg(target_arch = "x86_64")]
 mod wide {
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn shift_rows_512(s: &mut [f32], acc: &mut [f32]) {
-        super::shift_rows_body(s, acc)
-    }
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn row_sums_512(s: &[f32], acc: &mut [f32]) {
-        super::row_sums_body(s, acc)
-    }
-    #[target_feature(enable = "avx2")]
-    pub(super) fn shift_rows_256(s: &mut [f32], acc: &mut [f32]) {
-        super::shift_rows_body(s, acc)
-    }
-    #[target_feature(enable = "avx2")]
-    pub(super) fn row_sums_256(s: &[f32], acc: &mut [f32]) {
-        super::row_sums_body(s, acc)
-    }
-}
+    use std::arch::x86_64::*;
 
-fn shift_rows(s: &mut [f32], acc: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { wide::shift_rows_512(s, acc) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { wide::shift_rows_256(s, acc) };
+    /// `row = exp(row - max(row))`; returns the new row's sum. Empty rows give 0.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn exp_shifted_512(row: &mut [f32]) -> f32 {
+        let n = row.len();
+        let p = row.as_mut_ptr();
+        let rest = n % 16;
+        let tail: __mmask16 = ((1u32 << rest) - 1) as u16;
+        let end = n - rest;
+        // SAFETY (every load and store below): full vectors at i < end read p[i..i + 16]
+        // inside the row; the tail is masked to its `rest` elements.
+        unsafe {
+            let mut m = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
+            let mut i = 0;
+            while i + 64 <= end {
+                for (l, acc) in m.iter_mut().enumerate() {
+                    *acc = _mm512_max_ps(*acc, _mm512_loadu_ps(p.add(i + 16 * l)));
+                }
+                i += 64;
+            }
+            while i < end {
+                m[0] = _mm512_max_ps(m[0], _mm512_loadu_ps(p.add(i)));
+                i += 16;
+            }
+            if rest > 0 {
+                m[1] = _mm512_mask_max_ps(m[1], tail, m[1], _mm512_maskz_loadu_ps(tail, p.add(end)));
+            }
+            let mx = _mm512_set1_ps(_mm512_reduce_max_ps(_mm512_max_ps(
+                _mm512_max_ps(m[0], m[1]),
+                _mm512_max_ps(m[2], m[3]),
+            )));
+            let mut sum = [_mm512_setzero_ps(); 2];
+            i = 0;
+            while i + 32 <= end {
+                for (l, acc) in sum.iter_mut().enumerate() {
+                    let e = exp(_mm512_sub_ps(_mm512_loadu_ps(p.add(i + 16 * l)), mx));
+                    _mm512_storeu_ps(p.add(i + 16 * l), e);
+                    *acc = _mm512_add_ps(*acc, e);
+                }
+                i += 32;
+            }
+            while i < end {
+                let e = exp(_mm512_sub_ps(_mm512_loadu_ps(p.add(i)), mx));
+                _mm512_storeu_ps(p.add(i), e);
+                sum[0] = _mm512_add_ps(sum[0], e);
+                i += 16;
+            }
+            if rest > 0 {
+                let e = exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, p.add(end)), mx));
+                _mm512_mask_storeu_ps(p.add(end), tail, e);
+                sum[1] = _mm512_mask_add_ps(sum[1], tail, sum[1], e);
+            }
+            _mm512_reduce_add_ps(_mm512_add_ps(sum[0], sum[1]))
         }
     }
-    shift_rows_body(s, acc)
-}
 
-fn row_sums(s: &[f32], acc: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { wide::row_sums_512(s, acc) };
+    /// `exp(x)` for x <= 0 (inputs below -87.3 give about 1e-38 rather than a denormal or 0),
+    /// Cephes' `expf` scheme: x = n ln 2 + r with |r| <= ln 2 / 2 (ln 2 split in two parts),
+    /// `exp(r) = 1 + r + r^2 P(r)` with its degree-5 polynomial, then `* 2^n` by `vscalefps`.
+    /// Within 2 ulp of the true value (tested against f64).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) fn exp(x: __m512) -> __m512 {
+        const P: [f32; 6] =
+            [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1];
+        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.336_54));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+            x,
+            _mm512_set1_ps(std::f32::consts::LOG2_E),
+        ));
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+        let mut poly = _mm512_set1_ps(P[0]);
+        for c in &P[1..] {
+            poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(*c));
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { wide::row_sums_256(s, acc) };
-        }
+        let e = _mm512_fmadd_ps(poly, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0)));
+        _mm512_scalef_ps(e, n)
     }
-    row_sums_body(s, acc)
 }
 
 /// Rewrites every attention chain of the module doc into one [`OP_TYPE`] node. Returns how
@@ -592,6 +639,59 @@ mod tests {
             let want = reference(d, scale, &q, &k, &v);
             let err = out.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(err < 1e-5, "{d:?}: max error {err}");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx512_exp_is_within_two_ulp() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("no AVX-512F here: the portable softmax is used (and tested) instead");
+            return;
+        }
+        use std::arch::x86_64::*;
+        let mut worst = 0f64;
+        for i in 0..=87_000 {
+            let x = -(i as f32) * 1e-3;
+            let xs = [x; 16];
+            let mut out = [0f32; 16];
+            // SAFETY: AVX-512F checked above; 16-element arrays.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), wide::exp(_mm512_loadu_ps(xs.as_ptr()))) };
+            let exact = f64::from(x).exp();
+            let ulp = f64::from(f32::EPSILON) * exact;
+            worst = worst.max((f64::from(out[0]) - exact).abs() / ulp);
+        }
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+        // Far below: tiny, positive, finite.
+        let mut out = [0f32; 16];
+        // SAFETY: as above.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), wide::exp(_mm512_set1_ps(-1e4))) };
+        assert!(out[0] > 0.0 && out[0] < 1e-37);
+    }
+
+    #[test]
+    fn softmax_numerators_match_f64_for_every_tail_length() {
+        for t in [1, 2, 15, 16, 17, 31, 33, 64, 65, 130] {
+            let m = 3;
+            let mut s: Vec<f32> = values(m * t, t as u64).iter().map(|x| x * 20.0).collect();
+            let orig = s.clone();
+            let mut sums = vec![0f32; m];
+            let mut s2 = s.clone();
+            let mut sums2 = sums.clone();
+            softmax_numerators(&mut s, t, &mut sums).unwrap();
+            softmax_numerators_portable(&mut s2, t, &mut sums2).unwrap();
+            for (s, sums) in [(&s, &sums), (&s2, &sums2)] {
+                for i in 0..m {
+                    let row = &orig[i * t..(i + 1) * t];
+                    let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let e: Vec<f64> = row.iter().map(|x| f64::from(x - mx).exp()).collect();
+                    for (a, b) in s[i * t..(i + 1) * t].iter().zip(&e) {
+                        assert!((f64::from(*a) - b).abs() <= 3e-7 * b.max(1e-30), "t {t}: {a} vs {b}");
+                    }
+                    let z: f64 = e.iter().sum();
+                    assert!((f64::from(sums[i]) - z).abs() <= 1e-6 * z, "t {t}: sum {} vs {z}", sums[i]);
+                }
+            }
         }
     }
 

@@ -407,7 +407,8 @@ impl EvalOp for QLinear {
         let m = shape[..shape.len() - 1].iter().product::<usize>();
         let mut out_shape: TVec<usize> = shape.into();
         *out_shape.last_mut().context("rank")? = n;
-        let mut out = Tensor::zero::<f32>(&out_shape)?;
+        // SAFETY: f32 has no invalid bit patterns, and `run` writes every element.
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
         self.packed.run(
             x_q.try_as_plain_ram()?.as_slice::<u8>()?,
             m,
