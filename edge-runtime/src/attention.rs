@@ -428,8 +428,7 @@ mod wide {
     #[target_feature(enable = "avx512f")]
     #[inline]
     pub(super) fn exp(x: __m512) -> __m512 {
-        const P: [f32; 6] =
-            [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1];
+        const P: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
         let x = _mm512_max_ps(x, _mm512_set1_ps(-87.336_54));
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
             x,
