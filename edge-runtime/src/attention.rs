@@ -27,22 +27,22 @@
 //! it copies q and k head by head into transposed [Dh, T] matrices, so that the products'
 //! operand packing reads contiguous memory (with strided views, packing took a third of the
 //! time). Then per block of at most [`QUERY_BLOCK`] query rows and per head:
-//! `s = q_blk k_h^T * c` ([`matrixmultiply::sgemm`], written column-major), `s -= row max`,
-//! `s = exp(s)` (tract's vectorized exp kernel), row sums, `y_blk,h = s v_h` written in place
-//! in the output, then `y_blk,h /= row sum` (on [m, Dh] rather than the [m, T] probabilities).
-//! The max, subtract and sum loops run over the block's m rows at once and are also built for
-//! AVX2 / AVX-512F, picked at run time. Blocks of rows run on the engine's thread pool (tract's
-//! `par_chunks_mut`; inline with one thread). Results equal the unfused graph's up to float
+//! `s = q_blk k_h^T * c` ([`matrixmultiply::sgemm`], row-major [m, T]), then per row (in L1)
+//! `s = exp(s - row max)` and its sum ([`softmax_numerators`]: on AVX-512 one pass for the max
+//! and one for exp-store-sum; elsewhere vectorized loops and tract's exp kernel), then
+//! `y_blk,h = s v_h` written in place in the output and `y_blk,h /= row sum` (on [m, Dh]
+//! rather than the [m, T] probabilities). Rows are split over the engine's thread pool, one
+//! chunk per thread ([`crate::parallel`]; inline with one thread). Results equal the unfused graph's up to float
 //! rounding (tests: against an f64 reference, against tract on the unfused graph, and a whole
 //! bundle fused vs not). Speed: `cargo bench -p ckd-benches --bench attention`.
 
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{attribute_proto::AttributeType, AttributeProto, GraphProto, NodeProto};
-use tract_onnx::tract_core::tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::tract_core::tract_linalg::Func;
 use tract_onnx::tract_hir::internal::*;
 
 use crate::graph_rewrite::{rewrite, Fusion, Index};
+use crate::parallel::for_row_chunks;
 
 /// ONNX op type of the fused node (only ever in a graph rewritten in memory by this crate).
 pub const OP_TYPE: &str = "CkdFusedAttention";
@@ -213,8 +213,7 @@ pub fn attend_in_blocks(
     // qt[b][h] = q_h^T [Dh, Tq] and kt[b][h] = k_h^T [Dh, T].
     let qt = heads_transposed(q, batch, q_rows, heads, head_dim);
     let kt = heads_transposed(k, batch, kv_rows, heads, head_dim);
-    let work = batch * q_rows * kv_rows * width;
-    par_chunks_mut(out, width, work, |first_row, chunk| {
+    for_row_chunks(out, width, 1, 8, |first_row, chunk| {
         let rows = chunk.len() / width;
         // One block's scores, row-major [m, T].
         let mut scores = vec![0f32; block.min(rows) * kv_rows];

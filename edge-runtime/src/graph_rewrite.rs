@@ -92,6 +92,11 @@ impl<'g> Index<'g> {
         self.producer.get(value).copied()
     }
 
+    /// Every use of `value` (`None`: a graph output).
+    pub(crate) fn users_of(&self, value: &str) -> Option<&[Option<usize>]> {
+        self.users.get(value).map(Vec::as_slice)
+    }
+
     /// The one node using `value` (used exactly once, not a graph output).
     pub(crate) fn sole_user(&self, value: &str) -> Option<usize> {
         match self.users.get(value)?.as_slice() {

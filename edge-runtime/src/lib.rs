@@ -22,7 +22,9 @@ pub use ckd_core;
 
 pub mod attention;
 mod graph_rewrite;
+pub mod layer_norm;
 pub mod memory;
+mod parallel;
 pub mod qlinear;
 mod source;
 pub mod tract_ops;
@@ -406,8 +408,8 @@ fn sigmoid(x: f32) -> f32 {
 /// only until decoded, the protobuf only until parsed.
 ///
 /// With `drop_mask`, [`unpadded::drop_zero_mask_adds`] runs first and, when it removed the
-/// mask adds, [`attention::fuse_attention`] after it. With `int8_kernel`, on a CPU that has
-/// it, the int8 linears become [`qlinear`] ops. Returns the plan and whether it removed
+/// mask adds, [`attention::fuse_attention`] after it. LayerNorms become [`layer_norm`] ops.
+/// With `int8_kernel`, on a CPU that has it, the int8 linears become [`qlinear`] ops. Returns the plan and whether it removed
 /// the attention-mask adds (then the plan is exact for unpadded inputs only).
 fn load_plan(
     onnx: Vec<u8>,
@@ -427,6 +429,10 @@ fn load_plan(
         if let Some(g) = proto.graph.as_mut() {
             attention::fuse_attention(g);
         }
+    }
+    layer_norm::register(&mut fw);
+    if let Some(g) = proto.graph.as_mut() {
+        layer_norm::fuse_layer_norms(g);
     }
     if int8_kernel && qlinear::fast_kernel_available() {
         qlinear::register(&mut fw);

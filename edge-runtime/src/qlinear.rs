@@ -16,7 +16,10 @@
 //! ```
 //!
 //! whose intermediate values feed nothing else becomes one `CkdQLinear(x_q, x_scale, x_zp,
-//! W, w_scale, b)` node, registered by [`register`]. When tract builds the plan, the op takes
+//! W, w_scale, b)` node, registered by [`register`]. When `y` feeds only the exporter's GELU
+//! (`Mul(Mul(y, Add(Erf(Mul(y, 1/sqrt 2)), 1)), 0.5)`), that is folded in too (attribute
+//! `activation = "gelu"`): computed as tract's `GeluExact` computes it, on each thread's rows
+//! right after the product. When tract builds the plan, the op takes
 //! W, w_scale and b (which must be constants) into a [`PackedLinear`] and keeps only the
 //! three activation inputs. `DynamicQuantizeLinear` stays a node of its own (its output feeds
 //! the q, k and v linears alike).
@@ -32,19 +35,20 @@
 //! three 64-byte weight vectors (16 columns x 4 K values each, the packed layout) and
 //! broadcasts 4 activation bytes per row, straight from the row-major u8 activations (no
 //! activation packing). The epilogue (zero point, convert, rescale, bias) runs on the tile in
-//! registers and stores the f32 outputs. Row blocks are spread over the engine's thread pool
-//! (tract's `par_chunks_mut`; inline with one thread). Elsewhere a portable loop computes the
+//! registers and stores the f32 outputs. Rows are split over the engine's thread pool, one
+//! chunk per thread ([`crate::parallel`]; inline with one thread). Elsewhere a portable loop computes the
 //! same values (slowly), so a graph holding this op runs anywhere; the engine rewrites the
 //! graph only where [`fast_kernel_available`] (else tract's own int8 path is faster).
 
 use std::sync::Arc;
 
 use tract_onnx::model::ParsingContext;
-use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto};
-use tract_onnx::tract_core::tract_linalg::multithread::par_chunks_mut;
+use tract_onnx::pb::{attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, NodeProto};
+use tract_onnx::tract_core::tract_linalg::Func;
 use tract_onnx::tract_hir::internal::*;
 
 use crate::graph_rewrite::{rewrite, Fusion, Index};
+use crate::parallel::for_row_chunks;
 
 /// ONNX op type of the fused node (only ever in a graph rewritten in memory by this crate).
 pub const OP_TYPE: &str = "CkdQLinear";
@@ -94,13 +98,15 @@ pub struct PackedLinear {
     colsum: Vec<i32>,
     w_scale: Vec<f32>,
     bias: Vec<f32>,
+    gelu: bool,
 }
 
 /// Equal when every value is (floats compared by their bits, so that `Eq` holds).
 impl PartialEq for PackedLinear {
     fn eq(&self, other: &Self) -> bool {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        (self.k, self.n, &self.quads, &self.colsum) == (other.k, other.n, &other.quads, &other.colsum)
+        (self.k, self.n, self.gelu, &self.quads, &self.colsum)
+            == (other.k, other.n, other.gelu, &other.quads, &other.colsum)
             && bits(&self.w_scale) == bits(&other.w_scale)
             && bits(&self.bias) == bits(&other.bias)
     }
@@ -141,7 +147,20 @@ impl PackedLinear {
             p.resize(padded, 0.0);
             p
         };
-        Ok(PackedLinear { k, n, groups, panels, quads, colsum, w_scale: pad(w_scale), bias: pad(bias) })
+        Ok(PackedLinear { k, n, groups, panels, quads, colsum, w_scale: pad(w_scale), bias: pad(bias), gelu: false })
+    }
+
+    /// The same layer followed by GELU (erf form), `y = (y * 0.5) * (1 + erf(y / sqrt 2))`,
+    /// computed as tract's `GeluExact` does (its erf kernel, the same products), so the same
+    /// bits as the unfused plan.
+    pub fn with_gelu(mut self) -> Self {
+        self.gelu = true;
+        self
+    }
+
+    /// Whether GELU follows the product ([`PackedLinear::with_gelu`]).
+    pub fn gelu(&self) -> bool {
+        self.gelu
     }
 
     /// K, the input width.
@@ -154,8 +173,8 @@ impl PackedLinear {
         self.n
     }
 
-    /// `out [m, N] = f32(x_q [m, K] . W - x_zp * colsum) * (x_scale * w_scale) + bias`, with
-    /// the fast kernel where the CPU has it. Rows are split over the current tract executor.
+    /// `out [m, N] = f32(x_q [m, K] . W - x_zp * colsum) * (x_scale * w_scale) + bias` (then
+    /// GELU when [`PackedLinear::with_gelu`]), with the fast kernel where the CPU has it. Rows are split over the current tract executor.
     pub fn run(&self, x_q: &[u8], m: usize, x_scale: f32, x_zp: u8, out: &mut [f32]) -> TractResult<()> {
         self.run_with(x_q, m, x_scale, x_zp, out, fast_kernel_available())
     }
@@ -181,7 +200,7 @@ impl PackedLinear {
             return Ok(());
         }
         let fast = fast && fast_kernel_available();
-        par_chunks_mut(out, n, m * n * k.max(1), |first_row, chunk| {
+        for_row_chunks(out, n, MR, 2 * MR, |first_row, chunk| {
             let rows = chunk.len() / n;
             let a = &x_q[first_row * k..(first_row + rows) * k];
             #[cfg(target_arch = "x86_64")]
@@ -189,10 +208,17 @@ impl PackedLinear {
                 // SAFETY: the CPU has the kernel's features (checked just above); `a` holds
                 // rows x K and `chunk` rows x N values.
                 unsafe { vnni::rows(self, a, rows, x_scale, x_zp, chunk) };
-                return Ok(());
+            } else {
+                self.rows_portable(a, rows, x_scale, x_zp, chunk);
             }
-            let _ = fast;
-            self.rows_portable(a, rows, x_scale, x_zp, chunk);
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                let _ = fast;
+                self.rows_portable(a, rows, x_scale, x_zp, chunk);
+            }
+            if self.gelu {
+                gelu_in_place(chunk)?;
+            }
             Ok(())
         })
     }
@@ -214,6 +240,46 @@ impl PackedLinear {
             }
         }
     }
+}
+
+/// tract 0.23.9's `GeluExact` on f32, the same operations in the same order:
+/// `s = x * (1 / sqrt 2)`, `e = erf(s)` (tract's erf kernel), `x = (x * 0.5) * (e + 1)`.
+fn gelu_in_place(xs: &mut [f32]) -> TractResult<()> {
+    const CHUNK: usize = 1024;
+    let erf = Func::Erf.ew_f32()?;
+    let c = 2f32.sqrt().recip();
+    let mut scratch = [0f32; CHUNK];
+    for chunk in xs.chunks_mut(CHUNK) {
+        let s = &mut scratch[..chunk.len()];
+        gelu_loops(chunk, s, c, false);
+        erf.run(s)?;
+        gelu_loops(chunk, s, c, true);
+    }
+    Ok(())
+}
+
+/// The two elementwise loops of [`gelu_in_place`] (`finish`: the second), built for AVX-512F
+/// too and picked at run time.
+fn gelu_loops(x: &mut [f32], s: &mut [f32], c: f32, finish: bool) {
+    #[inline(always)]
+    fn body(x: &mut [f32], s: &mut [f32], c: f32, finish: bool) {
+        if finish {
+            x.iter_mut().zip(s.iter()).for_each(|(x, e)| *x = (*x * 0.5) * (*e + 1.0));
+        } else {
+            s.iter_mut().zip(x.iter()).for_each(|(s, x)| *s = *x * c);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn body_512(x: &mut [f32], s: &mut [f32], c: f32, finish: bool) {
+        body(x, s, c, finish)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { body_512(x, s, c, finish) };
+    }
+    body(x, s, c, finish)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -307,13 +373,23 @@ mod vnni {
 
 /// Registers the builder of [`OP_TYPE`] nodes in `onnx`.
 pub fn register(onnx: &mut tract_onnx::Onnx) {
-    onnx.op_register.insert(OP_TYPE, |_ctx: &ParsingContext, _node: &NodeProto| Ok((expand(QLinearExpansion), vec![])));
+    onnx.op_register.insert(OP_TYPE, |_ctx: &ParsingContext, node: &NodeProto| {
+        let gelu = match node.attribute.iter().find(|a| a.name == "activation").map(|a| a.s.as_slice()) {
+            None => false,
+            Some(b"gelu") => true,
+            Some(other) => bail!("{}: {OP_TYPE} with activation {:?}", node.name, String::from_utf8_lossy(other)),
+        };
+        Ok((expand(QLinearExpansion { gelu }), vec![]))
+    });
 }
 
 /// The parsed node: inputs (x_q, x_scale, x_zp, W, w_scale, b); becomes a [`QLinear`] once its
 /// constants are known.
 #[derive(Debug, Clone, Default, Hash, PartialEq, Eq)]
-struct QLinearExpansion;
+struct QLinearExpansion {
+    /// GELU (erf form) after the bias (attribute `activation = "gelu"`).
+    gelu: bool,
+}
 
 impl Expansion for QLinearExpansion {
     fn name(&self) -> StaticName {
@@ -365,6 +441,7 @@ impl Expansion for QLinearExpansion {
             bias.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?,
         )
         .with_context(|| prefix.to_string())?;
+        let packed = if self.gelu { packed.with_gelu() } else { packed };
         target.wire_node(prefix, QLinear { packed: Arc::new(packed) }, &inputs[..3])
     }
 }
@@ -383,7 +460,7 @@ impl Op for QLinear {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("K = {}, N = {}", self.packed.k, self.packed.n)])
+        Ok(vec![format!("K = {}, N = {}, GELU: {}", self.packed.k, self.packed.n, self.packed.gelu)])
     }
 
     op_as_typed_op!();
@@ -501,14 +578,82 @@ impl Index<'_> {
         if self.init_dims(bias, DataType::Float)? != [n] || k <= 0 {
             return None;
         }
+        let mut removed = vec![mi, ci, si, ri, ai];
+        let (mut name, mut output, mut attribute) = (add.name.clone(), add.output.clone(), vec![]);
+        if let Some((gelu_nodes, last)) = self.match_gelu(&add.output[0]) {
+            removed.extend(gelu_nodes);
+            name.clone_from(&self.node(last).name);
+            output.clone_from(&self.node(last).output);
+            attribute.push(AttributeProto {
+                name: "activation".into(),
+                r#type: AttributeType::String as i32,
+                s: b"gelu".to_vec(),
+                ..Default::default()
+            });
+        }
         let node = NodeProto {
             op_type: OP_TYPE.into(),
-            name: add.name.clone(),
+            name,
             input: vec![x_q.clone(), x_scale.clone(), x_zp.clone(), w.clone(), w_scale.clone(), bias.clone()],
-            output: add.output.clone(),
+            output,
+            attribute,
             ..Default::default()
         };
-        Some(Fusion { removed: vec![mi, ci, si, ri, ai], replaces: ai, node })
+        let replaces = *removed.iter().max()?;
+        Some(Fusion { removed, replaces, node })
+    }
+
+    /// The exporter's GELU on `y`: `Mul(Mul(y, Add(Erf(Mul(y, 1/sqrt 2)), 1)), 0.5)` (either
+    /// operand order), with `y` used by exactly those two products and every intermediate used
+    /// once. Returns the five nodes and the last one.
+    fn match_gelu(&self, y: &str) -> Option<([usize; 5], usize)> {
+        let [Some(u1), Some(u2)] = self.users_of(y)? else { return None };
+        // `Mul(v, c)` / `Mul(c, v)` with a scalar initializer c: (v, c).
+        let mul_by_const = |i: usize| -> Option<(&str, f32)> {
+            let n = self.node(i);
+            let [a, b] = n.input.as_slice() else { return None };
+            if n.op_type != "Mul" || n.output.len() != 1 {
+                return None;
+            }
+            match (self.scalar(a), self.scalar(b)) {
+                (None, Some(c)) => Some((a.as_str(), c)),
+                (Some(c), None) => Some((b.as_str(), c)),
+                _ => None,
+            }
+        };
+        let inv_sqrt2 = |i: usize| mul_by_const(i).is_some_and(|(v, c)| v == y && c == 2f32.sqrt().recip());
+        let (scale, outer) = if inv_sqrt2(*u1) {
+            (*u1, *u2)
+        } else if inv_sqrt2(*u2) {
+            (*u2, *u1)
+        } else {
+            return None;
+        };
+        let erf = self.sole_user(&self.node(scale).output[0])?;
+        let en = self.node(erf);
+        if en.op_type != "Erf" || en.output.len() != 1 {
+            return None;
+        }
+        let plus_one = self.sole_user(&en.output[0])?;
+        let pn = self.node(plus_one);
+        let [a, b] = pn.input.as_slice() else { return None };
+        let other = if a == &en.output[0] { b } else { a };
+        if pn.op_type != "Add" || pn.output.len() != 1 || self.scalar(other) != Some(1.0) {
+            return None;
+        }
+        let on = self.node(outer);
+        let mut operands = on.input.iter().map(String::as_str).collect::<Vec<_>>();
+        operands.sort_unstable();
+        let mut expected = vec![y, pn.output[0].as_str()];
+        expected.sort_unstable();
+        if on.op_type != "Mul" || on.output.len() != 1 || operands != expected {
+            return None;
+        }
+        let half = self.sole_user(&on.output[0])?;
+        if mul_by_const(half) != Some((on.output[0].as_str(), 0.5)) {
+            return None;
+        }
+        Some(([scale, erf, plus_one, outer, half], half))
     }
 }
 
@@ -661,6 +806,54 @@ mod tests {
             let same = plain.iter().zip(&fused).all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "seq {t}: fused differs from tract's plan");
         }
+    }
+
+    /// [`linear`] followed by the exporter's GELU: y = Mul(Mul(lin, Add(Erf(Mul(lin, c)), 1)), 0.5).
+    fn linear_gelu() -> GraphProto {
+        let mut g = linear();
+        for n in &mut g.node {
+            for o in n.output.iter_mut().chain([&mut n.name]).filter(|o| *o == "y") {
+                *o = "lin".into();
+            }
+        }
+        g.initializer.extend([
+            f32s("inv_sqrt2", &[], &[std::f32::consts::FRAC_1_SQRT_2]),
+            f32s("one", &[], &[1.0]),
+            f32s("half", &[], &[0.5]),
+        ]);
+        g.node.extend([
+            node("Mul", &["lin", "inv_sqrt2"], "g.div", vec![]),
+            node("Erf", &["g.div"], "g.erf", vec![]),
+            node("Add", &["g.erf", "one"], "g.add", vec![]),
+            node("Mul", &["lin", "g.add"], "g.mul", vec![]),
+            node("Mul", &["g.mul", "half"], "y", vec![]),
+        ]);
+        g
+    }
+
+    #[test]
+    fn a_linear_and_its_gelu_fuse_with_identical_output() {
+        let mut g = linear_gelu();
+        assert_eq!(fuse_int8_linears(&mut g), 1);
+        assert_eq!(g.node.len(), 2, "DynamicQuantizeLinear and the fused node");
+        assert_eq!(g.node[1].attribute.first().map(|a| a.s.as_slice()), Some(&b"gelu"[..]));
+        assert_eq!(g.node[1].output, ["y"]);
+        for t in [1, 9, 30] {
+            let plain = run(linear_gelu(), t, false);
+            let fused = run(g.clone(), t, true);
+            let same = plain.iter().zip(&fused).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "seq {t}: fused linear + GELU differs from tract's plan");
+        }
+        // The linear's output used elsewhere too: the linear fuses, the GELU stays.
+        let mut g = linear_gelu();
+        g.output.push(ValueInfoProto { name: "lin".into(), ..Default::default() });
+        assert_eq!(fuse_int8_linears(&mut g), 1);
+        assert!(g.node[1].attribute.is_empty() && g.node.len() == 7);
+        // Another constant than 1 / sqrt 2: not GELU.
+        let mut g = linear_gelu();
+        g.initializer[3] = f32s("inv_sqrt2", &[], &[0.7]);
+        assert_eq!(fuse_int8_linears(&mut g), 1);
+        assert!(g.node[1].attribute.is_empty());
     }
 
     #[test]

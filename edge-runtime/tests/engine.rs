@@ -165,3 +165,31 @@ fn profile_lists_every_plan_node_slowest_first() {
     assert!(nodes.windows(2).all(|w| w[0].ms >= w[1].ms), "sorted slowest first");
     assert!(matches!(engine.profile_text(" ", 1), Err(EdgeError::EmptyInput { index: 0 })));
 }
+
+/// The fused ops split their rows over the engine's pool: the same bits as on one thread,
+/// including uneven splits (rows not a multiple of the threads or of the kernel's tile).
+#[cfg(feature = "threads")]
+#[test]
+fn fused_ops_give_the_same_bits_on_two_threads() {
+    use ckd_edge::attention::{attend, Dims};
+    use ckd_edge::qlinear::PackedLinear;
+    use tract_onnx::prelude::multithread::{multithread_tract_scope, Executor};
+    let two = Executor::multithread(2);
+    let (m, k, n) = (45, 40, 100);
+    let w: Vec<i8> = (0..k * n).map(|i| ((i * 37) % 255) as u8 as i8).collect();
+    let a: Vec<u8> = (0..m * k).map(|i| ((i * 13) % 256) as u8).collect();
+    let lin = PackedLinear::new(&w, k, n, &vec![0.01; n], &vec![0.5; n]).unwrap();
+    let (mut one_out, mut two_out) = (vec![0f32; m * n], vec![0f32; m * n]);
+    lin.run(&a, m, 0.02, 100, &mut one_out).unwrap();
+    multithread_tract_scope(two.clone(), || lin.run(&a, m, 0.02, 100, &mut two_out)).unwrap();
+    assert_eq!(one_out, two_out, "int8 linear");
+    let d = Dims { batch: 2, q_rows: 37, kv_rows: 37, heads: 3, head_dim: 8 };
+    let x = |seed: usize| -> Vec<f32> {
+        (0..2 * 37 * 24).map(|i| (((i * 7919 + seed) % 1000) as f32 - 500.0) * 0.004).collect()
+    };
+    let (q, kk, v) = (x(1), x(2), x(3));
+    let (mut one_att, mut two_att) = (vec![0f32; q.len()], vec![0f32; q.len()]);
+    attend(&d, 0.35, &q, &kk, &v, &mut one_att).unwrap();
+    multithread_tract_scope(two, || attend(&d, 0.35, &q, &kk, &v, &mut two_att)).unwrap();
+    assert_eq!(one_att, two_att, "attention");
+}
