@@ -2,11 +2,13 @@
 # Side-by-side latency of one bundle in tract (through ckd-edge's Engine) and in onnxruntime
 # (the Python package from PyPI), batch 1, sequence lengths 128/256/512 (issue 7).
 #
-#   scripts/compare_onnxruntime.sh --bundle DIR [--blocks 3] [--runs 7] [--seq 128,256,512]
+#   scripts/compare_onnxruntime.sh --bundle DIR [--blocks 3] [--runs 7] [--warmup 5] [--seq 128,256,512]
 #
 # Interleaved: each of --blocks rounds runs the tract binary (all lengths, --runs each) and then
 # onnxruntime (1 and 2 intra-op threads, all lengths, --runs each), so load from other processes
-# hits both alike; a cell's figure is the median of its blocks x runs timings. tract runs on 1
+# hits both alike; a cell's figure is the median of its blocks x runs timings, each process first
+# running --warmup untimed predictions per length (on this 2-core VM the first few 2-thread runs
+# are up to 1.5x slower). tract runs on 1
 # and 2 threads (edge_latency built with the `threads` feature). The tract side times
 # Engine::predict_text (tokenization + plan + thresholds; the tokenization alone is printed too);
 # onnxruntime times session.run on the same token ids. Needs a bundle whose maximum length covers
@@ -18,17 +20,18 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ckd-ehr/target}"
 venv="${CKD_VENV:-$HOME/.cache/ckd-ehr/venv}"
 
-bundle="" blocks=3 runs=7 seq="128,256,512"
+bundle="" blocks=3 runs=7 warmup=5 seq="128,256,512"
 while [ $# -gt 0 ]; do
   case "$1" in
     --bundle) bundle="$2"; shift 2 ;;
     --blocks) blocks="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
+    --warmup) warmup="$2"; shift 2 ;;
     --seq) seq="$2"; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[ -n "$bundle" ] || { echo "usage: $0 --bundle DIR [--blocks N] [--runs N] [--seq 128,256,512]" >&2; exit 2; }
+[ -n "$bundle" ] || { echo "usage: $0 --bundle DIR [--blocks N] [--runs N] [--warmup N] [--seq 128,256,512]" >&2; exit 2; }
 [ -x "$venv/bin/python" ] || { echo "no venv at $venv: run scripts/ort_ci.sh once" >&2; exit 1; }
 
 # EDGE_LATENCY=path/to/edge_latency uses an existing build (say which profile when reporting).
@@ -42,10 +45,10 @@ trap 'rm -rf "$work"' EXIT
 
 for b in $(seq 1 "$blocks"); do
   echo "block $b/$blocks: tract" >&2
-  "$bin" time --bundle "$bundle" --seq "$seq" --runs "$runs" --ids-out "$work/ids.json" > "$work/tract.$b.json"
-  "$bin" time --bundle "$bundle" --seq "$seq" --runs "$runs" --threads 2 > "$work/tract2.$b.json"
+  "$bin" time --bundle "$bundle" --seq "$seq" --runs "$runs" --warmup "$warmup" --ids-out "$work/ids.json" > "$work/tract.$b.json"
+  "$bin" time --bundle "$bundle" --seq "$seq" --runs "$runs" --warmup "$warmup" --threads 2 > "$work/tract2.$b.json"
   echo "block $b/$blocks: onnxruntime" >&2
-  "$venv/bin/python" scripts/ort_bench.py "$bundle" "$work/ids.json" --runs "$runs" > "$work/ort.$b.json"
+  "$venv/bin/python" scripts/ort_bench.py "$bundle" "$work/ids.json" --runs "$runs" --warmup "$warmup" > "$work/ort.$b.json"
 done
 
 "$venv/bin/python" - "$work" "$blocks" "$bundle" <<'PY'
