@@ -7,8 +7,9 @@
 //! intermediate activation ([128, 1536] f32).
 //!
 //! `cargo bench -p ckd-benches --bench edge`; `CKD_MINILM_DIR` (scripts/fetch_models.sh) gives
-//! the real MiniLM tokenizer. Two threads are not measured: tract's multithreaded executor needs
-//! tract-linalg's `multithread-mm` feature (rayon), which is off in this workspace.
+//! the real MiniLM tokenizer. This bench runs one thread; two threads (the `threads` feature)
+//! are timed beside onnxruntime by `scripts/compare_onnxruntime.sh` (`edge_latency time
+//! --threads 2`).
 
 use std::hint::black_box;
 

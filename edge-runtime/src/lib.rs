@@ -123,10 +123,10 @@ const _: () = {
 /// How an [`Engine`] runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineOptions {
-    /// Threads for the model's matrix products. 1 (the default) runs each prediction on the
-    /// calling thread with no pool; n > 1 gives the engine a private pool of n threads (tract's
-    /// multithreaded matmuls; needs the `threads` feature, else [`Engine::open_with`] fails).
-    /// 0 means 1.
+    /// Threads per prediction. 1 (the default) runs each prediction on the calling thread with
+    /// no pool; n > 1 gives the engine a private pool of n threads that runs each prediction
+    /// (the calling thread waits) and splits tract's matrix products and the fused ops over
+    /// those threads (needs the `threads` feature, else [`Engine::open_with`] fails). 0 means 1.
     pub threads: usize,
     /// Run int8 linears with ckd-edge's fused kernel ([`qlinear`]) where the CPU has it
     /// (x86_64 with AVX-512 VNNI; the default). `false` keeps tract's own int8 path, which
