@@ -97,6 +97,18 @@ impl<'g> Index<'g> {
         self.users.get(value).map(Vec::as_slice)
     }
 
+    /// The one node using `value`, if it is a two-input, one-output `op`: (that node, its other
+    /// operand).
+    pub(crate) fn binary_user(&self, value: &str, op: &str) -> Option<(usize, &'g str)> {
+        let i = self.sole_user(value)?;
+        let n = self.node(i);
+        let [a, b] = n.input.as_slice() else { return None };
+        if n.op_type != op || n.output.len() != 1 {
+            return None;
+        }
+        Some((i, if a == value { b.as_str() } else { a.as_str() }))
+    }
+
     /// The one node using `value` (used exactly once, not a graph output).
     pub(crate) fn sole_user(&self, value: &str) -> Option<usize> {
         match self.users.get(value)?.as_slice() {

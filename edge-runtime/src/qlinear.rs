@@ -520,7 +520,7 @@ pub fn fuse_int8_linears(graph: &mut GraphProto) -> usize {
     rewrite(graph, |index, i| (index.node(i).op_type == "MatMulInteger").then(|| index.match_int8_linear(i)).flatten())
 }
 
-impl Index<'_> {
+impl<'g> Index<'g> {
     /// An initializer's dims if it has `data_type`.
     fn init_dims(&self, name: &str, data_type: DataType) -> Option<Vec<i64>> {
         self.init(name).filter(|t| t.data_type == data_type as i32).map(|t| t.dims.clone())
@@ -547,12 +547,8 @@ impl Index<'_> {
             return None;
         }
         // * scale, scale = Mul(x_scale, w_scale)
-        let ri = self.sole_user(&cast.output[0])?;
+        let (ri, scale) = self.binary_user(&cast.output[0], "Mul")?;
         let rescale = self.node(ri);
-        if rescale.op_type != "Mul" || rescale.input.len() != 2 || rescale.output.len() != 1 {
-            return None;
-        }
-        let scale = if rescale.input[0] == cast.output[0] { &rescale.input[1] } else { &rescale.input[0] };
         let si = self.made_by(scale, "Mul")?;
         self.sole_user(scale)?;
         let sn = self.node(si);
@@ -569,12 +565,8 @@ impl Index<'_> {
             return None;
         }
         // + b
-        let ai = self.sole_user(&rescale.output[0])?;
+        let (ai, bias) = self.binary_user(&rescale.output[0], "Add")?;
         let add = self.node(ai);
-        if add.op_type != "Add" || add.input.len() != 2 || add.output.len() != 1 {
-            return None;
-        }
-        let bias = if add.input[0] == rescale.output[0] { &add.input[1] } else { &add.input[0] };
         if self.init_dims(bias, DataType::Float)? != [n] || k <= 0 {
             return None;
         }
@@ -594,7 +586,7 @@ impl Index<'_> {
         let node = NodeProto {
             op_type: OP_TYPE.into(),
             name,
-            input: vec![x_q.clone(), x_scale.clone(), x_zp.clone(), w.clone(), w_scale.clone(), bias.clone()],
+            input: vec![x_q.clone(), x_scale.clone(), x_zp.clone(), w.clone(), w_scale.clone(), bias.to_string()],
             output,
             attribute,
             ..Default::default()
@@ -634,11 +626,9 @@ impl Index<'_> {
         if en.op_type != "Erf" || en.output.len() != 1 {
             return None;
         }
-        let plus_one = self.sole_user(&en.output[0])?;
+        let (plus_one, one) = self.binary_user(&en.output[0], "Add")?;
         let pn = self.node(plus_one);
-        let [a, b] = pn.input.as_slice() else { return None };
-        let other = if a == &en.output[0] { b } else { a };
-        if pn.op_type != "Add" || pn.output.len() != 1 || self.scalar(other) != Some(1.0) {
+        if self.scalar(one) != Some(1.0) {
             return None;
         }
         let on = self.node(outer);
