@@ -13,6 +13,7 @@
 
 extern crate alloc;
 
+pub mod bootstrap;
 pub mod bundle;
 pub mod evidence;
 pub mod format;
@@ -21,6 +22,7 @@ pub mod jsonl;
 pub mod knowledge;
 pub mod labels;
 pub mod metrics;
+pub mod rng;
 pub mod split;
 pub mod tables;
 pub mod visit;
