@@ -209,7 +209,7 @@ fn knowledge_clauses_do_not_leak_labels() {
     let Some(dir) = common::data_path("CKD_MIMIC_DEMO", "../shared/data/mimic-iii-demo") else { return };
     // A split that puts most demo pairs in val/test, and a support low enough for clauses.
     let split = ckd_core::split::SplitConfig { seed: 3, train: 0.5, val: 0.25 };
-    let kc = KnowledgeConfig { min_support: 1, ..Default::default() };
+    let kc = KnowledgeConfig { min_support: 1, fdr: 1.0, ..Default::default() };
     let cfg = IngestConfig { split, knowledge: Some(kc), ..Default::default() };
     let ing = ingest::ingest_mimic(&dir, &cfg, &mut |_, _| {}).unwrap();
     let mut a = ing.file.samples.clone();
