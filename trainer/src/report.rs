@@ -11,6 +11,7 @@
 //! the aligned text table for the terminal.
 
 mod html;
+mod intervals;
 mod plots;
 
 use std::fmt::Write as _;
@@ -24,10 +25,13 @@ use serde::{Deserialize, Serialize};
 use crate::io::{pretty_json, write_atomic};
 
 pub use html::render_html;
+pub use intervals::{fmt_difference, fmt_interval, verdict, Comparison, IntervalSettings, ModelIntervals};
 pub use plots::{render_plots, Plot};
 
 /// Version of the [`ReportJson`] layout; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added the bootstrap intervals (`intervals`, `models[].intervals`) and the
+/// `baseline` role.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Number of equal-width calibration bins on `[0, 1]` (reliability diagram and ECE).
 pub const CALIBRATION_BINS: usize = 10;
@@ -88,6 +92,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ReportError + '_ {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// A simple baseline (label prior, all-negative, logistic regression on the bag of
+    /// concepts): what every model must beat.
+    Baseline,
     /// The fine-tuned LLM teacher.
     Teacher,
     /// The student trained on hard labels only (no distillation).
@@ -106,6 +113,7 @@ impl Role {
     /// Human-readable name.
     pub fn describe(self) -> &'static str {
         match self {
+            Role::Baseline => "baseline",
             Role::Teacher => "teacher",
             Role::Student => "student, no distillation",
             Role::StudentDistilled => "student, distilled (f32)",
@@ -313,7 +321,21 @@ pub struct ReportInput {
     pub explanations: Vec<Explanation>,
     /// (key, value) pairs: seeds, commits, paths, configs.
     pub provenance: Vec<(String, String)>,
+    /// Patient id of each evaluation sample (same order as every model's rows), for the
+    /// bootstrap intervals; empty = no intervals.
+    pub subjects: Vec<u64>,
+    /// Name of the model the paired differences are taken against (e.g. the student without
+    /// distillation).
+    pub reference: Option<String>,
+    /// Paired comparisons `(model, against)` to state in the report (e.g. distilled vs not, at
+    /// each label fraction); needs `subjects`.
+    pub comparisons: Vec<(String, String)>,
 }
+
+/// Resamples and seed of the bootstrap intervals.
+pub const BOOTSTRAP_RESAMPLES: usize = ckd_core::bootstrap::DEFAULT_RESAMPLES;
+/// Seed of the bootstrap draws (fixed, so a report is reproducible).
+pub const BOOTSTRAP_SEED: u64 = 2026;
 
 /// One model's evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -327,6 +349,9 @@ pub struct ModelReport {
     /// Micro-averaged ROC curve (FPR, TPR) over all `N·L` entries, thinned to
     /// [`ROC_RESOLUTION`]; `None` when the targets are all 0 or all 1.
     pub roc: Option<Vec<(f64, f64)>>,
+    /// 95% bootstrap intervals (by patient), when the input gave patient ids.
+    #[serde(default)]
+    pub intervals: Option<ModelIntervals>,
 }
 
 /// The content of `report.json`.
@@ -356,6 +381,12 @@ pub struct ReportJson {
     pub explanations: Vec<Explanation>,
     /// (key, value) pairs.
     pub provenance: Vec<(String, String)>,
+    /// How the intervals were drawn, when there are any.
+    #[serde(default)]
+    pub intervals: Option<IntervalSettings>,
+    /// The paired comparisons asked for.
+    #[serde(default)]
+    pub comparisons: Vec<Comparison>,
 }
 
 /// Points `(FPR, TPR)` of the ROC curve of `(score, target)` pairs: `(0, 0)`, then one point per
@@ -432,7 +463,7 @@ fn evaluate_model(m: &ModelResult) -> Result<ModelReport, ReportError> {
         .map_err(|source| ReportError::Metrics { model: m.name.clone(), source })?;
     let targets = metrics::targets_from_label_sets(&m.labels);
     let roc = roc_points(&flat, &targets).map(|pts| thin_curve(&pts, ROC_RESOLUTION));
-    Ok(ModelReport { name: m.name.clone(), role: m.role, metrics, roc })
+    Ok(ModelReport { name: m.name.clone(), role: m.role, metrics, roc, intervals: None })
 }
 
 fn speedup(costs: &[CostRow]) -> Option<Speedup> {
@@ -457,7 +488,29 @@ pub fn build(input: &ReportInput) -> Result<ReportJson, ReportError> {
             return Err(ReportError::Invalid(format!("two models are named {:?}", m.name)));
         }
     }
-    let models = input.models.iter().map(evaluate_model).collect::<Result<Vec<_>, _>>()?;
+    let mut models = input.models.iter().map(evaluate_model).collect::<Result<Vec<_>, _>>()?;
+    let intervals = if input.subjects.is_empty() {
+        None
+    } else {
+        let (per_model, settings) = intervals::compute(
+            &input.models,
+            &input.subjects,
+            input.reference.as_deref(),
+            BOOTSTRAP_RESAMPLES,
+            BOOTSTRAP_SEED,
+        )?;
+        for (m, iv) in models.iter_mut().zip(per_model) {
+            m.intervals = Some(iv);
+        }
+        Some(settings)
+    };
+    let comparisons = if input.comparisons.is_empty() {
+        Vec::new()
+    } else if input.subjects.is_empty() {
+        return Err(ReportError::Invalid("comparisons need the patient ids (`subjects`)".into()));
+    } else {
+        intervals::compare(&input.models, &input.subjects, &input.comparisons, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)?
+    };
     for c in &input.costs {
         check_finite(&format!("cost row {:?}: latency_ms_median", c.model), c.latency_ms_median)?;
         check_finite(&format!("cost row {:?}: samples_per_s", c.model), c.samples_per_s)?;
@@ -484,6 +537,8 @@ pub fn build(input: &ReportInput) -> Result<ReportJson, ReportError> {
         speedup: speedup(&input.costs),
         explanations: input.explanations.clone(),
         provenance: input.provenance.clone(),
+        intervals,
+        comparisons,
     })
 }
 
@@ -519,22 +574,43 @@ pub(crate) fn fmt_mb(bytes: u64) -> String {
 
 /// The rows of the metrics table: header, then one row per model.
 pub(crate) fn metrics_rows(r: &ReportJson) -> Vec<Vec<String>> {
-    let mut rows = vec![["model", "role", "N", "Hamming acc", "micro F1", "macro F1", "micro AUC", "macro AUC", "ECE"]
-        .map(String::from)
-        .to_vec()];
+    let with_ci = r.intervals.is_some();
+    let mut header: Vec<String> =
+        ["model", "role", "N", "Hamming acc", "micro F1", "macro F1", "micro AUC", "macro AUC", "ECE"]
+            .map(String::from)
+            .to_vec();
+    if with_ci {
+        header[6] = "micro AUC [95% CI]".into();
+        header[7] = "macro AUC [95% CI]".into();
+        if r.intervals.as_ref().is_some_and(|s| s.reference.is_some()) {
+            header.push("macro AUC - ref [paired 95% CI]".into());
+        }
+    }
+    let mut rows = vec![header];
     for m in &r.models {
         let x = &m.metrics;
-        rows.push(vec![
+        let iv = m.intervals.as_ref();
+        let (micro, macro_) = if with_ci {
+            (fmt_interval(iv.and_then(|i| i.micro_auc.as_ref())), fmt_interval(iv.and_then(|i| i.macro_auc.as_ref())))
+        } else {
+            (fmt3(x.micro_auc), fmt3(x.macro_auc))
+        };
+        let mut row = vec![
             m.name.clone(),
             m.role.describe().to_string(),
             x.n_samples.to_string(),
             fmt3(Some(x.hamming_accuracy)),
             fmt3(Some(x.micro_f1)),
             fmt3(Some(x.macro_f1)),
-            fmt3(x.micro_auc),
-            fmt3(x.macro_auc),
+            micro,
+            macro_,
             fmt3(Some(x.ece)),
-        ]);
+        ];
+        if r.intervals.as_ref().is_some_and(|s| s.reference.is_some()) {
+            let d = iv.and_then(|i| i.macro_auc_vs_reference.as_ref());
+            row.push(if d.is_none() { "(ref)".into() } else { fmt_difference(d) });
+        }
+        rows.push(row);
     }
     rows
 }
@@ -555,6 +631,17 @@ pub(crate) fn cost_rows(r: &ReportJson) -> Vec<Vec<String>> {
         ]);
     }
     rows
+}
+
+/// `model vs against: macro-AUC +0.012 [-0.004, +0.027] (paired 95% CI): no measurable effect`.
+pub(crate) fn comparison_sentence(c: &Comparison) -> String {
+    format!(
+        "{} vs {}: macro-AUC {} (paired 95% CI, by patient): {}.",
+        c.model,
+        c.against,
+        fmt_difference(Some(&c.macro_auc_diff)),
+        c.verdict
+    )
 }
 
 /// One sentence on the teacher vs student-int8 speed-up, when both cost rows exist.
@@ -618,6 +705,19 @@ pub fn summary_table(r: &ReportJson) -> String {
         out.push_str("(no models evaluated)\n");
     } else {
         text_table(&mut out, &metrics_rows(r));
+    }
+    if let Some(reference) = r.intervals.as_ref().and_then(|s| s.reference.as_ref()) {
+        let _ = writeln!(out, "ref = {reference}");
+    }
+    if let Some(s) = &r.intervals {
+        let _ = writeln!(
+            out,
+            "Intervals: 95% bootstrap over the {} patients ({} resamples, seed {}); paired ones use the same resamples.",
+            s.patients, s.resamples, s.seed
+        );
+    }
+    for c in &r.comparisons {
+        let _ = writeln!(out, "{}", comparison_sentence(c));
     }
     if !r.costs.is_empty() {
         out.push('\n');

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{cost_rows, fmt3, metrics_rows, speedup_sentence, Plot, ReportJson};
+use super::{comparison_sentence, cost_rows, fmt3, metrics_rows, speedup_sentence, Plot, ReportJson};
 
 /// Escapes text for HTML element content and double- or single-quoted attribute values.
 pub fn escape(s: &str) -> String {
@@ -139,6 +139,21 @@ pub fn render_html(r: &ReportJson, plots: &[Plot]) -> String {
              ECE over all sample-label pairs with 10 bins. N/A: undefined (a label or the whole set has a single \
              class).</p>\n",
         );
+        if let Some(iv) = &r.intervals {
+            let _ = writeln!(
+                out,
+                "<p class=\"small\">Intervals: 95% percentile bootstrap, {} resamples of the {} patients (seed {}); \
+                 paired intervals use the same resamples for both models.</p>",
+                iv.resamples, iv.patients, iv.seed
+            );
+        }
+        if !r.comparisons.is_empty() {
+            out.push_str("<ul>\n");
+            for c in &r.comparisons {
+                let _ = writeln!(out, "<li>{}</li>", escape(&comparison_sentence(c)));
+            }
+            out.push_str("</ul>\n");
+        }
         per_label_table(&mut out, r);
     }
 

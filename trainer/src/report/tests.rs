@@ -114,6 +114,8 @@ fn fake_input() -> ReportInput {
             concepts: vec![("Hypertensive chronic kidney disease".into(), 0.42), ("furosemide".into(), 0.17)],
         }],
         provenance: vec![("seed".into(), "7".into()), ("commit".into(), "abc123".into())],
+        subjects: (0..300u64).map(|i| i / 2).collect(),
+        reference: Some("student (no KD)".into()),
     }
 }
 
@@ -473,4 +475,33 @@ fn empty_report_renders() {
     assert!(html.contains("No models were evaluated.") && html.contains("<li>synthetic</li>"));
     let s = summary_table(&r);
     assert!(s.contains("NOTE: synthetic") && s.contains("(no models evaluated)"), "{s}");
+}
+
+/// Intervals by patient: each model's macro-AUC interval contains its estimate, the reference
+/// model has no paired difference, the oracle (better scores) is measurably above it, and the
+/// terminal table shows both.
+#[test]
+fn intervals_by_patient_and_paired_differences() {
+    let input = fake_input();
+    let r = build(&input).unwrap();
+    let s = r.intervals.as_ref().expect("settings");
+    assert_eq!((s.resamples, s.patients), (BOOTSTRAP_RESAMPLES, 150));
+    for m in &r.models {
+        let iv = m.intervals.as_ref().unwrap().macro_auc.unwrap();
+        assert!(iv.lo <= iv.estimate && iv.estimate <= iv.hi, "{}: {iv:?}", m.name);
+        assert_eq!(Some(iv.estimate), m.metrics.macro_auc);
+        assert!(iv.hi - iv.lo > 0.0 && iv.hi - iv.lo < 0.2, "{}: {iv:?}", m.name);
+    }
+    let by = |n: &str| r.models.iter().find(|m| m.name == n).unwrap().intervals.clone().unwrap();
+    assert!(by("student (no KD)").macro_auc_vs_reference.is_none());
+    let d = by("oracle").macro_auc_vs_reference.unwrap();
+    assert!(d.above_zero(), "{d:?}");
+    let table = summary_table(&r);
+    assert!(table.contains("macro AUC [95% CI]") && table.contains("ref = student (no KD)"), "{table}");
+    // Same input, same intervals (seeded).
+    assert_eq!(build(&input).unwrap().models[0].intervals, r.models[0].intervals);
+    // Wrong number of patient ids is an error naming the model.
+    let mut bad = fake_input();
+    bad.subjects.pop();
+    assert!(matches!(build(&bad), Err(ReportError::Invalid(m)) if m.contains("patient ids")));
 }
