@@ -4,9 +4,11 @@
 //! student model and its distillation losses, tokenization and batching. Library functions
 //! return typed errors; the `ckd` binary maps them to exit codes.
 
+pub mod baselines;
 pub mod bundle;
 pub mod codegen;
 pub mod distill;
+pub mod eval;
 pub mod export;
 pub mod ingest;
 pub mod io;

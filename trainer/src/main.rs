@@ -7,16 +7,17 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use ckd_core::knowledge::{KnowledgeConfig, KnowledgeTable};
-use ckd_core::metrics::{self, Report};
+use ckd_core::metrics::Report;
 use ckd_core::split::SplitConfig;
 use ckd_core::visit::{Sample, Split};
 use ckd_core::PHENOTYPES;
 use ckd_trainer::ingest::{self, IngestConfig, IngestSummary};
+use ckd_trainer::models::bert::Pooling;
 use ckd_trainer::pipeline::{self, TermBars};
-use ckd_trainer::student::{self, Prepared, Teacher, TrainConfig};
+use ckd_trainer::student::{self, Teacher, TrainConfig};
 use ckd_trainer::teacher::label as teacher_label;
 use ckd_trainer::teacher::train::Bars;
-use ckd_trainer::{codegen, io, synth};
+use ckd_trainer::{codegen, io, report, synth};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -372,6 +373,13 @@ struct TrainArgs {
     /// WordPiece vocabulary size when training from scratch.
     #[arg(long, default_value_t = 4000)]
     vocab_size: usize,
+    /// Learning-rate multiplier of the classification head: at the encoder's rate a fresh head
+    /// learns too slowly and the student stays at the label priors (README, "Student").
+    #[arg(long, default_value_t = 100.0)]
+    head_lr_scale: f64,
+    /// What the head reads: the mean over the input's tokens, or the [CLS] row.
+    #[arg(long, value_enum, default_value_t = Pooling::Mean)]
+    pooling: Pooling,
 }
 
 fn main() -> ExitCode {
@@ -633,6 +641,7 @@ fn run_student_train(a: &TrainArgs) -> Result<()> {
         distill,
         label_fraction: a.label_fraction,
         max_steps: a.max_steps,
+        head_lr_scale: a.head_lr_scale,
         ..Default::default()
     };
     let bar = TermBars.bar("student");
@@ -642,6 +651,7 @@ fn run_student_train(a: &TrainArgs) -> Result<()> {
         teacher: teacher.as_ref(),
         init: a.init.as_deref(),
         preset: a.config.unwrap_or(student::Preset::Tiny),
+        pooling: a.pooling,
         vocab_size: a.vocab_size,
         max_len: a.max_len,
         cfg,
@@ -735,24 +745,33 @@ fn run_pipeline(cfg: &pipeline::PipelineConfig) -> Result<()> {
 fn run_eval(model: &Path, data: &Path, split: Split, oracle: Option<&Path>, json: Option<&Path>) -> Result<()> {
     let st = student::load_student(model)?;
     let (samples, _, _) = load_samples(data, split)?;
-    anyhow::ensure!(!samples.is_empty(), "{}: no samples in split {}", data.display(), split.name());
-    let p = Prepared::new(&samples, &st.encoder)?;
-    let probs = student::predict(&st.model, &p, st.encoder.pad_id, 32)?;
-    let report = metrics::evaluate_label_sets(&probs, &p.labels, &st.thresholds, 10)?;
-    let mut rows = vec![("student".to_string(), report.clone())];
-    let mut out = serde_json::json!({"model": model, "data": data, "split": split.name(), "truncated": p.truncated, "student": report});
-    if let Some(o) = oracle {
-        let t = load_teacher(o)?;
-        let mut op = Vec::with_capacity(probs.len());
-        for id in &p.ids {
-            let v = t.probs.get(id).with_context(|| format!("{}: no probabilities for sample {id}", o.display()))?;
-            op.extend_from_slice(v);
-        }
-        let r = metrics::evaluate_label_sets(&op, &p.labels, &st.thresholds, 10)?;
-        out["oracle"] = serde_json::to_value(&r)?;
-        rows.push(("oracle".to_string(), r));
+    // Baselines are fitted on the file's own training split (samples.bin only), with the
+    // validation split for thresholds and the refit unless validation is what is evaluated.
+    let bin = data.extension().is_some_and(|e| e == "bin");
+    let (train, val) = match split {
+        Split::Test if bin => (load_samples(data, Split::Train)?.0, load_samples(data, Split::Val)?.0),
+        Split::Val if bin => (load_samples(data, Split::Train)?.0, Vec::new()),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let oracle = oracle.map(load_teacher).transpose()?;
+    let input = ckd_trainer::eval::EvalInput {
+        student: &st,
+        eval: &samples,
+        train: &train,
+        val: &val,
+        oracle: oracle.as_ref(),
+        data_description: format!("{} ({} split), {} samples", data.display(), split.name(), samples.len()),
+    };
+    let (r, truncated) = ckd_trainer::eval::evaluate(&input)?;
+    println!("{}", report::summary_table(&r));
+    if truncated > 0 {
+        println!("{truncated} of {} texts were cut at the student's max_len ({})", samples.len(), st.config.max_len);
     }
-    print_report(&rows, p.len());
+    if let Some(m) = r.models.iter().find(|m| m.name == ckd_trainer::eval::STUDENT_ROW) {
+        print_per_label(&m.metrics);
+    }
+    let out =
+        serde_json::json!({"model": model, "data": data, "split": split.name(), "truncated": truncated, "report": r});
     let path = json.map(Path::to_path_buf).unwrap_or_else(|| model.join(format!("eval-{}.json", split.name())));
     io::write_atomic(&path, io::pretty_json(&out).as_bytes())?;
     eprintln!("wrote {}", path.display());
@@ -763,28 +782,8 @@ fn fmt_opt(v: Option<f64>) -> String {
     v.map_or_else(|| "   n/a".to_string(), |x| format!("{x:6.4}"))
 }
 
-fn print_report(rows: &[(String, Report)], n: usize) {
-    println!("{n} samples");
-    println!(
-        "{:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}",
-        "model", "hamming", "micF1", "macF1", "micAUC", "macAUC", "macAUPR", "ECE", "paperAUC"
-    );
-    for (name, r) in rows {
-        println!(
-            "{:<10} {:8.4} {:8.4} {:8.4} {:>8} {:>8} {:>8} {:8.4} {:>10}",
-            name,
-            r.hamming_accuracy,
-            r.micro_f1,
-            r.macro_f1,
-            fmt_opt(r.micro_auc),
-            fmt_opt(r.macro_auc),
-            fmt_opt(r.macro_aupr),
-            r.ece,
-            fmt_opt(r.paper_binary_auc)
-        );
-    }
-    let (name, r) = &rows[0];
-    println!("\nper label ({name}):");
+fn print_per_label(r: &Report) {
+    println!("per label (student):");
     println!(
         "{:<58} {:>7} {:>6} {:>6} {:>6} {:>7} {:>7} {:>6}",
         "phenotype", "support", "P", "R", "F1", "AUC", "AUPR", "thr"

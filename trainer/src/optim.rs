@@ -44,6 +44,8 @@ struct Slot {
     m: Tensor,
     v: Tensor,
     decay: bool,
+    /// Multiplies the learning rate of this variable (1 by default; see [`AdamW::scale_lr`]).
+    lr_scale: f64,
 }
 
 /// AdamW over every variable of a [`VarMap`], in name order (deterministic).
@@ -71,10 +73,21 @@ impl AdamW {
                 let m = var.zeros_like()?;
                 let v = var.zeros_like()?;
                 let decay = decays(&name);
-                Ok(Slot { name, var, m, v, decay })
+                Ok(Slot { name, var, m, v, decay, lr_scale: 1.0 })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(AdamW { cfg, slots, step: 0 })
+    }
+
+    /// Multiplies the learning rate of every variable whose name starts with `prefix` by
+    /// `scale` (e.g. a freshly initialized head on a slower encoder). Returns how many matched.
+    pub fn scale_lr(&mut self, prefix: &str, scale: f64) -> usize {
+        let mut n = 0;
+        for s in self.slots.iter_mut().filter(|s| s.name.starts_with(prefix)) {
+            s.lr_scale = scale;
+            n += 1;
+        }
+        n
     }
 
     /// Steps taken so far.
@@ -107,7 +120,7 @@ impl AdamW {
             if s.decay && self.cfg.weight_decay > 0.0 {
                 update = (update + (s.var.as_tensor() * self.cfg.weight_decay)?)?;
             }
-            s.var.set(&(s.var.as_tensor() - (update * lr)?)?)?;
+            s.var.set(&(s.var.as_tensor() - (update * (lr * s.lr_scale))?)?)?;
         }
         Ok(())
     }

@@ -34,7 +34,7 @@ use crate::export::tract_run::TractModel;
 use crate::export::Precision;
 use crate::ingest::{self, IngestConfig};
 use crate::io::{pretty_json, write_atomic};
-use crate::models::bert::{BertForMultiLabel, Config as BertConfig, HeadConfig as BertHead};
+use crate::models::bert::{BertForMultiLabel, Config as BertConfig, HeadConfig as BertHead, Pooling};
 use crate::models::lora::LoraConfig;
 use crate::report::{self, CostRow, ModelResult, ReportInput, Role};
 use crate::student::{self, Prepared, Preset, StudentConfig, Teacher, TrainConfig, TrainOutcome};
@@ -161,6 +161,9 @@ pub struct TeacherSpec {
     pub last_k_layers: usize,
     /// Validation samples for the fine-tuning loss.
     pub sft_val_limit: usize,
+    /// Soft labels of the training rows from this many out-of-fold heads (folds by patient;
+    /// see `teacher::oof`); 0 = the final head's in-sample probabilities.
+    pub oof_folds: usize,
 }
 
 impl Default for TeacherSpec {
@@ -177,6 +180,7 @@ impl Default for TeacherSpec {
             temperature: 1.0,
             last_k_layers: 4,
             sft_val_limit: 64,
+            oof_folds: 5,
         }
     }
 }
@@ -187,6 +191,8 @@ impl Default for TeacherSpec {
 pub struct StudentSpec {
     /// Size when trained from scratch.
     pub preset: Preset,
+    /// What the head reads ([CLS] or the mean over tokens).
+    pub pooling: Pooling,
     /// A BERT checkpoint directory to start from instead (config.json, model.safetensors,
     /// tokenizer.json).
     pub init: Option<PathBuf>,
@@ -206,14 +212,22 @@ pub struct StudentSpec {
     pub patience: usize,
     /// Loss weights of the distilled student (the other one uses hard labels only).
     pub distill: DistillConfig,
+    /// Learning-rate multiplier of the classification head (see `TrainConfig::head_lr_scale`).
+    pub head_lr_scale: f64,
+    /// Shares of the training samples that keep their hard labels; at each, one student
+    /// without and one with distillation (teacher soft labels for every sample) are trained.
+    pub label_fractions: Vec<f64>,
 }
 
 impl Default for StudentSpec {
     fn default() -> Self {
         Self {
             preset: Preset::Tiny,
+            // Mean pooling and a fast head: measured on the demo cohort, the [CLS] student and a
+            // head at the encoder's learning rate stay at the label priors (README, "Student").
+            pooling: Pooling::Mean,
             init: None,
-            epochs: 4,
+            epochs: 8,
             batch_size: 16,
             lr: 1e-3,
             max_len: 256,
@@ -221,6 +235,8 @@ impl Default for StudentSpec {
             seed: 42,
             patience: 0,
             distill: DistillConfig::default(),
+            head_lr_scale: 100.0,
+            label_fractions: vec![1.0],
         }
     }
 }
@@ -304,6 +320,12 @@ impl PipelineConfig {
         }
         self.teacher.device.parse::<DeviceSpec>().map_err(PipelineError::Config)?;
         self.student.distill.validate().map_err(|e| PipelineError::Config(e.to_string()))?;
+        let f = &self.student.label_fractions;
+        if !f.contains(&1.0) || f.iter().any(|x| !(*x > 0.0 && *x <= 1.0)) {
+            return Err(PipelineError::Config(format!(
+                "[student] label_fractions = {f:?}: each must be in (0, 1], and 1.0 must be among them (its distilled student is exported)"
+            )));
+        }
         if self.student.distill.soft <= 0.0 && !self.student.distill.uses_attention() {
             return Err(PipelineError::Config(
                 "[student.distill] gives the teacher no weight (soft and attn_* all 0)".into(),
@@ -330,7 +352,7 @@ impl PipelineConfig {
                 },
                 ..Default::default()
             },
-            student: StudentSpec::default(),
+            student: StudentSpec { label_fractions: vec![1.0, 0.1], ..StudentSpec::default() },
             edge: EdgeSpec::default(),
             title: "ckd demo: synthetic cohort, demo teacher".into(),
         }
@@ -428,6 +450,8 @@ pub struct StudentJob<'a> {
     pub init: Option<&'a Path>,
     /// Preset when training from scratch.
     pub preset: Preset,
+    /// What the head reads.
+    pub pooling: Pooling,
     /// WordPiece vocabulary size (from scratch).
     pub vocab_size: usize,
     /// Maximum tokens.
@@ -444,9 +468,46 @@ pub struct StudentJob<'a> {
     pub provenance: serde_json::Value,
 }
 
+/// One student of the pipeline: with or without distillation, at a label fraction.
+#[derive(Debug, Clone)]
+struct StudentRun {
+    distilled: bool,
+    fraction: f64,
+    /// Output directory name under the run (`student-hard`, `student-kd` at 100% labels, as
+    /// before label fractions existed; `student-hard-10pct`... otherwise).
+    dir_name: String,
+    /// Row name in the report.
+    display: String,
+    dir: PathBuf,
+}
+
+impl StudentRun {
+    fn new(distilled: bool, fraction: f64) -> Self {
+        let kind = if distilled { "kd" } else { "hard" };
+        let pct = fraction * 100.0;
+        let pct_s = if (pct - pct.round()).abs() < 1e-9 { format!("{pct:.0}") } else { format!("{pct}") };
+        let (dir_name, display) = if fraction >= 1.0 {
+            (
+                format!("student-{kind}"),
+                if distilled { "student (distilled, f32)".to_string() } else { "student (hard labels)".to_string() },
+            )
+        } else {
+            (
+                format!("student-{kind}-{pct_s}pct"),
+                if distilled {
+                    format!("student (distilled, f32, {pct_s}% labels)")
+                } else {
+                    format!("student (hard labels, {pct_s}% labels)")
+                },
+            )
+        };
+        StudentRun { distilled, fraction, dir_name, display, dir: PathBuf::new() }
+    }
+}
+
 /// Trains and saves a student. Returns the outcome and the number of truncated training texts.
 pub fn train_student(job: &StudentJob<'_>, bar: &ProgressBar) -> Result<TrainOutcome, student::StudentError> {
-    let head = BertHead::default();
+    let head = BertHead { pooling: job.pooling, ..BertHead::default() };
     let dev = Device::Cpu;
     let io = |p: &Path| {
         let p = p.to_path_buf();
@@ -821,77 +882,144 @@ pub fn run(cfg: &PipelineConfig, bars: &dyn Bars) -> Result<PipelineOutcome> {
         write_atomic(&ldir.join("timing.json"), pretty_json(&label_secs).as_bytes()).map_err(stage_err(SL))?;
         mark_done(SL, &ldir, &lkey, t.elapsed().as_secs_f64())?;
     }
-    let ev_train = label::read_evidence(&ldir.join("evidence-train.bin")).map_err(stage_err(SL))?;
+    let mut ev_train = label::read_evidence(&ldir.join("evidence-train.bin")).map_err(stage_err(SL))?;
     let ev_test = label::read_evidence(&ldir.join("evidence-test.bin")).map_err(stage_err(SL))?;
-    let ev_hash = file_hash(SL, &ldir.join("evidence-train.bin"))?;
+    let mut ev_hash = file_hash(SL, &ldir.join("evidence-train.bin"))?;
+    if cfg.teacher.oof_folds > 0 {
+        // Out-of-fold soft labels for the training rows (attention evidence stays the teacher's).
+        const SO: &str = "labels-oof";
+        let odir = out.join("labels-oof");
+        let okey = key_of(&[
+            ("evidence", ev_hash.clone()),
+            ("oof", format!("{} {:?} {}", cfg.teacher.oof_folds, cfg.teacher.head, cfg.teacher.temperature)),
+        ]);
+        let opath = odir.join("evidence-train.bin");
+        if is_done(&odir, &okey) {
+            skipped.push(SO);
+        } else {
+            invalidate(SO, &odir)?;
+            let t = Instant::now();
+            let h = loaded.model.config().hidden_size;
+            let mut feats = Vec::new();
+            for (name, set) in [("train", &train), ("val", &val)] {
+                let bar = bars.bar(&format!("teacher features ({name})"));
+                let f = teacher::head::features(&loaded.model, &loaded.prompts, set, cfg.teacher.batch_size, &bar)
+                    .map_err(stage_err(SO))?;
+                bar.finish_and_clear();
+                feats.push(f);
+            }
+            let train_labels: Vec<_> = train.iter().map(|s| s.labels).collect();
+            let val_labels: Vec<_> = val.iter().map(|s| s.labels).collect();
+            let subjects: Vec<u64> = train.iter().map(|s| s.subject).collect();
+            let (probs, proto) = teacher::oof::out_of_fold(
+                &feats[0],
+                &train_labels,
+                &subjects,
+                &feats[1],
+                &val_labels,
+                h,
+                &cfg.teacher.head,
+                cfg.teacher.oof_folds,
+                cfg.student.seed,
+                cfg.teacher.temperature,
+            )
+            .map_err(stage_err(SO))?;
+            let by_id: std::collections::HashMap<&str, usize> =
+                train.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+            for r in &mut ev_train.records {
+                let i = *by_id.get(r.id.as_str()).ok_or_else(|| msg_err(SO, format!("no training sample {}", r.id)))?;
+                r.probs = probs[i * NUM_LABELS..(i + 1) * NUM_LABELS].to_vec();
+            }
+            ev_train.teacher.model = format!("{} [{}]", ev_train.teacher.model, proto.describe());
+            label::write_evidence(&opath, &ev_train).map_err(stage_err(SO))?;
+            write_atomic(&odir.join("protocol.json"), pretty_json(&proto).as_bytes()).map_err(stage_err(SO))?;
+            log(&format!("labels-oof: {} heads, rows per fold {:?}", proto.folds, proto.rows_per_fold));
+            mark_done(SO, &odir, &okey, t.elapsed().as_secs_f64())?;
+        }
+        ev_train = label::read_evidence(&opath).map_err(stage_err(SO))?;
+        ev_hash = file_hash(SO, &opath)?;
+    }
 
     // 5. Students: hard labels only, then distilled (same seeds).
     let teacher_outputs = Teacher::from_evidence(ev_train.clone());
-    let mut student_dirs = Vec::new();
-    for (name, distilled) in [("student-hard", false), ("student-kd", true)] {
-        let stage: &'static str = if distilled { "student-kd" } else { "student-hard" };
-        let dir = out.join(name);
-        let distill = if distilled {
-            cfg.student.distill.clone()
-        } else {
-            DistillConfig {
-                hard: 1.0,
-                soft: 0.0,
-                attn_word: 0.0,
-                attn_concept: 0.0,
-                attn_field: 0.0,
-                ..cfg.student.distill.clone()
-            }
-        };
-        let tc = TrainConfig {
-            epochs: cfg.student.epochs,
-            batch_size: cfg.student.batch_size,
-            lr: cfg.student.lr,
-            seed: cfg.student.seed,
-            patience: cfg.student.patience,
-            distill,
-            ..Default::default()
-        };
-        let key = key_of(&[
-            ("samples", samples_hash.clone()),
-            ("evidence", if distilled { ev_hash.clone() } else { String::new() }),
-            ("student", serde_json::to_string(&(&cfg.student, &tc)).unwrap_or_default()),
-        ]);
-        if is_done(&dir, &key) {
-            skipped.push(stage);
-        } else {
-            invalidate(stage, &dir)?;
-            let t = Instant::now();
-            let bar = bars.bar(name);
-            let job = StudentJob {
-                train: &train,
-                val: &val,
-                teacher: distilled.then_some(&teacher_outputs),
-                init: cfg.student.init.as_deref(),
-                preset: cfg.student.preset,
-                vocab_size: cfg.student.vocab_size,
-                max_len: cfg.student.max_len,
-                cfg: tc,
-                resume: false,
-                out: &dir,
-                knowledge: knowledge.as_ref(),
-                provenance: serde_json::json!({"samples": samples_bin, "samples_sha256": samples_hash}),
+    // At each label fraction (hard labels for that share of the training patients, teacher soft
+    // labels for all), a student without and one with distillation.
+    let mut students: Vec<StudentRun> = Vec::new();
+    for &fraction in &cfg.student.label_fractions {
+        for distilled in [false, true] {
+            let run = StudentRun::new(distilled, fraction);
+            let (name, stage) = (run.dir_name.as_str(), if distilled { "student-kd" } else { "student-hard" });
+            let dir = out.join(name);
+            let distill = if distilled {
+                cfg.student.distill.clone()
+            } else {
+                DistillConfig {
+                    hard: 1.0,
+                    soft: 0.0,
+                    attn_word: 0.0,
+                    attn_concept: 0.0,
+                    attn_field: 0.0,
+                    ..cfg.student.distill.clone()
+                }
             };
-            let o = train_student(&job, &bar).map_err(stage_err(stage))?;
-            bar.finish_and_clear();
-            log(&format!(
-                "{name}: {} steps, {:.1} samples/s, best val macro-F1 {:.3}",
-                o.steps,
-                o.samples_per_sec,
-                o.best_val_macro_f1.unwrap_or(f64::NAN)
-            ));
-            mark_done(stage, &dir, &key, t.elapsed().as_secs_f64())?;
+            let tc = TrainConfig {
+                epochs: cfg.student.epochs,
+                batch_size: cfg.student.batch_size,
+                lr: cfg.student.lr,
+                seed: cfg.student.seed,
+                patience: cfg.student.patience,
+                distill,
+                label_fraction: fraction,
+                head_lr_scale: cfg.student.head_lr_scale,
+                ..Default::default()
+            };
+            let key = key_of(&[
+                ("samples", samples_hash.clone()),
+                ("evidence", if distilled { ev_hash.clone() } else { String::new() }),
+                ("student", serde_json::to_string(&(&cfg.student, &tc)).unwrap_or_default()),
+            ]);
+            if is_done(&dir, &key) {
+                skipped.push(stage);
+            } else {
+                invalidate(stage, &dir)?;
+                let t = Instant::now();
+                let bar = bars.bar(&run.display);
+                let job = StudentJob {
+                    train: &train,
+                    val: &val,
+                    teacher: distilled.then_some(&teacher_outputs),
+                    init: cfg.student.init.as_deref(),
+                    preset: cfg.student.preset,
+                    pooling: cfg.student.pooling,
+                    vocab_size: cfg.student.vocab_size,
+                    max_len: cfg.student.max_len,
+                    cfg: tc,
+                    resume: false,
+                    out: &dir,
+                    knowledge: knowledge.as_ref(),
+                    provenance: serde_json::json!({"samples": samples_bin, "samples_sha256": samples_hash}),
+                };
+                let o = train_student(&job, &bar).map_err(stage_err(stage))?;
+                bar.finish_and_clear();
+                log(&format!(
+                    "{}: {} steps, {:.1} samples/s, best val macro-F1 {:.3}",
+                    run.display,
+                    o.steps,
+                    o.samples_per_sec,
+                    o.best_val_macro_f1.unwrap_or(f64::NAN)
+                ));
+                mark_done(stage, &dir, &key, t.elapsed().as_secs_f64())?;
+            }
+            students.push(StudentRun { dir, ..run });
         }
-        student_dirs.push(dir);
     }
 
     // 6. Bundles of the distilled student.
-    let kd = &student_dirs[1];
+    let kd = &students
+        .iter()
+        .find(|r| r.distilled && r.fraction >= 1.0)
+        .ok_or_else(|| PipelineError::Config("no distilled student at 100% labels".into()))?
+        .dir;
     let kd_hash = file_hash("student-kd", &kd.join("model.safetensors"))?;
     let mut bundles = Vec::new();
     for precision in [Precision::F32, Precision::Int8] {
@@ -921,7 +1049,9 @@ pub fn run(cfg: &PipelineConfig, bars: &dyn Bars) -> Result<PipelineOutcome> {
     let rdir = out.clone();
     let test_labels: Vec<_> = test.iter().map(|s| s.labels).collect();
     let test_ids: Vec<String> = test.iter().map(|s| s.id.clone()).collect();
-    let mut models = Vec::new();
+    // Baselines first: every model below is read against them.
+    let mut models = crate::baselines::report_rows(&train, &val, &test).map_err(stage_err(SR))?;
+    let n_baselines = models.len();
     let teacher_probs = label::probs_for(&ev_test, &test_ids).map_err(stage_err(SR))?;
     models.push(ModelResult {
         name: format!("teacher ({})", loaded.manifest.model_name),
@@ -958,7 +1088,7 @@ pub fn run(cfg: &PipelineConfig, bars: &dyn Bars) -> Result<PipelineOutcome> {
             teacher::BaseRef::Demo => 0,
         };
     costs.push(CostRow {
-        model: models[0].name.clone(),
+        model: models[n_baselines].name.clone(),
         role: Role::Teacher,
         precision: format!("{:?}", device.dtype()).to_lowercase(),
         size_bytes: teacher_size,
@@ -966,10 +1096,9 @@ pub fn run(cfg: &PipelineConfig, bars: &dyn Bars) -> Result<PipelineOutcome> {
         samples_per_s: if label_t[1] > 0.0 { test.len() as f64 / label_t[1] } else { 0.0 },
         device: format!("{} ({})", cfg.teacher.device, cpu),
     });
-    for (dir, role, name) in [
-        (&student_dirs[0], Role::Student, "student (hard labels)"),
-        (&student_dirs[1], Role::StudentDistilled, "student (distilled, f32)"),
-    ] {
+    for run in &students {
+        let (dir, name) = (&run.dir, run.display.as_str());
+        let role = if run.distilled { Role::StudentDistilled } else { Role::Student };
         let st = student::load_student(dir).map_err(stage_err(SR))?;
         let p = Prepared::new(&test, &st.encoder).map_err(stage_err(SR))?;
         let t = Instant::now();
@@ -982,13 +1111,14 @@ pub fn run(cfg: &PipelineConfig, bars: &dyn Bars) -> Result<PipelineOutcome> {
                 texts: vec![p.texts[i].clone()],
                 enc: vec![p.enc[i].clone()],
                 labels: vec![p.labels[i]],
+                subjects: vec![p.subjects[i]],
                 truncated: 0,
             };
             let t = Instant::now();
             student::predict(&st.model, &one, st.encoder.pad_id, 1).map_err(stage_err(SR))?;
             sl.push(t.elapsed().as_secs_f64() * 1e3);
         }
-        if role == Role::StudentDistilled {
+        if role == Role::StudentDistilled && run.fraction >= 1.0 {
             costs.push(CostRow {
                 model: format!("{name} (candle)"),
                 role,
@@ -1068,12 +1198,11 @@ pub fn run(cfg: &PipelineConfig, bars: &dyn Bars) -> Result<PipelineOutcome> {
     }
     // Curves and explanations.
     let mut curves = Vec::new();
-    for (p, name) in [
-        (tdir.join("curves.jsonl"), models[0].name.clone()),
-        (student_dirs[0].join("curves.jsonl"), "student (hard labels)".to_string()),
-        (student_dirs[1].join("curves.jsonl"), "student (distilled, f32)".to_string()),
-    ] {
+    for (p, name) in [(tdir.join("curves.jsonl"), models[n_baselines].name.clone())] {
         curves.push(report::read_curves(&p, &name).map_err(stage_err(SR))?);
+    }
+    for run in &students {
+        curves.push(report::read_curves(&run.dir.join("curves.jsonl"), &run.display).map_err(stage_err(SR))?);
     }
     let by = ev_test.by_id();
     let mut explanations = Vec::new();
@@ -1107,6 +1236,18 @@ pub fn run(cfg: &PipelineConfig, bars: &dyn Bars) -> Result<PipelineOutcome> {
         ));
     }
     notes.push(format!("Latencies measured on {cpu}; batch 1, median over {lat_n} test samples. They are not a benchmark (see BENCHMARKS.md)."));
+    // Every model against the logistic regression (column), and the comparisons that say what
+    // distillation added at each label fraction and what int8 cost.
+    let lr_name = models.iter().find(|m| m.name.starts_with("logistic regression")).map(|m| m.name.clone());
+    let mut comparisons = Vec::new();
+    for pair in students.chunks(2) {
+        if let [hard, kd] = pair {
+            comparisons.push((kd.display.clone(), hard.display.clone()));
+        }
+    }
+    if let Some(int8) = models.iter().find(|m| m.role == Role::StudentInt8) {
+        comparisons.push((int8.name.clone(), "student (distilled, f32)".to_string()));
+    }
     let input = ReportInput {
         title: cfg.title.clone(),
         data_description: format!(
@@ -1133,6 +1274,9 @@ pub fn run(cfg: &PipelineConfig, bars: &dyn Bars) -> Result<PipelineOutcome> {
             ("teacher.json sha256".into(), teacher_json_hash),
             ("settings".into(), serde_json::to_string(cfg).unwrap_or_default()),
         ],
+        subjects: test.iter().map(|s| s.subject).collect(),
+        reference: lr_name,
+        comparisons,
     };
     let rj = report::write(&rdir, &input).map_err(stage_err(SR))?;
     let summary = report::summary_table(&rj);

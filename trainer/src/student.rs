@@ -143,6 +143,13 @@ pub struct TrainConfig {
     /// Stop (with a checkpoint) once this many steps are done in total; `--resume` continues.
     /// For time-boxed runs and for testing that resuming is exact.
     pub max_steps: Option<u64>,
+    /// Learning-rate multiplier of the classification head (`classifier.*`, `pooler.*`).
+    #[serde(default = "one")]
+    pub head_lr_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl Default for TrainConfig {
@@ -161,6 +168,7 @@ impl Default for TrainConfig {
             label_fraction: 1.0,
             log_every: 10,
             max_steps: None,
+            head_lr_scale: 1.0,
         }
     }
 }
@@ -232,6 +240,8 @@ pub struct Prepared {
     pub enc: Vec<Encoded>,
     /// Labels (visit i+1).
     pub labels: Vec<LabelSet>,
+    /// Patient of each sample (label fractions are drawn per patient).
+    pub subjects: Vec<u64>,
     /// Number of truncated texts.
     pub truncated: usize,
 }
@@ -239,7 +249,14 @@ pub struct Prepared {
 impl Prepared {
     /// Tokenizes `samples`.
     pub fn new(samples: &[Sample], encoder: &TextEncoder) -> Result<Self> {
-        let mut p = Prepared { ids: Vec::new(), texts: Vec::new(), enc: Vec::new(), labels: Vec::new(), truncated: 0 };
+        let mut p = Prepared {
+            ids: Vec::new(),
+            texts: Vec::new(),
+            enc: Vec::new(),
+            labels: Vec::new(),
+            subjects: Vec::new(),
+            truncated: 0,
+        };
         for s in samples {
             let text = s.text();
             let e = encoder.encode(&text)?;
@@ -248,6 +265,7 @@ impl Prepared {
             p.texts.push(text);
             p.enc.push(e);
             p.labels.push(s.labels);
+            p.subjects.push(s.subject);
         }
         Ok(p)
     }
@@ -291,7 +309,9 @@ pub fn predict(model: &BertForMultiLabel, p: &Prepared, pad_id: u32, batch_size:
     Ok(probs)
 }
 
-/// Whether sample `id` keeps its hard labels at `fraction` (stable hash of seed and id).
+/// Whether the samples of patient `id` keep their hard labels at `fraction` (stable hash of
+/// seed and id; training passes the patient id, so a patient's samples are kept or dropped
+/// together, as a label-scarce cohort would have them).
 pub fn keeps_label(seed: u64, id: &str, fraction: f64) -> bool {
     if fraction >= 1.0 {
         return true;
@@ -537,8 +557,10 @@ fn batch_loss(run: &Run<'_>, idx: &[usize], dropout: &mut DropoutRng) -> Result<
     let targets: Vec<f32> = idx.iter().flat_map(|&i| p.labels[i].to_dense()).collect();
     let targets = Tensor::from_vec(targets, (idx.len(), NUM_LABELS), &dev)?;
     let label_mask = if cfg.label_fraction < 1.0 {
-        let m: Vec<f32> =
-            idx.iter().map(|&i| keeps_label(cfg.seed, &p.ids[i], cfg.label_fraction) as u8 as f32).collect();
+        let m: Vec<f32> = idx
+            .iter()
+            .map(|&i| keeps_label(cfg.seed, &p.subjects[i].to_string(), cfg.label_fraction) as u8 as f32)
+            .collect();
         Some(Tensor::from_vec(m, idx.len(), &dev)?)
     } else {
         None
@@ -601,6 +623,10 @@ pub fn train(run: &Run<'_>, resume: bool) -> Result<TrainOutcome> {
     }
     std::fs::create_dir_all(run.dir).map_err(io_err(run.dir))?;
     let mut opt = AdamW::new(run.varmap, cfg.adamw)?;
+    if cfg.head_lr_scale != 1.0 {
+        opt.scale_lr("classifier.", cfg.head_lr_scale);
+        opt.scale_lr("pooler.", cfg.head_lr_scale);
+    }
     let vars = opt.vars();
     let mut st = LoopState::default();
     if resume {
@@ -627,8 +653,12 @@ pub fn train(run: &Run<'_>, resume: bool) -> Result<TrainOutcome> {
             let idx = &batches[st.batch];
             let lr = lr_at(st.step, total_steps, warmup, cfg.lr);
             let mut dropout = DropoutRng::new(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ st.step);
-            let parts = batch_loss(run, idx, &mut dropout)?;
+            let mut parts = batch_loss(run, idx, &mut dropout)?;
             let mut grads = parts.total.backward()?;
+            // `total` owns the step's whole autograd graph (every intermediate activation);
+            // the loss window below must keep only its value, or ten steps' activations stay
+            // alive at once (what made MiniLM training run out of memory).
+            parts.total = parts.total.detach();
             let norm = clip_grad_norm(&mut grads, &vars, cfg.clip_norm)?;
             opt.step(&grads, lr)?;
             st.step += 1;

@@ -22,7 +22,7 @@ use ckd_trainer::export::{
     build_onnx, candle_logits, export_student, export_tensors, max_diffs, model_tensors, probe_batch, BuildOptions,
     ExportError, Int8Form, LinearKind, LinearKinds, LoadOptions, Precision, TractModel,
 };
-use ckd_trainer::models::bert::{read_safetensors, BertForMultiLabel, Config, HeadConfig};
+use ckd_trainer::models::bert::{read_safetensors, BertForMultiLabel, Config, HeadConfig, Pooling};
 use ckd_trainer::text::TextEncoder;
 
 /// f32 export vs candle, absolute logit difference.
@@ -72,8 +72,16 @@ fn rows(lens: &[usize], vocab: usize, seed: u64) -> Vec<Vec<i64>> {
 }
 
 fn tiny(use_pooler: bool, seed: u64) -> (Config, HeadConfig, BertForMultiLabel, HashMap<String, Tensor>) {
+    tiny_pooled(use_pooler, Pooling::Cls, seed)
+}
+
+fn tiny_pooled(
+    use_pooler: bool,
+    pooling: Pooling,
+    seed: u64,
+) -> (Config, HeadConfig, BertForMultiLabel, HashMap<String, Tensor>) {
     let cfg = Config::tiny();
-    let head = HeadConfig { use_pooler, ..HeadConfig::default() };
+    let head = HeadConfig { use_pooler, pooling, ..HeadConfig::default() };
     let (model, varmap) = BertForMultiLabel::init(&cfg, &head, &Device::Cpu, seed).unwrap();
     (cfg, head, model, varmap_tensors(&varmap))
 }
@@ -83,8 +91,10 @@ const TINY_BATCHES: [&[usize]; 5] = [&[1], &[7], &[9, 3], &[5, 12, 1, 12], &[64,
 
 #[test]
 fn tiny_f32_matches_candle() {
-    for use_pooler in [false, true] {
-        let (cfg, head, model, tensors) = tiny(use_pooler, 7);
+    for (use_pooler, pooling) in
+        [(false, Pooling::Cls), (true, Pooling::Cls), (false, Pooling::Mean), (true, Pooling::Mean)]
+    {
+        let (cfg, head, model, tensors) = tiny_pooled(use_pooler, pooling, 7);
         let (bytes, stats) = build_onnx(&cfg, &head, &tensors, BuildOptions::new(Precision::F32)).unwrap();
         assert_eq!(stats.int8_linears, 0);
         assert_eq!(stats.f32_linears, 6 * cfg.num_hidden_layers + 1 + usize::from(use_pooler));
@@ -96,7 +106,7 @@ fn tiny_f32_matches_candle() {
             let want = candle_logits(&model, &ids, &mask, b, t).unwrap();
             let got = symbolic.run(&ids, &mask, b, t).unwrap();
             let (d, _) = max_diffs(&want, &got);
-            eprintln!("tiny f32 (pooler {use_pooler}) lens {lens:?}: max |logit diff| {d:.3e}");
+            eprintln!("tiny f32 (pooler {use_pooler}, {pooling:?}) lens {lens:?}: max |logit diff| {d:.3e}");
             assert!(d < F32_LOGIT_TOL, "lens {lens:?}: {d}");
             let fixed = TractModel::load(&bytes, Some((b, t))).unwrap().run(&ids, &mask, b, t).unwrap();
             let (d, _) = max_diffs(&want, &fixed);

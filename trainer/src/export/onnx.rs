@@ -11,7 +11,8 @@
 //!   p   = Softmax(q k^T * Dh^-0.5 + ext)                                                [B, N, T, T]
 //!   a   = LayerNorm(lin_o(merge(p v)) + x)
 //!   x   = LayerNorm(lin_out(GELU_erf(lin_i(a))) + a)
-//! logits = classifier([tanh(pooler(] x[:, 0] [))])                                     [B, L]
+//! pooled = x[:, 0]  (Pooling::Cls)  or  sum_t(x * m) / max(sum_t(m), 1)  (Pooling::Mean) [B, H]
+//! logits = classifier([tanh(pooler(] pooled [))])                                      [B, L]
 //! ```
 //!
 //! The mask is the candle model's convention exactly: (1 - m) * -1e9 is written as
@@ -51,7 +52,7 @@ use tract_onnx::pb::ModelProto;
 use super::graph::{attr_float, attr_int, attr_ints, Dim, GraphBuilder};
 use super::quantize::{quantize_per_channel, quantize_table_rows, transpose};
 use super::{ExportError, Precision};
-use crate::models::bert::{Config, HeadConfig, MASK_NEG};
+use crate::models::bert::{Config, HeadConfig, Pooling, MASK_NEG};
 
 /// Name of the token id input.
 pub const INPUT_IDS: &str = "input_ids";
@@ -470,8 +471,9 @@ pub fn build_model(
         // Only [CLS] (position 0) leaves the encoder, so the last layer's queries, attention
         // output and feed-forward run on that row alone ([batch, 1, H]); its keys and values
         // still see every position. Exact: the other rows of the last layer feed nothing.
-        // (In int8 the [CLS] row is quantized on its own range for the query.)
-        let rows = if l + 1 == cfg.num_hidden_layers {
+        // (In int8 the [CLS] row is quantized on its own range for the query.) Mean pooling
+        // reads every row, so there the last layer runs in full.
+        let rows = if l + 1 == cfg.num_hidden_layers && head.pooling == Pooling::Cls {
             b.g.node("Slice", &[&x, &zero1, &one1, &one1], format!("{p}.cls_row"), vec![])?
         } else {
             x.clone()
@@ -506,9 +508,24 @@ pub fn build_model(
         x = b.layer_norm(&o, &format!("{p}.output.LayerNorm"), h, cfg.layer_norm_eps)?;
     }
 
-    // Head on [CLS] (position 0; the last layer kept that row only, [batch, 1, H]).
-    let zero = b.g.const_i64("const.zero", &[], &[0])?;
-    let mut cls = b.g.node("Gather", &[&x, &zero], "head.cls", vec![attr_int("axis", 1)])?;
+    let mut cls = match head.pooling {
+        // Head on [CLS] (position 0; the last layer kept that row only, [batch, 1, H]).
+        Pooling::Cls => {
+            let zero = b.g.const_i64("const.zero", &[], &[0])?;
+            b.g.node("Gather", &[&x, &zero], "head.cls", vec![attr_int("axis", 1)])?
+        }
+        // Masked mean over positions: sum_t(x * m) / max(sum_t(m), 1), [batch, H].
+        Pooling::Mean => {
+            let axis2 = b.g.const_i64("const.axis_2", &[1], &[2])?;
+            let m3 = b.g.node("Unsqueeze", &[&maskf, &axis2], "head.mask", vec![])?;
+            let xm = b.g.node("Mul", &[&x, &m3], "head.masked", vec![])?;
+            let keep0 = vec![attr_int("keepdims", 0)];
+            let sum = b.g.node("ReduceSum", &[&xm, &one1], "head.sum", keep0.clone())?;
+            let n = b.g.node("ReduceSum", &[&m3, &one1], "head.count", keep0)?;
+            let n = b.g.node("Max", &[&n, &one], "head.count_min1", vec![])?;
+            b.g.node("Div", &[&sum, &n], "head.mean", vec![])?
+        }
+    };
     if head.use_pooler {
         let pooled = b.linear(&cls, "pooler.dense", h, h, false)?;
         cls = b.g.node("Tanh", &[&pooled], "pooler.tanh", vec![])?;

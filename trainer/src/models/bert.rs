@@ -261,6 +261,18 @@ impl Config {
     }
 }
 
+/// How the head reads one vector per sequence from the last hidden states.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The [CLS] row (position 0), as HF `BertForSequenceClassification`.
+    #[default]
+    Cls,
+    /// The mean of the real (unmasked) positions' rows, [CLS] and [SEP] included (as
+    /// sentence-transformers' mean pooling).
+    Mean,
+}
+
 /// The classification head on top of the encoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -273,11 +285,13 @@ pub struct HeadConfig {
     pub use_pooler: bool,
     /// Dropout before the classifier; `None` = `Config::hidden_dropout_prob` (HF convention).
     pub classifier_dropout: Option<f64>,
+    /// Which vector the head reads (configs written before this field read as [`Pooling::Cls`]).
+    pub pooling: Pooling,
 }
 
 impl Default for HeadConfig {
     fn default() -> Self {
-        Self { num_labels: ckd_core::NUM_LABELS, use_pooler: false, classifier_dropout: None }
+        Self { num_labels: ckd_core::NUM_LABELS, use_pooler: false, classifier_dropout: None, pooling: Pooling::Cls }
     }
 }
 
@@ -734,12 +748,14 @@ impl Pooler {
     }
 }
 
-/// The multi-label head: [CLS] hidden (optionally pooled) -> dropout -> `classifier`.
+/// The multi-label head: [CLS] row or masked mean ([`Pooling`]) -> optional `pooler` ->
+/// dropout -> `classifier`.
 #[derive(Debug, Clone)]
 pub struct ClassificationHead {
     pooler: Option<Pooler>,
     classifier: Linear,
     dropout_p: f64,
+    pooling: Pooling,
 }
 
 impl ClassificationHead {
@@ -748,12 +764,26 @@ impl ClassificationHead {
         let pooler = if head.use_pooler { Some(Pooler::load(vb.pp("pooler"), cfg)?) } else { None };
         let classifier = linear(cfg.hidden_size, head.num_labels, cfg.initializer_range, vb.pp("classifier"))?;
         let dropout_p = head.classifier_dropout.unwrap_or(cfg.hidden_dropout_prob);
-        Ok(Self { pooler, classifier, dropout_p })
+        Ok(Self { pooler, classifier, dropout_p, pooling: head.pooling })
     }
 
-    /// hidden [B, T, H] -> logits [B, L], read from position 0 ([CLS]).
-    pub fn forward_t(&self, hidden: &Tensor, rng: Option<&mut DropoutRng>) -> candle_core::Result<Tensor> {
-        let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+    /// hidden [B, T, H], attention_mask [B, T] (1 real, 0 padding) -> logits [B, L].
+    pub fn forward_t(
+        &self,
+        hidden: &Tensor,
+        attention_mask: &Tensor,
+        rng: Option<&mut DropoutRng>,
+    ) -> candle_core::Result<Tensor> {
+        let cls = match self.pooling {
+            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Mean => {
+                // sum_t(h[b, t] * m[b, t]) / sum_t(m[b, t]); a row of only padding divides by 1.
+                let m = attention_mask.to_dtype(DType::F32)?.unsqueeze(2)?; // [B, T, 1]
+                let sum = hidden.broadcast_mul(&m)?.sum(1)?; // [B, H]
+                let n = m.sum(1)?.clamp(1f32, f32::MAX)?; // [B, 1]
+                sum.broadcast_div(&n)?
+            }
+        };
         let cls = match &self.pooler {
             Some(p) => p.forward(&cls)?,
             None => cls,
@@ -938,7 +968,7 @@ impl BertForMultiLabel {
             dropout.as_deref_mut(),
             output_attentions,
         )?;
-        let logits = self.head.forward_t(&hidden, dropout)?;
+        let logits = self.head.forward_t(&hidden, attention_mask, dropout)?;
         Ok(BertOutput { logits, last_hidden_state: hidden, attentions: output_attentions.then_some(attentions) })
     }
 

@@ -11,6 +11,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
 use ckd_core::metrics;
+use ckd_core::rng::splitmix64 as splitmix;
 use ckd_core::{LabelSet, NUM_LABELS};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
@@ -317,15 +318,7 @@ fn seeded_normal(seed: u64, n: usize, std: f64) -> Vec<f32> {
         .collect()
 }
 
-fn splitmix(s: &mut u64) -> u64 {
-    *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *s;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Fisher-Yates with [`splitmix`].
+/// Fisher-Yates with SplitMix64 draws.
 pub(crate) fn shuffle(v: &mut [usize], state: &mut u64) {
     for i in (1..v.len()).rev() {
         let j = (splitmix(state) % (i as u64 + 1)) as usize;

@@ -20,6 +20,7 @@ pub mod demo;
 pub mod explain;
 pub mod head;
 pub mod label;
+pub mod oof;
 pub mod sft;
 pub mod train;
 
