@@ -74,6 +74,19 @@ pub enum HandsError {
     },
 }
 
+impl HandsError {
+    /// The 0-based index of the object the error is about (`None` for a malformed file).
+    pub fn index(&self) -> Option<usize> {
+        match self {
+            HandsError::Json { .. } => None,
+            HandsError::UnknownName { index, .. }
+            | HandsError::Duplicate { index, .. }
+            | HandsError::Missing { index, .. }
+            | HandsError::NotProbability { index, .. } => Some(*index),
+        }
+    }
+}
+
 /// One JSON object with its entries in file order (duplicate keys kept, so they can be refused).
 struct Entries(Vec<(String, serde_json::Value)>);
 
@@ -211,6 +224,8 @@ mod tests {
         let ok = authors_object(&["0.5"; NUM_LABELS]);
         let missing = ok.replace("\"Shock\": 0.5", "").replace(", }", "}");
         assert_eq!(parse(&format!("[{ok}, {missing}]")), Err(HandsError::Missing { index: 1, name: "Shock" }));
+        assert_eq!(parse(&format!("[{ok}, {missing}]")).unwrap_err().index(), Some(1));
+        assert_eq!(parse("[").unwrap_err().index(), None);
         let unknown = ok.replace("\"Shock\"", "\"Gout\"");
         assert_eq!(parse(&format!("[{unknown}]")), Err(HandsError::UnknownName { index: 0, key: "Gout".into() }));
         let twice = ok.replace("\"Shock\": 0.5", "\"Shock\": 0.5, \"Shock\": 0.25");
