@@ -6,6 +6,10 @@
 //! [`JsonlRecord::line`], and [`write_record`] writes that back, so reading then writing a file
 //! gives the same bytes. New records are written in the canonical style of Python's
 //! `json.dumps` defaults (`", "` / `": "` separators, non-ASCII as `\uXXXX`), see [`to_line`].
+//!
+//! Spellings: `output` may name a phenotype in any spelling of [`crate::labels::Phenotype`]
+//! (official, the authors', or this project's earlier short names); new records are written with
+//! the authors' spellings and the authors' [`INSTRUCTION`], so they can replace the authors' files.
 
 use alloc::format;
 use alloc::string::String;
@@ -19,8 +23,25 @@ use crate::labels::{LabelSet, LabelSpace, PHENOTYPES};
 /// Prefix of the `output` field.
 pub const OUTPUT_PREFIX: &str = "Disease that the patient may acquire: ";
 
-/// The instruction written for records rendered by this project.
-pub const INSTRUCTION: &str =
+/// Start of the authors' instruction; the 25 phenotypes follow in label order, in the authors'
+/// spelling, joined by `, ` (so the LLM is shown the label vocabulary).
+pub const INSTRUCTION_PREFIX: &str =
+    "Determine that the patient has one or more of the following diseases at the next visit: ";
+
+/// The CKD-EHR authors' instruction: [`INSTRUCTION_PREFIX`] followed by
+/// [`crate::labels::Phenotype::authors`] of every label joined by `, ` (a test checks it against
+/// the table). Written for records rendered by this project.
+pub const INSTRUCTION: &str = "Determine that the patient has one or more of the following diseases at the next visit: \
+Acute and unspecified renal failure, Acute cerebrovascular disease, Acute myocardial infarction, Cardiac dysrhythmias, \
+Chronic kidney disease, Chronic obstructive pulmonary disease, Complications of surgical/medical care, Conduction \
+disorders, Congestive heart failure; nonhypertensive, Coronary atherosclerosis and related, Diabetes mellitus with \
+complications, Diabetes mellitus without complication, Disorders of lipid metabolism, Essential hypertension, Fluid and \
+electrolyte disorders, Gastrointestinal hemorrhage, Hypertension with complications, Other liver diseases, Other lower \
+respiratory disease, Other upper respiratory disease, Pleurisy; pneumothorax; pulmonary collapse, Pneumonia, \
+Respiratory failure; insufficiency; arrest, Septicemia (except in labor), Shock";
+
+/// The instruction earlier versions of this project wrote (and prompted teachers of format v1 with).
+pub const LEGACY_INSTRUCTION: &str =
     "Based on the patient's diseases, medications and surgical operations in this hospital visit, \
 and the medical knowledge provided, predict which diseases the patient may acquire at the next visit.";
 
@@ -89,7 +110,7 @@ pub fn parse_output(output: &str, line: usize) -> Result<LabelSet, JsonlError> {
     Ok(set)
 }
 
-/// Renders an `output` field: short names in label order joined by `, `, or `None`.
+/// Renders an `output` field: the authors' spellings in label order joined by `, `, or `None`.
 pub fn render_output(labels: LabelSet) -> String {
     let mut s = String::from(OUTPUT_PREFIX);
     if labels.is_empty() {
@@ -99,7 +120,7 @@ pub fn render_output(labels: LabelSet) -> String {
         if i > 0 {
             s.push_str(", ");
         }
-        s.push_str(PHENOTYPES[l as usize].short);
+        s.push_str(PHENOTYPES[l as usize].authors);
     }
     s
 }
@@ -158,7 +179,7 @@ pub fn write_record(out: &mut String, rec: &JsonlRecord) {
 }
 
 /// JSON string literal as Python's `json.dumps(ensure_ascii=True)` writes it.
-fn push_json_str(s: &mut String, v: &str) {
+pub(crate) fn push_json_str(s: &mut String, v: &str) {
     s.push('"');
     for c in v.chars() {
         match c {
@@ -187,11 +208,13 @@ mod tests {
 
     #[test]
     fn output_roundtrip() {
-        let l = LabelSet::from_labels([5, 8, 24]);
+        let l = LabelSet::from_labels([5, 6, 8, 9, 23, 24]);
         let o = render_output(l);
         assert_eq!(
             o,
-            "Disease that the patient may acquire: Chronic obstructive pulmonary disease, Congestive heart failure, Shock"
+            "Disease that the patient may acquire: Chronic obstructive pulmonary disease, Complications of \
+             surgical/medical care, Congestive heart failure; nonhypertensive, Coronary atherosclerosis and related, \
+             Septicemia (except in labor), Shock"
         );
         assert_eq!(parse_output(&o, 1), Ok(l));
         assert_eq!(parse_output("Disease that the patient may acquire: None", 1), Ok(LabelSet::EMPTY));
@@ -200,6 +223,25 @@ mod tests {
             Err(JsonlError::UnknownName { line: 7, name: "Gout".into() })
         );
         assert_eq!(parse_output("Diseases: Shock", 3), Err(JsonlError::OutputPrefix { line: 3 }));
+    }
+
+    #[test]
+    fn outputs_written_by_earlier_versions_still_read() {
+        // What `render_output` wrote before it used the authors' spellings (short names).
+        let old = "Disease that the patient may acquire: Chronic obstructive pulmonary disease, Complications of \
+                   surgical procedures or medical care, Congestive heart failure, Coronary atherosclerosis and other \
+                   heart disease, Septicemia, Shock";
+        assert_eq!(parse_output(old, 1), Ok(LabelSet::from_labels([5, 6, 8, 9, 23, 24])));
+    }
+
+    #[test]
+    fn instruction_is_the_authors_with_their_label_list() {
+        let names: Vec<&str> = LabelSpace.authors_names().collect();
+        assert_eq!(INSTRUCTION, format!("{INSTRUCTION_PREFIX}{}", names.join(", ")));
+        assert!(
+            INSTRUCTION.ends_with("Respiratory failure; insufficiency; arrest, Septicemia (except in labor), Shock")
+        );
+        assert_ne!(INSTRUCTION, LEGACY_INSTRUCTION);
     }
 
     #[test]

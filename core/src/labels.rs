@@ -15,54 +15,113 @@ use sha2::{Digest, Sha256};
 /// Number of phenotypes (labels).
 pub const NUM_LABELS: usize = 25;
 
-/// One phenotype: its official HCUP-CCS name and the shortened name the CKD-EHR authors print.
+/// One phenotype and its spellings. This table is the only place in the project that spells a
+/// phenotype: every reader accepts any of the three spellings ([`LabelSpace::parse`]), and
+/// writers pick one by purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Phenotype {
-    /// Official name, exactly as in `hcup_ccs_2015_definitions.yaml`.
+    /// Official name, exactly as in `hcup_ccs_2015_definitions.yaml`. Defines the label order,
+    /// [`LabelSpace::hash`], and the names of bundle manifests and `ckd-edge predict` output.
     pub name: &'static str,
-    /// Short name printed by the CKD-EHR authors (equal to `name` where they print it whole).
+    /// The CKD-EHR authors' spelling: their instruction's label list, their `output` fields and
+    /// the keys of their soft-label files (`hands_name_*.json`). Written into the JSONL
+    /// `output` and instruction ([`crate::jsonl`]) and the authors' soft-label format ([`crate::hands`]).
+    pub authors: &'static str,
+    /// This project's short name (what `output` fields held before the authors' spellings were
+    /// written; still read). Used in rendered knowledge clauses and report tables.
     pub short: &'static str,
     /// `type: "chronic"` in the HCUP-CCS benchmark definitions (`false` = "acute").
     pub chronic: bool,
 }
 
 macro_rules! ph {
-    ($name:expr, $short:expr, $chronic:expr) => {
-        Phenotype { name: $name, short: $short, chronic: $chronic }
+    ($name:expr, $authors:expr, $short:expr, $chronic:expr) => {
+        Phenotype { name: $name, authors: $authors, short: $short, chronic: $chronic }
     };
 }
 
 /// The 25 phenotypes in label order (alphabetical by official name).
 pub const PHENOTYPES: [Phenotype; NUM_LABELS] = [
-    ph!("Acute and unspecified renal failure", "Acute and unspecified renal failure", false),
-    ph!("Acute cerebrovascular disease", "Acute cerebrovascular disease", false),
-    ph!("Acute myocardial infarction", "Acute myocardial infarction", false),
-    ph!("Cardiac dysrhythmias", "Cardiac dysrhythmias", true),
-    ph!("Chronic kidney disease", "Chronic kidney disease", true),
-    ph!("Chronic obstructive pulmonary disease and bronchiectasis", "Chronic obstructive pulmonary disease", true),
+    ph!(
+        "Acute and unspecified renal failure",
+        "Acute and unspecified renal failure",
+        "Acute and unspecified renal failure",
+        false
+    ),
+    ph!("Acute cerebrovascular disease", "Acute cerebrovascular disease", "Acute cerebrovascular disease", false),
+    ph!("Acute myocardial infarction", "Acute myocardial infarction", "Acute myocardial infarction", false),
+    ph!("Cardiac dysrhythmias", "Cardiac dysrhythmias", "Cardiac dysrhythmias", true),
+    ph!("Chronic kidney disease", "Chronic kidney disease", "Chronic kidney disease", true),
+    ph!(
+        "Chronic obstructive pulmonary disease and bronchiectasis",
+        "Chronic obstructive pulmonary disease",
+        "Chronic obstructive pulmonary disease",
+        true
+    ),
     ph!(
         "Complications of surgical procedures or medical care",
+        "Complications of surgical/medical care",
         "Complications of surgical procedures or medical care",
         false
     ),
-    ph!("Conduction disorders", "Conduction disorders", true),
-    ph!("Congestive heart failure; nonhypertensive", "Congestive heart failure", false),
-    ph!("Coronary atherosclerosis and other heart disease", "Coronary atherosclerosis and other heart disease", true),
-    ph!("Diabetes mellitus with complications", "Diabetes mellitus with complications", true),
-    ph!("Diabetes mellitus without complication", "Diabetes mellitus without complication", true),
-    ph!("Disorders of lipid metabolism", "Disorders of lipid metabolism", true),
-    ph!("Essential hypertension", "Essential hypertension", true),
-    ph!("Fluid and electrolyte disorders", "Fluid and electrolyte disorders", false),
-    ph!("Gastrointestinal hemorrhage", "Gastrointestinal hemorrhage", false),
-    ph!("Hypertension with complications and secondary hypertension", "Hypertension with complications", true),
-    ph!("Other liver diseases", "Other liver diseases", false),
-    ph!("Other lower respiratory disease", "Other lower respiratory disease", false),
-    ph!("Other upper respiratory disease", "Other upper respiratory disease", false),
-    ph!("Pleurisy; pneumothorax; pulmonary collapse", "Pleurisy; pneumothorax; pulmonary collapse", false),
-    ph!("Pneumonia (except that caused by tuberculosis or sexually transmitted disease)", "Pneumonia", false),
-    ph!("Respiratory failure; insufficiency; arrest (adult)", "Respiratory failure; insufficiency; arrest", false),
-    ph!("Septicemia (except in labor)", "Septicemia", false),
-    ph!("Shock", "Shock", false),
+    ph!("Conduction disorders", "Conduction disorders", "Conduction disorders", true),
+    ph!(
+        "Congestive heart failure; nonhypertensive",
+        "Congestive heart failure; nonhypertensive",
+        "Congestive heart failure",
+        false
+    ),
+    ph!(
+        "Coronary atherosclerosis and other heart disease",
+        "Coronary atherosclerosis and related",
+        "Coronary atherosclerosis and other heart disease",
+        true
+    ),
+    ph!(
+        "Diabetes mellitus with complications",
+        "Diabetes mellitus with complications",
+        "Diabetes mellitus with complications",
+        true
+    ),
+    ph!(
+        "Diabetes mellitus without complication",
+        "Diabetes mellitus without complication",
+        "Diabetes mellitus without complication",
+        true
+    ),
+    ph!("Disorders of lipid metabolism", "Disorders of lipid metabolism", "Disorders of lipid metabolism", true),
+    ph!("Essential hypertension", "Essential hypertension", "Essential hypertension", true),
+    ph!("Fluid and electrolyte disorders", "Fluid and electrolyte disorders", "Fluid and electrolyte disorders", false),
+    ph!("Gastrointestinal hemorrhage", "Gastrointestinal hemorrhage", "Gastrointestinal hemorrhage", false),
+    ph!(
+        "Hypertension with complications and secondary hypertension",
+        "Hypertension with complications",
+        "Hypertension with complications",
+        true
+    ),
+    ph!("Other liver diseases", "Other liver diseases", "Other liver diseases", false),
+    ph!("Other lower respiratory disease", "Other lower respiratory disease", "Other lower respiratory disease", false),
+    ph!("Other upper respiratory disease", "Other upper respiratory disease", "Other upper respiratory disease", false),
+    ph!(
+        "Pleurisy; pneumothorax; pulmonary collapse",
+        "Pleurisy; pneumothorax; pulmonary collapse",
+        "Pleurisy; pneumothorax; pulmonary collapse",
+        false
+    ),
+    ph!(
+        "Pneumonia (except that caused by tuberculosis or sexually transmitted disease)",
+        "Pneumonia",
+        "Pneumonia",
+        false
+    ),
+    ph!(
+        "Respiratory failure; insufficiency; arrest (adult)",
+        "Respiratory failure; insufficiency; arrest",
+        "Respiratory failure; insufficiency; arrest",
+        false
+    ),
+    ph!("Septicemia (except in labor)", "Septicemia (except in labor)", "Septicemia", false),
+    ph!("Shock", "Shock", "Shock", false),
 ];
 
 /// Index of a phenotype in label order (`0..NUM_LABELS`).
@@ -70,7 +129,10 @@ pub type Label = u8;
 
 /// Error parsing a phenotype name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown phenotype name {0:?} (expected one of the 25 HCUP-CCS benchmark phenotypes, official or short name)")]
+#[error(
+    "unknown phenotype name {0:?} (expected one of the 25 HCUP-CCS benchmark phenotypes: official name, \
+     the CKD-EHR authors' spelling, or this project's short name)"
+)]
 pub struct UnknownPhenotype(pub String);
 
 /// The label space. Zero-sized: there is one label space, but persisted formats record its
@@ -99,12 +161,18 @@ impl LabelSpace {
         PHENOTYPES.iter().map(|p| p.name)
     }
 
-    /// Parses an official or short name (exact match after trimming ASCII whitespace).
+    /// The CKD-EHR authors' spellings in label order.
+    pub fn authors_names(&self) -> impl Iterator<Item = &'static str> {
+        PHENOTYPES.iter().map(|p| p.authors)
+    }
+
+    /// Parses any spelling of [`Phenotype`]: official, the authors', or this project's short name
+    /// (exact, case-sensitive match after trimming whitespace).
     pub fn parse(&self, name: &str) -> Result<Label, UnknownPhenotype> {
         let n = name.trim();
         PHENOTYPES
             .iter()
-            .position(|p| p.name == n || p.short == n)
+            .position(|p| p.name == n || p.authors == n || p.short == n)
             .map(|i| i as Label)
             .ok_or_else(|| UnknownPhenotype(String::from(n)))
     }
@@ -208,17 +276,107 @@ mod tests {
         }
     }
 
+    /// Every spelling in use, typed here from its source (not derived from `PHENOTYPES`), in
+    /// label order: the official HCUP-CCS names (DESIGN.md's list).
+    const OFFICIAL: [&str; NUM_LABELS] = [
+        "Acute and unspecified renal failure",
+        "Acute cerebrovascular disease",
+        "Acute myocardial infarction",
+        "Cardiac dysrhythmias",
+        "Chronic kidney disease",
+        "Chronic obstructive pulmonary disease and bronchiectasis",
+        "Complications of surgical procedures or medical care",
+        "Conduction disorders",
+        "Congestive heart failure; nonhypertensive",
+        "Coronary atherosclerosis and other heart disease",
+        "Diabetes mellitus with complications",
+        "Diabetes mellitus without complication",
+        "Disorders of lipid metabolism",
+        "Essential hypertension",
+        "Fluid and electrolyte disorders",
+        "Gastrointestinal hemorrhage",
+        "Hypertension with complications and secondary hypertension",
+        "Other liver diseases",
+        "Other lower respiratory disease",
+        "Other upper respiratory disease",
+        "Pleurisy; pneumothorax; pulmonary collapse",
+        "Pneumonia (except that caused by tuberculosis or sexually transmitted disease)",
+        "Respiratory failure; insufficiency; arrest (adult)",
+        "Septicemia (except in labor)",
+        "Shock",
+    ];
+
+    /// The authors' label list, as their instruction line prints it (issue 15).
+    const AUTHORS_LIST: &str = "Acute and unspecified renal failure, Acute cerebrovascular disease, Acute myocardial \
+        infarction, Cardiac dysrhythmias, Chronic kidney disease, Chronic obstructive pulmonary disease, Complications \
+        of surgical/medical care, Conduction disorders, Congestive heart failure; nonhypertensive, Coronary \
+        atherosclerosis and related, Diabetes mellitus with complications, Diabetes mellitus without complication, \
+        Disorders of lipid metabolism, Essential hypertension, Fluid and electrolyte disorders, Gastrointestinal \
+        hemorrhage, Hypertension with complications, Other liver diseases, Other lower respiratory disease, Other \
+        upper respiratory disease, Pleurisy; pneumothorax; pulmonary collapse, Pneumonia, Respiratory failure; \
+        insufficiency; arrest, Septicemia (except in labor), Shock";
+
+    /// The short names this project wrote into `output` before it wrote the authors' spellings.
+    const EARLIER_SHORT: [&str; NUM_LABELS] = [
+        "Acute and unspecified renal failure",
+        "Acute cerebrovascular disease",
+        "Acute myocardial infarction",
+        "Cardiac dysrhythmias",
+        "Chronic kidney disease",
+        "Chronic obstructive pulmonary disease",
+        "Complications of surgical procedures or medical care",
+        "Conduction disorders",
+        "Congestive heart failure",
+        "Coronary atherosclerosis and other heart disease",
+        "Diabetes mellitus with complications",
+        "Diabetes mellitus without complication",
+        "Disorders of lipid metabolism",
+        "Essential hypertension",
+        "Fluid and electrolyte disorders",
+        "Gastrointestinal hemorrhage",
+        "Hypertension with complications",
+        "Other liver diseases",
+        "Other lower respiratory disease",
+        "Other upper respiratory disease",
+        "Pleurisy; pneumothorax; pulmonary collapse",
+        "Pneumonia",
+        "Respiratory failure; insufficiency; arrest",
+        "Septicemia",
+        "Shock",
+    ];
+
     #[test]
-    fn parse_official_and_short() {
+    fn every_spelling_of_every_label_parses_to_it() {
         let ls = LabelSpace;
-        assert_eq!(ls.parse("Shock"), Ok(24));
-        assert_eq!(ls.parse("Chronic obstructive pulmonary disease"), Ok(5));
-        assert_eq!(ls.parse("Chronic obstructive pulmonary disease and bronchiectasis"), Ok(5));
+        let authors: Vec<&str> = AUTHORS_LIST.split(", ").collect();
+        assert_eq!(authors.len(), NUM_LABELS);
+        for i in 0..NUM_LABELS {
+            for (what, n) in [("official", OFFICIAL[i]), ("authors'", authors[i]), ("earlier short", EARLIER_SHORT[i])]
+            {
+                assert_eq!(ls.parse(n), Ok(i as u8), "{what} spelling {n:?} of label {i}");
+            }
+            assert_eq!(PHENOTYPES[i].name, OFFICIAL[i]);
+            assert_eq!(PHENOTYPES[i].authors, authors[i]);
+            assert_eq!(PHENOTYPES[i].short, EARLIER_SHORT[i]);
+        }
+        assert_eq!(ls.authors_names().collect::<Vec<_>>(), authors);
         assert_eq!(ls.parse(" Pneumonia "), Ok(21));
-        assert!(ls.parse("Shock!").is_err());
-        for (i, p) in PHENOTYPES.iter().enumerate() {
-            assert_eq!(ls.parse(p.name), Ok(i as u8));
-            assert_eq!(ls.parse(p.short), Ok(i as u8));
+        // The spellings the authors' validation file used, which this project refused before.
+        assert_eq!(ls.parse("Complications of surgical/medical care"), Ok(6));
+        assert_eq!(ls.parse("Coronary atherosclerosis and related"), Ok(9));
+        for bad in ["Shock!", "shock", "Complications of surgical", "Septicemia (except in labor"] {
+            assert_eq!(ls.parse(bad), Err(UnknownPhenotype(bad.into())), "{bad}");
+        }
+    }
+
+    #[test]
+    fn no_spelling_names_two_labels() {
+        for (i, a) in PHENOTYPES.iter().enumerate() {
+            for (j, b) in PHENOTYPES.iter().enumerate().filter(|(j, _)| *j != i) {
+                for s in [a.name, a.authors, a.short] {
+                    assert!(s != b.name && s != b.authors && s != b.short, "{s:?} spells labels {i} and {j}");
+                }
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! ckd-trainer: the workstation side of ckd-ehr.
 //!
 //! Ingest (MIMIC-III, CKD-EHR JSONL) and the synthetic cohort, the table generators, the
-//! student model and its distillation losses, tokenization and batching. Library functions
+//! student model and its distillation losses, teacher soft labels in the authors' file format,
+//! tokenization and batching. Library functions
 //! return typed errors; the `ckd` binary maps them to exit codes.
 
 pub mod baselines;
@@ -16,6 +17,7 @@ pub mod models;
 pub mod optim;
 pub mod pipeline;
 pub mod report;
+pub mod soft_labels;
 pub mod student;
 pub mod synth;
 pub mod teacher;

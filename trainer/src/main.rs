@@ -17,7 +17,7 @@ use ckd_trainer::pipeline::{self, TermBars};
 use ckd_trainer::student::{self, Teacher, TrainConfig};
 use ckd_trainer::teacher::label as teacher_label;
 use ckd_trainer::teacher::train::Bars;
-use ckd_trainer::{codegen, io, report, synth};
+use ckd_trainer::{codegen, io, report, soft_labels, synth};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -198,9 +198,14 @@ enum TeacherCmd {
         /// Split of a `samples.bin` to label.
         #[arg(long, default_value = "train")]
         split: SplitArg,
-        /// Evidence file to write (resumed when it exists).
+        /// Evidence file to write (resumed when it exists); with `--format hands`, the authors'
+        /// soft-label file (the evidence file is kept beside it as `OUT.evidence.bin`).
         #[arg(long)]
         out: PathBuf,
+        /// Output format: `evidence` (probabilities and attention evidence) or `hands` (the
+        /// CKD-EHR authors' `hands_name_*.json`: one object per sample, in the data's order).
+        #[arg(long, value_enum, default_value = "evidence", conflicts_with = "shard")]
+        format: SoftFormat,
         /// Label only shard i of N (`i/N`, 0-based): a deterministic 1/N of the samples by id.
         #[arg(long, value_parser = ckd_trainer::teacher::label::parse_shard)]
         shard: Option<(u32, u32)>,
@@ -225,9 +230,13 @@ enum TeacherCmd {
         /// Shard files.
         #[arg(required = true)]
         shards: Vec<PathBuf>,
-        /// Merged evidence file.
+        /// Merged evidence file; with `--format hands`, the authors' soft-label file (the merged
+        /// evidence file is kept beside it as `OUT.evidence.bin`).
         #[arg(long)]
         out: PathBuf,
+        /// Output format (see `ckd teacher label`); `hands` needs `--expect` (its order).
+        #[arg(long, value_enum, default_value = "evidence")]
+        format: SoftFormat,
         /// Check that exactly these samples are covered: `samples.bin` (with `--split`) or JSONL.
         #[arg(long)]
         expect: Option<PathBuf>,
@@ -290,6 +299,15 @@ enum StudentCmd {
     Train(Box<TrainArgs>),
 }
 
+/// Format of the soft labels `ckd teacher label` / `merge` write.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SoftFormat {
+    /// `CKDEVIDN` evidence file (probabilities and attention evidence).
+    Evidence,
+    /// The CKD-EHR authors' `hands_name_*.json`.
+    Hands,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum SplitArg {
     Train,
@@ -315,7 +333,8 @@ struct TrainArgs {
     /// Validation samples: `samples.bin` (its val split) or CKD-EHR JSONL.
     #[arg(long)]
     val: PathBuf,
-    /// Teacher soft labels: an evidence file (`ckd teacher label`) or JSON lines `{"id", "p"}`.
+    /// Teacher soft labels: an evidence file (`ckd teacher label`), JSON lines `{"id", "p"}`
+    /// (`.jsonl`), or the authors' `hands_name_train.json` (`.json`; object i = training sample i).
     #[arg(long)]
     soft_labels: Option<PathBuf>,
     /// Start from a BERT checkpoint directory (config.json, model.safetensors, tokenizer.json).
@@ -472,7 +491,20 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Teacher { cmd: TeacherCmd::Train(a) } => run_teacher_train(&a)?,
         Cmd::Teacher {
-            cmd: TeacherCmd::Label { teacher, data, split, out, shard, temperature, last_k, batch_size, device, base },
+            cmd:
+                TeacherCmd::Label {
+                    teacher,
+                    data,
+                    split,
+                    out,
+                    format,
+                    shard,
+                    temperature,
+                    last_k,
+                    batch_size,
+                    device,
+                    base,
+                },
         } => {
             let t = ckd_trainer::teacher::load_teacher(&teacher, base.as_deref(), device)?;
             let (samples, _, _) = load_samples(&data, split.split())?;
@@ -480,7 +512,10 @@ fn run(cli: Cli) -> Result<()> {
             let cfg =
                 teacher_label::LabelConfig { temperature, last_k_layers: last_k, batch_size, shard, save_every: 20 };
             let bar = TermBars.bar("teacher labels");
-            let o = teacher_label::label(&t, &samples, &cfg, &out, &bar)?;
+            let o = match format {
+                SoftFormat::Evidence => teacher_label::label(&t, &samples, &cfg, &out, &bar)?,
+                SoftFormat::Hands => soft_labels::label_to_hands(&t, &samples, &cfg, &out, &bar)?,
+            };
             bar.finish_and_clear();
             eprintln!(
                 "teacher label: {} samples in {}, {} kept from a previous run, {} labelled ({:.2} samples/s, {:.0} prompt tokens/s), {} prompts cut -> {}",
@@ -494,15 +529,20 @@ fn run(cli: Cli) -> Result<()> {
                 out.display()
             );
         }
-        Cmd::Teacher { cmd: TeacherCmd::Merge { shards, out, expect, split } } => {
+        Cmd::Teacher { cmd: TeacherCmd::Merge { shards, out, format, expect, split } } => {
             let files =
                 shards.iter().map(|p| Ok((p.clone(), teacher_label::read_evidence(p)?))).collect::<Result<Vec<_>>>()?;
-            let expected = match &expect {
-                Some(p) => Some(load_samples(p, split.split())?.0.into_iter().map(|s| s.id).collect::<Vec<_>>()),
-                None => None,
-            };
-            let merged = teacher_label::merge(&files, expected.as_deref())?;
-            teacher_label::write_evidence(&out, &merged)?;
+            let expected = expect.as_deref().map(|p| load_samples(p, split.split())).transpose()?.map(|e| e.0);
+            let ids = expected.as_ref().map(|e| e.iter().map(|s| s.id.clone()).collect::<Vec<_>>());
+            let merged = teacher_label::merge(&files, ids.as_deref())?;
+            match (format, &expected) {
+                (SoftFormat::Evidence, _) => teacher_label::write_evidence(&out, &merged)?,
+                (SoftFormat::Hands, Some(samples)) => {
+                    teacher_label::write_evidence(&soft_labels::evidence_beside(&out), &merged)?;
+                    soft_labels::write_hands(&out, &merged, samples)?;
+                }
+                (SoftFormat::Hands, None) => anyhow::bail!("--format hands needs --expect (the records' order)"),
+            }
             eprintln!("teacher merge: {} shards, {} samples -> {}", files.len(), merged.records.len(), out.display());
         }
         Cmd::Explain { evidence, data, id, teacher, top, json } => {
@@ -598,7 +638,10 @@ fn load_samples(path: &Path, split: Split) -> Result<(Vec<Sample>, String, Optio
     Ok((samples, f.source_hash, f.knowledge))
 }
 
-fn load_teacher(path: &Path) -> Result<Teacher> {
+fn load_teacher(path: &Path, train: &[Sample]) -> Result<Teacher> {
+    if soft_labels::is_hands_file(path) {
+        return Ok(soft_labels::read_hands(path, train)?);
+    }
     if path.extension().is_some_and(|e| e == "jsonl") {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Ok(Teacher::from_jsonl(&text, path)?)
@@ -616,7 +659,7 @@ fn run_student_train(a: &TrainArgs) -> Result<()> {
     let (val, val_hash, _) = load_samples(&a.val, Split::Val)?;
     anyhow::ensure!(!train.is_empty(), "{}: no training samples", a.train.display());
     anyhow::ensure!(!val.is_empty(), "{}: no validation samples", a.val.display());
-    let teacher = a.soft_labels.as_deref().map(load_teacher).transpose()?;
+    let teacher = a.soft_labels.as_deref().map(|p| load_teacher(p, &train)).transpose()?;
     let uses_attn = a.attn_word > 0.0 || a.attn_concept > 0.0 || a.attn_field > 0.0;
     anyhow::ensure!(teacher.is_some() || !uses_attn, "attention distillation needs --soft-labels (an evidence file)");
     let distill = ckd_trainer::distill::DistillConfig {
@@ -753,7 +796,7 @@ fn run_eval(model: &Path, data: &Path, split: Split, oracle: Option<&Path>, json
         Split::Val if bin => (load_samples(data, Split::Train)?.0, Vec::new()),
         _ => (Vec::new(), Vec::new()),
     };
-    let oracle = oracle.map(load_teacher).transpose()?;
+    let oracle = oracle.map(|o| load_teacher(o, &samples)).transpose()?;
     let input = ckd_trainer::eval::EvalInput {
         student: &st,
         eval: &samples,

@@ -1,10 +1,12 @@
 //! Teacher end to end on a tiny demo model: train (fine-tune + head), label with and without
-//! shards (same records), resume, merge, explain, and a tampered teacher directory is refused.
+//! shards (same records), resume, merge, explain, the authors' soft-label format both ways, an
+//! old (v1) teacher directory still loads, and a tampered teacher directory is refused.
 
 use std::path::Path;
 
 use ckd_core::visit::{Sample, Split};
 use ckd_trainer::ingest::{ingest_mimic, IngestConfig};
+use ckd_trainer::soft_labels;
 use ckd_trainer::synth::{generate, write_cohort, SynthConfig};
 use ckd_trainer::teacher::demo::DemoConfig;
 use ckd_trainer::teacher::head::HeadConfig;
@@ -89,12 +91,44 @@ fn demo_teacher_trains_labels_shards_merges_and_explains() {
     assert!(!hit);
 
     let t = load_teacher(&tdir, None, DeviceSpec::Cpu).unwrap();
+    // Format v2: prompted (and fine-tuned) with the authors' instruction and its label list.
+    assert_eq!(t.manifest.version, 2);
+    assert_eq!(t.manifest.instruction.as_deref(), Some(ckd_core::jsonl::INSTRUCTION));
+    assert_eq!(t.prompts.instruction(&train[0]), ckd_core::jsonl::INSTRUCTION);
     let lc = LabelConfig { batch_size: 4, save_every: 1, ..Default::default() };
     let all = d.path().join("all.bin");
     let o = label::label(&t, &train, &lc, &all, &ProgressBar::hidden()).unwrap();
     assert_eq!((o.in_shard, o.labelled, o.resumed), (train.len(), train.len(), 0));
     let full = read(&all);
     assert_eq!(full.records.len(), train.len());
+
+    // The authors' soft-label format, both ways: `--format hands` writes one object per sample
+    // in the samples' order, and reading it back pairs the same probabilities with the samples.
+    let hands = d.path().join("hands_name_train.json");
+    let o = soft_labels::label_to_hands(&t, &train, &lc, &hands, &ProgressBar::hidden()).unwrap();
+    assert_eq!(o.labelled, train.len());
+    assert!(soft_labels::evidence_beside(&hands).is_file());
+    let back = soft_labels::read_hands(&hands, &train).unwrap();
+    for s in &train {
+        assert_eq!(back.probs[&s.id], full.by_id()[s.id.as_str()].probs, "{}", s.id);
+    }
+    assert_eq!(std::fs::read_to_string(&hands).unwrap(), soft_labels::hands_text(&full, &train).unwrap());
+    let sharded = LabelConfig { shard: Some((0, 2)), ..lc.clone() };
+    let e = soft_labels::label_to_hands(&t, &train, &sharded, &hands, &ProgressBar::hidden()).err().unwrap();
+    assert!(e.to_string().contains("by position"), "{e}");
+
+    // A teacher directory of format v1 (no `instruction`) still loads, and is prompted with
+    // the instruction it was trained with.
+    let mpath = tdir.join("teacher.json");
+    let v2_text = std::fs::read_to_string(&mpath).unwrap();
+    let mut v1: serde_json::Value = serde_json::from_str(&v2_text).unwrap();
+    v1["version"] = 1.into();
+    v1.as_object_mut().unwrap().remove("instruction");
+    std::fs::write(&mpath, serde_json::to_string_pretty(&v1).unwrap()).unwrap();
+    let old = load_teacher(&tdir, None, DeviceSpec::Cpu).unwrap();
+    assert_eq!(old.prompts.instruction(&train[0]), ckd_core::jsonl::LEGACY_INSTRUCTION);
+    assert_ne!(old.prompts.encode(&train[0]).unwrap().ids, t.prompts.encode(&train[0]).unwrap().ids);
+    std::fs::write(&mpath, v2_text).unwrap();
 
     // Two shards, merged, give the same records.
     let mut parts = Vec::new();

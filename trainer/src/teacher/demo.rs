@@ -14,7 +14,7 @@ use tokenizers::{
     TokenizerBuilder,
 };
 
-use super::{PromptEncoder, Result, TeacherError};
+use super::{instruction_of, Result, TeacherError};
 use crate::models::qwen2::{chat_answer, chat_prompt, Config, ENDOFTEXT, IM_END, IM_START};
 
 /// Size of the demo teacher.
@@ -67,7 +67,7 @@ fn sequence_text(s: &Sample) -> String {
         Some(r) => r.output.clone(),
         None => ckd_core::jsonl::render_output(s.labels),
     };
-    format!("{}{}", chat_prompt(PromptEncoder::instruction(s), &s.text()).text, chat_answer(&output))
+    format!("{}{}", chat_prompt(instruction_of(s, ckd_core::jsonl::INSTRUCTION), &s.text()).text, chat_answer(&output))
 }
 
 /// Trains the byte-level BPE tokenizer on the samples' prompts and answers. Deterministic for the

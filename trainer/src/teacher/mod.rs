@@ -180,6 +180,12 @@ pub struct TeacherManifest {
     pub lora: Option<LoraConfig>,
     /// Maximum prompt tokens (longer inputs are cut at the end of the input, see [`PromptEncoder`]).
     pub max_len: usize,
+    /// The instruction of the prompts of samples that carry none of their own (rendered from
+    /// MIMIC-III or the cohort; JSONL records keep theirs): the authors' instruction
+    /// (`ckd_core::jsonl::INSTRUCTION`) from format v2 on. Absent in v1, whose teachers were
+    /// prompted with `ckd_core::jsonl::LEGACY_INSTRUCTION` ([`TeacherManifest::prompt_instruction`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruction: Option<String>,
     /// Per-label decision thresholds tuned on validation (head probabilities at temperature 1).
     pub thresholds: Vec<f32>,
     /// SHA-256 of every weight file of the directory (`head.safetensors`, `adapter/...`,
@@ -191,8 +197,50 @@ pub struct TeacherManifest {
 
 /// Name of the teacher manifest format.
 pub const TEACHER_FORMAT: &str = "ckd-teacher";
-/// Version of the teacher manifest format.
-pub const TEACHER_VERSION: u32 = 1;
+/// Version of the teacher manifest format written.
+///
+/// - v2: `instruction` records the instruction of prompts for samples without one of their own,
+///   the CKD-EHR authors' (`Determine that the patient has one or more of the following diseases
+///   at the next visit: ` + the 25 names); fine-tuning answers of such samples use the authors'
+///   spellings.
+/// - v1 (still read): no `instruction` field; those prompts used
+///   `ckd_core::jsonl::LEGACY_INSTRUCTION` (and answers this project's short names), and a v1
+///   teacher keeps being prompted that way, as it was trained.
+pub const TEACHER_VERSION: u32 = 2;
+
+impl TeacherManifest {
+    /// Parses and checks `teacher.json` (versions 1 and 2, this build's label space). `path`
+    /// is used in errors only.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let m: TeacherManifest = serde_json::from_str(text).map_err(|e| fmt_err(path, e))?;
+        if m.format != TEACHER_FORMAT || !(1..=TEACHER_VERSION).contains(&m.version) {
+            return Err(fmt_err(
+                path,
+                format!(
+                    "format {} v{} (this build reads {TEACHER_FORMAT} v1 to v{TEACHER_VERSION})",
+                    m.format, m.version
+                ),
+            ));
+        }
+        match (m.version, &m.instruction) {
+            (1, Some(_)) => return Err(fmt_err(path, "a v1 manifest has no `instruction` field")),
+            (v, None) if v >= 2 => return Err(fmt_err(path, format!("v{v} manifest without `instruction`"))),
+            _ => {}
+        }
+        if m.label_space_hash != label_space_hex() {
+            return Err(fmt_err(
+                path,
+                format!("label space {} differs from this build's {}", m.label_space_hash, label_space_hex()),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// The instruction this teacher was trained with for samples without their own.
+    pub fn prompt_instruction(&self) -> &str {
+        self.instruction.as_deref().unwrap_or(ckd_core::jsonl::LEGACY_INSTRUCTION)
+    }
+}
 
 /// Paths inside a teacher directory.
 #[derive(Debug, Clone)]
@@ -279,14 +327,33 @@ pub struct Prompt {
 pub struct PromptEncoder {
     tok: tokenizers::Tokenizer,
     max_len: usize,
+    instruction: String,
+}
+
+/// The instruction of a sample's prompt: its raw JSONL instruction when present, else `default`.
+pub fn instruction_of<'a>(sample: &'a Sample, default: &'a str) -> &'a str {
+    sample.raw.as_ref().map_or(default, |r| r.instruction.as_str())
 }
 
 impl PromptEncoder {
-    /// `max_len` bounds the prompt (plus answer, in [`Self::encode_sft`]) in tokens.
+    /// `max_len` bounds the prompt (plus answer, in [`Self::encode_sft`]) in tokens. Samples
+    /// without an instruction of their own get the authors' (`ckd_core::jsonl::INSTRUCTION`);
+    /// see [`Self::with_instruction`].
     pub fn new(mut tok: tokenizers::Tokenizer, max_len: usize) -> Result<Self> {
         tok.with_padding(None);
         tok.with_truncation(None).map_err(|e| TeacherError::Tokenizer(e.to_string()))?;
-        Ok(Self { tok, max_len })
+        Ok(Self { tok, max_len, instruction: ckd_core::jsonl::INSTRUCTION.to_string() })
+    }
+
+    /// The same encoder with another instruction for samples without their own (a v1 teacher's).
+    pub fn with_instruction(mut self, instruction: &str) -> Self {
+        self.instruction = instruction.to_string();
+        self
+    }
+
+    /// The instruction used for samples without their own.
+    pub fn default_instruction(&self) -> &str {
+        &self.instruction
     }
 
     /// The tokenizer.
@@ -306,9 +373,10 @@ impl PromptEncoder {
             .ok_or_else(|| TeacherError::Tokenizer(format!("the tokenizer has no {}", qwen2::ENDOFTEXT)))
     }
 
-    /// The sample's instruction (its raw JSONL instruction when present, else the authors' one).
-    pub fn instruction(sample: &Sample) -> &str {
-        sample.raw.as_ref().map_or(ckd_core::jsonl::INSTRUCTION, |r| r.instruction.as_str())
+    /// The sample's instruction (its raw JSONL instruction when present, else
+    /// [`Self::default_instruction`]).
+    pub fn instruction<'a>(&'a self, sample: &'a Sample) -> &'a str {
+        instruction_of(sample, &self.instruction)
     }
 
     /// Tokenizes the chat prompt of `input` within `budget` tokens: when longer, tokens are
@@ -350,7 +418,7 @@ impl PromptEncoder {
 
     /// The prompt of a sample for labelling / features.
     pub fn encode(&self, sample: &Sample) -> Result<Prompt> {
-        self.encode_prompt(Self::instruction(sample), &sample.text(), self.max_len)
+        self.encode_prompt(self.instruction(sample), &sample.text(), self.max_len)
     }
 
     /// A fine-tuning sequence: prompt ids followed by the answer's ids (`{output}<|im_end|>\n`),
@@ -373,7 +441,7 @@ impl PromptEncoder {
                 self.max_len
             )));
         }
-        let p = self.encode_prompt(Self::instruction(sample), &sample.text(), self.max_len - ans.len())?;
+        let p = self.encode_prompt(self.instruction(sample), &sample.text(), self.max_len - ans.len())?;
         let start = p.ids.len();
         let mut ids = p.ids;
         ids.extend_from_slice(ans);
@@ -497,22 +565,7 @@ pub fn load_teacher(dir: &Path, base_override: Option<&Path>, device: DeviceSpec
     let td = TeacherDir(dir.to_path_buf());
     let mpath = td.manifest();
     let text = std::fs::read_to_string(&mpath).map_err(io_err(&mpath))?;
-    let manifest: TeacherManifest = serde_json::from_str(&text).map_err(|e| fmt_err(&mpath, e))?;
-    if manifest.format != TEACHER_FORMAT || manifest.version != TEACHER_VERSION {
-        return Err(fmt_err(
-            &mpath,
-            format!(
-                "format {} v{} (this build reads {TEACHER_FORMAT} v{TEACHER_VERSION})",
-                manifest.format, manifest.version
-            ),
-        ));
-    }
-    if manifest.label_space_hash != label_space_hex() {
-        return Err(fmt_err(
-            &mpath,
-            format!("label space {} differs from this build's {}", manifest.label_space_hash, label_space_hex()),
-        ));
-    }
+    let manifest = TeacherManifest::parse(&text, &mpath)?;
     let mut all = Sha256::new();
     for (rel, want) in &manifest.files {
         let p = dir.join(rel);
@@ -561,7 +614,7 @@ pub fn load_teacher(dir: &Path, base_override: Option<&Path>, device: DeviceSpec
         model.merge_lora()?;
     }
     let head = head::Head::load(&td.head(), config.hidden_size, &dev)?;
-    let prompts = PromptEncoder::new(tokenizer, manifest.max_len)?;
+    let prompts = PromptEncoder::new(tokenizer, manifest.max_len)?.with_instruction(manifest.prompt_instruction());
     Ok(LoadedTeacher { manifest, model, head, prompts, config_hash: sha256_hex(cfg_text.as_bytes()), weights_hash })
 }
 

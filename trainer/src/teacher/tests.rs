@@ -167,3 +167,48 @@ fn head_learns_a_separable_problem_and_folds_standardization() {
     assert!(p.iter().zip(&p2).all(|(a, b)| (a - 0.5).abs() + 1e-6 >= (b - 0.5).abs()));
     assert!(head::train_head(&ft, &lt, &[], &[], h, &cfg).is_err());
 }
+
+/// `teacher.json` as format v1 wrote it (no `instruction` field), with `extra` fields spliced in.
+fn v1_manifest(version: u32, extra: &str) -> String {
+    format!(
+        r#"{{
+  "format": "ckd-teacher",
+  "version": {version},
+  "label_space_hash": "{}",
+  "model_name": "demo-qwen2-h32-l2",
+  "base": {{"kind": "demo"}},
+  "lora": null,
+  "max_len": 384,{extra}
+  "thresholds": [0.5],
+  "files": [["head.safetensors", "00"]],
+  "training": {{}}
+}}"#,
+        label_space_hex()
+    )
+}
+
+#[test]
+fn manifests_v1_and_v2_load_with_the_instruction_they_were_trained_with() {
+    let p = Path::new("teacher.json");
+    let v1 = TeacherManifest::parse(&v1_manifest(1, ""), p).unwrap();
+    assert_eq!((v1.version, v1.instruction.as_deref()), (1, None));
+    assert_eq!(v1.prompt_instruction(), ckd_core::jsonl::LEGACY_INSTRUCTION);
+    let v2 = TeacherManifest::parse(
+        &v1_manifest(2, &format!("\n  \"instruction\": {:?},", ckd_core::jsonl::INSTRUCTION)),
+        p,
+    )
+    .unwrap();
+    assert_eq!(v2.prompt_instruction(), ckd_core::jsonl::INSTRUCTION);
+    // What this build writes reads back the same.
+    assert_eq!(TeacherManifest::parse(&crate::io::pretty_json(&v2), p).unwrap(), v2);
+    assert!(!crate::io::pretty_json(&v1).contains("instruction"));
+    for (text, want) in [
+        (v1_manifest(2, ""), "v2 manifest without `instruction`"),
+        (v1_manifest(1, "\n  \"instruction\": \"x\","), "v1 manifest has no `instruction`"),
+        (v1_manifest(3, ""), "reads ckd-teacher v1 to v2"),
+        (v1_manifest(1, "").replace(&label_space_hex(), "0123456789abcdef"), "label space 0123456789abcdef"),
+    ] {
+        let e = TeacherManifest::parse(&text, p).unwrap_err().to_string();
+        assert!(e.contains(want) && e.contains("teacher.json"), "{e}");
+    }
+}

@@ -163,7 +163,8 @@ pub fn train_teacher(
             h
         }
     };
-    let model_key = sha256_hex(format!("{cfg_json}{model_key}{:?}", base).as_bytes());
+    // The features depend on the prompts too: the instruction is part of the key.
+    let model_key = sha256_hex(format!("{cfg_json}{model_key}{:?}{}", base, prompts.default_instruction()).as_bytes());
 
     // 4. Features (cached) and head.
     let t1 = std::time::Instant::now();
@@ -226,6 +227,7 @@ pub fn train_teacher(
         base,
         lora: lora_cfg,
         max_len: cfg.max_len,
+        instruction: Some(prompts.default_instruction().to_string()),
         thresholds: report.head.thresholds.clone(),
         files: Vec::new(),
         training: serde_json::json!({
