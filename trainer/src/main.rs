@@ -562,7 +562,15 @@ fn print_summary(s: &IngestSummary, out: &Path, secs: f64) {
     eprintln!("{:<18} {:>10} {:>10} {:>10}  skipped because", "table", "read", "used", "skipped");
     for (name, t) in &s.tables {
         let skipped: u64 = t.skipped.values().sum();
-        let why: Vec<String> = t.skipped.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let why: Vec<String> = t
+            .skipped
+            .iter()
+            .map(|(k, v)| {
+                let lines: Vec<String> = t.first_lines.get(k).into_iter().flatten().map(u64::to_string).collect();
+                let more = if *v > lines.len() as u64 { ", ..." } else { "" };
+                format!("{k}: {v} (line {}{more})", lines.join(", "))
+            })
+            .collect();
         eprintln!("{:<18} {:>10} {:>10} {:>10}  {}", name, t.rows_read, t.rows_used, skipped, why.join(", "));
     }
     eprintln!(
