@@ -14,6 +14,7 @@
 extern crate alloc;
 
 pub mod bundle;
+pub mod error_chain;
 pub mod evidence;
 pub mod format;
 pub mod icd;
