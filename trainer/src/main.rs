@@ -374,15 +374,29 @@ struct TrainArgs {
     vocab_size: usize,
 }
 
+/// Writes one line to stderr. A failing stderr (`2>/dev/full`, a closed pipe) is ignored: a
+/// message must never turn into a panic or change the exit status.
+fn note(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{args}");
+}
+
+/// `eprintln!` that never panics (see [`note`]).
+macro_rules! note {
+    ($($arg:tt)*) => { note(format_args!($($arg)*)) };
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // Its own report of a failed write would be an `eprintln!`, which panics on a failing stderr.
+        .log_internal_errors(false)
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            note!("error: {}", ckd_core::error_chain::one_line(&*e));
             ExitCode::FAILURE
         }
     }
@@ -435,7 +449,7 @@ fn run(cli: Cli) -> Result<()> {
                 ..ckd_trainer::export::BuildOptions::new(precision)
             };
             let r = ckd_trainer::bundle::write_bundle_with(&model, &out, build)?;
-            eprintln!(
+            note!(
                 "bundle {} ({}): {:?}; probe vs candle: max |logit diff| {:.2e}, max |prob diff| {:.2e}",
                 r.dir.display(),
                 precision.as_str(),
@@ -446,13 +460,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Pack { bundle, out } => {
             let r = ckd_trainer::bundle::pack_bundle(&bundle, &out)?;
-            eprintln!("packed {} ({} bytes): {:?}", r.path.display(), r.bytes, r.files);
+            note!("packed {} ({} bytes): {:?}", r.path.display(), r.bytes, r.files);
         }
         Cmd::GenTables { ccs_yaml, out } => {
             let yaml = std::fs::read_to_string(&ccs_yaml).with_context(|| format!("reading {}", ccs_yaml.display()))?;
             let src = codegen::ccs_table_source(&yaml)?;
             io::write_atomic(&out, src.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
-            eprintln!("wrote {}", out.display());
+            note!("wrote {}", out.display());
         }
         Cmd::Demo { out, patients, seed } => run_pipeline(&pipeline::PipelineConfig::demo(out, patients, seed))?,
         Cmd::Pipeline { config } => {
@@ -474,7 +488,7 @@ fn run(cli: Cli) -> Result<()> {
             let bar = TermBars.bar("teacher labels");
             let o = teacher_label::label(&t, &samples, &cfg, &out, &bar)?;
             bar.finish_and_clear();
-            eprintln!(
+            note!(
                 "teacher label: {} samples in {}, {} kept from a previous run, {} labelled ({:.2} samples/s, {:.0} prompt tokens/s), {} prompts cut -> {}",
                 o.in_shard,
                 shard.map_or("all".to_string(), |(i, n)| format!("shard {i}/{n}")),
@@ -495,7 +509,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let merged = teacher_label::merge(&files, expected.as_deref())?;
             teacher_label::write_evidence(&out, &merged)?;
-            eprintln!("teacher merge: {} shards, {} samples -> {}", files.len(), merged.records.len(), out.display());
+            note!("teacher merge: {} shards, {} samples -> {}", files.len(), merged.records.len(), out.display());
         }
         Cmd::Explain { evidence, data, id, teacher, top, json } => {
             let ev = teacher_label::read_evidence(&evidence)?;
@@ -535,7 +549,7 @@ fn run_synth(patients: usize, seed: u64, out: &Path) -> Result<()> {
     let cfg = synth::SynthConfig { patients, seed, ..Default::default() };
     let cohort = synth::generate(&cfg);
     let s = synth::write_cohort(&cohort, out)?;
-    eprintln!(
+    note!(
         "synth: {} patients, {} admissions, {} next-visit pairs -> {} ({:.1} s)",
         s.patients,
         s.admissions,
@@ -559,7 +573,7 @@ fn run_ingest_mimic(dir: &Path, out: &Path, cfg: &IngestConfig) -> Result<()> {
 }
 
 fn print_summary(s: &IngestSummary, out: &Path, secs: f64) {
-    eprintln!("{:<18} {:>10} {:>10} {:>10}  skipped because", "table", "read", "used", "skipped");
+    note!("{:<18} {:>10} {:>10} {:>10}  skipped because", "table", "read", "used", "skipped");
     for (name, t) in &s.tables {
         let skipped: u64 = t.skipped.values().sum();
         let why: Vec<String> = t
@@ -571,9 +585,9 @@ fn print_summary(s: &IngestSummary, out: &Path, secs: f64) {
                 format!("{k}: {v} (line {}{more})", lines.join(", "))
             })
             .collect();
-        eprintln!("{:<18} {:>10} {:>10} {:>10}  {}", name, t.rows_read, t.rows_used, skipped, why.join(", "));
+        note!("{:<18} {:>10} {:>10} {:>10}  {}", name, t.rows_read, t.rows_used, skipped, why.join(", "));
     }
-    eprintln!(
+    note!(
         "{} patients, {} admissions -> samples: {:?}; admissions without diagnoses: {}; diagnoses without category title: {}; procedures without title: {}",
         s.patients,
         s.admissions,
@@ -582,7 +596,7 @@ fn print_summary(s: &IngestSummary, out: &Path, secs: f64) {
         s.diagnoses_without_category_title,
         s.procedures_without_title
     );
-    eprintln!("wrote {} ({:.1} s)", out.display(), secs);
+    note!("wrote {} ({:.1} s)", out.display(), secs);
 }
 
 /// Samples of `split` from a `samples.bin`, or every record of a CKD-EHR JSONL file, with the
@@ -664,14 +678,14 @@ fn run_student_train(a: &TrainArgs) -> Result<()> {
     let outcome = pipeline::train_student(&job, &bar)?;
     bar.finish_and_clear();
     if !outcome.finished {
-        eprintln!(
+        note!(
             "student: stopped at step {} (--max-steps) with a checkpoint in {}; rerun with --resume to finish",
             outcome.steps,
             a.out.display()
         );
         return Ok(());
     }
-    eprintln!(
+    note!(
         "student: {} steps, best val macro-F1 {:.4} (epoch {}), {:.1} samples/s, {} train texts truncated{} -> {}",
         outcome.steps,
         outcome.best_val_macro_f1.unwrap_or(f64::NAN),
@@ -716,7 +730,7 @@ fn run_teacher_train(a: &TeacherTrainArgs) -> Result<()> {
         sft_val_limit: 64,
     };
     let (m, r) = train::train_teacher(&train_s, &val_s, &cfg, &a.out, &TermBars)?;
-    eprintln!(
+    note!(
         "teacher {}: {} fine-tuning steps ({} trainable parameters, {:.2} seq/s, {} prompts cut), head val macro-F1 {:.4}, macro-AUC {} -> {}",
         m.model_name,
         r.sft.steps,
@@ -734,9 +748,9 @@ fn run_pipeline(cfg: &pipeline::PipelineConfig) -> Result<()> {
     let o = pipeline::run(cfg, &TermBars)?;
     println!("{}", o.summary);
     if !o.skipped.is_empty() {
-        eprintln!("(stages already up to date and skipped: {})", o.skipped.join(", "));
+        note!("(stages already up to date and skipped: {})", o.skipped.join(", "));
     }
-    eprintln!("report: {} and report.json ({:.0} s)", o.report_dir.join("report.html").display(), o.seconds);
+    note!("report: {} and report.json ({:.0} s)", o.report_dir.join("report.html").display(), o.seconds);
     Ok(())
 }
 
@@ -762,8 +776,8 @@ fn run_eval(model: &Path, data: &Path, split: Split, oracle: Option<&Path>, json
     }
     print_report(&rows, p.len());
     let path = json.map(Path::to_path_buf).unwrap_or_else(|| model.join(format!("eval-{}.json", split.name())));
-    io::write_atomic(&path, io::pretty_json(&out).as_bytes())?;
-    eprintln!("wrote {}", path.display());
+    io::write_atomic(&path, io::pretty_json(&out).as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    note!("wrote {}", path.display());
     Ok(())
 }
 

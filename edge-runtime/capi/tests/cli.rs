@@ -20,11 +20,15 @@ fn bundle() -> PathBuf {
 }
 
 fn run(args: &[&str], stdin: &[u8]) -> Output {
+    run_with_stderr(args, stdin, Stdio::piped())
+}
+
+fn run_with_stderr(args: &[&str], stdin: &[u8], stderr: Stdio) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ckd-edge"))
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(stdin).unwrap();
@@ -193,4 +197,38 @@ fn corrupt_bundle_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tokenizer.json: sha256 mismatch"), "{err}");
+}
+
+/// Issue 17.9: a failing stderr (`2>/dev/full`) is no panic: an error exits with status 1, as
+/// with a working stderr.
+#[test]
+fn failing_stderr_keeps_the_exit_status() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("NOT RUN: no /dev/full");
+        return;
+    };
+    let missing = tempfile::tempdir().unwrap().path().join("no-bundle");
+    for args in
+        [vec!["info", "--bundle", missing.to_str().unwrap()], vec!["predict", "--bundle", missing.to_str().unwrap()]]
+    {
+        let out = run_with_stderr(&args, b"", Stdio::from(full.try_clone().unwrap()));
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+    }
+}
+
+/// Issue 17.8: each cause is printed once, and a damaged single-file bundle is named.
+#[test]
+fn errors_print_each_cause_once_and_name_the_packed_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-bundle");
+    let out = run(&["info", "--bundle", missing.to_str().unwrap()], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    let empty = dir.path().join("empty.ckdb");
+    std::fs::write(&empty, b"").unwrap();
+    let out = run(&["info", "--bundle", empty.to_str().unwrap()], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("empty.ckdb") && err.contains("packed bundle index"), "{err}");
+    assert!(!err.contains("manifest.bin"), "{err}");
 }

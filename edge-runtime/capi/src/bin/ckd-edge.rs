@@ -82,10 +82,16 @@ fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ckd-edge: error: {e:#}");
+            note(format_args!("ckd-edge: error: {}", ckd_core::error_chain::one_line(&*e)));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Writes one line to stderr. A failing stderr (`2>/dev/full`, a closed pipe) is ignored: a
+/// message must never turn into a panic or change the exit status.
+fn note(args: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{args}");
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -182,7 +188,7 @@ fn predict(engine: &Engine, input: &str, lenient: bool) -> Result<()> {
         })();
         let rec = match rec {
             Ok(r) => r,
-            Err(e) if lenient => json!({"line": n, "error": format!("{e:#}")}),
+            Err(e) if lenient => json!({"line": n, "error": ckd_core::error_chain::one_line(&*e)}),
             Err(e) => {
                 out.flush().context("writing stdout")?;
                 return Err(e.context(format!("input {input}")));
@@ -291,7 +297,7 @@ fn eval(bundle: &Path, opts: &EngineOptions, data: &Path, json_out: Option<&Path
         });
         std::fs::write(path, serde_json::to_string_pretty(&out)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        note(format_args!("wrote {}", path.display()));
     }
     Ok(())
 }
