@@ -18,3 +18,4 @@ pub mod student;
 pub mod synth;
 pub mod teacher;
 pub mod text;
+pub mod train_integrity;
