@@ -199,6 +199,24 @@ fn corrupt_bundle_is_refused() {
     assert!(err.contains("tokenizer.json: sha256 mismatch"), "{err}");
 }
 
+/// Issue 17.5: blank and whitespace-only lines (LF or CRLF) get no record, with or without
+/// `--lenient`; the records keep the input's line numbers; a byte-order mark is skipped.
+#[test]
+fn blank_lines_get_no_record_in_either_mode() {
+    let b = bundle();
+    let row = serde_json::to_string(&rows()[0]).unwrap();
+    let input = format!("\u{feff}{row}\n\n  \t \n\r\n{VISIT}\n   ");
+    for mode in [None, Some("--lenient")] {
+        let mut args = vec!["predict", "--bundle", b.to_str().unwrap()];
+        args.extend(mode);
+        let out = run(&args, input.as_bytes());
+        assert!(out.status.success(), "{mode:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let recs = jsonl(&out.stdout);
+        assert_eq!(recs.iter().map(|r| r["line"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 5], "{mode:?}");
+        assert!(recs.iter().all(|r| r.get("error").is_none()), "{mode:?}: {recs:?}");
+    }
+}
+
 /// Issue 17.9: a failing stderr (`2>/dev/full`) is no panic: an error exits with status 1, as
 /// with a working stderr.
 #[test]

@@ -1,10 +1,12 @@
 //! `ckd-edge`: the edge runtime on the command line.
 //!
 //! - `ckd-edge predict --bundle B [--input FILE|-] [--lenient]`: JSONL in (one ckd-core `Visit`
-//!   JSON object, or one CKD-EHR row `{instruction, input, output}` per line; blank lines are
-//!   skipped), JSONL out, one record per input line, in order. A bad line stops the run with an
-//!   error naming the line; with `--lenient` it gives a `{"line": N, "error": ...}` record
-//!   instead and the run goes on (exit status 0).
+//!   JSON object, or one CKD-EHR row `{instruction, input, output}` per line), JSONL out: one
+//!   record per non-blank input line, in order, whose `line` is that input line's number.
+//!   Blank and whitespace-only lines carry no request and get no record, with or without
+//!   `--lenient` (a UTF-8 byte-order mark at the start is skipped too). A bad line stops the
+//!   run with an error naming the line; with `--lenient` it gives a `{"line": N, "error": ...}`
+//!   record instead and the run goes on (exit status 0).
 //! - `ckd-edge info --bundle B`: the verified manifest as JSON.
 //! - `ckd-edge eval --bundle B --data FILE.jsonl [--json OUT]`: runs the bundle on CKD-EHR rows
 //!   (such as the trainer's `test.jsonl`), one sample at a time, and computes the metrics of
@@ -117,8 +119,11 @@ fn read_input(input: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Lines of `bytes` without terminators (`\n` or `\r\n`), with 1-based numbers; blank lines skipped.
+/// Lines of `bytes` without terminators (`\n` or `\r\n`), with 1-based numbers; blank and
+/// whitespace-only lines skipped (their numbers too), a UTF-8 byte-order mark at the start
+/// skipped.
 fn numbered_lines(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     bytes
         .split(|&b| b == b'\n')
         .enumerate()
