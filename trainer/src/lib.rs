@@ -14,6 +14,7 @@ pub mod models;
 pub mod optim;
 pub mod pipeline;
 pub mod report;
+pub mod staged_dir;
 pub mod student;
 pub mod synth;
 pub mod teacher;

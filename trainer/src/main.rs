@@ -134,9 +134,12 @@ enum Cmd {
         /// Bundle directory (`ckd export --out`).
         #[arg(long)]
         bundle: PathBuf,
-        /// Single-file bundle to write.
+        /// Single-file bundle to write (not inside --bundle).
         #[arg(long)]
         out: PathBuf,
+        /// Replace --out if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// The teacher LLM: fine-tune + phenotype head, soft labels with evidence, shard merging.
     Teacher {
@@ -433,7 +436,7 @@ fn run(cli: Cli) -> Result<()> {
                 (None, Some(file)) => {
                     let t = Instant::now();
                     let ing = ingest::ingest_jsonl(&file, &cfg)?;
-                    ingest::write_outputs(&ing, &out)?;
+                    write_ingest_outputs(&ing, &out)?;
                     print_summary(&ing.summary, &out, t.elapsed().as_secs_f64());
                 }
                 (None, None) => unreachable!("clap requires one of --mimic / --jsonl"),
@@ -458,8 +461,8 @@ fn run(cli: Cli) -> Result<()> {
                 r.export.probe.max_abs_prob_diff
             );
         }
-        Cmd::Pack { bundle, out } => {
-            let r = ckd_trainer::bundle::pack_bundle(&bundle, &out)?;
+        Cmd::Pack { bundle, out, force } => {
+            let r = ckd_trainer::bundle::pack_bundle_with(&bundle, &out, force)?;
             note!("packed {} ({} bytes): {:?}", r.path.display(), r.bytes, r.files);
         }
         Cmd::GenTables { ccs_yaml, out } => {
@@ -567,8 +570,21 @@ fn run_ingest_mimic(dir: &Path, out: &Path, cfg: &IngestConfig) -> Result<()> {
     let mut progress = |table: &str, rows: u64| bar.set_message(format!("ingest {table}: {rows} rows"));
     let ing = ingest::ingest_mimic(dir, cfg, &mut progress)?;
     bar.finish_and_clear();
-    ingest::write_outputs(&ing, out)?;
+    write_ingest_outputs(&ing, out)?;
     print_summary(&ing.summary, out, t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Writes an ingest's outputs so that `out` is replaced whole: built beside it, then swapped in
+/// (an earlier output is replaced, any other non-empty directory refused).
+fn write_ingest_outputs(ing: &ingest::Ingested, out: &Path) -> Result<()> {
+    // summary.json is written last: it marks a complete output.
+    let mut names = vec!["summary.json"];
+    names.extend(ingest::OUTPUT_FILES);
+    let stage = ckd_trainer::staged_dir::StagedDir::new(out, &names)
+        .with_context(|| format!("output directory {}", out.display()))?;
+    ingest::write_outputs(ing, stage.path())?;
+    stage.commit().with_context(|| format!("replacing {}", out.display()))?;
     Ok(())
 }
 
