@@ -151,9 +151,14 @@ pub enum BundleError {
     #[error("{MANIFEST_FILE}: file name {0:?} is not a plain name inside the bundle")]
     BadFileName(String),
     /// The index of a single-file bundle is inconsistent (duplicate, overlapping or
-    /// out-of-file entries).
+    /// out-of-file entries, bytes after the last file).
     #[error("packed bundle index: {0}")]
     Packed(String),
+    /// The index envelope of a single-file bundle is invalid (not a packed bundle, version,
+    /// checksum, truncated, or an empty file). Distinct from [`BundleError::Format`], which is
+    /// about `manifest.bin`.
+    #[error("packed bundle index: {0}")]
+    PackedFormat(FormatError),
     /// A required file has no manifest entry.
     #[error("{MANIFEST_FILE}: no entry for required file {0}")]
     Unlisted(&'static str),
@@ -343,9 +348,11 @@ impl PackedIndex {
 
     /// Decodes the index envelope (exactly its bytes) of a packed file of `file_len` bytes and
     /// checks it: plain unique names, `manifest.bin` present, every file aligned and inside the
-    /// file, no two overlapping.
+    /// file, no two overlapping, and nothing after the last file (the file ends where its last
+    /// file ends, as [`PackedIndex::pack`] writes it).
     pub fn from_bytes(envelope: &[u8], file_len: u64) -> Result<Self, BundleError> {
-        let index: PackedIndex = format::decode(envelope, PACKED_MAGIC, PACKED_VERSION)?;
+        let index: PackedIndex =
+            format::decode(envelope, PACKED_MAGIC, PACKED_VERSION).map_err(BundleError::PackedFormat)?;
         let start = Self::data_start(envelope.len() as u64);
         let bad = |msg: String| BundleError::Packed(msg);
         let mut end_prev = 0u64;
@@ -374,6 +381,13 @@ impl PackedIndex {
         }
         if index.get(MANIFEST_FILE).is_none() {
             return Err(BundleError::MissingFile(String::from(MANIFEST_FILE)));
+        }
+        let end = start + end_prev;
+        if end < file_len {
+            return Err(bad(alloc::format!(
+                "{} bytes after the last file (the file is {file_len} bytes, its files end at {end})",
+                file_len - end
+            )));
         }
         Ok(index)
     }
@@ -437,6 +451,15 @@ mod tests {
         assert_eq!(PackedIndex::from_bytes(&env, full).unwrap(), idx);
         // One byte short: the last file runs past the end.
         assert!(matches!(PackedIndex::from_bytes(&env, full - 1), Err(BundleError::Packed(_))));
+        // One byte more: trailing bytes after the last file are refused, and say so.
+        let e = PackedIndex::from_bytes(&env, full + 1).unwrap_err();
+        assert!(matches!(e, BundleError::Packed(_)) && e.to_string().contains("1 bytes after the last file"), "{e}");
+        // A damaged envelope is the index's error, not manifest.bin's.
+        let mut bad_env = env.clone();
+        *bad_env.last_mut().unwrap() ^= 1;
+        let e = PackedIndex::from_bytes(&bad_env, full).unwrap_err();
+        assert!(matches!(e, BundleError::PackedFormat(_)), "{e:?}");
+        assert!(e.to_string().starts_with("packed bundle index: ") && !e.to_string().contains(MANIFEST_FILE), "{e}");
         // Not a packed bundle.
         assert!(matches!(PackedIndex::envelope_len(&manifest().to_bytes().unwrap()), Err(FormatError::Magic { .. })));
         // Overlap, duplicates, no manifest, bad names.

@@ -15,6 +15,7 @@ extern crate alloc;
 
 pub mod bootstrap;
 pub mod bundle;
+pub mod error_chain;
 pub mod evidence;
 pub mod format;
 pub mod hands;

@@ -58,10 +58,10 @@ impl Source {
         let file_len = f.metadata().map_err(io_err(&path))?.len();
         let mut envelope = vec![0u8; HEADER_LEN.min(file_len as usize)];
         f.read_exact(&mut envelope).map_err(io_err(&path))?;
-        let len = PackedIndex::envelope_len(&envelope).map_err(|e| bundle_err(e.into()))?;
+        let len = PackedIndex::envelope_len(&envelope).map_err(|e| bundle_err(BundleError::PackedFormat(e)))?;
         if len > file_len {
             let e = FormatError::Truncated { got: file_len as usize, need: len.min(usize::MAX as u64) as usize };
-            return Err(bundle_err(e.into()));
+            return Err(bundle_err(BundleError::PackedFormat(e)));
         }
         envelope.resize(len as usize, 0);
         f.read_exact(&mut envelope[HEADER_LEN..]).map_err(io_err(&path))?;
@@ -175,5 +175,49 @@ impl Source {
             }
         }
         utf8(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error of opening `bytes` written as `name`, as text.
+    fn open_error(name: &str, bytes: &[u8]) -> String {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        match Source::open(&p) {
+            Ok(_) => panic!("{name} opened"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Issue 17.8: errors in a `.ckdb`'s header or index name the `.ckdb`, not `manifest.bin`.
+    #[test]
+    fn packed_header_errors_name_the_packed_file() {
+        let index = PackedIndex::layout(&[(ckd_core::bundle::MANIFEST_FILE.into(), 3)]);
+        let env = index.to_bytes().unwrap();
+        let mut bad_checksum = env.clone();
+        *bad_checksum.last_mut().unwrap() ^= 0x55;
+        let mut trailing = PackedIndex::pack(&[(ckd_core::bundle::MANIFEST_FILE, b"abc")]).unwrap();
+        trailing.extend_from_slice(b"extra");
+        for (what, bytes) in [
+            ("empty", Vec::new()),
+            ("short", b"CKDPACKD".to_vec()),
+            ("not packed", vec![7u8; 200]),
+            ("checksum", bad_checksum),
+            ("trailing", trailing),
+        ] {
+            let e = open_error("b.ckdb", &bytes);
+            assert!(e.contains("b.ckdb") && e.contains("packed bundle index"), "{what}: {e}");
+            assert!(!e.contains(ckd_core::bundle::MANIFEST_FILE), "{what}: {e}");
+        }
+        let e = open_error("t.ckdb", &{
+            let mut t = PackedIndex::pack(&[(ckd_core::bundle::MANIFEST_FILE, b"abc")]).unwrap();
+            t.push(0);
+            t
+        });
+        assert!(e.contains("1 bytes after the last file"), "{e}");
     }
 }

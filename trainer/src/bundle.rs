@@ -1,7 +1,8 @@
 //! Writing a model bundle: `model.onnx` (the graph) + `model.onnx.data` (its tensors, ONNX
 //! external data) + `tokenizer.json` + `manifest.bin` (see [`ckd_core::bundle`]). The data
-//! file, the ONNX file and the tokenizer are written first, the manifest last, each
-//! atomically, so a reader never sees a manifest whose files are not in place.
+//! file, the ONNX file and the tokenizer are written first, the manifest last, into a staging
+//! directory beside the output that then replaces it whole ([`crate::staged_dir`]): the output
+//! path holds the complete old bundle or the complete new one, never a mix.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use crate::export::{self, BuildOptions, ExportError, ExportOptions, ExportReport, Precision};
 use crate::io::write_atomic;
+use crate::staged_dir::StagedDir;
 use crate::student::{self, StudentError};
 
 /// Error writing a bundle.
@@ -67,18 +69,20 @@ pub fn write_bundle_with(
 ) -> Result<BundleReport, BundleWriteError> {
     let precision = build.precision;
     let st = student::load_student(student_dir)?;
-    std::fs::create_dir_all(out).map_err(io_err(out))?;
-    let model_path = out.join(MODEL_FILE);
+    let stage =
+        StagedDir::new(out, &[MANIFEST_FILE, MODEL_FILE, MODEL_DATA_FILE, TOKENIZER_FILE]).map_err(io_err(out))?;
+    let staged = stage.path().to_path_buf();
+    let model_path = staged.join(MODEL_FILE);
     let opts = ExportOptions { build, external_data: true };
     let export = export::export_student_with(student_dir, &model_path, &opts)?;
     let model = std::fs::read(&model_path).map_err(io_err(&model_path))?;
-    let data_path = out.join(MODEL_DATA_FILE);
+    let data_path = staged.join(MODEL_DATA_FILE);
     if export.external_data.as_ref().map(|d| d.path.as_path()) != Some(data_path.as_path()) {
         return Err(BundleWriteError::Manifest(format!("the export did not write {}", data_path.display())));
     }
     let data = std::fs::read(&data_path).map_err(io_err(&data_path))?;
     let tokenizer = st.encoder.to_json().map_err(StudentError::from)?.into_bytes();
-    let tok_path = out.join(TOKENIZER_FILE);
+    let tok_path = staged.join(TOKENIZER_FILE);
     write_atomic(&tok_path, &tokenizer).map_err(io_err(&tok_path))?;
 
     let read_opt = |name: &str| std::fs::read_to_string(student_dir.join(name)).ok();
@@ -114,8 +118,14 @@ pub fn write_bundle_with(
     };
     manifest.check().map_err(|e| BundleWriteError::Manifest(e.to_string()))?;
     let bytes = manifest.to_bytes().map_err(|e| BundleWriteError::Manifest(e.to_string()))?;
-    let man_path = out.join(MANIFEST_FILE);
+    let man_path = staged.join(MANIFEST_FILE);
     write_atomic(&man_path, &bytes).map_err(io_err(&man_path))?;
+    stage.commit().map_err(io_err(out))?;
+    let mut export = export;
+    export.path = out.join(MODEL_FILE);
+    if let Some(d) = export.external_data.as_mut() {
+        d.path = out.join(MODEL_DATA_FILE);
+    }
     Ok(BundleReport {
         dir: out.to_path_buf(),
         bytes: vec![
@@ -142,8 +152,49 @@ pub struct PackReport {
 /// Packs the bundle directory `dir` into one file `out` (`.ckdb`, see
 /// [`ckd_core::bundle::PackedIndex`]), written atomically: `manifest.bin` and every file it
 /// lists, each checked against the manifest first (a damaged directory is not packed).
-/// `ckd_edge::Engine::open` opens the file like the directory.
+/// `ckd_edge::Engine::open` opens the file like the directory. An existing `out` is refused
+/// (see [`pack_bundle_with`]).
 pub fn pack_bundle(dir: &Path, out: &Path) -> Result<PackReport, BundleWriteError> {
+    pack_bundle_with(dir, out, false)
+}
+
+/// `path` made absolute with its deepest existing ancestor canonical (symbolic links
+/// resolved), so that it can be compared with a canonical directory before it exists.
+fn resolved(path: &Path) -> std::io::Result<PathBuf> {
+    let abs = std::path::absolute(path)?;
+    let mut base = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        match base.canonicalize() {
+            Ok(c) => return Ok(rest.iter().rev().fold(c, |p, n| p.join(n))),
+            Err(_) => match (base.parent(), base.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_os_string());
+                    base = parent;
+                }
+                _ => return Ok(abs),
+            },
+        }
+    }
+}
+
+/// [`pack_bundle`], replacing an existing file `out` when `force`. Always refused: an `out`
+/// inside the bundle directory it reads (it would overwrite one of the bundle's own files) and
+/// an `out` that is a directory.
+pub fn pack_bundle_with(dir: &Path, out: &Path, force: bool) -> Result<PackReport, BundleWriteError> {
+    let refuse = |msg: String| BundleWriteError::Io {
+        path: out.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, msg),
+    };
+    let src = dir.canonicalize().map_err(io_err(dir))?;
+    if resolved(out).map_err(io_err(out))?.starts_with(&src) {
+        return Err(refuse(format!("is inside the bundle directory {} being packed", dir.display())));
+    }
+    match std::fs::metadata(out) {
+        Ok(m) if m.is_dir() => return Err(refuse("is a directory".into())),
+        Ok(_) if !force => return Err(refuse("exists (use --force to replace it)".into())),
+        _ => {}
+    }
     let read = |name: &str| {
         let p = dir.join(name);
         std::fs::read(&p).map_err(io_err(&p))

@@ -8,12 +8,17 @@
 //!
 //! Tables are streamed row by row (`.csv` or `.csv.gz`, header names in any case), so the full
 //! MIMIC-III fits in memory easily: only per-admission code lists and interned drug names are
-//! kept. A malformed row is an error naming file, line and column; with `lenient` it is
-//! skipped and counted. Every row read is accounted for in [`TableStats`] as used or skipped
-//! with a reason.
+//! kept. Each row is one line (see `csv_rows`: exact line numbers in CRLF and LF files, a
+//! stray quote cannot swallow the rows after it). A malformed row is an error naming file,
+//! line and column; with `lenient` it is skipped and counted. Every row read is accounted for
+//! in [`TableStats`] as used or skipped with a reason, and the first lines skipped for each
+//! reason are named.
+
+mod csv_rows;
+mod timestamp;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use ckd_core::format::{hex, SampleFile};
@@ -25,6 +30,7 @@ use ckd_core::visit::{self, Coded, RawRecord, Sample, Split, Visit};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use self::csv_rows::{CsvRows, Line};
 use crate::io::{find_table, open_maybe_gz, pretty_json};
 
 /// Error of an ingest run.
@@ -110,11 +116,22 @@ pub struct TableStats {
     pub rows_used: u64,
     /// Skipped rows by reason.
     pub skipped: BTreeMap<&'static str, u64>,
+    /// The first [`LINES_NAMED`] line numbers (1-based, header included) skipped for each
+    /// reason, so that a skipped row can be found.
+    pub first_lines: BTreeMap<&'static str, Vec<u64>>,
 }
 
+/// How many skipped lines per reason [`TableStats::first_lines`] names.
+pub const LINES_NAMED: usize = 5;
+
 impl TableStats {
-    fn skip(&mut self, why: &'static str) {
+    /// Counts a row skipped for `why` at `line`.
+    fn skip(&mut self, why: &'static str, line: u64) {
         *self.skipped.entry(why).or_default() += 1;
+        let lines = self.first_lines.entry(why).or_default();
+        if lines.len() < LINES_NAMED {
+            lines.push(line);
+        }
     }
 }
 
@@ -147,7 +164,9 @@ const MAX_COLS: usize = 4;
 /// A CSV table opened for streaming with its column indices resolved.
 struct Table {
     path: PathBuf,
-    reader: csv::Reader<Box<dyn Read>>,
+    rows: CsvRows<Box<dyn BufRead>>,
+    /// Fields in the header (every row must have as many).
+    width: usize,
     cols: Vec<usize>,
     names: &'static [&'static str],
 }
@@ -157,8 +176,15 @@ impl Table {
         debug_assert!(names.len() <= MAX_COLS);
         let path = find_table(dir, table).ok_or_else(|| IngestError::MissingTable { dir: dir.to_path_buf(), table })?;
         let rd = open_maybe_gz(&path).map_err(|source| IngestError::Io { file: path.clone(), source })?;
-        let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(rd);
-        let header = reader.byte_headers().map_err(|e| csv_err(&path, e))?.clone();
+        let mut rows = CsvRows::new(rd);
+        let header: Vec<Vec<u8>> =
+            match rows.next_line().map_err(|source| IngestError::Io { file: path.clone(), source })? {
+                None => Vec::new(),
+                Some((_, Line::Row(f))) => (0..f.len()).map(|i| f.get(i).unwrap_or_default().to_vec()).collect(),
+                Some((line, Line::UnclosedQuote)) => {
+                    return Err(IngestError::Row { file: path, line, column: "-".into(), msg: UNCLOSED_QUOTE.into() })
+                }
+            };
         let mut cols = Vec::with_capacity(names.len());
         for &n in names {
             let i = header
@@ -167,11 +193,13 @@ impl Table {
                 .ok_or(IngestError::MissingColumn { file: path.clone(), column: n })?;
             cols.push(i);
         }
-        Ok(Table { path, reader, cols, names })
+        Ok(Table { path, rows, width: header.len(), cols, names })
     }
 
-    /// Streams rows; `f(fields, line)` gets the selected columns in `names` order. A row with a
-    /// wrong field count or bad UTF-8 is reported through `on_bad`.
+    /// Streams rows; `f(fields, line, stats)` gets the selected columns in `names` order. A row
+    /// with a stray quote, a wrong field count or bad UTF-8 in a selected column is an error,
+    /// or with `lenient` a skipped "malformed row", as is a row `f` rejects with
+    /// [`IngestError::Row`].
     fn for_each(
         &mut self,
         stats: &mut TableStats,
@@ -180,56 +208,41 @@ impl Table {
         label: &str,
         mut f: impl FnMut(&[&str], u64, &mut TableStats) -> Result<(), IngestError>,
     ) -> Result<(), IngestError> {
-        let mut rec = csv::ByteRecord::new();
         let n = self.cols.len();
         loop {
-            let ok = match self.reader.read_byte_record(&mut rec) {
-                Ok(ok) => ok,
-                Err(e) => {
-                    // Structural CSV error (wrong field count, bad quoting): the row is unusable.
-                    stats.rows_read += 1;
-                    if lenient && !matches!(e.kind(), csv::ErrorKind::Io(_)) {
-                        stats.skip("malformed row");
-                        continue;
-                    }
-                    return Err(csv_err(&self.path, e));
-                }
-            };
-            if !ok {
-                break;
-            }
+            let next = self.rows.next_line().map_err(|source| IngestError::Io { file: self.path.clone(), source })?;
+            let Some((line, row)) = next else { break };
             stats.rows_read += 1;
             if stats.rows_read.is_multiple_of(PROGRESS_EVERY) {
                 progress(label, stats.rows_read);
             }
-            let line = rec.position().map_or(0, |p| p.line());
             // At most MAX_COLS selected columns per table; no allocation per row.
             let mut fields: [&str; MAX_COLS] = [""; MAX_COLS];
-            let mut bad: Option<usize> = None;
-            for (k, &c) in self.cols.iter().enumerate() {
-                match rec.get(c).map(std::str::from_utf8) {
-                    Some(Ok(s)) => fields[k] = s.trim(),
-                    _ => {
-                        bad = Some(k);
-                        break;
-                    }
+            let bad: Option<(&str, String)> = match row {
+                Line::UnclosedQuote => Some(("-", UNCLOSED_QUOTE.into())),
+                Line::Row(r) if r.len() != self.width => {
+                    Some(("-", format!("row has {} fields, header has {}", r.len(), self.width)))
                 }
-            }
-            if let Some(k) = bad {
+                Line::Row(r) => {
+                    self.cols.iter().enumerate().find_map(|(k, &c)| match r.get(c).map(std::str::from_utf8) {
+                        Some(Ok(s)) => {
+                            fields[k] = s.trim();
+                            None
+                        }
+                        _ => Some((self.names[k], "invalid UTF-8".to_string())),
+                    })
+                }
+            };
+            if let Some((column, msg)) = bad {
                 if lenient {
-                    stats.skip("malformed row");
+                    stats.skip("malformed row", line);
                     continue;
                 }
-                return Err(IngestError::Row {
-                    file: self.path.clone(),
-                    line,
-                    column: self.names[k].into(),
-                    msg: "missing field or invalid UTF-8".into(),
-                });
+                return Err(IngestError::Row { file: self.path.clone(), line, column: column.into(), msg });
             }
             match f(&fields[..n], line, stats) {
                 Ok(()) => {}
-                Err(IngestError::Row { .. }) if lenient => stats.skip("malformed row"),
+                Err(IngestError::Row { .. }) if lenient => stats.skip("malformed row", line),
                 Err(e) => return Err(e),
             }
         }
@@ -238,19 +251,7 @@ impl Table {
     }
 }
 
-fn csv_err(path: &Path, e: csv::Error) -> IngestError {
-    let line = e.position().map_or(0, |p| p.line());
-    match e.into_kind() {
-        csv::ErrorKind::Io(source) => IngestError::Io { file: path.to_path_buf(), source },
-        csv::ErrorKind::UnequalLengths { expected_len, len, pos } => IngestError::Row {
-            file: path.to_path_buf(),
-            line: pos.map_or(line, |p| p.line()),
-            column: "-".into(),
-            msg: format!("row has {len} fields, header has {expected_len}"),
-        },
-        other => IngestError::Row { file: path.to_path_buf(), line, column: "-".into(), msg: format!("{other:?}") },
-    }
-}
+const UNCLOSED_QUOTE: &str = "a quoted field is not closed on this line (a stray `\"`?)";
 
 fn parse_id(file: &Path, line: u64, column: &str, s: &str) -> Result<u64, IngestError> {
     s.parse::<u64>().map_err(|_| IngestError::Row {
@@ -259,18 +260,6 @@ fn parse_id(file: &Path, line: u64, column: &str, s: &str) -> Result<u64, Ingest
         column: column.into(),
         msg: format!("expected a non-negative integer, found {s:?}"),
     })
-}
-
-/// `YYYY-MM-DD HH:MM:SS` (MIMIC's layout). Lexicographic order is then chronological.
-fn valid_time(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 19
-        && b.iter().enumerate().all(|(i, c)| match i {
-            4 | 7 => *c == b'-',
-            10 => *c == b' ',
-            13 | 16 => *c == b':',
-            _ => c.is_ascii_digit(),
-        })
 }
 
 struct Admission {
@@ -302,13 +291,13 @@ pub fn ingest_mimic(dir: &Path, cfg: &IngestConfig, progress: Progress<'_>) -> R
         let mut t = Table::open(dir, "D_ICD_DIAGNOSES", &["ICD9_CODE", "SHORT_TITLE"])?;
         hash_file(&mut hasher, &t.path)?;
         let mut st = TableStats::default();
-        t.for_each(&mut st, lenient, progress, "D_ICD_DIAGNOSES", |f, _, st| {
+        t.for_each(&mut st, lenient, progress, "D_ICD_DIAGNOSES", |f, line, st| {
             match icd::normalize(f[0]) {
                 Some(c) => {
                     dx_titles.insert(c, f[1].to_string());
                     st.rows_used += 1;
                 }
-                None => st.skip("empty code"),
+                None => st.skip("empty code", line),
             }
             Ok(())
         })?;
@@ -319,13 +308,13 @@ pub fn ingest_mimic(dir: &Path, cfg: &IngestConfig, progress: Progress<'_>) -> R
         let mut t = Table::open(dir, "D_ICD_PROCEDURES", &["ICD9_CODE", "SHORT_TITLE"])?;
         hash_file(&mut hasher, &t.path)?;
         let mut st = TableStats::default();
-        t.for_each(&mut st, lenient, progress, "D_ICD_PROCEDURES", |f, _, st| {
+        t.for_each(&mut st, lenient, progress, "D_ICD_PROCEDURES", |f, line, st| {
             match icd::normalize(f[0]) {
                 Some(c) => {
                     px_titles.insert(c, f[1].to_string());
                     st.rows_used += 1;
                 }
-                None => st.skip("empty code"),
+                None => st.skip("empty code", line),
             }
             Ok(())
         })?;
@@ -334,23 +323,24 @@ pub fn ingest_mimic(dir: &Path, cfg: &IngestConfig, progress: Progress<'_>) -> R
 
     let mut adm: HashMap<u64, Admission> = HashMap::new();
     {
-        let mut t = Table::open(dir, "ADMISSIONS", &["SUBJECT_ID", "HADM_ID", "ADMITTIME"])?;
+        let mut t = Table::open(dir, "ADMISSIONS", &["SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME"])?;
         hash_file(&mut hasher, &t.path)?;
         let path = t.path.clone();
         let mut st = TableStats::default();
         t.for_each(&mut st, lenient, progress, "ADMISSIONS", |f, line, st| {
             let subject = parse_id(&path, line, "SUBJECT_ID", f[0])?;
             let hadm = parse_id(&path, line, "HADM_ID", f[1])?;
-            if !valid_time(f[2]) {
-                return Err(IngestError::Row {
-                    file: path.clone(),
-                    line,
-                    column: "ADMITTIME".into(),
-                    msg: format!("expected YYYY-MM-DD HH:MM:SS, found {:?}", f[2]),
-                });
+            // Real instants only (they are what admissions are ordered by), and a discharge
+            // that does not precede its admission.
+            let row_err =
+                |column: &str, msg: String| IngestError::Row { file: path.clone(), line, column: column.into(), msg };
+            timestamp::check(f[2]).map_err(|m| row_err("ADMITTIME", m))?;
+            timestamp::check(f[3]).map_err(|m| row_err("DISCHTIME", m))?;
+            if f[3] < f[2] {
+                return Err(row_err("DISCHTIME", format!("{} is before ADMITTIME {}", f[3], f[2])));
             }
             if adm.contains_key(&hadm) {
-                st.skip("duplicate HADM_ID");
+                st.skip("duplicate HADM_ID", line);
                 return Ok(());
             }
             adm.insert(
@@ -373,11 +363,11 @@ pub fn ingest_mimic(dir: &Path, cfg: &IngestConfig, progress: Progress<'_>) -> R
             // SEQ_NUM is empty for some MIMIC rows; those sort last.
             let seq = if f[1].is_empty() { u32::MAX } else { parse_id(&path, line, "SEQ_NUM", f[1])? as u32 };
             let Some(code) = icd::normalize(f[2]) else {
-                st.skip("empty code");
+                st.skip("empty code", line);
                 return Ok(());
             };
             let Some(a) = adm.get_mut(&hadm) else {
-                st.skip("unknown HADM_ID");
+                st.skip("unknown HADM_ID", line);
                 return Ok(());
             };
             if is_dx { &mut a.dx } else { &mut a.px }.push((seq, code));
@@ -397,11 +387,11 @@ pub fn ingest_mimic(dir: &Path, cfg: &IngestConfig, progress: Progress<'_>) -> R
         t.for_each(&mut st, lenient, progress, "PRESCRIPTIONS", |f, line, st| {
             let hadm = parse_id(&path, line, "HADM_ID", f[0])?;
             if f[1].is_empty() {
-                st.skip("empty DRUG");
+                st.skip("empty DRUG", line);
                 return Ok(());
             }
             let Some(a) = adm.get_mut(&hadm) else {
-                st.skip("unknown HADM_ID");
+                st.skip("unknown HADM_ID", line);
                 return Ok(());
             };
             let id = match drug_ids.get(f[1]) {
@@ -414,7 +404,7 @@ pub fn ingest_mimic(dir: &Path, cfg: &IngestConfig, progress: Progress<'_>) -> R
                 }
             };
             if a.meds.contains(&id) {
-                st.skip("repeated drug in admission");
+                st.skip("repeated drug in admission", line);
             } else {
                 a.meds.push(id);
                 st.rows_used += 1;
@@ -522,23 +512,40 @@ fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), IngestError> {
 /// Reads CKD-EHR JSONL into samples. Each record is its own subject (the format carries no
 /// patient id), with id `L<line>`; the split is assigned from the line number. The text is
 /// kept verbatim (knowledge clauses included), and the visit's items are recovered from it.
+/// A UTF-8 byte-order mark at the start is skipped. A line that is not valid UTF-8 is an error
+/// naming the line (with `lenient`, skipped as "invalid UTF-8"); the other lines are read.
 pub fn ingest_jsonl(path: &Path, cfg: &IngestConfig) -> Result<Ingested, IngestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| IngestError::Io { file: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| IngestError::Io { file: path.to_path_buf(), source })?;
+    let body = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
     let mut summary = IngestSummary::default();
     let mut st = TableStats::default();
     let mut samples = Vec::new();
-    for (i, raw) in jsonl::lines(&text).enumerate() {
+    for (i, raw) in body.split_inclusive(|&b| b == b'\n').enumerate() {
         let line_no = i + 1;
         st.rows_read += 1;
+        let raw = match std::str::from_utf8(raw) {
+            Ok(r) => r,
+            Err(_) if cfg.lenient => {
+                st.skip("invalid UTF-8", line_no as u64);
+                continue;
+            }
+            Err(e) => {
+                return Err(IngestError::Row {
+                    file: path.to_path_buf(),
+                    line: line_no as u64,
+                    column: "-".into(),
+                    msg: format!("not valid UTF-8 (at byte {} of the line)", e.valid_up_to()),
+                })
+            }
+        };
         let rec = match jsonl::parse_line(raw, line_no) {
             Ok(Some(r)) => r,
             Ok(None) => {
-                st.skip("blank line");
+                st.skip("blank line", line_no as u64);
                 continue;
             }
-            Err(e) if cfg.lenient => {
-                let _ = e;
-                st.skip("malformed record");
+            Err(_) if cfg.lenient => {
+                st.skip("malformed record", line_no as u64);
                 continue;
             }
             Err(source) => return Err(IngestError::Jsonl { file: path.to_path_buf(), source }),
@@ -564,7 +571,7 @@ pub fn ingest_jsonl(path: &Path, cfg: &IngestConfig) -> Result<Ingested, IngestE
     }
     let file = SampleFile {
         source: format!("jsonl:{}", path.display()),
-        source_hash: hex(&Sha256::digest(text.as_bytes())),
+        source_hash: hex(&Sha256::digest(&bytes)),
         split: cfg.split,
         knowledge: None,
         samples,

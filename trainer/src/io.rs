@@ -2,7 +2,7 @@
 //! lower-case names).
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, flushed and synced, then
@@ -47,8 +47,8 @@ pub fn find_table(dir: &Path, name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Opens a file for streaming, decompressing it when its name ends in `.gz`.
-pub fn open_maybe_gz(path: &Path) -> io::Result<Box<dyn Read>> {
+/// Opens a file for buffered streaming, decompressing it when its name ends in `.gz`.
+pub fn open_maybe_gz(path: &Path) -> io::Result<Box<dyn BufRead>> {
     let f = File::open(path)?;
     if path.extension().is_some_and(|e| e == "gz") {
         Ok(Box::new(BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(BufReader::new(f)))))
@@ -60,6 +60,7 @@ pub fn open_maybe_gz(path: &Path) -> io::Result<Box<dyn Read>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {

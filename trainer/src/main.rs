@@ -135,9 +135,12 @@ enum Cmd {
         /// Bundle directory (`ckd export --out`).
         #[arg(long)]
         bundle: PathBuf,
-        /// Single-file bundle to write.
+        /// Single-file bundle to write (not inside --bundle).
         #[arg(long)]
         out: PathBuf,
+        /// Replace --out if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// The teacher LLM: fine-tune + phenotype head, soft labels with evidence, shard merging.
     Teacher {
@@ -401,15 +404,29 @@ struct TrainArgs {
     pooling: Pooling,
 }
 
+/// Writes one line to stderr. A failing stderr (`2>/dev/full`, a closed pipe) is ignored: a
+/// message must never turn into a panic or change the exit status.
+fn note(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{args}");
+}
+
+/// `eprintln!` that never panics (see [`note`]).
+macro_rules! note {
+    ($($arg:tt)*) => { note(format_args!($($arg)*)) };
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // Its own report of a failed write would be an `eprintln!`, which panics on a failing stderr.
+        .log_internal_errors(false)
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            note!("error: {}", ckd_core::error_chain::one_line(&*e));
             ExitCode::FAILURE
         }
     }
@@ -446,7 +463,7 @@ fn run(cli: Cli) -> Result<()> {
                 (None, Some(file)) => {
                     let t = Instant::now();
                     let ing = ingest::ingest_jsonl(&file, &cfg)?;
-                    ingest::write_outputs(&ing, &out)?;
+                    write_ingest_outputs(&ing, &out)?;
                     print_summary(&ing.summary, &out, t.elapsed().as_secs_f64());
                 }
                 (None, None) => unreachable!("clap requires one of --mimic / --jsonl"),
@@ -462,7 +479,7 @@ fn run(cli: Cli) -> Result<()> {
                 ..ckd_trainer::export::BuildOptions::new(precision)
             };
             let r = ckd_trainer::bundle::write_bundle_with(&model, &out, build)?;
-            eprintln!(
+            note!(
                 "bundle {} ({}): {:?}; probe vs candle: max |logit diff| {:.2e}, max |prob diff| {:.2e}",
                 r.dir.display(),
                 precision.as_str(),
@@ -471,15 +488,15 @@ fn run(cli: Cli) -> Result<()> {
                 r.export.probe.max_abs_prob_diff
             );
         }
-        Cmd::Pack { bundle, out } => {
-            let r = ckd_trainer::bundle::pack_bundle(&bundle, &out)?;
-            eprintln!("packed {} ({} bytes): {:?}", r.path.display(), r.bytes, r.files);
+        Cmd::Pack { bundle, out, force } => {
+            let r = ckd_trainer::bundle::pack_bundle_with(&bundle, &out, force)?;
+            note!("packed {} ({} bytes): {:?}", r.path.display(), r.bytes, r.files);
         }
         Cmd::GenTables { ccs_yaml, out } => {
             let yaml = std::fs::read_to_string(&ccs_yaml).with_context(|| format!("reading {}", ccs_yaml.display()))?;
             let src = codegen::ccs_table_source(&yaml)?;
             io::write_atomic(&out, src.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
-            eprintln!("wrote {}", out.display());
+            note!("wrote {}", out.display());
         }
         Cmd::Demo { out, patients, seed } => run_pipeline(&pipeline::PipelineConfig::demo(out, patients, seed))?,
         Cmd::Pipeline { config } => {
@@ -517,7 +534,7 @@ fn run(cli: Cli) -> Result<()> {
                 SoftFormat::Hands => soft_labels::label_to_hands(&t, &samples, &cfg, &out, &bar)?,
             };
             bar.finish_and_clear();
-            eprintln!(
+            note!(
                 "teacher label: {} samples in {}, {} kept from a previous run, {} labelled ({:.2} samples/s, {:.0} prompt tokens/s), {} prompts cut -> {}",
                 o.in_shard,
                 shard.map_or("all".to_string(), |(i, n)| format!("shard {i}/{n}")),
@@ -543,7 +560,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 (SoftFormat::Hands, None) => anyhow::bail!("--format hands needs --expect (the records' order)"),
             }
-            eprintln!("teacher merge: {} shards, {} samples -> {}", files.len(), merged.records.len(), out.display());
+            note!("teacher merge: {} shards, {} samples -> {}", files.len(), merged.records.len(), out.display());
         }
         Cmd::Explain { evidence, data, id, teacher, top, json } => {
             let ev = teacher_label::read_evidence(&evidence)?;
@@ -583,7 +600,7 @@ fn run_synth(patients: usize, seed: u64, out: &Path) -> Result<()> {
     let cfg = synth::SynthConfig { patients, seed, ..Default::default() };
     let cohort = synth::generate(&cfg);
     let s = synth::write_cohort(&cohort, out)?;
-    eprintln!(
+    note!(
         "synth: {} patients, {} admissions, {} next-visit pairs -> {} ({:.1} s)",
         s.patients,
         s.admissions,
@@ -601,19 +618,40 @@ fn run_ingest_mimic(dir: &Path, out: &Path, cfg: &IngestConfig) -> Result<()> {
     let mut progress = |table: &str, rows: u64| bar.set_message(format!("ingest {table}: {rows} rows"));
     let ing = ingest::ingest_mimic(dir, cfg, &mut progress)?;
     bar.finish_and_clear();
-    ingest::write_outputs(&ing, out)?;
+    write_ingest_outputs(&ing, out)?;
     print_summary(&ing.summary, out, t.elapsed().as_secs_f64());
     Ok(())
 }
 
+/// Writes an ingest's outputs so that `out` is replaced whole: built beside it, then swapped in
+/// (an earlier output is replaced, any other non-empty directory refused).
+fn write_ingest_outputs(ing: &ingest::Ingested, out: &Path) -> Result<()> {
+    // summary.json is written last: it marks a complete output.
+    let mut names = vec!["summary.json"];
+    names.extend(ingest::OUTPUT_FILES);
+    let stage = ckd_trainer::staged_dir::StagedDir::new(out, &names)
+        .with_context(|| format!("output directory {}", out.display()))?;
+    ingest::write_outputs(ing, stage.path())?;
+    stage.commit().with_context(|| format!("replacing {}", out.display()))?;
+    Ok(())
+}
+
 fn print_summary(s: &IngestSummary, out: &Path, secs: f64) {
-    eprintln!("{:<18} {:>10} {:>10} {:>10}  skipped because", "table", "read", "used", "skipped");
+    note!("{:<18} {:>10} {:>10} {:>10}  skipped because", "table", "read", "used", "skipped");
     for (name, t) in &s.tables {
         let skipped: u64 = t.skipped.values().sum();
-        let why: Vec<String> = t.skipped.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        eprintln!("{:<18} {:>10} {:>10} {:>10}  {}", name, t.rows_read, t.rows_used, skipped, why.join(", "));
+        let why: Vec<String> = t
+            .skipped
+            .iter()
+            .map(|(k, v)| {
+                let lines: Vec<String> = t.first_lines.get(k).into_iter().flatten().map(u64::to_string).collect();
+                let more = if *v > lines.len() as u64 { ", ..." } else { "" };
+                format!("{k}: {v} (line {}{more})", lines.join(", "))
+            })
+            .collect();
+        note!("{:<18} {:>10} {:>10} {:>10}  {}", name, t.rows_read, t.rows_used, skipped, why.join(", "));
     }
-    eprintln!(
+    note!(
         "{} patients, {} admissions -> samples: {:?}; admissions without diagnoses: {}; diagnoses without category title: {}; procedures without title: {}",
         s.patients,
         s.admissions,
@@ -622,7 +660,7 @@ fn print_summary(s: &IngestSummary, out: &Path, secs: f64) {
         s.diagnoses_without_category_title,
         s.procedures_without_title
     );
-    eprintln!("wrote {} ({:.1} s)", out.display(), secs);
+    note!("wrote {} ({:.1} s)", out.display(), secs);
 }
 
 /// Samples of `split` from a `samples.bin`, or every record of a CKD-EHR JSONL file, with the
@@ -709,14 +747,14 @@ fn run_student_train(a: &TrainArgs) -> Result<()> {
     let outcome = pipeline::train_student(&job, &bar)?;
     bar.finish_and_clear();
     if !outcome.finished {
-        eprintln!(
+        note!(
             "student: stopped at step {} (--max-steps) with a checkpoint in {}; rerun with --resume to finish",
             outcome.steps,
             a.out.display()
         );
         return Ok(());
     }
-    eprintln!(
+    note!(
         "student: {} steps, best val macro-F1 {:.4} (epoch {}), {:.1} samples/s, {} train texts truncated{} -> {}",
         outcome.steps,
         outcome.best_val_macro_f1.unwrap_or(f64::NAN),
@@ -761,7 +799,7 @@ fn run_teacher_train(a: &TeacherTrainArgs) -> Result<()> {
         sft_val_limit: 64,
     };
     let (m, r) = train::train_teacher(&train_s, &val_s, &cfg, &a.out, &TermBars)?;
-    eprintln!(
+    note!(
         "teacher {}: {} fine-tuning steps ({} trainable parameters, {:.2} seq/s, {} prompts cut), head val macro-F1 {:.4}, macro-AUC {} -> {}",
         m.model_name,
         r.sft.steps,
@@ -779,9 +817,9 @@ fn run_pipeline(cfg: &pipeline::PipelineConfig) -> Result<()> {
     let o = pipeline::run(cfg, &TermBars)?;
     println!("{}", o.summary);
     if !o.skipped.is_empty() {
-        eprintln!("(stages already up to date and skipped: {})", o.skipped.join(", "));
+        note!("(stages already up to date and skipped: {})", o.skipped.join(", "));
     }
-    eprintln!("report: {} and report.json ({:.0} s)", o.report_dir.join("report.html").display(), o.seconds);
+    note!("report: {} and report.json ({:.0} s)", o.report_dir.join("report.html").display(), o.seconds);
     Ok(())
 }
 
@@ -816,8 +854,8 @@ fn run_eval(model: &Path, data: &Path, split: Split, oracle: Option<&Path>, json
     let out =
         serde_json::json!({"model": model, "data": data, "split": split.name(), "truncated": truncated, "report": r});
     let path = json.map(Path::to_path_buf).unwrap_or_else(|| model.join(format!("eval-{}.json", split.name())));
-    io::write_atomic(&path, io::pretty_json(&out).as_bytes())?;
-    eprintln!("wrote {}", path.display());
+    io::write_atomic(&path, io::pretty_json(&out).as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    note!("wrote {}", path.display());
     Ok(())
 }
 

@@ -701,7 +701,11 @@ pub fn run(cfg: &PipelineConfig, bars: &dyn Bars) -> Result<PipelineOutcome> {
     let t_all = Instant::now();
     let out = &cfg.out;
     let mut skipped = Vec::new();
-    let log = |s: &str| eprintln!("[ckd] {s}");
+    // Progress notes; a failing stderr must not stop (or panic) the run.
+    let log = |s: &str| {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "[ckd] {s}");
+    };
 
     // 1. Data.
     let (data_dir, data_key, oracle_path) = if let Some(s) = &cfg.data.synth {

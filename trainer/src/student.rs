@@ -67,6 +67,9 @@ pub enum StudentError {
     /// Inputs are inconsistent (missing soft labels, empty split, bad settings).
     #[error("{0}")]
     Invalid(String),
+    /// A checkpoint or tensor file is corrupt, or a step or the weights are not finite.
+    #[error(transparent)]
+    Integrity(#[from] crate::train_integrity::IntegrityError),
 }
 
 type Result<T> = std::result::Result<T, StudentError>;
@@ -434,11 +437,13 @@ impl Checkpoint {
         let name = format!("step-{}", st.step);
         let d = root.join(&name);
         std::fs::create_dir_all(&d).map_err(io_err(&d))?;
-        save_tensors(&named_vars(varmap)?, &d.join("model.safetensors"))?;
-        save_tensors(&opt.state(), &d.join("optim.safetensors"))?;
+        // Each file with its SHA-256, the list written last (verified on resume).
+        let mut seal = crate::train_integrity::Seal::new(&d);
+        seal.tensors("model.safetensors", &named_vars(varmap)?)?;
+        seal.tensors("optim.safetensors", &opt.state())?;
         let json = serde_json::to_vec_pretty(st).map_err(|e| StudentError::Invalid(e.to_string()))?;
-        let sp = d.join("state.json");
-        write_atomic(&sp, &json).map_err(io_err(&sp))?;
+        seal.bytes("state.json", &json)?;
+        seal.finish()?;
         let cur = root.join("current.json");
         write_atomic(&cur, format!("{{\"dir\": \"{name}\"}}\n").as_bytes()).map_err(io_err(&cur))?;
         // Older checkpoints are no longer current: remove them.
@@ -465,11 +470,13 @@ impl Checkpoint {
             serde_json::from_str(&text).map_err(|e| StudentError::Json { path: cur.clone(), msg: e.to_string() })?;
         let d = root.join(c.dir);
         let sp = d.join("state.json");
-        let st: LoopState = serde_json::from_slice(&std::fs::read(&sp).map_err(io_err(&sp))?)
+        // Every file checked against the checksums written with it (and tensors for finite values).
+        let files = crate::train_integrity::Verified::open(&d)?;
+        let st: LoopState = serde_json::from_slice(&files.bytes("state.json")?)
             .map_err(|e| StudentError::Json { path: sp.clone(), msg: e.to_string() })?;
-        let w = candle_core::safetensors::load(d.join("model.safetensors"), &Device::Cpu)?;
+        let w = files.tensors("model.safetensors")?;
         set_vars(varmap, &w)?;
-        let o = candle_core::safetensors::load(d.join("optim.safetensors"), &Device::Cpu)?;
+        let o = files.tensors("optim.safetensors")?;
         opt.load_state(&o, st.step)?;
         Ok(Some(st))
     }
@@ -498,14 +505,9 @@ pub fn set_vars(varmap: &VarMap, tensors: &HashMap<String, Tensor>) -> Result<()
     Ok(())
 }
 
-/// Writes tensors as safetensors atomically (temporary file, fsync, rename).
+/// Writes tensors as safetensors atomically (temporary file, fsync, rename); errors name `path`.
 pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    candle_core::safetensors::save(tensors, &tmp)?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    crate::train_integrity::write_tensors(path, tensors)?;
     Ok(())
 }
 
@@ -660,6 +662,8 @@ pub fn train(run: &Run<'_>, resume: bool) -> Result<TrainOutcome> {
             // alive at once (what made MiniLM training run out of memory).
             parts.total = parts.total.detach();
             let norm = clip_grad_norm(&mut grads, &vars, cfg.clip_norm)?;
+            // A non-finite loss or gradient would poison every weight: stop here instead.
+            crate::train_integrity::ensure_finite_step(st.step + 1, parts.total_value, norm)?;
             opt.step(&grads, lr)?;
             st.step += 1;
             st.batch += 1;
@@ -732,7 +736,7 @@ pub fn train(run: &Run<'_>, resume: bool) -> Result<TrainOutcome> {
         write_curve(run.dir, &st.curve)?;
     }
     // Restore the best weights and tune thresholds with them.
-    let best = candle_core::safetensors::load(&best_path, &Device::Cpu)?;
+    let best = crate::train_integrity::read_tensors(&best_path)?;
     set_vars(run.varmap, &best)?;
     let (_, _, thresholds) = validate(run)?;
     write_curve(run.dir, &st.curve)?;

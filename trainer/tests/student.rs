@@ -55,6 +55,16 @@ fn setup() -> Setup {
 }
 
 fn run_in(s: &Setup, dir: &std::path::Path, cfg: &TrainConfig, resume: bool) -> (student::TrainOutcome, Vec<f32>) {
+    let (out, probs) = try_run_in(s, dir, cfg, resume).unwrap();
+    (out, probs)
+}
+
+fn try_run_in(
+    s: &Setup,
+    dir: &std::path::Path,
+    cfg: &TrainConfig,
+    resume: bool,
+) -> Result<(student::TrainOutcome, Vec<f32>), student::StudentError> {
     let (model, varmap) =
         BertForMultiLabel::init(&s.bert, &HeadConfig::default(), &candle_core::Device::Cpu, 1).unwrap();
     let run = student::Run {
@@ -68,9 +78,41 @@ fn run_in(s: &Setup, dir: &std::path::Path, cfg: &TrainConfig, resume: bool) -> 
         dir,
         progress: &ProgressBar::hidden(),
     };
-    let out = student::train(&run, resume).unwrap();
+    let out = student::train(&run, resume)?;
     let probs = if out.finished { student::predict(&model, &s.val, s.enc.pad_id, 16).unwrap() } else { Vec::new() };
-    (out, probs)
+    Ok((out, probs))
+}
+
+/// Issue 17.6 / 17.10: a checkpoint file with one flipped bit, or truncated, is refused on
+/// resume with the file named; a non-finite loss stops training with a clear error.
+#[test]
+fn corrupt_checkpoints_and_non_finite_losses_stop_training() {
+    let s = setup();
+    let part = tempfile::tempdir().unwrap();
+    let (b, _) = run_in(&s, part.path(), &TrainConfig { max_steps: Some(3), ..cfg() }, false);
+    assert!(!b.finished && b.steps == 3);
+    let ck = part.path().join("checkpoint/step-3");
+    for name in ["model.safetensors", "optim.safetensors", "state.json"] {
+        let p = ck.join(name);
+        let good = std::fs::read(&p).unwrap();
+        let mut bad = good.clone();
+        let i = bad.len() - 2; // a high byte of the last f32 (or the JSON's last brace)
+        bad[i] ^= 0x40;
+        std::fs::write(&p, &bad).unwrap();
+        let e = try_run_in(&s, part.path(), &cfg(), true).err().expect("flipped bit accepted");
+        assert!(e.to_string().contains(name) && e.to_string().contains("sha256"), "{name}: {e}");
+        std::fs::write(&p, &good[..good.len() / 2]).unwrap();
+        let e = try_run_in(&s, part.path(), &cfg(), true).err().expect("truncated file accepted");
+        assert!(e.to_string().contains(name), "{name}: {e}");
+        std::fs::write(&p, &good).unwrap();
+    }
+    // Restored, the checkpoint resumes.
+    let (c, _) = try_run_in(&s, part.path(), &TrainConfig { max_steps: Some(4), ..cfg() }, true).unwrap();
+    assert_eq!(c.steps, 4);
+
+    let nan = tempfile::tempdir().unwrap();
+    let e = try_run_in(&s, nan.path(), &TrainConfig { lr: 1e38, ..cfg() }, false).err().expect("diverged run finished");
+    assert!(e.to_string().contains("not finite"), "{e}");
 }
 
 #[test]

@@ -20,11 +20,15 @@ fn bundle() -> PathBuf {
 }
 
 fn run(args: &[&str], stdin: &[u8]) -> Output {
+    run_with_stderr(args, stdin, Stdio::piped())
+}
+
+fn run_with_stderr(args: &[&str], stdin: &[u8], stderr: Stdio) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ckd-edge"))
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(stdin).unwrap();
@@ -193,4 +197,56 @@ fn corrupt_bundle_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tokenizer.json: sha256 mismatch"), "{err}");
+}
+
+/// Issue 17.5: blank and whitespace-only lines (LF or CRLF) get no record, with or without
+/// `--lenient`; the records keep the input's line numbers; a byte-order mark is skipped.
+#[test]
+fn blank_lines_get_no_record_in_either_mode() {
+    let b = bundle();
+    let row = serde_json::to_string(&rows()[0]).unwrap();
+    let input = format!("\u{feff}{row}\n\n  \t \n\r\n{VISIT}\n   ");
+    for mode in [None, Some("--lenient")] {
+        let mut args = vec!["predict", "--bundle", b.to_str().unwrap()];
+        args.extend(mode);
+        let out = run(&args, input.as_bytes());
+        assert!(out.status.success(), "{mode:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let recs = jsonl(&out.stdout);
+        assert_eq!(recs.iter().map(|r| r["line"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 5], "{mode:?}");
+        assert!(recs.iter().all(|r| r.get("error").is_none()), "{mode:?}: {recs:?}");
+    }
+}
+
+/// Issue 17.9: a failing stderr (`2>/dev/full`) is no panic: an error exits with status 1, as
+/// with a working stderr.
+#[test]
+fn failing_stderr_keeps_the_exit_status() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("NOT RUN: no /dev/full");
+        return;
+    };
+    let missing = tempfile::tempdir().unwrap().path().join("no-bundle");
+    for args in
+        [vec!["info", "--bundle", missing.to_str().unwrap()], vec!["predict", "--bundle", missing.to_str().unwrap()]]
+    {
+        let out = run_with_stderr(&args, b"", Stdio::from(full.try_clone().unwrap()));
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+    }
+}
+
+/// Issue 17.8: each cause is printed once, and a damaged single-file bundle is named.
+#[test]
+fn errors_print_each_cause_once_and_name_the_packed_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-bundle");
+    let out = run(&["info", "--bundle", missing.to_str().unwrap()], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    let empty = dir.path().join("empty.ckdb");
+    std::fs::write(&empty, b"").unwrap();
+    let out = run(&["info", "--bundle", empty.to_str().unwrap()], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("empty.ckdb") && err.contains("packed bundle index"), "{err}");
+    assert!(!err.contains("manifest.bin"), "{err}");
 }

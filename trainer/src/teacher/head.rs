@@ -117,7 +117,8 @@ pub fn cached_features(
 ) -> Result<(Vec<f32>, bool)> {
     let path = dir.join(format!("{name}-{key}.safetensors"));
     if path.is_file() {
-        let t = candle_core::safetensors::load(&path, &Device::Cpu)?;
+        let t = candle_core::safetensors::load(&path, &Device::Cpu)
+            .map_err(|e| super::fmt_err(&path, format!("reading cached features: {e}")))?;
         if let Some(f) = t.get("features") {
             if f.dims() == [n, hidden] {
                 return Ok((f.flatten_all()?.to_vec1::<f32>()?, true));

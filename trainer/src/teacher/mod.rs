@@ -633,7 +633,7 @@ pub fn save_manifest(dir: &Path, mut manifest: TeacherManifest, weight_files: &[
 /// Writes tensors as safetensors, atomically.
 pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     let tmp = path.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(tensors, &tmp)?;
+    candle_core::safetensors::save(tensors, &tmp).map_err(|e| fmt_err(&tmp, format!("writing tensors: {e}")))?;
     std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 

@@ -1,10 +1,12 @@
 //! `ckd-edge`: the edge runtime on the command line.
 //!
 //! - `ckd-edge predict --bundle B [--input FILE|-] [--lenient]`: JSONL in (one ckd-core `Visit`
-//!   JSON object, or one CKD-EHR row `{instruction, input, output}` per line; blank lines are
-//!   skipped), JSONL out, one record per input line, in order. A bad line stops the run with an
-//!   error naming the line; with `--lenient` it gives a `{"line": N, "error": ...}` record
-//!   instead and the run goes on (exit status 0).
+//!   JSON object, or one CKD-EHR row `{instruction, input, output}` per line), JSONL out: one
+//!   record per non-blank input line, in order, whose `line` is that input line's number.
+//!   Blank and whitespace-only lines carry no request and get no record, with or without
+//!   `--lenient` (a UTF-8 byte-order mark at the start is skipped too). A bad line stops the
+//!   run with an error naming the line; with `--lenient` it gives a `{"line": N, "error": ...}`
+//!   record instead and the run goes on (exit status 0).
 //! - `ckd-edge info --bundle B`: the verified manifest as JSON.
 //! - `ckd-edge eval --bundle B --data FILE.jsonl [--json OUT]`: runs the bundle on CKD-EHR rows
 //!   (such as the trainer's `test.jsonl`), one sample at a time, and computes the metrics of
@@ -82,10 +84,16 @@ fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ckd-edge: error: {e:#}");
+            note(format_args!("ckd-edge: error: {}", ckd_core::error_chain::one_line(&*e)));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Writes one line to stderr. A failing stderr (`2>/dev/full`, a closed pipe) is ignored: a
+/// message must never turn into a panic or change the exit status.
+fn note(args: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{args}");
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -111,8 +119,11 @@ fn read_input(input: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Lines of `bytes` without terminators (`\n` or `\r\n`), with 1-based numbers; blank lines skipped.
+/// Lines of `bytes` without terminators (`\n` or `\r\n`), with 1-based numbers; blank and
+/// whitespace-only lines skipped (their numbers too), a UTF-8 byte-order mark at the start
+/// skipped.
 fn numbered_lines(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     bytes
         .split(|&b| b == b'\n')
         .enumerate()
@@ -182,7 +193,7 @@ fn predict(engine: &Engine, input: &str, lenient: bool) -> Result<()> {
         })();
         let rec = match rec {
             Ok(r) => r,
-            Err(e) if lenient => json!({"line": n, "error": format!("{e:#}")}),
+            Err(e) if lenient => json!({"line": n, "error": ckd_core::error_chain::one_line(&*e)}),
             Err(e) => {
                 out.flush().context("writing stdout")?;
                 return Err(e.context(format!("input {input}")));
@@ -291,7 +302,7 @@ fn eval(bundle: &Path, opts: &EngineOptions, data: &Path, json_out: Option<&Path
         });
         std::fs::write(path, serde_json::to_string_pretty(&out)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        note(format_args!("wrote {}", path.display()));
     }
     Ok(())
 }

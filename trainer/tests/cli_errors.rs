@@ -1,0 +1,143 @@
+//! The `ckd` binary's error output (issue 17): each cause printed once, a failing stderr is no
+//! panic (an error still exits 1, a success 0), and I/O errors name their path.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn ckd(args: &[&str], stderr: Stdio) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ckd")).args(args).stdout(Stdio::piped()).stderr(stderr).output().unwrap()
+}
+
+fn jsonl(dir: &Path, name: &str, outputs: &[&str]) -> String {
+    let p = dir.join(name);
+    let text: String = outputs
+        .iter()
+        .map(|o| {
+            format!(
+                "{{\"instruction\": \"i\", \"input\": \"t\", \"output\": \"Disease that the patient may acquire: {o}\"}}\n"
+            )
+        })
+        .collect();
+    fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// Issue 17.8: `ckd ingest --jsonl` with an unknown name printed the cause twice.
+#[test]
+fn each_cause_is_printed_once() {
+    let d = tempfile::tempdir().unwrap();
+    let bad = jsonl(d.path(), "bad.jsonl", &["Shock", "Gout"]);
+    let out_dir = d.path().join("out");
+    let out = ckd(&["ingest", "--jsonl", &bad, "--out", out_dir.to_str().unwrap()], Stdio::piped());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("unknown phenotype name").count(), 1, "{err}");
+    assert!(err.contains("bad.jsonl") && err.contains("line 2"), "{err}");
+}
+
+/// Issue 17.9: `2>/dev/full` on an error path exits 1 (not 101, a panic); on success, 0.
+#[test]
+fn failing_stderr_keeps_the_exit_status() {
+    let Ok(full) = fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("NOT RUN: no /dev/full");
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let bad = jsonl(d.path(), "bad.jsonl", &["Gout"]);
+    let good = jsonl(d.path(), "good.jsonl", &["Shock", "None"]);
+    let out_dir = d.path().join("out");
+    let out =
+        ckd(&["ingest", "--jsonl", &bad, "--out", out_dir.to_str().unwrap()], Stdio::from(full.try_clone().unwrap()));
+    assert_eq!(out.status.code(), Some(1), "error path");
+    let out =
+        ckd(&["ingest", "--jsonl", &good, "--out", out_dir.to_str().unwrap()], Stdio::from(full.try_clone().unwrap()));
+    assert_eq!(out.status.code(), Some(0), "success path: the summary goes to a full stderr");
+    assert!(out_dir.join("samples.bin").is_file());
+    let missing = d.path().join("no-bundle");
+    let out = ckd(
+        &["pack", "--bundle", missing.to_str().unwrap(), "--out", d.path().join("b.ckdb").to_str().unwrap()],
+        Stdio::from(full),
+    );
+    assert_eq!(out.status.code(), Some(1), "pack error path");
+}
+
+/// Issue 17.10: an output that cannot be written names its path.
+#[test]
+fn io_errors_name_the_path() {
+    let d = tempfile::tempdir().unwrap();
+    let good = jsonl(d.path(), "good.jsonl", &["Shock"]);
+    let blocker = d.path().join("a-file");
+    fs::write(&blocker, b"x").unwrap();
+    let out_dir = blocker.join("out");
+    let out = ckd(&["ingest", "--jsonl", &good, "--out", out_dir.to_str().unwrap()], Stdio::piped());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(out_dir.to_str().unwrap()), "{err}");
+}
+
+/// A copy of the tiny test bundle (a real bundle directory).
+fn tiny_bundle(dir: &Path) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../edge-runtime/testdata/tiny/bundle");
+    let b = dir.join("bundle");
+    fs::create_dir(&b).unwrap();
+    for e in fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), b.join(e.file_name())).unwrap();
+    }
+    b
+}
+
+/// Issue 17.7: `ckd pack --out` never writes inside the bundle it reads, and replaces an
+/// existing file only with `--force`.
+#[test]
+fn pack_refuses_its_own_input_and_existing_outputs() {
+    let d = tempfile::tempdir().unwrap();
+    let b = tiny_bundle(d.path());
+    let bs = b.to_str().unwrap();
+    let model = fs::read(b.join("model.onnx")).unwrap();
+    for inside in [b.join("model.onnx"), b.join("manifest.bin"), b.join("new.ckdb"), b.join("sub/x.ckdb")] {
+        let out = ckd(&["pack", "--bundle", bs, "--out", inside.to_str().unwrap(), "--force"], Stdio::piped());
+        assert_eq!(out.status.code(), Some(1), "{}", inside.display());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("inside the bundle directory"), "{err}");
+    }
+    assert_eq!(fs::read(b.join("model.onnx")).unwrap(), model, "the bundle is untouched");
+    assert!(!b.join("new.ckdb").exists() && !b.join("sub").exists());
+
+    let packed = d.path().join("b.ckdb");
+    let ps = packed.to_str().unwrap();
+    let ok = ckd(&["pack", "--bundle", bs, "--out", ps], Stdio::piped());
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let first = fs::read(&packed).unwrap();
+    let again = ckd(&["pack", "--bundle", bs, "--out", ps], Stdio::piped());
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let forced = ckd(&["pack", "--bundle", bs, "--out", ps, "--force"], Stdio::piped());
+    assert_eq!(forced.status.code(), Some(0));
+    assert_eq!(fs::read(&packed).unwrap(), first);
+}
+
+/// Issue 17.7: `ckd ingest --out` replaces an earlier output whole and refuses to replace an
+/// unrelated directory.
+#[test]
+fn ingest_replaces_its_output_whole_and_refuses_other_directories() {
+    let d = tempfile::tempdir().unwrap();
+    let good = jsonl(d.path(), "good.jsonl", &["Shock", "None"]);
+    let out_dir = d.path().join("out");
+    let os = out_dir.to_str().unwrap();
+    assert!(ckd(&["ingest", "--jsonl", &good, "--out", os], Stdio::piped()).status.success());
+    fs::write(out_dir.join("leftover.txt"), b"x").unwrap();
+    assert!(ckd(&["ingest", "--jsonl", &good, "--out", os], Stdio::piped()).status.success());
+    assert!(!out_dir.join("leftover.txt").exists(), "the old output was replaced whole");
+    assert!(out_dir.join("samples.bin").is_file());
+    let leftovers: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 2, "no staging directory left: {leftovers:?}");
+
+    let mine = d.path().join("mine");
+    fs::create_dir(&mine).unwrap();
+    fs::write(mine.join("notes.txt"), b"keep").unwrap();
+    let out = ckd(&["ingest", "--jsonl", &good, "--out", mine.to_str().unwrap()], Stdio::piped());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(fs::read(mine.join("notes.txt")).unwrap(), b"keep");
+}
