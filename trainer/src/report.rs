@@ -583,7 +583,8 @@ pub(crate) fn metrics_rows(r: &ReportJson) -> Vec<Vec<String>> {
         header[6] = "micro AUC [95% CI]".into();
         header[7] = "macro AUC [95% CI]".into();
         if r.intervals.as_ref().is_some_and(|s| s.reference.is_some()) {
-            header.push("macro AUC - ref [paired 95% CI]".into());
+            // Before ECE, so the last column stays numeric and the rows stay aligned.
+            header.insert(8, "macro AUC - ref [paired 95% CI]".into());
         }
     }
     let mut rows = vec![header];
@@ -608,7 +609,7 @@ pub(crate) fn metrics_rows(r: &ReportJson) -> Vec<Vec<String>> {
         ];
         if r.intervals.as_ref().is_some_and(|s| s.reference.is_some()) {
             let d = iv.and_then(|i| i.macro_auc_vs_reference.as_ref());
-            row.push(if d.is_none() { "(ref)".into() } else { fmt_difference(d) });
+            row.insert(8, if d.is_none() { "(ref)".into() } else { fmt_difference(d) });
         }
         rows.push(row);
     }
@@ -636,7 +637,7 @@ pub(crate) fn cost_rows(r: &ReportJson) -> Vec<Vec<String>> {
 /// `model vs against: macro-AUC +0.012 [-0.004, +0.027] (paired 95% CI): no measurable effect`.
 pub(crate) fn comparison_sentence(c: &Comparison) -> String {
     format!(
-        "{} vs {}: macro-AUC {} (paired 95% CI, by patient): {}.",
+        "Paired difference, {} vs {}: macro-AUC {} (95% CI, by patient): {}.",
         c.model,
         c.against,
         fmt_difference(Some(&c.macro_auc_diff)),

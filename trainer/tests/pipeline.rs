@@ -52,13 +52,30 @@ fn pipeline_runs_resumes_and_reruns_only_what_changed() {
     let o = ckd_trainer::pipeline::run(&cfg, &Hidden).unwrap();
     assert!(o.skipped.is_empty(), "{:?}", o.skipped);
     let roles = report_models(&cfg.out);
-    assert_eq!(roles, ["teacher", "student", "student_distilled", "student_int8", "oracle"]);
+    assert_eq!(
+        roles,
+        ["baseline", "baseline", "baseline", "teacher", "student", "student_distilled", "student_int8", "oracle"]
+    );
+    // Every model carries intervals by patient; the distilled student is compared with its twin.
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(cfg.out.join("report.json")).unwrap()).unwrap();
+    assert!(j["models"].as_array().unwrap().iter().all(|m| m["intervals"]["macro_auc"]["lo"].is_number()));
+    assert!(j["comparisons"].as_array().unwrap().iter().any(|c| c["model"] == "student (distilled, f32)"));
     assert!(cfg.out.join("report.html").is_file());
     assert!(o.summary.contains("teacher"), "{}", o.summary);
 
     // Nothing changed: every stage is skipped.
     let o2 = ckd_trainer::pipeline::run(&cfg, &Hidden).unwrap();
-    let all = ["cohort", "samples", "teacher", "labels", "student-hard", "student-kd", "bundle-f32", "bundle-int8"];
+    let all = [
+        "cohort",
+        "samples",
+        "teacher",
+        "labels",
+        "labels-oof",
+        "student-hard",
+        "student-kd",
+        "bundle-f32",
+        "bundle-int8",
+    ];
     assert_eq!(o2.skipped, all);
 
     // A student setting changed: data, teacher and labels are kept.
@@ -72,7 +89,10 @@ fn pipeline_runs_resumes_and_reruns_only_what_changed() {
     // content and the stages keyed on it are skipped.
     std::fs::remove_file(cfg.out.join("teacher/stage.json")).unwrap();
     let o4 = ckd_trainer::pipeline::run(&c3, &Hidden).unwrap();
-    assert_eq!(o4.skipped, ["cohort", "samples", "student-hard", "student-kd", "bundle-f32", "bundle-int8"]);
+    assert_eq!(
+        o4.skipped,
+        ["cohort", "samples", "labels-oof", "student-hard", "student-kd", "bundle-f32", "bundle-int8"]
+    );
 
     // The Slurm example scripts, run as two array tasks by hand with the real binary.
     let ckd = env!("CARGO_BIN_EXE_ckd");

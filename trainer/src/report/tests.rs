@@ -116,6 +116,7 @@ fn fake_input() -> ReportInput {
         provenance: vec![("seed".into(), "7".into()), ("commit".into(), "abc123".into())],
         subjects: (0..300u64).map(|i| i / 2).collect(),
         reference: Some("student (no KD)".into()),
+        comparisons: vec![("student KD f32".into(), "student (no KD)".into())],
     }
 }
 
