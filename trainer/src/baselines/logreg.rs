@@ -120,23 +120,23 @@ pub fn fit(rows: &[SparseRow], y: &[bool], n_features: usize, cfg: &LogRegConfig
         let mut q = grad.clone();
         let k = s_hist.len();
         let mut alpha = vec![0.0; k];
-        for i in (0..k).rev() {
-            let rho = 1.0 / vdot(&y_hist[i], &s_hist[i]);
-            alpha[i] = rho * vdot(&s_hist[i], &q);
-            for (qj, yj) in q.iter_mut().zip(&y_hist[i]) {
-                *qj -= alpha[i] * yj;
+        for ((s_i, y_i), a_i) in s_hist.iter().zip(&y_hist).zip(alpha.iter_mut()).rev() {
+            *a_i = vdot(s_i, &q) / vdot(y_i, s_i);
+            for (qj, yj) in q.iter_mut().zip(y_i) {
+                *qj -= *a_i * yj;
             }
         }
-        let gamma =
-            if k > 0 { vdot(&s_hist[k - 1], &y_hist[k - 1]) / vdot(&y_hist[k - 1], &y_hist[k - 1]) } else { 1.0 };
+        let gamma = match (s_hist.last(), y_hist.last()) {
+            (Some(s_l), Some(y_l)) => vdot(s_l, y_l) / vdot(y_l, y_l),
+            _ => 1.0,
+        };
         for qj in q.iter_mut() {
             *qj *= gamma;
         }
-        for i in 0..k {
-            let rho = 1.0 / vdot(&y_hist[i], &s_hist[i]);
-            let beta = rho * vdot(&y_hist[i], &q);
-            for (qj, sj) in q.iter_mut().zip(&s_hist[i]) {
-                *qj += (alpha[i] - beta) * sj;
+        for ((s_i, y_i), a_i) in s_hist.iter().zip(&y_hist).zip(&alpha) {
+            let beta = vdot(y_i, &q) / vdot(y_i, s_i);
+            for (qj, sj) in q.iter_mut().zip(s_i) {
+                *qj += (a_i - beta) * sj;
             }
         }
         let mut dir: Vec<f64> = q.iter().map(|v| -v).collect();
@@ -154,8 +154,8 @@ pub fn fit(rows: &[SparseRow], y: &[bool], n_features: usize, cfg: &LogRegConfig
         let mut accepted = false;
         let mut new_f = f;
         for _ in 0..60 {
-            for j in 0..n {
-                new_theta[j] = theta[j] + step * dir[j];
+            for ((nt, t), d) in new_theta.iter_mut().zip(&theta).zip(&dir) {
+                *nt = t + step * d;
             }
             new_f = objective(rows, y, cfg.c, &new_theta, &mut new_grad);
             if new_f <= f + 1e-4 * step * slope {

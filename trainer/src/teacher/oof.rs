@@ -77,13 +77,13 @@ pub fn out_of_fold(
     let mut out = vec![0f32; n * NUM_LABELS];
     let mut rows_per_fold = vec![0; k];
     let mut patients_per_fold = vec![0; k];
-    for f in 0..k {
+    for (f, (rows, patients)) in rows_per_fold.iter_mut().zip(patients_per_fold.iter_mut()).enumerate() {
         let (inside, outside): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| folds[i] == f);
-        rows_per_fold[f] = inside.len();
+        *rows = inside.len();
         let mut pats: Vec<u64> = inside.iter().map(|&i| subjects[i]).collect();
         pats.sort_unstable();
         pats.dedup();
-        patients_per_fold[f] = pats.len();
+        *patients = pats.len();
         if inside.is_empty() {
             continue;
         }
@@ -142,21 +142,19 @@ mod tests {
         let val = feats[..10 * hidden].to_vec();
         let (p, proto) = out_of_fold(&feats, &labels, &subjects, &val, &labels[..10], hidden, &cfg, 5, 3, 1.0).unwrap();
         assert_eq!(proto.rows_per_fold.iter().sum::<usize>(), n);
-        // Patients never straddle folds.
-        for i in 0..n {
-            for j in 0..n {
-                if subjects[i] == subjects[j] {
-                    assert_eq!(fold_of(subjects[i], 5, 3), fold_of(subjects[j], 5, 3));
-                }
+        // Patients never straddle folds (the fold is a function of the patient id alone).
+        for w in subjects.windows(2) {
+            if w[0] == w[1] {
+                assert_eq!(fold_of(w[0], 5, 3), fold_of(w[1], 5, 3));
             }
         }
         // Label 0 is learnable from other patients: out-of-fold it is still predicted.
         let (mut pos, mut neg) = (0f32, 0f32);
-        for i in 0..n {
-            if labels[i].contains(0) {
-                pos += p[i * NUM_LABELS];
+        for (l, row) in labels.iter().zip(p.chunks_exact(NUM_LABELS)) {
+            if l.contains(0) {
+                pos += row[0];
             } else {
-                neg += p[i * NUM_LABELS];
+                neg += row[0];
             }
         }
         assert!(pos / 20.0 > neg / 40.0 + 0.2, "label 0: {} vs {}", pos / 20.0, neg / 40.0);
