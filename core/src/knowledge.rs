@@ -71,9 +71,10 @@ pub struct KnowledgeConfig {
     pub min_support: u32,
     /// Minimum effect (risk difference) for a drug to qualify.
     pub min_effect: f64,
-    /// False discovery rate of the Benjamini-Hochberg control over all tested pairs; tables
-    /// written before the test existed read as 1 (no test).
-    #[serde(default = "no_test")]
+    /// False discovery rate of the Benjamini-Hochberg control over all tested pairs. Not
+    /// serialized: the table travels inside bundle manifests (postcard, not self-describing), whose
+    /// layout must not change; a deserialized config reads 1 (no test).
+    #[serde(skip, default = "no_test")]
     pub fdr: f64,
 }
 
@@ -133,8 +134,9 @@ pub struct DrugEffect {
     pub n_with: u32,
     /// Pairs with `d` at visit `i` and the drug not given.
     pub n_without: u32,
-    /// One-sided p-value of the effect ([`one_sided_p`]); absent in tables written before it.
-    #[serde(default)]
+    /// One-sided p-value of the effect ([`one_sided_p`]), at fit time only (not serialized,
+    /// for the same reason as [`KnowledgeConfig::fdr`]).
+    #[serde(skip)]
     pub p_value: Option<f64>,
 }
 

@@ -895,7 +895,13 @@ pub fn run(cfg: &PipelineConfig, bars: &dyn Bars) -> Result<PipelineOutcome> {
         let odir = out.join("labels-oof");
         let okey = key_of(&[
             ("evidence", ev_hash.clone()),
-            ("oof", format!("{} {:?} {}", cfg.teacher.oof_folds, cfg.teacher.head, cfg.teacher.temperature)),
+            (
+                "oof",
+                format!(
+                    "{} {:?} {} {}",
+                    cfg.teacher.oof_folds, cfg.teacher.head, cfg.teacher.temperature, cfg.student.seed
+                ),
+            ),
         ]);
         let opath = odir.join("evidence-train.bin");
         if is_done(&odir, &okey) {

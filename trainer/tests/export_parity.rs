@@ -290,13 +290,23 @@ fn train_tiny_student() -> TrainedStudent {
     let max_len = 128;
     let enc = TextEncoder::train_wordpiece(texts.iter().map(|s| s.as_str()), 800, max_len).unwrap();
     let bert = Preset::Tiny.config(enc.vocab_size(), max_len);
-    let head = HeadConfig::default();
+    // The student as the pipeline trains it now: mean pooling, fast head.
+    let head = HeadConfig { pooling: Pooling::Mean, ..HeadConfig::default() };
     let (model, varmap) = BertForMultiLabel::init(&bert, &head, &Device::Cpu, 5).unwrap();
     let (tp, vp) = (Prepared::new(&train, &enc).unwrap(), Prepared::new(&val, &enc).unwrap());
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let distill = ckd_trainer::distill::DistillConfig { hard: 1.0, soft: 0.0, ..Default::default() };
-    let cfg = TrainConfig { epochs: 3, batch_size: 16, lr: 2e-3, patience: 0, seed: 5, distill, ..Default::default() };
+    let cfg = TrainConfig {
+        epochs: 3,
+        batch_size: 16,
+        lr: 2e-3,
+        patience: 0,
+        seed: 5,
+        distill,
+        head_lr_scale: 100.0,
+        ..Default::default()
+    };
     let run = student::Run {
         model: &model,
         varmap: &varmap,

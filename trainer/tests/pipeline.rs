@@ -14,7 +14,7 @@ fn tiny(out: &Path) -> PipelineConfig {
         [data]
         synth = { patients = 700, seed = 3 }
         [teacher]
-        max_len = 384
+        max_len = 1024
         batch_size = 8
         sft_val_limit = 8
         [teacher.demo]

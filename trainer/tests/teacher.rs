@@ -40,7 +40,7 @@ fn cfg() -> TrainTeacherConfig {
         lora: Default::default(),
         sft: SftConfig { epochs: 1, batch_size: 8, lr: 1e-3, max_steps: Some(3), log_every: 1, ..Default::default() },
         head: HeadConfig { epochs: 5, ..Default::default() },
-        max_len: 384,
+        max_len: 1024,
         device: DeviceSpec::Cpu,
         feature_batch: 8,
         sft_val_limit: 8,
