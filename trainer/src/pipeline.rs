@@ -1208,9 +1208,9 @@ pub fn run(cfg: &PipelineConfig, bars: &dyn Bars) -> Result<PipelineOutcome> {
     }
     // Curves and explanations.
     let mut curves = Vec::new();
-    for (p, name) in [(tdir.join("curves.jsonl"), models[n_baselines].name.clone())] {
-        curves.push(report::read_curves(&p, &name).map_err(stage_err(SR))?);
-    }
+    curves.push(
+        report::read_curves(&tdir.join("curves.jsonl"), &models[n_baselines].name.clone()).map_err(stage_err(SR))?,
+    );
     for run in &students {
         curves.push(report::read_curves(&run.dir.join("curves.jsonl"), &run.display).map_err(stage_err(SR))?);
     }

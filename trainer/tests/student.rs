@@ -99,10 +99,10 @@ fn corrupt_checkpoints_and_non_finite_losses_stop_training() {
         let i = bad.len() - 2; // a high byte of the last f32 (or the JSON's last brace)
         bad[i] ^= 0x40;
         std::fs::write(&p, &bad).unwrap();
-        let e = try_run_in(&s, part.path(), &cfg(), true).err().expect("flipped bit accepted");
+        let Err(e) = try_run_in(&s, part.path(), &cfg(), true) else { panic!("flipped bit accepted") };
         assert!(e.to_string().contains(name) && e.to_string().contains("sha256"), "{name}: {e}");
         std::fs::write(&p, &good[..good.len() / 2]).unwrap();
-        let e = try_run_in(&s, part.path(), &cfg(), true).err().expect("truncated file accepted");
+        let Err(e) = try_run_in(&s, part.path(), &cfg(), true) else { panic!("truncated file accepted") };
         assert!(e.to_string().contains(name), "{name}: {e}");
         std::fs::write(&p, &good).unwrap();
     }
@@ -111,7 +111,9 @@ fn corrupt_checkpoints_and_non_finite_losses_stop_training() {
     assert_eq!(c.steps, 4);
 
     let nan = tempfile::tempdir().unwrap();
-    let e = try_run_in(&s, nan.path(), &TrainConfig { lr: 1e38, ..cfg() }, false).err().expect("diverged run finished");
+    let Err(e) = try_run_in(&s, nan.path(), &TrainConfig { lr: 1e38, ..cfg() }, false) else {
+        panic!("diverged run finished")
+    };
     assert!(e.to_string().contains("not finite"), "{e}");
 }
 
