@@ -21,7 +21,7 @@
 //! `d` is absent at visit `i+1`. A drug is tested when `n_with >= min_support` and
 //! `n_without >= min_support`: a one-sided two-proportion z-test (pooled variance) of
 //! `effect > 0`. Across every tested (phenotype, drug) pair the Benjamini-Hochberg procedure
-//! keeps the false discovery rate at `fdr`; a drug qualifies when its test is among those
+//! keeps the false discovery rate at `fdr` ([`DEFAULT_FDR`], or the argument of [`KnowledgeTable::fit_with_fdr`]); a drug qualifies when its test is among those
 //! rejected and `effect > min_effect`. The `top_k` largest effects are kept (ties broken by
 //! drug name). On a small training split that often leaves no clause at all, which is the
 //! honest answer (`fdr = 1` turns the test off: every positive effect qualifies, as before
@@ -71,20 +71,16 @@ pub struct KnowledgeConfig {
     pub min_support: u32,
     /// Minimum effect (risk difference) for a drug to qualify.
     pub min_effect: f64,
-    /// False discovery rate of the Benjamini-Hochberg control over all tested pairs. Not
-    /// serialized: the table travels inside bundle manifests (postcard, not self-describing), whose
-    /// layout must not change; a deserialized config reads 1 (no test).
-    #[serde(skip, default = "no_test")]
-    pub fdr: f64,
 }
 
-fn no_test() -> f64 {
-    1.0
-}
+/// False discovery rate of the Benjamini-Hochberg control that [`KnowledgeTable::fit`] uses by
+/// default. It is a fit argument, not part of [`KnowledgeConfig`]: the config travels inside
+/// bundle manifests and sample files (postcard, not self-describing), whose layout is unchanged.
+pub const DEFAULT_FDR: f64 = 0.05;
 
 impl Default for KnowledgeConfig {
     fn default() -> Self {
-        KnowledgeConfig { top_k: 5, min_support: 5, min_effect: 0.0, fdr: 0.05 }
+        KnowledgeConfig { top_k: 5, min_support: 5, min_effect: 0.0 }
     }
 }
 
@@ -135,7 +131,7 @@ pub struct DrugEffect {
     /// Pairs with `d` at visit `i` and the drug not given.
     pub n_without: u32,
     /// One-sided p-value of the effect ([`one_sided_p`]), at fit time only (not serialized,
-    /// for the same reason as [`KnowledgeConfig::fdr`]).
+    /// for the same reason as [`DEFAULT_FDR`]).
     #[serde(skip)]
     pub p_value: Option<f64>,
 }
@@ -160,6 +156,15 @@ impl KnowledgeTable {
     /// Fits the table on training pairs `(visit i, phenotypes of visit i+1)`. Callers pass the
     /// training split only.
     pub fn fit<'a, I>(pairs: I, config: KnowledgeConfig) -> Self
+    where
+        I: IntoIterator<Item = (&'a Visit, LabelSet)>,
+    {
+        Self::fit_with_fdr(pairs, config, DEFAULT_FDR)
+    }
+
+    /// [`KnowledgeTable::fit`] at false discovery rate `fdr` (`1` turns the test off: every
+    /// positive effect with the support qualifies, the rule before the test existed).
+    pub fn fit_with_fdr<'a, I>(pairs: I, config: KnowledgeConfig, fdr: f64) -> Self
     where
         I: IntoIterator<Item = (&'a Visit, LabelSet)>,
     {
@@ -204,7 +209,7 @@ impl KnowledgeTable {
             }
         }
         let ps: Vec<f64> = tested.iter().map(|(_, e)| e.p_value.unwrap_or(1.0)).collect();
-        let keep = if config.fdr >= 1.0 { alloc::vec![true; ps.len()] } else { benjamini_hochberg(&ps, config.fdr) };
+        let keep = if fdr >= 1.0 { alloc::vec![true; ps.len()] } else { benjamini_hochberg(&ps, fdr) };
         let mut drugs: Vec<Vec<DrugEffect>> = (0..NUM_LABELS).map(|_| Vec::new()).collect();
         for ((di, e), k) in tested.into_iter().zip(keep) {
             if k && e.effect > config.min_effect {
@@ -260,8 +265,8 @@ mod tests {
             (v(&["4280"], &["Aspirin"]), chf),
             (v(&["4280"], &["Aspirin"]), chf),
         ];
-        let cfg = KnowledgeConfig { top_k: 5, min_support: 3, min_effect: 0.0, fdr: 1.0 };
-        let t = KnowledgeTable::fit(pairs.iter().map(|(a, b)| (a, *b)), cfg);
+        let cfg = KnowledgeConfig { top_k: 5, min_support: 3, min_effect: 0.0 };
+        let t = KnowledgeTable::fit_with_fdr(pairs.iter().map(|(a, b)| (a, *b)), cfg, 1.0);
         assert_eq!(t.n_pairs, 6);
         assert_eq!(t.drugs[8].len(), 1);
         assert_eq!(t.drugs[8][0].drug, "Furosemide");
@@ -282,8 +287,8 @@ mod tests {
             let meds: &[&str] = if i < 10 { &["B", "A", "C"] } else { &[] };
             pairs.push((v(&["4280"], meds), if i < 10 { LabelSet::EMPTY } else { d }));
         }
-        let cfg = KnowledgeConfig { top_k: 2, min_support: 1, min_effect: 0.0, fdr: 1.0 };
-        let t = KnowledgeTable::fit(pairs.iter().map(|(a, b)| (a, *b)), cfg);
+        let cfg = KnowledgeConfig { top_k: 2, min_support: 1, min_effect: 0.0 };
+        let t = KnowledgeTable::fit_with_fdr(pairs.iter().map(|(a, b)| (a, *b)), cfg, 1.0);
         let names: Vec<_> = t.drugs[8].iter().map(|e| e.drug.as_str()).collect();
         assert_eq!(names, ["A", "B"]);
     }
@@ -331,8 +336,8 @@ mod tests {
             pairs.push((v(&["4280"], &meds), if resolved { LabelSet::EMPTY } else { d }));
         }
         let fit = |fdr| {
-            let cfg = KnowledgeConfig { top_k: 5, min_support: 5, min_effect: 0.0, fdr };
-            let t = KnowledgeTable::fit(pairs.iter().map(|(a, b)| (a, *b)), cfg);
+            let cfg = KnowledgeConfig { top_k: 5, min_support: 5, min_effect: 0.0 };
+            let t = KnowledgeTable::fit_with_fdr(pairs.iter().map(|(a, b)| (a, *b)), cfg, fdr);
             t.drugs[8].iter().map(|e| e.drug.clone()).collect::<Vec<_>>()
         };
         assert_eq!(fit(0.05), vec!["Real".to_string()]);

@@ -209,11 +209,14 @@ fn knowledge_clauses_do_not_leak_labels() {
     let Some(dir) = common::data_path("CKD_MIMIC_DEMO", "../shared/data/mimic-iii-demo") else { return };
     // A split that puts most demo pairs in val/test, and a support low enough for clauses.
     let split = ckd_core::split::SplitConfig { seed: 3, train: 0.5, val: 0.25 };
-    let kc = KnowledgeConfig { min_support: 1, fdr: 1.0, ..Default::default() };
+    let kc = KnowledgeConfig { min_support: 1, ..Default::default() };
     let cfg = IngestConfig { split, knowledge: Some(kc), ..Default::default() };
     let ing = ingest::ingest_mimic(&dir, &cfg, &mut |_, _| {}).unwrap();
     let mut a = ing.file.samples.clone();
     assert!(a.iter().any(|s| s.split != Split::Train) && a.iter().any(|s| s.split == Split::Train));
+    // The 100-patient demo supports no clause at the default FDR; the test is about leakage, so
+    // the significance test is off (fdr = 1) here.
+    ingest::attach_knowledge_fdr(&mut a, kc, 1.0);
     assert!(a.iter().any(|s| !s.knowledge.is_empty()), "the test needs some clauses");
     let mut b = a.clone();
     for (i, s) in b.iter_mut().enumerate() {
@@ -221,8 +224,8 @@ fn knowledge_clauses_do_not_leak_labels() {
             s.labels = LabelSet((0x1ff_ffff ^ s.labels.0).wrapping_add(i as u32) & 0x1ff_ffff);
         }
     }
-    let ta = ingest::attach_knowledge(&mut a, kc);
-    let tb = ingest::attach_knowledge(&mut b, kc);
+    let ta = ingest::attach_knowledge_fdr(&mut a, kc, 1.0);
+    let tb = ingest::attach_knowledge_fdr(&mut b, kc, 1.0);
     assert_eq!(ta, tb);
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.text(), y.text());
@@ -232,5 +235,5 @@ fn knowledge_clauses_do_not_leak_labels() {
     for s in c.iter_mut().filter(|s| s.split == Split::Train) {
         s.labels = LabelSet::EMPTY;
     }
-    assert_ne!(ingest::attach_knowledge(&mut c, kc), ta);
+    assert_ne!(ingest::attach_knowledge_fdr(&mut c, kc, 1.0), ta);
 }
