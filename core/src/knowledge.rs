@@ -130,10 +130,6 @@ pub struct DrugEffect {
     pub n_with: u32,
     /// Pairs with `d` at visit `i` and the drug not given.
     pub n_without: u32,
-    /// One-sided p-value of the effect ([`one_sided_p`]), at fit time only (not serialized,
-    /// for the same reason as [`DEFAULT_FDR`]).
-    #[serde(skip)]
-    pub p_value: Option<f64>,
 }
 
 /// The fitted knowledge table: up to `top_k` drugs per phenotype.
@@ -195,7 +191,7 @@ impl KnowledgeTable {
             }
         }
         // Every tested (phenotype, drug) pair with its statistic, then one BH pass over all.
-        let mut tested: Vec<(usize, DrugEffect)> = Vec::new();
+        let mut tested: Vec<(usize, f64, DrugEffect)> = Vec::new();
         for (di, drugs) in per_drug.iter().enumerate() {
             for (m, &(nw, rw)) in drugs {
                 let nwo = n_d[di] - nw;
@@ -204,14 +200,14 @@ impl KnowledgeTable {
                     continue;
                 }
                 let effect = rw as f64 / nw as f64 - rwo as f64 / nwo as f64;
-                let p_value = Some(one_sided_p(rw, nw, rwo, nwo));
-                tested.push((di, DrugEffect { drug: String::from(*m), effect, n_with: nw, n_without: nwo, p_value }));
+                let p = one_sided_p(rw, nw, rwo, nwo);
+                tested.push((di, p, DrugEffect { drug: String::from(*m), effect, n_with: nw, n_without: nwo }));
             }
         }
-        let ps: Vec<f64> = tested.iter().map(|(_, e)| e.p_value.unwrap_or(1.0)).collect();
+        let ps: Vec<f64> = tested.iter().map(|(_, p, _)| *p).collect();
         let keep = if fdr >= 1.0 { alloc::vec![true; ps.len()] } else { benjamini_hochberg(&ps, fdr) };
         let mut drugs: Vec<Vec<DrugEffect>> = (0..NUM_LABELS).map(|_| Vec::new()).collect();
-        for ((di, e), k) in tested.into_iter().zip(keep) {
+        for ((di, _, e), k) in tested.into_iter().zip(keep) {
             if k && e.effect > config.min_effect {
                 drugs[di].push(e);
             }

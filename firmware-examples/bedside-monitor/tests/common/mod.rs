@@ -44,7 +44,7 @@ pub fn visits() -> Vec<Visit> {
 /// The knowledge table of the test bundle: Furosemide for CHF (label 8).
 pub fn knowledge() -> KnowledgeTable {
     let mut k = KnowledgeTable::empty(KnowledgeConfig::default());
-    k.drugs[8].push(DrugEffect { drug: "Furosemide".into(), effect: 0.2, n_with: 10, n_without: 10, p_value: None });
+    k.drugs[8].push(DrugEffect { drug: "Furosemide".into(), effect: 0.2, n_with: 10, n_without: 10 });
     k
 }
 
