@@ -122,14 +122,21 @@ where
 {
     let all: Vec<usize> = (0..n_samples).collect();
     let estimate = stat(&all)?;
-    let mut vals: Vec<f64> = resamples.iter().filter_map(|r| stat(r)).filter(|v| v.is_finite()).collect();
+    Some(interval_from(estimate, resamples.iter().map(|r| stat(r))))
+}
+
+/// The 95% percentile interval of statistics already computed on each resample (`None` where
+/// undefined on that resample), around `estimate`. For statistics that are combined from cached
+/// per-resample values, e.g. the mean over several models' AUCs on each resample.
+pub fn interval_from(estimate: f64, per_resample: impl IntoIterator<Item = Option<f64>>) -> Interval {
+    let mut vals: Vec<f64> = per_resample.into_iter().flatten().filter(|v| v.is_finite()).collect();
     vals.sort_by(f64::total_cmp);
-    Some(Interval {
+    Interval {
         estimate,
         lo: percentile_sorted(&vals, 0.025),
         hi: percentile_sorted(&vals, 0.975),
         n_defined: vals.len(),
-    })
+    }
 }
 
 /// The paired 95% interval of `stat_a - stat_b` over the same `resamples`.
@@ -145,6 +152,16 @@ where
 mod tests {
     use super::*;
     use alloc::vec;
+
+    #[test]
+    fn interval_from_cached_values_skips_undefined_and_non_finite() {
+        // 0..=100 with gaps: the percentiles of 0, 1, ..., 100 are 2.5 and 97.5.
+        let vals = (0..=100).map(|v| Some(v as f64)).chain([None, Some(f64::NAN)]);
+        let iv = interval_from(50.0, vals);
+        assert_eq!(iv.n_defined, 101);
+        assert!((iv.lo - 2.5).abs() < 1e-12 && (iv.hi - 97.5).abs() < 1e-12);
+        assert_eq!(iv.estimate, 50.0);
+    }
 
     #[test]
     fn percentile_matches_numpy_linear() {

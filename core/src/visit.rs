@@ -113,6 +113,17 @@ impl Sample {
             None => render(&self.visit, &self.knowledge).text,
         }
     }
+
+    /// The text with its concept and field spans: rendered from the visit, or, for a JSONL
+    /// sample, parsed back from its input (`None` when that input is not in the CKD-EHR layout;
+    /// an item containing `, ` is then split in two, see [`parse_spans`]). Every user of spans
+    /// (teacher evidence, student attention targets) goes through here, so they agree.
+    pub fn rendered(&self) -> Option<Rendered> {
+        match &self.raw {
+            Some(r) => parse_spans(&r.input),
+            None => Some(render(&self.visit, &self.knowledge)),
+        }
+    }
 }
 
 /// The four input fields, in text order.
@@ -328,6 +339,27 @@ mod tests {
         let kc: Vec<_> = r.concepts.iter().filter(|c| c.field == Field::Knowledge).collect();
         assert_eq!(kc.len(), 2);
         assert!(r.text[kc[1].start..kc[1].end].starts_with("The medications"));
+    }
+
+    #[test]
+    fn sample_spans_come_from_the_visit_not_the_text() {
+        // A title containing ", " is one concept when rendered; parsing the text back would
+        // split it (the teacher's evidence and the student's targets must use the same units).
+        let mut v = visit();
+        v.diagnoses.push(coded("486", "Pneumonia, organism unspecified"));
+        let s = Sample {
+            id: "1-2-3".into(),
+            subject: 1,
+            split: Split::Train,
+            visit: v.clone(),
+            knowledge: vec![],
+            labels: LabelSet::default(),
+            raw: None,
+        };
+        let r = s.rendered().unwrap();
+        assert_eq!(r, render(&v, &[]));
+        assert_eq!(r.concepts.len(), 5);
+        assert_eq!(parse_spans(&r.text).unwrap().concepts.len(), 6);
     }
 
     #[test]

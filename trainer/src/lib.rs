@@ -6,6 +6,7 @@
 //! return typed errors; the `ckd` binary maps them to exit codes.
 
 pub mod baselines;
+pub mod bench;
 pub mod bundle;
 pub mod codegen;
 pub mod distill;
@@ -13,9 +14,11 @@ pub mod eval;
 pub mod export;
 pub mod ingest;
 pub mod io;
+pub mod knowledge_truth;
 pub mod models;
 pub mod optim;
 pub mod pipeline;
+pub mod progress;
 pub mod report;
 pub mod soft_labels;
 pub mod staged_dir;

@@ -6,17 +6,16 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use ckd_core::knowledge::{KnowledgeConfig, KnowledgeTable};
+use ckd_core::knowledge::KnowledgeTable;
 use ckd_core::metrics::Report;
-use ckd_core::split::SplitConfig;
 use ckd_core::visit::{Sample, Split};
 use ckd_core::PHENOTYPES;
 use ckd_trainer::ingest::{self, IngestConfig, IngestSummary};
 use ckd_trainer::models::bert::Pooling;
-use ckd_trainer::pipeline::{self, TermBars};
+use ckd_trainer::pipeline;
+use ckd_trainer::progress;
 use ckd_trainer::student::{self, Teacher, TrainConfig};
 use ckd_trainer::teacher::label as teacher_label;
-use ckd_trainer::teacher::train::Bars;
 use ckd_trainer::{codegen, io, report, soft_labels, synth};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -57,6 +56,11 @@ enum Cmd {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// Then ingest the cohort and report the knowledge clauses' precision and recall
+        /// against the generator's drug effects (at the default false discovery rate and with
+        /// the test off).
+        #[arg(long)]
+        knowledge_report: bool,
     },
     /// Turn MIMIC-III CSVs or CKD-EHR JSONL into next-visit samples.
     Ingest {
@@ -173,6 +177,44 @@ enum Cmd {
         /// pipeline.toml (see examples/pipeline.toml).
         #[arg(long)]
         config: PathBuf,
+    },
+    /// A grid of students with and without distillation (soft weights, temperature, attention
+    /// granularities, knowledge ablation) at several label fractions and seeds, with bootstrap
+    /// intervals: writes bench.json, bench.md and forest.svg; resumes where it stopped.
+    Bench {
+        /// pipeline.toml with an optional [bench] table; without it, the demo's synthetic cohort.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Output directory (without --config).
+        #[arg(long, default_value = "runs/bench")]
+        out: PathBuf,
+        /// Patients of the synthetic cohort (without --config).
+        #[arg(long, default_value_t = 4000)]
+        patients: usize,
+        /// Cohort seed (without --config).
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Training seeds 1..=N (overrides the grid's).
+        #[arg(long)]
+        seeds: Option<u64>,
+        /// Label fractions, comma-separated (overrides the grid's), e.g. 1,0.1,0.01.
+        #[arg(long, value_delimiter = ',')]
+        fractions: Option<Vec<f64>>,
+        /// Student epochs (overrides [student] epochs).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Soft-label weights, comma-separated (overrides the grid's).
+        #[arg(long, value_delimiter = ',')]
+        soft_weights: Option<Vec<f32>>,
+        /// Attention settings among word, concept, field, all (overrides the grid's).
+        #[arg(long, value_delimiter = ',')]
+        attention: Option<Vec<String>>,
+        /// Leave out the temperature settings.
+        #[arg(long)]
+        no_temperature: bool,
+        /// Leave out the knowledge ablation.
+        #[arg(long)]
+        no_knowledge_ablation: bool,
     },
     /// Regenerate core/src/tables/ccs.rs from the HCUP-CCS definitions YAML.
     GenTables {
@@ -434,8 +476,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Synth { patients, seed, out } => {
+        Cmd::Synth { patients, seed, out, knowledge_report } => {
             run_synth(patients, seed, &out)?;
+            if knowledge_report {
+                run_knowledge_report(&out)?;
+            }
         }
         Cmd::Ingest {
             mimic,
@@ -452,12 +497,15 @@ fn run(cli: Cli) -> Result<()> {
                 (0.0..=1.0).contains(&train_frac) && (0.0..=1.0).contains(&val_frac) && train_frac + val_frac <= 1.0,
                 "--train-frac and --val-frac must be in [0, 1] and sum to at most 1"
             );
-            let cfg = IngestConfig {
+            let cfg = pipeline::IngestSpec {
+                split_seed,
+                train_frac,
+                val_frac,
+                knowledge: !no_knowledge,
+                knowledge_min_support,
                 lenient,
-                split: SplitConfig { seed: split_seed, train: train_frac, val: val_frac },
-                knowledge: (!no_knowledge)
-                    .then_some(KnowledgeConfig { min_support: knowledge_min_support, ..Default::default() }),
-            };
+            }
+            .to_config();
             match (mimic, jsonl) {
                 (Some(dir), _) => run_ingest_mimic(&dir, &out, &cfg)?,
                 (None, Some(file)) => {
@@ -506,6 +554,57 @@ fn run(cli: Cli) -> Result<()> {
                 pipeline::PipelineConfig::from_toml(&text, &base).with_context(|| format!("{}", config.display()))?;
             run_pipeline(&cfg)?
         }
+        Cmd::Bench {
+            config,
+            out,
+            patients,
+            seed,
+            seeds,
+            fractions,
+            epochs,
+            soft_weights,
+            attention,
+            no_temperature,
+            no_knowledge_ablation,
+        } => {
+            let (mut cfg, mut spec) = match config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                    ckd_trainer::bench::from_toml(&text, &base).with_context(|| format!("{}", path.display()))?
+                }
+                None => (pipeline::PipelineConfig::demo(out, patients, seed), ckd_trainer::bench::BenchSpec::default()),
+            };
+            if let Some(n) = seeds {
+                spec.seeds = (1..=n).collect();
+            }
+            if let Some(f) = fractions {
+                spec.label_fractions = f;
+            }
+            if let Some(e) = epochs {
+                cfg.student.epochs = e;
+            }
+            if let Some(w) = soft_weights {
+                spec.soft_weights = w;
+            }
+            if let Some(a) = attention {
+                spec.attention = a;
+            }
+            if no_temperature {
+                spec.temperatures.clear();
+            }
+            if no_knowledge_ablation {
+                spec.knowledge_ablation = false;
+            }
+            let o = ckd_trainer::bench::run(&cfg, &spec, &*progress::auto())?;
+            println!("{}", o.markdown);
+            note!(
+                "bench: {} students trained in this run; bench.json, bench.md, forest.svg in {} ({:.0} s)",
+                o.trained,
+                o.dir.display(),
+                o.seconds
+            );
+        }
         Cmd::Teacher { cmd: TeacherCmd::Train(a) } => run_teacher_train(&a)?,
         Cmd::Teacher {
             cmd:
@@ -528,7 +627,7 @@ fn run(cli: Cli) -> Result<()> {
             anyhow::ensure!(!samples.is_empty(), "{}: no samples to label", data.display());
             let cfg =
                 teacher_label::LabelConfig { temperature, last_k_layers: last_k, batch_size, shard, save_every: 20 };
-            let bar = TermBars.bar("teacher labels");
+            let bar = progress::auto().bar("teacher labels");
             let o = match format {
                 SoftFormat::Evidence => teacher_label::label(&t, &samples, &cfg, &out, &bar)?,
                 SoftFormat::Hands => soft_labels::label_to_hands(&t, &samples, &cfg, &out, &bar)?,
@@ -608,6 +707,34 @@ fn run_synth(patients: usize, seed: u64, out: &Path) -> Result<()> {
         out.display(),
         t.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+fn run_knowledge_report(dir: &Path) -> Result<()> {
+    use ckd_core::knowledge::{KnowledgeConfig, DEFAULT_FDR};
+    let kc = KnowledgeConfig::default();
+    let cfg = IngestConfig { knowledge: Some(kc.clone()), ..Default::default() };
+    let ing = ingest::ingest_mimic(dir, &cfg, &mut |_, _| {})?;
+    let train: Vec<&Sample> = ing.file.samples.iter().filter(|s| s.split == Split::Train).collect();
+    let truth = synth::therapeutic_effects();
+    println!(
+        "knowledge clauses vs the generator ({} training pairs, {} true (phenotype, drug) pairs):",
+        train.len(),
+        truth.len()
+    );
+    for fdr in [DEFAULT_FDR, 1.0] {
+        let t = KnowledgeTable::fit_with_fdr(train.iter().map(|s| (&s.visit, s.labels)), kc.clone(), fdr);
+        let k = ckd_trainer::knowledge_truth::score(&t, &truth);
+        println!(
+            "  fdr {fdr}: {} pairs named, {} true: precision {}, recall {:.3}, recall of what {} per phenotype can hold {:.3}",
+            k.emitted,
+            k.true_positives,
+            k.precision.map_or("n/a".into(), |p| format!("{p:.3}")),
+            k.recall,
+            kc.top_k,
+            k.recall_reachable
+        );
+    }
     Ok(())
 }
 
@@ -725,8 +852,8 @@ fn run_student_train(a: &TrainArgs) -> Result<()> {
         head_lr_scale: a.head_lr_scale,
         ..Default::default()
     };
-    let bar = TermBars.bar("student");
-    let job = pipeline::StudentJob {
+    let bar = progress::auto().bar("student");
+    let job = student::job::StudentJob {
         train: &train,
         val: &val,
         teacher: teacher.as_ref(),
@@ -744,7 +871,7 @@ fn run_student_train(a: &TrainArgs) -> Result<()> {
             "val": {"path": a.val, "source_hash": val_hash},
         }),
     };
-    let outcome = pipeline::train_student(&job, &bar)?;
+    let outcome = student::job::train_student(&job, &bar)?;
     bar.finish_and_clear();
     if !outcome.finished {
         note!(
@@ -798,7 +925,7 @@ fn run_teacher_train(a: &TeacherTrainArgs) -> Result<()> {
         feature_batch: a.batch_size,
         sft_val_limit: 64,
     };
-    let (m, r) = train::train_teacher(&train_s, &val_s, &cfg, &a.out, &TermBars)?;
+    let (m, r) = train::train_teacher(&train_s, &val_s, &cfg, &a.out, &*progress::auto())?;
     note!(
         "teacher {}: {} fine-tuning steps ({} trainable parameters, {:.2} seq/s, {} prompts cut), head val macro-F1 {:.4}, macro-AUC {} -> {}",
         m.model_name,
@@ -814,7 +941,7 @@ fn run_teacher_train(a: &TeacherTrainArgs) -> Result<()> {
 }
 
 fn run_pipeline(cfg: &pipeline::PipelineConfig) -> Result<()> {
-    let o = pipeline::run(cfg, &TermBars)?;
+    let o = pipeline::run(cfg, &*progress::auto())?;
     println!("{}", o.summary);
     if !o.skipped.is_empty() {
         note!("(stages already up to date and skipped: {})", o.skipped.join(", "));

@@ -11,7 +11,7 @@
 //! the aligned text table for the terminal.
 
 mod html;
-mod intervals;
+pub mod intervals;
 mod plots;
 
 use std::fmt::Write as _;

@@ -1830,6 +1830,23 @@ fn write_oracle(c: &Cohort, w: &mut BufWriter<File>) -> io::Result<()> {
     Ok(())
 }
 
+/// The generator's true therapeutic drug effects: `(phenotype, drug)` for every drug whose
+/// next-visit logit change `U_{j,d}` on phenotype `d` is negative (it lowers the chance that `d`
+/// is present at the next visit). What the knowledge clauses should name
+/// ([`knowledge_truth::score`]).
+pub fn therapeutic_effects() -> Vec<(usize, &'static str)> {
+    let mut out = Vec::new();
+    for j in DRUGS {
+        for &(d, w) in j.effect {
+            if w < 0.0 {
+                out.push((d, j.drug));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::seeded;
+
 /// Value added to attention scores of padded keys. Finite, so a row whose keys are all padding
 /// gives uniform weights instead of NaN; `exp(-1e9 + s - max)` underflows to exactly 0 in f32,
 /// so padded keys contribute exactly nothing to real rows.
@@ -1139,11 +1141,6 @@ struct SeededInit {
     seed: u64,
 }
 
-/// FNV-1a 64 of `s` (stable across platforms and Rust versions, unlike `DefaultHasher`).
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
-}
-
 impl SimpleBackend for SeededInit {
     fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let mut data = self.varmap.data().lock().map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
@@ -1156,21 +1153,7 @@ impl SimpleBackend for SeededInit {
         let tensor = match h {
             Init::Const(v) => Tensor::full(v as f32, s, dev)?,
             Init::Randn { mean, stdev } => {
-                let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-                rng.set_stream(fnv1a(name));
-                let n = s.elem_count();
-                let mut vals = Vec::with_capacity(n);
-                while vals.len() < n {
-                    // Box-Muller: two independent N(0, 1) draws from two uniforms in (0, 1].
-                    let u1 = 1.0 - rng.random::<f64>();
-                    let u2 = rng.random::<f64>();
-                    let r = (-2.0 * u1.ln()).sqrt();
-                    let a = std::f64::consts::TAU * u2;
-                    vals.push((mean + stdev * r * a.cos()) as f32);
-                    if vals.len() < n {
-                        vals.push((mean + stdev * r * a.sin()) as f32);
-                    }
-                }
+                let vals = seeded::normal_samples(&mut seeded::rng_for(self.seed, name), s.elem_count(), mean, stdev);
                 Tensor::from_vec(vals, s, dev)?
             }
             other => candle_core::bail!("unsupported init {other:?} for {name}"),

@@ -227,11 +227,6 @@ pub struct LoraLinear {
     adapter: Option<Adapter>,
 }
 
-/// FNV-1a 64 of `s` (stable across platforms and Rust versions); same as `models::bert`.
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
-}
-
 /// The adapter tensor `name` under `vb` with `shape`. When the backend already holds it (a
 /// VarMap that was filled by [`insert_adapter`], or a checkpoint-backed builder) it is returned
 /// unchanged. Otherwise it is created through the backend with `Init::Const(0)` (a new Var in a
@@ -252,7 +247,7 @@ fn adapter_tensor(
         let prefix = vb.prefix();
         let full = if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") };
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(fnv1a(&full));
+        rng.set_stream(super::seeded::fnv1a(&full));
         let n = shape.0 * shape.1;
         let vals: Vec<f32> = (0..n).map(|_| (-bound + 2.0 * bound * rng.random::<f64>()) as f32).collect();
         let src = Tensor::from_vec(vals, shape, &Device::Cpu)?.to_dtype(t.dtype())?.to_device(t.device())?;

@@ -3,3 +3,4 @@
 pub mod bert;
 pub mod lora;
 pub mod qwen2;
+pub(crate) mod seeded;

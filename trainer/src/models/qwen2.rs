@@ -54,12 +54,11 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::models::bert::{softmax_last_dim, DropoutRng, MASK_NEG};
 use crate::models::lora::{LoraConfig, LoraError, LoraLinear};
+use crate::models::seeded;
 
 /// The default system prompt of the Qwen2.5 chat template.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
@@ -1077,36 +1076,13 @@ fn check_tensors(tensors: &HashMap<String, Tensor>, cfg: &Config) -> Result<(), 
 pub fn init_random(cfg: &Config, seed: u64, device: &Device) -> Result<HashMap<String, Tensor>, Qwen2Error> {
     let mut out = HashMap::new();
     for (name, shape) in cfg.expected_shapes() {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(fnv1a(&name));
+        let mut rng = seeded::rng_for(seed, &name);
         let n: usize = shape.iter().product();
         let (mean, std) = if name.ends_with("norm.weight") { (1.0, 0.1) } else { (0.0, 0.02) };
-        let vals = normal_samples(&mut rng, n, mean, std);
+        let vals = seeded::normal_samples(&mut rng, n, mean, std);
         out.insert(name, Tensor::from_vec(vals, shape, device)?);
     }
     Ok(out)
-}
-
-fn normal_samples(rng: &mut ChaCha8Rng, n: usize, mean: f64, std: f64) -> Vec<f32> {
-    use rand::Rng;
-    let mut vals = Vec::with_capacity(n);
-    while vals.len() < n {
-        // Box-Muller: two independent N(0, 1) draws from two uniforms in (0, 1].
-        let u1 = 1.0 - rng.random::<f64>();
-        let u2 = rng.random::<f64>();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let a = std::f64::consts::TAU * u2;
-        vals.push((mean + std * r * a.cos()) as f32);
-        if vals.len() < n {
-            vals.push((mean + std * r * a.sin()) as f32);
-        }
-    }
-    vals
-}
-
-/// FNV-1a 64 of `s` (stable across platforms and Rust versions).
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1509,6 +1485,8 @@ mod tests {
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::IndexOp;
     use candle_nn::VarMap;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
 
     /// Tolerance of comparisons between two f32 evaluations of the same function (different batch
     /// composition, padding, file format or op grouping).
@@ -1702,7 +1680,12 @@ mod tests {
         {
             let data = varmap.data().lock().unwrap();
             for (name, var) in data.iter().filter(|(n, _)| n.ends_with("lora_B.weight")) {
-                let vals = normal_samples(&mut ChaCha8Rng::seed_from_u64(fnv1a(name)), var.elem_count(), 0.0, 0.1);
+                let vals = seeded::normal_samples(
+                    &mut ChaCha8Rng::seed_from_u64(seeded::fnv1a(name)),
+                    var.elem_count(),
+                    0.0,
+                    0.1,
+                );
                 var.set(&Tensor::from_vec(vals, var.shape(), &dev()).unwrap()).unwrap();
             }
         }
@@ -1726,7 +1709,8 @@ mod tests {
         assert_eq!(model.lora_modules().len(), 2 * cfg.num_hidden_layers);
         assert_eq!(max_abs_diff(&model.forward(&ids, Some(&mask)).unwrap().last_hidden, &want), 0.0);
         for (name, var) in varmap.data().lock().unwrap().iter() {
-            let vals = normal_samples(&mut ChaCha8Rng::seed_from_u64(fnv1a(name)), var.elem_count(), 0.0, 0.2);
+            let vals =
+                seeded::normal_samples(&mut ChaCha8Rng::seed_from_u64(seeded::fnv1a(name)), var.elem_count(), 0.0, 0.2);
             var.set(&Tensor::from_vec(vals, var.shape(), &dev()).unwrap()).unwrap();
         }
         let adapted = model.forward(&ids, Some(&mask)).unwrap().last_hidden;

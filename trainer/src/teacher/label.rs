@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use ckd_core::evidence::{EvidenceFile, SampleEvidence, TeacherIdentity};
-use ckd_core::visit::{self, Rendered, Sample};
+use ckd_core::visit::{Rendered, Sample};
 use ckd_core::NUM_LABELS;
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -66,16 +66,14 @@ pub fn shard_of(id: &str, count: u32) -> u32 {
 
 /// Text with concept and field spans of a sample (parsed back for JSONL input).
 pub fn rendered(sample: &Sample) -> Result<Rendered> {
-    match &sample.raw {
-        None => Ok(visit::render(&sample.visit, &sample.knowledge)),
-        Some(r) => visit::parse_spans(&r.input).ok_or_else(|| {
-            TeacherError::Invalid(format!(
-                "sample {} (line {}): the input does not follow the CKD-EHR layout, so concepts and fields \
-                 cannot be located for the evidence",
-                sample.id, r.line
-            ))
-        }),
-    }
+    sample.rendered().ok_or_else(|| {
+        TeacherError::Invalid(format!(
+            "sample {} (line {}): the input does not follow the CKD-EHR layout, so concepts and fields \
+             cannot be located for the evidence",
+            sample.id,
+            sample.raw.as_ref().map_or("?", |r| r.line.as_str())
+        ))
+    })
 }
 
 /// Token weights of the last prompt token: attention rows `layers[l]` [B, N, T] averaged over

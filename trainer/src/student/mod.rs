@@ -10,6 +10,10 @@
 //! current by atomically replacing `DIR/checkpoint/current.json`) are written every
 //! `checkpoint_every` steps and at each epoch end; `resume` continues from the current one
 //! exactly as if the run had not stopped.
+//!
+//! [`job`] wraps a run with the tokenizer, the model's construction and the saved directory.
+
+pub mod job;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -245,6 +249,9 @@ pub struct Prepared {
     pub labels: Vec<LabelSet>,
     /// Patient of each sample (label fractions are drawn per patient).
     pub subjects: Vec<u64>,
+    /// Concept and field spans of each text ([`Sample::rendered`]; `None` for a JSONL input
+    /// that is not in the CKD-EHR layout): the units of the attention targets.
+    pub spans: Vec<Option<visit::Rendered>>,
     /// Number of truncated texts.
     pub truncated: usize,
 }
@@ -258,10 +265,12 @@ impl Prepared {
             enc: Vec::new(),
             labels: Vec::new(),
             subjects: Vec::new(),
+            spans: Vec::new(),
             truncated: 0,
         };
         for s in samples {
             let text = s.text();
+            p.spans.push(s.rendered());
             let e = encoder.encode(&text)?;
             p.truncated += e.truncated as usize;
             p.ids.push(s.id.clone());
@@ -526,7 +535,8 @@ fn attention_inputs(run: &Run<'_>, idx: &[usize], t_len: usize, attention: Tenso
             .evidence
             .get(&p.ids[i])
             .ok_or_else(|| StudentError::Invalid(format!("teacher evidence has no record for sample {}", p.ids[i])))?;
-        let r = visit::parse_spans(&p.texts[i])
+        let r = p.spans[i]
+            .as_ref()
             .ok_or_else(|| StudentError::Invalid(format!("sample {}: text is not in the CKD-EHR layout", p.ids[i])))?;
         ev.push(e);
         rendered.push(r);

@@ -1,0 +1,384 @@
+//! `ckd bench`: what distillation adds, measured. On one cohort (synthetic, MIMIC-III or CKD-EHR
+//! JSONL) it runs the pipeline's shared stages (samples, teacher, soft labels, out-of-fold soft
+//! labels: [`crate::pipeline::upstream`]) and then a grid of students:
+//!
+//! - settings: no distillation; soft BCE at several weights (hard weight `1 - w`, soft `w`);
+//!   a temperature; the paper's soft 0.1 plus each attention granularity (word, concept,
+//!   field) alone and all together; and, for the knowledge ablation, no distillation and soft
+//!   0.1 on texts without knowledge clauses;
+//! - at each label fraction (hard labels for that share of training patients, drawn per
+//!   patient and seed; teacher soft labels for all; the teacher itself trained on all labels);
+//! - at each seed (the seed draws the labelled patients, the initialisation and batch order).
+//!
+//! Every student is a resumable stage under `out/bench/` (keys as in the pipeline), so a
+//! stopped run continues where it stopped and a grown grid trains only the new cells. Each
+//! student's validation and test probabilities are kept beside it. [`summary`] turns them into
+//! `bench.json`, `bench.md` and `forest.svg` ([`forest`]): per setting and fraction the test
+//! macro-AUC averaged over seeds with a 95% patient-bootstrap interval, its paired difference
+//! against no distillation, and the setting chosen on validation.
+
+pub mod forest;
+pub mod summary;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ckd_core::visit::Sample;
+use serde::{Deserialize, Serialize};
+
+use crate::distill::DistillConfig;
+use crate::io::{pretty_json, write_atomic};
+use crate::pipeline::stage::{file_hash, key_of, log, Stages};
+use crate::pipeline::students::{hard_only, train_config, train_one, StudentData};
+use crate::pipeline::upstream;
+use crate::pipeline::{msg_err, stage_err, PipelineConfig, PipelineError};
+use crate::student::{self, Prepared, Teacher};
+use crate::teacher::train::Bars;
+
+type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+/// The grid (`[bench]` in `pipeline.toml`; `ckd bench` flags override it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BenchSpec {
+    /// Training seeds of every cell.
+    pub seeds: Vec<u64>,
+    /// Label fractions (hard labels for this share of training patients).
+    pub label_fractions: Vec<f64>,
+    /// Soft-label weights `w` (hard weight `1 - w`).
+    pub soft_weights: Vec<f32>,
+    /// Temperatures (other than 1) tried at soft weight `temperature_soft_weight`.
+    pub temperatures: Vec<f32>,
+    /// Soft weight of the temperature settings.
+    pub temperature_soft_weight: f32,
+    /// Attention granularities tried on top of soft 0.1: any of `word`, `concept`, `field`,
+    /// `all` (the three together).
+    pub attention: Vec<String>,
+    /// Weight of each attention term that is on.
+    pub attention_weight: f32,
+    /// Train the no-distillation and soft-0.1 students on texts without knowledge clauses too.
+    pub knowledge_ablation: bool,
+    /// Bootstrap resamples (by patient) of every interval.
+    pub resamples: usize,
+    /// Seed of the resamples.
+    pub bootstrap_seed: u64,
+}
+
+impl Default for BenchSpec {
+    fn default() -> Self {
+        BenchSpec {
+            seeds: vec![1, 2, 3],
+            label_fractions: vec![1.0, 0.1, 0.01],
+            soft_weights: vec![0.1, 0.5, 1.0],
+            temperatures: vec![2.0],
+            temperature_soft_weight: 0.5,
+            attention: vec!["word".into(), "concept".into(), "field".into(), "all".into()],
+            attention_weight: 0.1,
+            knowledge_ablation: true,
+            resamples: ckd_core::bootstrap::DEFAULT_RESAMPLES,
+            bootstrap_seed: 2026,
+        }
+    }
+}
+
+/// Reads a `pipeline.toml` with an optional `[bench]` table (the grid); everything else is the
+/// pipeline's settings, read as `ckd pipeline` reads them.
+pub fn from_toml(text: &str, base_dir: &Path) -> Result<(PipelineConfig, BenchSpec)> {
+    let cfg = PipelineConfig::from_toml(text, base_dir)?;
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| PipelineError::Config(e.to_string()))?;
+    let spec = match table.remove("bench") {
+        Some(v) => v.try_into::<BenchSpec>().map_err(|e| PipelineError::Config(format!("[bench]: {e}")))?,
+        None => BenchSpec::default(),
+    };
+    spec.validate()?;
+    Ok((cfg, spec))
+}
+
+/// One setting of the grid: a loss and the texts it trains on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Setting {
+    /// Display name (`none`, `soft 0.5`, `soft 0.1 + attn word`, `none, no knowledge`...).
+    pub name: String,
+    /// Directory name under `bench/`.
+    pub slug: String,
+    /// The loss.
+    pub distill: DistillConfig,
+    /// Whether the texts keep their knowledge clauses.
+    pub knowledge: bool,
+}
+
+impl Setting {
+    /// Whether the loss reads the teacher.
+    pub fn distilled(&self) -> bool {
+        self.distill.soft > 0.0 || self.distill.uses_attention()
+    }
+}
+
+fn slug(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c.to_ascii_lowercase() } else { '-' })
+        .collect::<String>()
+        .split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// Name of the setting every other is compared with.
+pub const NONE: &str = "none";
+
+impl BenchSpec {
+    /// Checks the grid.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(PipelineError::Config(format!("[bench] {m}")));
+        if self.seeds.is_empty() {
+            return bad("seeds is empty".into());
+        }
+        if self.label_fractions.is_empty() || self.label_fractions.iter().any(|f| !(*f > 0.0 && *f <= 1.0)) {
+            return bad(format!("label_fractions = {:?}: each must be in (0, 1]", self.label_fractions));
+        }
+        if self.soft_weights.iter().chain([&self.temperature_soft_weight]).any(|w| !(*w > 0.0 && *w <= 1.0)) {
+            return bad("soft weights must be in (0, 1]".into());
+        }
+        if self.temperatures.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
+            return bad(format!("temperatures = {:?} must be > 0", self.temperatures));
+        }
+        if let Some(a) = self.attention.iter().find(|a| !["word", "concept", "field", "all"].contains(&a.as_str())) {
+            return bad(format!("attention {a:?}: expected word, concept, field or all"));
+        }
+        if !(self.attention_weight.is_finite() && self.attention_weight > 0.0) {
+            return bad("attention_weight must be > 0".into());
+        }
+        if self.resamples < 100 {
+            return bad(format!("resamples = {}: at least 100", self.resamples));
+        }
+        Ok(())
+    }
+
+    /// The settings of the grid, `none` first. `student_layers` caps the layers whose attention
+    /// the attention terms average (`last_k_layers`), since a small student has fewer than the
+    /// default 4.
+    pub fn settings(&self, base: &DistillConfig, student_layers: usize) -> Vec<Setting> {
+        let mk = |name: String, distill: DistillConfig, knowledge: bool| Setting {
+            slug: slug(&name),
+            name,
+            distill,
+            knowledge,
+        };
+        let soft = |w: f32, t: f32| DistillConfig {
+            hard: 1.0 - w,
+            soft: w,
+            temperature: t,
+            attn_word: 0.0,
+            attn_concept: 0.0,
+            attn_field: 0.0,
+            ..base.clone()
+        };
+        let mut out = vec![mk(NONE.into(), hard_only(base), true)];
+        for &w in &self.soft_weights {
+            out.push(mk(format!("soft {w}"), soft(w, 1.0), true));
+        }
+        for &t in &self.temperatures {
+            out.push(mk(
+                format!("soft {} T {t}", self.temperature_soft_weight),
+                soft(self.temperature_soft_weight, t),
+                true,
+            ));
+        }
+        for a in &self.attention {
+            let w = self.attention_weight;
+            let on = |g: &str| if a == g || a == "all" { w } else { 0.0 };
+            let d = DistillConfig {
+                attn_word: on("word"),
+                attn_concept: on("concept"),
+                attn_field: on("field"),
+                last_k_layers: base.last_k_layers.min(student_layers.max(1) as u32),
+                ..soft(0.1, 1.0)
+            };
+            out.push(mk(format!("soft 0.1 + attn {a}"), d, true));
+        }
+        if self.knowledge_ablation {
+            out.push(mk(format!("{NONE}, no knowledge"), hard_only(base), false));
+            out.push(mk("soft 0.1, no knowledge".into(), soft(0.1, 1.0), false));
+        }
+        out
+    }
+}
+
+/// Probabilities of one trained student (`predictions.json` beside it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellPredictions {
+    /// `"ckd-bench-predictions"`.
+    pub format: String,
+    /// Format version.
+    pub version: u32,
+    /// Validation probabilities, `[N_val * 25]`, in the validation split's order.
+    pub val: Vec<f32>,
+    /// Test probabilities, `[N_test * 25]`.
+    pub test: Vec<f32>,
+    /// Seconds the student took to train.
+    pub train_seconds: f64,
+}
+
+const PRED_FORMAT: &str = "ckd-bench-predictions";
+const PRED_VERSION: u32 = 1;
+
+/// One trained cell.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    /// Index into the settings.
+    pub setting: usize,
+    /// Label fraction.
+    pub fraction: f64,
+    /// Seed.
+    pub seed: u64,
+    /// Its probabilities.
+    pub preds: CellPredictions,
+}
+
+/// What `ckd bench` produced.
+#[derive(Debug, Clone)]
+pub struct BenchOutcome {
+    /// `bench.json`, `bench.md`, `forest.svg` are here.
+    pub dir: PathBuf,
+    /// The Markdown table.
+    pub markdown: String,
+    /// Students trained in this run (the rest were current).
+    pub trained: usize,
+    /// Wall seconds.
+    pub seconds: f64,
+}
+
+/// The samples without their knowledge clauses (texts rendered from the visit alone).
+fn without_knowledge(samples: &[Sample]) -> Vec<Sample> {
+    samples.iter().map(|s| Sample { knowledge: Vec::new(), raw: None, ..s.clone() }).collect()
+}
+
+fn pct(f: f64) -> String {
+    let p = f * 100.0;
+    if (p - p.round()).abs() < 1e-9 {
+        format!("{p:.0}")
+    } else {
+        format!("{p}")
+    }
+}
+
+/// Runs (or resumes) the bench described by `cfg.bench`.
+pub fn run(cfg: &PipelineConfig, spec: &BenchSpec, bars: &dyn Bars) -> Result<BenchOutcome> {
+    cfg.validate()?;
+    spec.validate()?;
+    let t_all = Instant::now();
+    let mut stages = Stages::default();
+    let up = upstream::prepare(cfg, bars, &mut stages)?;
+    let settings = spec.settings(&cfg.student.distill, student_layers(cfg)?);
+    let teacher = Teacher::from_evidence(up.ev_train.clone());
+    let bare = [without_knowledge(&up.train), without_knowledge(&up.val), without_knowledge(&up.test)];
+    let with_k = StudentData::of(&up);
+    let no_k = StudentData {
+        train: &bare[0],
+        val: &bare[1],
+        knowledge: None,
+        samples_key: format!("{} without knowledge clauses", up.samples_hash),
+        provenance: serde_json::json!({"samples": up.samples_bin, "samples_sha256": up.samples_hash, "knowledge": "removed"}),
+        evidence_key: &up.ev_train_hash,
+    };
+    let bench_dir = cfg.out.join("bench");
+    let total = settings.len() * spec.label_fractions.len() * spec.seeds.len();
+    let mut cells = Vec::with_capacity(total);
+    let mut trained = 0;
+    let t_grid = Instant::now();
+    for &fraction in &spec.label_fractions {
+        for (si, setting) in settings.iter().enumerate() {
+            for &seed in &spec.seeds {
+                let (data, test): (&StudentData, &[Sample]) =
+                    if setting.knowledge { (&with_k, &up.test) } else { (&no_k, &bare[2]) };
+                let dir = bench_dir.join(format!("{}-{}pct-seed{seed}", setting.slug, pct(fraction)));
+                let display = format!("{} @ {}% seed {seed}", setting.name, pct(fraction));
+                let distill = setting.distill.clone();
+                let tc = train_config(cfg, distill, fraction, seed);
+                let t = Instant::now();
+                let ran = train_one(cfg, data, &teacher, tc, "bench-student", &display, &dir, bars, &mut stages)?;
+                let train_seconds = t.elapsed().as_secs_f64();
+                let preds = predictions(&dir, data, test, ran.then_some(train_seconds), &mut stages)?;
+                if ran {
+                    trained += 1;
+                }
+                let done = cells.len() + 1;
+                let left = if trained > 0 {
+                    let per = t_grid.elapsed().as_secs_f64() / trained as f64;
+                    format!("; about {:.0} min left", per * (total - done) as f64 / 60.0)
+                } else {
+                    String::new()
+                };
+                log(&format!(
+                    "bench {done}/{total}: {display}: val macro-AUC {}, test {}{}{left}",
+                    summary::fmt_auc(summary::macro_auc(&preds.val, data.val)),
+                    summary::fmt_auc(summary::macro_auc(&preds.test, test)),
+                    if ran { format!(" ({train_seconds:.0} s)") } else { " (current, not retrained)".into() },
+                ));
+                cells.push(Cell { setting: si, fraction, seed, preds });
+            }
+        }
+    }
+    let input = summary::SummaryInput { cfg, spec, up: &up, settings: &settings, cells: &cells };
+    let s = summary::summarize(&input, t_all.elapsed().as_secs_f64())?;
+    let svg = forest::render(&s).map_err(|e| msg_err("bench", e))?;
+    write_atomic(&cfg.out.join("bench.json"), pretty_json(&s).as_bytes()).map_err(stage_err("bench"))?;
+    let markdown = summary::markdown(&s);
+    write_atomic(&cfg.out.join("bench.md"), markdown.as_bytes()).map_err(stage_err("bench"))?;
+    write_atomic(&cfg.out.join("forest.svg"), svg.as_bytes()).map_err(stage_err("bench"))?;
+    Ok(BenchOutcome { dir: cfg.out.clone(), markdown, trained, seconds: t_all.elapsed().as_secs_f64() })
+}
+
+/// Encoder layers of the students `[student]` describes (the preset's, or the checkpoint's).
+fn student_layers(cfg: &PipelineConfig) -> Result<usize> {
+    match &cfg.student.init {
+        Some(dir) => {
+            let p = dir.join("config.json");
+            let text = std::fs::read_to_string(&p).map_err(|e| msg_err("bench", format!("{}: {e}", p.display())))?;
+            let c = crate::models::bert::Config::from_json(&text).map_err(stage_err("bench"))?;
+            Ok(c.num_hidden_layers)
+        }
+        None => Ok(cfg.student.preset.config(cfg.student.vocab_size, cfg.student.max_len).num_hidden_layers),
+    }
+}
+
+/// Stage `bench-predictions`: the student in `dir` on validation and test, into
+/// `dir/predictions.json` (keyed on the weights).
+fn predictions(
+    dir: &Path,
+    data: &StudentData<'_>,
+    test: &[Sample],
+    train_seconds: Option<f64>,
+    stages: &mut Stages,
+) -> Result<CellPredictions> {
+    const SP: &str = "bench-predictions";
+    let path = dir.join("predictions.json");
+    let key = key_of(&[("student", file_hash(SP, &dir.join("model.safetensors"))?), ("test", test.len().to_string())]);
+    let pdir = dir.join("predictions");
+    stages.run(SP, &pdir, &key, || {
+        let st = student::load_student(dir).map_err(stage_err(SP))?;
+        let run = |set: &[Sample]| -> Result<Vec<f32>> {
+            let p = Prepared::new(set, &st.encoder).map_err(stage_err(SP))?;
+            student::predict(&st.model, &p, st.encoder.pad_id, 32).map_err(stage_err(SP))
+        };
+        let preds = CellPredictions {
+            format: PRED_FORMAT.into(),
+            version: PRED_VERSION,
+            val: run(data.val)?,
+            test: run(test)?,
+            train_seconds: train_seconds.unwrap_or(0.0),
+        };
+        write_atomic(&path, pretty_json(&preds).as_bytes()).map_err(stage_err(SP))
+    })?;
+    let bytes = std::fs::read(&path).map_err(|e| msg_err(SP, format!("{}: {e}", path.display())))?;
+    let p: CellPredictions =
+        serde_json::from_slice(&bytes).map_err(|e| msg_err(SP, format!("{}: {e}", path.display())))?;
+    if p.format != PRED_FORMAT || p.version != PRED_VERSION {
+        return Err(msg_err(SP, format!("{}: not a {PRED_FORMAT} v{PRED_VERSION} file", path.display())));
+    }
+    if p.val.len() != data.val.len() * ckd_core::NUM_LABELS || p.test.len() != test.len() * ckd_core::NUM_LABELS {
+        return Err(msg_err(SP, format!("{}: sizes do not match the splits", path.display())));
+    }
+    Ok(p)
+}

@@ -1,0 +1,442 @@
+//! The bench's figures: per setting and label fraction, the test macro-AUC averaged over seeds
+//! with a 95% patient-bootstrap interval, its paired difference against no distillation (and
+//! against its twin: soft 0.1 for the attention settings, the with-knowledge setting for the
+//! knowledge ablation), the baselines on the same resamples, and the setting chosen on
+//! validation at each fraction. Written as `bench.json` (versioned) and `bench.md`.
+//!
+//! Every interval uses the same resamples: each resample's macro-AUC is computed once per
+//! trained student and cached, then averaged over seeds (a resample on which any seed's AUC is
+//! undefined is left out of that row).
+
+use ckd_core::bootstrap::{self, Groups, Interval};
+use ckd_core::metrics;
+use ckd_core::visit::Sample;
+use ckd_core::NUM_LABELS;
+use serde::{Deserialize, Serialize};
+
+use super::{pct, BenchSpec, Cell, Setting, NONE};
+use crate::pipeline::upstream::Upstream;
+use crate::pipeline::{msg_err, stage_err, PipelineConfig, PipelineError};
+use crate::report::intervals::{fmt_difference, fmt_interval, verdict};
+use crate::student::{keeps_label, Teacher};
+use crate::teacher::label;
+
+type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+/// Everything the summary reads.
+pub struct SummaryInput<'a> {
+    /// Run settings.
+    pub cfg: &'a PipelineConfig,
+    /// The grid.
+    pub spec: &'a BenchSpec,
+    /// The shared stages' outputs.
+    pub up: &'a Upstream,
+    /// The grid's settings.
+    pub settings: &'a [Setting],
+    /// Every trained student.
+    pub cells: &'a [Cell],
+}
+
+/// A baseline or reference model on the test split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineRow {
+    /// Name.
+    pub name: String,
+    /// Share of training patients whose labels it was fitted on.
+    pub label_fraction: f64,
+    /// Test macro-AUC.
+    pub test_macro_auc: Option<Interval>,
+}
+
+/// One setting at one label fraction, over its seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettingRow {
+    /// Setting name.
+    pub setting: String,
+    /// Label fraction.
+    pub label_fraction: f64,
+    /// Seeds it was trained with.
+    pub seeds: Vec<u64>,
+    /// Validation macro-AUC, mean over seeds (what the choice reads).
+    pub val_macro_auc: Option<f64>,
+    /// Test macro-AUC of each seed.
+    pub test_macro_auc_per_seed: Vec<Option<f64>>,
+    /// Test macro-AUC, mean over seeds, with its interval.
+    pub test_macro_auc: Option<Interval>,
+    /// Paired difference against `none` at the same fraction.
+    pub vs_none: Option<Interval>,
+    /// The setting `vs_twin` is taken against.
+    pub twin: Option<String>,
+    /// Paired difference against the twin.
+    pub vs_twin: Option<Interval>,
+    /// Mean training seconds per student.
+    pub train_seconds: f64,
+}
+
+/// The setting chosen on validation at one fraction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    /// Label fraction.
+    pub label_fraction: f64,
+    /// The distillation setting with the best mean validation macro-AUC.
+    pub setting: String,
+    /// Its mean validation macro-AUC.
+    pub val_macro_auc: f64,
+    /// Its test difference against `none`.
+    pub vs_none: Option<Interval>,
+    /// Whether the goal holds: at least +0.03 and the interval above 0.
+    pub gain_of_003_met: bool,
+}
+
+/// `bench.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchJson {
+    /// `"ckd-bench"`.
+    pub format: String,
+    /// Format version.
+    pub version: u32,
+    /// Producer.
+    pub created_by: String,
+    /// What was evaluated.
+    pub data: String,
+    /// Test samples and patients.
+    pub test_samples: usize,
+    /// Test patients (the resampling unit).
+    pub test_patients: usize,
+    /// How the figures were made.
+    pub protocol: Vec<String>,
+    /// The grid.
+    pub spec: BenchSpec,
+    /// The settings.
+    pub settings: Vec<Setting>,
+    /// Baselines, teacher and oracle.
+    pub baselines: Vec<BaselineRow>,
+    /// Students.
+    pub rows: Vec<SettingRow>,
+    /// Choices on validation.
+    pub chosen: Vec<Choice>,
+    /// On a synthetic cohort: the knowledge clauses against the generator's drug effects.
+    pub knowledge_truth: Option<crate::knowledge_truth::KnowledgeScore>,
+    /// This machine.
+    pub machine: String,
+    /// Wall seconds of the whole run.
+    pub wall_seconds: f64,
+}
+
+const FORMAT: &str = "ckd-bench";
+const VERSION: u32 = 1;
+
+/// 0/1 targets of `samples`, row-major.
+fn targets(samples: &[Sample]) -> Vec<u8> {
+    samples.iter().flat_map(|s| s.labels.to_dense().iter().map(|&v| v as u8).collect::<Vec<_>>()).collect()
+}
+
+/// Macro-AUC of row-major `probs` on `samples`.
+pub fn macro_auc(probs: &[f32], samples: &[Sample]) -> Option<f64> {
+    metrics::roc_auc(probs, &targets(samples), NUM_LABELS).ok().and_then(|a| a.macro_avg)
+}
+
+/// `0.712` or `n/a`.
+pub fn fmt_auc(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".into(), |x| format!("{x:.3}"))
+}
+
+/// A model's macro-AUC on the full test set and on each resample.
+struct Cached {
+    full: Option<f64>,
+    draws: Vec<Option<f64>>,
+}
+
+fn cache(probs: &[f32], t: &[u8], draws: &[Vec<usize>]) -> Cached {
+    let auc = |idx: &[usize]| -> Option<f64> {
+        let mut p = Vec::with_capacity(idx.len() * NUM_LABELS);
+        let mut y = Vec::with_capacity(idx.len() * NUM_LABELS);
+        for &i in idx {
+            p.extend_from_slice(&probs[i * NUM_LABELS..(i + 1) * NUM_LABELS]);
+            y.extend_from_slice(&t[i * NUM_LABELS..(i + 1) * NUM_LABELS]);
+        }
+        metrics::roc_auc(&p, &y, NUM_LABELS).ok().and_then(|a| a.macro_avg)
+    };
+    let n = t.len() / NUM_LABELS;
+    let all: Vec<usize> = (0..n).collect();
+    Cached { full: auc(&all), draws: draws.iter().map(|d| auc(d)).collect() }
+}
+
+/// Mean over models, per resample (undefined when any is undefined).
+fn mean_of(models: &[&Cached]) -> Cached {
+    let mean = |v: Vec<Option<f64>>| -> Option<f64> {
+        let v: Option<Vec<f64>> = v.into_iter().collect();
+        v.filter(|v| !v.is_empty()).map(|v| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let n = models.first().map_or(0, |m| m.draws.len());
+    Cached {
+        full: mean(models.iter().map(|m| m.full).collect()),
+        draws: (0..n).map(|d| mean(models.iter().map(|m| m.draws[d]).collect())).collect(),
+    }
+}
+
+fn interval(c: &Cached) -> Option<Interval> {
+    c.full.map(|e| bootstrap::interval_from(e, c.draws.iter().copied()))
+}
+
+fn difference(a: &Cached, b: &Cached) -> Option<Interval> {
+    let e = a.full? - b.full?;
+    Some(bootstrap::interval_from(e, a.draws.iter().zip(&b.draws).map(|(x, y)| Some((*x)? - (*y)?))))
+}
+
+/// The setting a row is compared with besides `none`.
+fn twin_of(name: &str) -> Option<String> {
+    if name.starts_with("soft 0.1 + attn") {
+        Some("soft 0.1".into())
+    } else {
+        name.strip_suffix(", no knowledge").map(str::to_string)
+    }
+}
+
+/// Computes every figure.
+pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64) -> Result<BenchJson> {
+    const SB: &str = "bench";
+    let (up, spec) = (input.up, input.spec);
+    let test = &up.test;
+    let t = targets(test);
+    let subjects: Vec<u64> = test.iter().map(|s| s.subject).collect();
+    let groups = Groups::by_subject(&subjects);
+    let draws = groups.resamples(spec.resamples, spec.bootstrap_seed);
+
+    // Baselines: fitted on all training labels, and the logistic regression also on each
+    // fraction's labelled patients (mean over the seeds' draws, like the students).
+    let mut baselines = Vec::new();
+    let mut push = |name: String, fraction: f64, c: &Cached| {
+        baselines.push(BaselineRow { name, label_fraction: fraction, test_macro_auc: interval(c) })
+    };
+    let rows = crate::baselines::report_rows(&up.train, &up.val, test).map_err(stage_err(SB))?;
+    for m in rows.iter().filter(|m| m.name != "all-negative") {
+        let flat: Vec<f32> = m.probs.concat();
+        push(m.name.clone(), 1.0, &cache(&flat, &t, &draws));
+    }
+    for &f in spec.label_fractions.iter().filter(|f| **f < 1.0) {
+        let mut per_seed = Vec::new();
+        for &seed in &spec.seeds {
+            let labelled: Vec<Sample> =
+                up.train.iter().filter(|s| keeps_label(seed, &s.subject.to_string(), f)).cloned().collect();
+            if labelled.is_empty() {
+                continue;
+            }
+            let r = crate::baselines::report_rows(&labelled, &up.val, test).map_err(stage_err(SB))?;
+            if let Some(lr) = r.iter().find(|m| m.name.starts_with("logistic regression")) {
+                per_seed.push(cache(&lr.probs.concat(), &t, &draws));
+            }
+        }
+        if !per_seed.is_empty() {
+            let refs: Vec<&Cached> = per_seed.iter().collect();
+            push(format!("logistic regression ({}% labels, mean of {} seeds)", pct(f), refs.len()), f, &mean_of(&refs));
+        }
+    }
+    let ids: Vec<String> = test.iter().map(|s| s.id.clone()).collect();
+    let teacher_probs = label::probs_for(&up.ev_test, &ids).map_err(stage_err(SB))?;
+    push(format!("teacher ({})", up.teacher.manifest.model_name), 1.0, &cache(&teacher_probs, &t, &draws));
+    if let Some(op) = &up.oracle {
+        let text = std::fs::read_to_string(op).map_err(stage_err(SB))?;
+        let o = Teacher::from_jsonl(&text, op).map_err(stage_err(SB))?;
+        let mut probs = Vec::with_capacity(ids.len() * NUM_LABELS);
+        for id in &ids {
+            probs.extend_from_slice(o.probs.get(id).ok_or_else(|| msg_err(SB, format!("oracle has no sample {id}")))?);
+        }
+        push("oracle (true generating probabilities)".into(), 1.0, &cache(&probs, &t, &draws));
+    }
+
+    // Students.
+    let cached: Vec<Cached> = input.cells.iter().map(|c| cache(&c.preds.test, &t, &draws)).collect();
+    let mut rows = Vec::new();
+    let mut means: Vec<(String, f64, Cached)> = Vec::new();
+    for &f in &spec.label_fractions {
+        for (si, s) in input.settings.iter().enumerate() {
+            let idx: Vec<usize> = (0..input.cells.len())
+                .filter(|&i| input.cells[i].setting == si && input.cells[i].fraction == f)
+                .collect();
+            let refs: Vec<&Cached> = idx.iter().map(|&i| &cached[i]).collect();
+            let val: Vec<Option<f64>> = idx.iter().map(|&i| macro_auc(&input.cells[i].preds.val, &up.val)).collect();
+            let val_mean: Option<Vec<f64>> = val.into_iter().collect();
+            rows.push(SettingRow {
+                setting: s.name.clone(),
+                label_fraction: f,
+                seeds: idx.iter().map(|&i| input.cells[i].seed).collect(),
+                val_macro_auc: val_mean.filter(|v| !v.is_empty()).map(|v| v.iter().sum::<f64>() / v.len() as f64),
+                test_macro_auc_per_seed: refs.iter().map(|c| c.full).collect(),
+                test_macro_auc: None,
+                vs_none: None,
+                twin: twin_of(&s.name),
+                vs_twin: None,
+                train_seconds: idx.iter().map(|&i| input.cells[i].preds.train_seconds).sum::<f64>()
+                    / idx.len().max(1) as f64,
+            });
+            means.push((s.name.clone(), f, mean_of(&refs)));
+        }
+    }
+    let find = |name: &str, f: f64| means.iter().find(|(n, g, _)| n == name && *g == f).map(|(_, _, c)| c);
+    for (row, (_, f, c)) in rows.iter_mut().zip(&means) {
+        row.test_macro_auc = interval(c);
+        if row.setting != NONE {
+            row.vs_none = find(NONE, *f).and_then(|n| difference(c, n));
+        }
+        if let Some(tw) = &row.twin {
+            row.vs_twin = find(tw, *f).and_then(|n| difference(c, n));
+        }
+    }
+    let names: Vec<&str> =
+        input.settings.iter().filter(|s| s.distilled() && s.knowledge).map(|s| s.name.as_str()).collect();
+    let mut chosen = Vec::new();
+    for &f in &spec.label_fractions {
+        let best = rows
+            .iter()
+            .filter(|r| r.label_fraction == f && names.contains(&r.setting.as_str()))
+            .filter_map(|r| r.val_macro_auc.map(|v| (r, v)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((r, v)) = best {
+            chosen.push(Choice {
+                label_fraction: f,
+                setting: r.setting.clone(),
+                val_macro_auc: v,
+                vs_none: r.vs_none,
+                gain_of_003_met: r.vs_none.is_some_and(|d| d.estimate >= 0.03 && d.above_zero()),
+            });
+        }
+    }
+    let synthetic = input.cfg.data.synth.is_some();
+    let data = format!(
+        "{}: {} train, {} val, {} test samples",
+        if synthetic {
+            format!("synthetic cohort ({} patients)", input.cfg.data.synth.as_ref().map_or(0, |s| s.patients))
+        } else if input.cfg.data.mimic.is_some() {
+            "MIMIC-III".into()
+        } else {
+            "CKD-EHR JSONL".into()
+        },
+        up.train.len(),
+        up.val.len(),
+        test.len()
+    );
+    let protocol = vec![
+        format!(
+            "Teacher: {}, trained on all training labels; the students' soft labels for training rows are {}.",
+            up.teacher.manifest.model_name,
+            if input.cfg.teacher.oof_folds > 0 {
+                format!("out-of-fold ({} heads on the teacher's features, folds by patient)", input.cfg.teacher.oof_folds)
+            } else {
+                "the teacher head's in-sample probabilities".into()
+            }
+        ),
+        "Label fraction f: hard labels for a share f of training patients (drawn per patient from the seed), teacher soft labels for every training row; validation keeps all its labels (thresholds, best epoch, the choice of setting).".into(),
+        format!(
+            "Students: {:?} preset, {:?} pooling, {} epochs, lr {}, head lr x{}; soft w means hard weight 1 - w, soft weight w; attention weight {}.",
+            input.cfg.student.preset,
+            input.cfg.student.pooling,
+            input.cfg.student.epochs,
+            input.cfg.student.lr,
+            input.cfg.student.head_lr_scale,
+            spec.attention_weight
+        ),
+        format!(
+            "Intervals: 95% percentile intervals over {} resamples of test patients (seed {}); a setting's figure is the mean over its seeds on each resample; differences are paired on the same resamples.",
+            spec.resamples, spec.bootstrap_seed
+        ),
+        "Baselines are fitted on train + validation labels as in every report; the logistic regression at a fraction uses only that fraction's labelled training patients (and all validation labels).".into(),
+    ];
+    Ok(BenchJson {
+        format: FORMAT.into(),
+        version: VERSION,
+        created_by: format!("ckd {}", env!("CARGO_PKG_VERSION")),
+        data,
+        test_samples: test.len(),
+        test_patients: groups.len(),
+        protocol,
+        spec: spec.clone(),
+        settings: input.settings.to_vec(),
+        baselines,
+        rows,
+        chosen,
+        knowledge_truth: up.knowledge_score.clone(),
+        machine: crate::pipeline::cpu_name(),
+        wall_seconds,
+    })
+}
+
+/// `bench.md`: the tables and the plain statements.
+pub fn markdown(b: &BenchJson) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "# ckd bench\n\n{}; {} test patients. {}\n", b.data, b.test_patients, b.protocol.join(" "));
+    let _ = writeln!(
+        s,
+        "| model | labels | val macro-AUC | test macro-AUC [95%] | vs none [95%, paired] | vs twin [95%, paired] |"
+    );
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- |");
+    for r in &b.baselines {
+        let _ = writeln!(
+            s,
+            "| {} | {}% | | {} | | |",
+            r.name,
+            pct(r.label_fraction),
+            fmt_interval(r.test_macro_auc.as_ref())
+        );
+    }
+    for r in &b.rows {
+        let twin = match (&r.twin, &r.vs_twin) {
+            (Some(t), Some(d)) => format!("{} (vs {t})", fmt_difference(Some(d))),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} ({} seeds) | {}% | {} | {} | {} | {} |",
+            r.setting,
+            r.seeds.len(),
+            pct(r.label_fraction),
+            fmt_auc(r.val_macro_auc),
+            fmt_interval(r.test_macro_auc.as_ref()),
+            fmt_difference(r.vs_none.as_ref()),
+            twin
+        );
+    }
+    let _ = writeln!(s, "\n## Chosen on validation\n");
+    for c in &b.chosen {
+        let d = c.vs_none.as_ref();
+        let _ = writeln!(
+            s,
+            "- {}% labels: `{}` (val {:.3}); test vs none {}: {}. Goal (at least +0.03, interval above 0): {}.",
+            pct(c.label_fraction),
+            c.setting,
+            c.val_macro_auc,
+            fmt_difference(d),
+            d.map_or("no interval", verdict),
+            if c.gain_of_003_met { "met" } else { "not met" }
+        );
+    }
+    let _ = writeln!(s, "\n## Attention granularities and knowledge clauses\n");
+    for r in b.rows.iter().filter(|r| r.twin.is_some()) {
+        if let (Some(t), Some(d)) = (&r.twin, &r.vs_twin) {
+            let _ = writeln!(
+                s,
+                "- {}% labels, `{}` vs `{t}`: {} ({}).",
+                pct(r.label_fraction),
+                r.setting,
+                fmt_difference(Some(d)),
+                verdict(d)
+            );
+        }
+    }
+    if let Some(k) = &b.knowledge_truth {
+        let _ = writeln!(
+            s,
+            "\nKnowledge clauses against the generator's drug effects: {} (phenotype, drug) pairs named, {} true: precision {}, recall {:.3} of {} true pairs ({:.3} of the {} a table can hold).",
+            k.emitted,
+            k.true_positives,
+            k.precision.map_or("n/a".into(), |p| format!("{p:.3}")),
+            k.recall,
+            k.truth,
+            k.recall_reachable,
+            k.reachable
+        );
+    }
+    let _ = writeln!(s, "\nMachine: {}; wall time {:.0} s.", b.machine, b.wall_seconds);
+    s
+}

@@ -1,0 +1,123 @@
+//! How the pipeline's models are run on the test split for the report: the bundles through the
+//! `ckd-edge` binary (the code a device runs) or tract inside the trainer, and the machine
+//! description and timing helpers of the cost table.
+
+use std::path::Path;
+use std::time::Instant;
+
+use ckd_core::visit::Sample;
+use ckd_core::NUM_LABELS;
+
+use super::{msg_err, stage_err, Result};
+use crate::export::tract_run::TractModel;
+use crate::text::TextEncoder;
+
+/// Median of `v` (0 when empty).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Bytes of the files directly in `p`.
+pub(crate) fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
+
+/// A short description of this machine's CPU for the cost table.
+pub(crate) fn cpu_name() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{model}, {threads} threads")
+}
+
+/// Probabilities [N * 25] of a bundle on `test.jsonl` through the `ckd-edge` binary
+/// (`predict`), with the median batch-1 latency in ms and the wall seconds of `eval`.
+pub(crate) fn edge_eval(bin: &Path, bundle: &Path, test_jsonl: &Path, n: usize) -> Result<(Vec<f32>, f64, f64)> {
+    const SR: &str = "report";
+    let run = |args: &[&std::ffi::OsStr]| -> Result<std::process::Output> {
+        let o = std::process::Command::new(bin)
+            .args(args)
+            .output()
+            .map_err(|e| msg_err(SR, format!("{}: {e}", bin.display())))?;
+        if !o.status.success() {
+            return Err(msg_err(
+                SR,
+                format!("{} failed: {}", bin.display(), String::from_utf8_lossy(&o.stderr).trim()),
+            ));
+        }
+        Ok(o)
+    };
+    let o = run(&[
+        "predict".as_ref(),
+        "--bundle".as_ref(),
+        bundle.as_os_str(),
+        "--input".as_ref(),
+        test_jsonl.as_os_str(),
+    ])?;
+    let mut probs = Vec::with_capacity(n * NUM_LABELS);
+    for line in String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(stage_err(SR))?;
+        let map = v["probabilities"]
+            .as_object()
+            .ok_or_else(|| msg_err(SR, format!("ckd-edge output without probabilities: {line}")))?;
+        for ph in ckd_core::PHENOTYPES.iter() {
+            let p = map
+                .get(ph.name)
+                .and_then(serde_json::Value::as_f64)
+                .ok_or_else(|| msg_err(SR, format!("ckd-edge output lacks {}", ph.name)))?;
+            probs.push(p as f32);
+        }
+    }
+    if probs.len() != n * NUM_LABELS {
+        return Err(msg_err(SR, format!("ckd-edge predicted {} samples, expected {n}", probs.len() / NUM_LABELS)));
+    }
+    let tmp = bundle.join("eval-test.json");
+    let t = Instant::now();
+    run(&[
+        "eval".as_ref(),
+        "--bundle".as_ref(),
+        bundle.as_os_str(),
+        "--data".as_ref(),
+        test_jsonl.as_os_str(),
+        "--json".as_ref(),
+        tmp.as_os_str(),
+    ])?;
+    let secs = t.elapsed().as_secs_f64();
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&tmp).map_err(stage_err(SR))?).map_err(stage_err(SR))?;
+    let lat = v["latency"]["median_ms_per_sample"]
+        .as_f64()
+        .ok_or_else(|| msg_err(SR, "ckd-edge eval JSON without latency".into()))?;
+    Ok((probs, lat, secs))
+}
+
+/// The same through tract inside the trainer (stock tract ops), for when `ckd-edge` is absent.
+pub(crate) fn trainer_tract_eval(bundle: &Path, enc: &TextEncoder, test: &[Sample]) -> Result<(Vec<f32>, f64, f64)> {
+    const SR: &str = "report";
+    let m = TractModel::load_path(&bundle.join(ckd_core::bundle::MODEL_FILE)).map_err(stage_err(SR))?;
+    let mut probs = Vec::with_capacity(test.len() * NUM_LABELS);
+    let mut lat = Vec::new();
+    let t_all = Instant::now();
+    for s in test {
+        let e = enc.encode(&s.text()).map_err(stage_err(SR))?;
+        let ids: Vec<i64> = e.ids.iter().map(|&x| x as i64).collect();
+        let mask = vec![1i64; ids.len()];
+        let t = Instant::now();
+        let logits = m.run(&ids, &mask, 1, ids.len()).map_err(stage_err(SR))?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        probs.extend(logits.iter().map(|&z| 1.0 / (1.0 + (-z).exp())));
+    }
+    Ok((probs, median(lat), t_all.elapsed().as_secs_f64()))
+}

@@ -1,0 +1,115 @@
+//! One student training job as a library call (`ckd student train`, `ckd pipeline`, `ckd bench`):
+//! the tokenizer (the checkpoint's, or WordPiece trained on the training texts), the model
+//! (from a checkpoint or a preset), the training loop, then the saved student directory.
+
+use std::path::Path;
+
+use candle_core::Device;
+use ckd_core::knowledge::KnowledgeTable;
+use ckd_core::visit::Sample;
+use indicatif::ProgressBar;
+
+use super::{Prepared, Preset, StudentConfig, StudentError, Teacher, TrainConfig, TrainOutcome};
+use crate::io::{pretty_json, write_atomic};
+use crate::models::bert::{BertForMultiLabel, Config as BertConfig, HeadConfig as BertHead, Pooling};
+use crate::text::TextEncoder;
+
+/// One student training job.
+pub struct StudentJob<'a> {
+    /// Training samples.
+    pub train: &'a [Sample],
+    /// Validation samples.
+    pub val: &'a [Sample],
+    /// Teacher outputs (required when the loss gives them weight).
+    pub teacher: Option<&'a Teacher>,
+    /// Start from a BERT checkpoint directory instead of a preset.
+    pub init: Option<&'a Path>,
+    /// Preset when training from scratch.
+    pub preset: Preset,
+    /// What the head reads.
+    pub pooling: Pooling,
+    /// WordPiece vocabulary size (from scratch).
+    pub vocab_size: usize,
+    /// Maximum tokens.
+    pub max_len: usize,
+    /// Loop settings.
+    pub cfg: TrainConfig,
+    /// Continue from the checkpoint in `out`.
+    pub resume: bool,
+    /// Output directory.
+    pub out: &'a Path,
+    /// Knowledge table the texts were rendered with (saved beside the student).
+    pub knowledge: Option<&'a KnowledgeTable>,
+    /// Extra provenance (data paths and hashes).
+    pub provenance: serde_json::Value,
+}
+
+/// Trains and saves a student. Returns the outcome and the number of truncated training texts.
+pub fn train_student(job: &StudentJob<'_>, bar: &ProgressBar) -> Result<TrainOutcome, StudentError> {
+    let head = BertHead { pooling: job.pooling, ..BertHead::default() };
+    let dev = Device::Cpu;
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| StudentError::Io { path: p, source }
+    };
+    std::fs::create_dir_all(job.out).map_err(io(job.out))?;
+    let (encoder, bert_cfg, model, varmap, init) = match job.init {
+        Some(dir) => {
+            let cp = dir.join("config.json");
+            let text = std::fs::read_to_string(&cp).map_err(io(&cp))?;
+            let bert_cfg = BertConfig::from_json(&text)?;
+            let encoder =
+                TextEncoder::from_file(&dir.join("tokenizer.json"), job.max_len.min(bert_cfg.max_position_embeddings))?;
+            let tensors = crate::models::bert::read_safetensors(&dir.join("model.safetensors"), &dev)?;
+            let loaded = BertForMultiLabel::from_checkpoint(&tensors, &bert_cfg, &head, &dev, job.cfg.seed)?;
+            tracing::info!("init from {}: {}", dir.display(), loaded.report);
+            (encoder, bert_cfg, loaded.model, loaded.varmap, format!("checkpoint {}", dir.display()))
+        }
+        None => {
+            let tp = job.out.join("tokenizer.json");
+            let encoder = if job.resume && tp.is_file() {
+                TextEncoder::from_file(&tp, job.max_len)?
+            } else {
+                let texts: Vec<String> = job.train.iter().map(|s| s.text()).collect();
+                TextEncoder::train_wordpiece(texts.iter().map(String::as_str), job.vocab_size, job.max_len)?
+            };
+            write_atomic(&tp, encoder.to_json()?.as_bytes()).map_err(io(&tp))?;
+            let bert_cfg = job.preset.config(encoder.vocab_size(), job.max_len);
+            let (model, varmap) = BertForMultiLabel::init(&bert_cfg, &head, &dev, job.cfg.seed)?;
+            (encoder, bert_cfg, model, varmap, format!("from scratch ({:?})", job.preset))
+        }
+    };
+    let tp = Prepared::new(job.train, &encoder)?;
+    let vp = Prepared::new(job.val, &encoder)?;
+    let run = super::Run {
+        model: &model,
+        varmap: &varmap,
+        encoder: &encoder,
+        train: &tp,
+        val: &vp,
+        teacher: job.teacher,
+        cfg: &job.cfg,
+        dir: job.out,
+        progress: bar,
+    };
+    let outcome = super::train(&run, job.resume)?;
+    if !outcome.finished {
+        return Ok(outcome);
+    }
+    let provenance = serde_json::json!({
+        "created_by": format!("ckd {}", env!("CARGO_PKG_VERSION")),
+        "data": job.provenance,
+        "train_samples": tp.len(),
+        "val_samples": vp.len(),
+        "train_truncated": tp.truncated,
+        "init": init,
+        "teacher": job.teacher.and_then(|t| t.identity.clone()),
+        "train_config": job.cfg,
+        "outcome": outcome,
+    });
+    let scfg = StudentConfig { bert: bert_cfg, head, max_len: encoder.max_len() };
+    super::save_student(job.out, &scfg, &varmap, &encoder, &outcome.thresholds, &provenance)?;
+    let kp = job.out.join("knowledge.json");
+    write_atomic(&kp, pretty_json(&job.knowledge).as_bytes()).map_err(io(&kp))?;
+    Ok(outcome)
+}

@@ -1,0 +1,123 @@
+//! `ckd bench` on a tiny cohort and grid: every cell trains once, `bench.json` / `bench.md` /
+//! `forest.svg` are written with intervals that contain their estimates, a second run trains
+//! nothing, and a grown grid trains only its new cells.
+
+use std::path::Path;
+
+use ckd_trainer::bench::{self, summary::BenchJson};
+use ckd_trainer::teacher::train::Hidden;
+
+fn tiny(out: &Path) -> (ckd_trainer::pipeline::PipelineConfig, bench::BenchSpec) {
+    let text = r#"
+        out = "run"
+        [data]
+        synth = { patients = 500, seed = 5 }
+        [teacher]
+        max_len = 1024
+        batch_size = 8
+        sft_val_limit = 8
+        oof_folds = 3
+        [teacher.demo]
+        vocab_size = 400
+        hidden_size = 32
+        intermediate_size = 64
+        layers = 2
+        heads = 4
+        [teacher.sft]
+        epochs = 1
+        max_steps = 2
+        lr = 1e-3
+        [teacher.head]
+        epochs = 5
+        [student]
+        epochs = 1
+        batch_size = 16
+        max_len = 128
+        vocab_size = 400
+        [bench]
+        seeds = [1, 2]
+        label_fractions = [1.0, 0.5]
+        soft_weights = [0.5]
+        temperatures = []
+        attention = ["concept"]
+        knowledge_ablation = true
+        resamples = 200
+    "#;
+    bench::from_toml(text, out).unwrap()
+}
+
+fn read(dir: &Path) -> BenchJson {
+    serde_json::from_slice(&std::fs::read(dir.join("bench.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn bench_grid_trains_each_cell_once_and_reports_paired_intervals() {
+    let d = tempfile::tempdir().unwrap();
+    let (cfg, spec) = tiny(d.path());
+    let names: Vec<String> = spec.settings(&cfg.student.distill, 2).into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["none", "soft 0.5", "soft 0.1 + attn concept", "none, no knowledge", "soft 0.1, no knowledge"]);
+    let attn = spec.settings(&cfg.student.distill, 2).into_iter().find(|s| s.name.contains("attn")).unwrap();
+    assert_eq!((attn.distill.attn_concept, attn.distill.last_k_layers), (0.1, 2));
+    let o = bench::run(&cfg, &spec, &Hidden).unwrap();
+    // 5 settings x 2 fractions x 2 seeds.
+    assert_eq!(o.trained, 20);
+    let b = read(&cfg.out);
+    assert_eq!((b.format.as_str(), b.version), ("ckd-bench", 1));
+    assert_eq!(b.rows.len(), 10);
+    for r in &b.rows {
+        assert_eq!(r.seeds, vec![1, 2], "{}", r.setting);
+        let iv = r.test_macro_auc.expect("test interval");
+        assert!(iv.lo <= iv.estimate + 1e-9 && iv.estimate <= iv.hi + 1e-9, "{r:?}");
+        assert!(iv.n_defined > 150, "{r:?}");
+        // The estimate is the mean of the seeds' test AUCs.
+        let seeds: Vec<f64> = r.test_macro_auc_per_seed.iter().map(|v| v.unwrap()).collect();
+        assert!((iv.estimate - seeds.iter().sum::<f64>() / 2.0).abs() < 1e-9);
+        assert_eq!(r.vs_none.is_some(), r.setting != "none", "{r:?}");
+    }
+    // Twins: attention against soft 0.1 is absent here (soft 0.1 itself is not in the grid),
+    // the knowledge ablation against its with-knowledge setting.
+    let abl = b.rows.iter().find(|r| r.setting == "none, no knowledge").unwrap();
+    assert_eq!(abl.twin.as_deref(), Some("none"));
+    assert!(abl.vs_twin.is_some());
+    // Baselines: prior, LR at 100% and at 50%, teacher, oracle.
+    let bn: Vec<&str> = b.baselines.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(bn.len(), 5, "{bn:?}");
+    assert!(bn[2].starts_with("logistic regression (50% labels"), "{bn:?}");
+    assert!(bn[4].starts_with("oracle"), "{bn:?}");
+    // One choice per fraction, among the distilled settings with knowledge.
+    assert_eq!(b.chosen.len(), 2);
+    for c in &b.chosen {
+        assert!(["soft 0.5", "soft 0.1 + attn concept"].contains(&c.setting.as_str()), "{c:?}");
+    }
+    let md = std::fs::read_to_string(cfg.out.join("bench.md")).unwrap();
+    assert!(md.contains("| none (2 seeds) | 50% |"), "{md}");
+    assert!(md.contains("Chosen on validation"), "{md}");
+    let svg = std::fs::read_to_string(cfg.out.join("forest.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("soft 0.5 @ 50%"), "{}", &svg[..200.min(svg.len())]);
+
+    // Resume: nothing to train; the figures are the same.
+    let o2 = bench::run(&cfg, &spec, &Hidden).unwrap();
+    assert_eq!(o2.trained, 0);
+    let b2 = read(&cfg.out);
+    assert_eq!(b2.rows, b.rows);
+
+    // A grown grid trains only its new cells (one more soft weight: 2 fractions x 2 seeds).
+    let mut spec3 = spec.clone();
+    spec3.soft_weights.push(1.0);
+    let o3 = bench::run(&cfg, &spec3, &Hidden).unwrap();
+    assert_eq!(o3.trained, 4);
+    assert_eq!(read(&cfg.out).rows.len(), 12);
+}
+
+#[test]
+fn bench_settings_are_checked() {
+    let d = tempfile::tempdir().unwrap();
+    let (cfg, mut spec) = tiny(d.path());
+    spec.attention = vec!["sentence".into()];
+    let e = bench::run(&cfg, &spec, &Hidden).unwrap_err().to_string();
+    assert!(e.contains("attention \"sentence\""), "{e}");
+    let e = bench::from_toml("out = \"x\"\n[data]\nsynth = { patients = 10 }\n[bench]\nseedz = [1]\n", d.path())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("seedz"), "{e}");
+}
