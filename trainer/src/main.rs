@@ -713,7 +713,7 @@ fn run_synth(patients: usize, seed: u64, out: &Path) -> Result<()> {
 fn run_knowledge_report(dir: &Path) -> Result<()> {
     use ckd_core::knowledge::{KnowledgeConfig, DEFAULT_FDR};
     let kc = KnowledgeConfig::default();
-    let cfg = IngestConfig { knowledge: Some(kc.clone()), ..Default::default() };
+    let cfg = IngestConfig { knowledge: Some(kc), ..Default::default() };
     let ing = ingest::ingest_mimic(dir, &cfg, &mut |_, _| {})?;
     let train: Vec<&Sample> = ing.file.samples.iter().filter(|s| s.split == Split::Train).collect();
     let truth = synth::therapeutic_effects();
@@ -723,7 +723,7 @@ fn run_knowledge_report(dir: &Path) -> Result<()> {
         truth.len()
     );
     for fdr in [DEFAULT_FDR, 1.0] {
-        let t = KnowledgeTable::fit_with_fdr(train.iter().map(|s| (&s.visit, s.labels)), kc.clone(), fdr);
+        let t = KnowledgeTable::fit_with_fdr(train.iter().map(|s| (&s.visit, s.labels)), kc, fdr);
         let k = ckd_trainer::knowledge_truth::score(&t, &truth);
         println!(
             "  fdr {fdr}: {} pairs named, {} true: precision {}, recall {:.3}, recall of what {} per phenotype can hold {:.3}",
