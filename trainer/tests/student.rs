@@ -202,7 +202,9 @@ fn attention_distillation_runs_with_a_foreign_tokenization() {
     let records: Vec<SampleEvidence> = (0..s.train.len())
         .map(|i| {
             let text = &s.train.texts[i];
-            let r = ckd_core::visit::parse_spans(text).unwrap();
+            // Units as the real teacher takes them: the rendered spans (a title containing
+            // ", " is one concept), not the text parsed back.
+            let r = s.train.spans[i].clone().unwrap();
             // The "teacher" tokenizes every word into 2-byte pieces and attends to drug names.
             let mut spans = Vec::new();
             let mut weights = Vec::new();
