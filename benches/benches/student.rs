@@ -5,7 +5,8 @@
 
 use candle_core::{Device, Tensor};
 use ckd_trainer::distill::{total_loss, DistillConfig};
-use ckd_trainer::models::bert::{BertForMultiLabel, Config, DropoutRng, HeadConfig};
+use ckd_trainer::models::bert::{BertForMultiLabel, Config, HeadConfig};
+use ckd_trainer::models::common::DropoutRng;
 use ckd_trainer::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 

@@ -11,9 +11,8 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use ckd_trainer::models::bert::{
-    read_safetensors, BertForMultiLabel, CheckpointPrefix, Config, HeadConfig, IgnoreReason,
-};
+use ckd_trainer::models::bert::{BertForMultiLabel, CheckpointPrefix, Config, HeadConfig, IgnoreReason};
+use ckd_trainer::models::checkpoint::read_safetensors;
 use tokenizers::Tokenizer;
 use tract_onnx::prelude as tp;
 use tract_onnx::prelude::{tvec, Datum, Framework, InferenceModelExt, IntoRunnable};

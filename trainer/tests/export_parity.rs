@@ -22,7 +22,8 @@ use ckd_trainer::export::{
     build_onnx, candle_logits, export_student, export_tensors, max_diffs, model_tensors, probe_batch, BuildOptions,
     ExportError, Int8Form, LinearKind, LinearKinds, LoadOptions, Precision, TractModel,
 };
-use ckd_trainer::models::bert::{read_safetensors, BertForMultiLabel, Config, HeadConfig, Pooling};
+use ckd_trainer::models::bert::{BertForMultiLabel, Config, HeadConfig, Pooling};
+use ckd_trainer::models::checkpoint::read_safetensors;
 use ckd_trainer::text::TextEncoder;
 
 /// f32 export vs candle, absolute logit difference.

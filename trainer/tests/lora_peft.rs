@@ -8,12 +8,11 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use ckd_trainer::models::bert::DropoutRng;
-use ckd_trainer::models::lora::{
-    answer_token_loss, insert_adapter, load_adapter_info, save_adapter, LoraConfig, LoraLinear, ADAPTER_CONFIG_FILE,
-    ADAPTER_WEIGHTS_FILE,
-};
+use ckd_trainer::models::common::DropoutRng;
+use ckd_trainer::models::lora::{insert_adapter, LoraConfig, LoraLinear};
+use ckd_trainer::models::peft::{load_adapter_info, save_adapter, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 use ckd_trainer::optim::{AdamW, AdamWConfig};
+use ckd_trainer::teacher::sft::answer_token_loss;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use ckd_trainer::models::qwen2::{chat_prompt, load_gguf, read_tokenizer_json, KvCache, ENDOFTEXT, IM_END};
+use ckd_trainer::models::qwen2::{load_gguf, read_tokenizer_json, KvCache, ENDOFTEXT, IM_END};
+use ckd_trainer::teacher::prompt::chat_prompt;
 
 const INSTRUCTION: &str = "Given the patient's current visit, which of the following diseases may the patient \
      acquire at the next visit? Acute and unspecified renal failure; Chronic kidney disease; Congestive heart \

@@ -23,10 +23,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use ckd_trainer::models::bert::DropoutRng;
-use ckd_trainer::models::lora::{answer_token_loss, LoraConfig};
+use ckd_trainer::models::common::DropoutRng;
+use ckd_trainer::models::lora::LoraConfig;
 use ckd_trainer::models::qwen2::{init_random, Config, Qwen2ForCausalLM};
 use ckd_trainer::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use ckd_trainer::teacher::sft::answer_token_loss;
 use clap::Parser;
 use serde_json::{json, Value};
 

@@ -42,7 +42,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::io::write_atomic;
-use crate::models::bert::{inspect_checkpoint, read_safetensors, BertError, BertForMultiLabel, Config, HeadConfig};
+use crate::models::bert::{inspect_checkpoint, BertError, BertForMultiLabel, Config, HeadConfig};
+use crate::models::checkpoint::read_safetensors;
 use crate::student::StudentConfig;
 
 pub use onnx::{BuildOptions, GraphStats, Int8Form, LinearKind, LinearKinds, ATTENTION_MASK, INPUT_IDS, LOGITS};
@@ -86,6 +87,8 @@ pub enum ExportError {
     Json { path: PathBuf, msg: String },
     #[error("model: {0}")]
     Bert(#[from] BertError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::models::checkpoint::CheckpointError),
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("tensor `{0}` is missing")]

@@ -52,7 +52,8 @@ use tract_onnx::pb::ModelProto;
 use super::graph::{attr_float, attr_int, attr_ints, Dim, GraphBuilder};
 use super::quantize::{quantize_per_channel, quantize_table_rows, transpose};
 use super::{ExportError, Precision};
-use crate::models::bert::{Config, HeadConfig, Pooling, MASK_NEG};
+use crate::models::bert::{Config, HeadConfig, Pooling};
+use crate::models::common::MASK_NEG;
 
 /// Name of the token id input.
 pub const INPUT_IDS: &str = "input_ids";

@@ -2,6 +2,9 @@
 //! ChaCha8(seed) on the stream FNV-1a(tensor name), so a weight depends only on the seed and its
 //! own name (not on the order in which tensors are created).
 
+use candle_core::{DType, Device, Shape, Tensor, Var};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarMap};
 use rand::Rng;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -33,6 +36,45 @@ pub(crate) fn normal_samples(rng: &mut ChaCha8Rng, n: usize, mean: f64, std: f64
         }
     }
     vals
+}
+
+/// [`VarBuilder`] backend that creates each requested tensor as a Var in `varmap`, drawn
+/// deterministically from (seed, name). Supports the `Init::Const` and `Init::Randn` hints.
+pub(crate) struct SeededInit {
+    pub(crate) varmap: VarMap,
+    pub(crate) seed: u64,
+}
+
+impl SimpleBackend for SeededInit {
+    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let mut data = self.varmap.data().lock().map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
+        if let Some(var) = data.get(name) {
+            if var.shape() != &s {
+                candle_core::bail!("shape mismatch on {name}: {s:?} <> {:?}", var.shape())
+            }
+            return Ok(var.as_tensor().clone());
+        }
+        let tensor = match h {
+            Init::Const(v) => Tensor::full(v as f32, s, dev)?,
+            Init::Randn { mean, stdev } => {
+                let vals = normal_samples(&mut rng_for(self.seed, name), s.elem_count(), mean, stdev);
+                Tensor::from_vec(vals, s, dev)?
+            }
+            other => candle_core::bail!("unsupported init {other:?} for {name}"),
+        };
+        let var = Var::from_tensor(&tensor.to_dtype(dtype)?)?;
+        let out = var.as_tensor().clone();
+        data.insert(name.to_string(), var);
+        Ok(out)
+    }
+
+    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("{name}: tensors of a seeded init must be requested with a shape")
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.varmap.data().lock().map(|d| d.contains_key(name)).unwrap_or(false)
+    }
 }
 
 #[cfg(test)]

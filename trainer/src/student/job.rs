@@ -60,7 +60,7 @@ pub fn train_student(job: &StudentJob<'_>, bar: &ProgressBar) -> Result<TrainOut
             let bert_cfg = BertConfig::from_json(&text)?;
             let encoder =
                 TextEncoder::from_file(&dir.join("tokenizer.json"), job.max_len.min(bert_cfg.max_position_embeddings))?;
-            let tensors = crate::models::bert::read_safetensors(&dir.join("model.safetensors"), &dev)?;
+            let tensors = crate::models::checkpoint::read_safetensors(&dir.join("model.safetensors"), &dev)?;
             let loaded = BertForMultiLabel::from_checkpoint(&tensors, &bert_cfg, &head, &dev, job.cfg.seed)?;
             tracing::info!("init from {}: {}", dir.display(), loaded.report);
             (encoder, bert_cfg, loaded.model, loaded.varmap, format!("checkpoint {}", dir.display()))

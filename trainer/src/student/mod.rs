@@ -30,7 +30,8 @@ use sha2::{Digest, Sha256};
 
 use crate::distill::{self, AttnInputs, DistillConfig, GranularityInputs, LossParts};
 use crate::io::{pretty_json, write_atomic};
-use crate::models::bert::{BertError, BertForMultiLabel, Config, DropoutRng, HeadConfig};
+use crate::models::bert::{BertError, BertForMultiLabel, Config, HeadConfig};
+use crate::models::common::DropoutRng;
 use crate::optim::{clip_grad_norm, lr_at, AdamW, AdamWConfig};
 use crate::text::{pad_batch, Encoded, TextEncoder, TextError};
 
@@ -43,6 +44,8 @@ pub enum StudentError {
     /// Model construction or loading failed.
     #[error("model: {0}")]
     Bert(#[from] BertError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::models::checkpoint::CheckpointError),
     /// Loss computation failed.
     #[error("loss: {0}")]
     Distill(#[from] distill::DistillError),
@@ -855,7 +858,7 @@ pub fn load_student(dir: &Path) -> Result<Student> {
         )));
     }
     let encoder = TextEncoder::from_file(&dir.join("tokenizer.json"), cfg.max_len)?;
-    let tensors = crate::models::bert::read_safetensors(&dir.join("model.safetensors"), &Device::Cpu)?;
+    let tensors = crate::models::checkpoint::read_safetensors(&dir.join("model.safetensors"), &Device::Cpu)?;
     let loaded = BertForMultiLabel::from_checkpoint(&tensors, &cfg.bert, &cfg.head, &Device::Cpu, 0)?;
     if !loaded.report.fresh_init.is_empty() {
         return Err(StudentError::Invalid(format!(

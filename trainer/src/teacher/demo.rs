@@ -14,8 +14,9 @@ use tokenizers::{
     TokenizerBuilder,
 };
 
+use super::prompt::{chat_answer, chat_prompt};
 use super::{instruction_of, Result, TeacherError};
-use crate::models::qwen2::{chat_answer, chat_prompt, Config, ENDOFTEXT, IM_END, IM_START};
+use crate::models::qwen2::{Config, ENDOFTEXT, IM_END, IM_START};
 
 /// Size of the demo teacher.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

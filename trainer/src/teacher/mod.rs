@@ -21,6 +21,7 @@ pub mod explain;
 pub mod head;
 pub mod label;
 pub mod oof;
+pub mod prompt;
 pub mod sft;
 pub mod train;
 
@@ -35,8 +36,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::io::{pretty_json, write_atomic};
-use crate::models::lora::{self, LoraConfig, LoraError};
-use crate::models::qwen2::{self, chat_answer, chat_prompt, Config, Qwen2Error, Qwen2ForCausalLM};
+use crate::models::checkpoint;
+use crate::models::lora::{LoraConfig, LoraError};
+use crate::models::peft;
+use crate::models::qwen2::{self, Config, Qwen2Error, Qwen2ForCausalLM};
+use prompt::{chat_answer, chat_prompt};
 
 /// Error of a teacher stage.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +51,8 @@ pub enum TeacherError {
     /// The Qwen2 model could not be built or run.
     #[error("model: {0}")]
     Qwen2(#[from] Qwen2Error),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
     /// LoRA adapter problem.
     #[error("adapter: {0}")]
     Lora(#[from] LoraError),
@@ -505,13 +511,13 @@ pub fn load_base(path: &Path, device: &Device, dtype: DType) -> Result<Base> {
         let cfg_path = path.join("config.json");
         let cfg_text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
         let config = Config::from_json(&cfg_text)?;
-        let files = qwen2::safetensors_files(path)?;
+        let files = checkpoint::safetensors_files(path)?;
         let mut h = Sha256::new();
         h.update(cfg_text.as_bytes());
         for f in &files.files {
             h.update(file_sha256(f)?.as_bytes());
         }
-        let tensors = qwen2::read_safetensors(path, device)?
+        let tensors = checkpoint::read_safetensors(path, device)?
             .into_iter()
             .map(|(k, v)| Ok((k, v.to_dtype(dtype)?)))
             .collect::<Result<HashMap<_, _>>>()?;
@@ -584,7 +590,7 @@ pub fn load_teacher(dir: &Path, base_override: Option<&Path>, device: DeviceSpec
     let config = Config::from_json(&cfg_text)?;
     let (tensors, tokenizer) = match &manifest.base {
         BaseRef::Demo => {
-            let t = qwen2::read_safetensors(&td.weights(), &dev)?;
+            let t = checkpoint::read_safetensors(&td.weights(), &dev)?;
             let t = t.into_iter().map(|(k, v)| Ok((k, v.to_dtype(dtype)?))).collect::<Result<HashMap<_, _>>>()?;
             (t, qwen2::read_tokenizer_json(&td.tokenizer())?)
         }
@@ -603,7 +609,7 @@ pub fn load_teacher(dir: &Path, base_override: Option<&Path>, device: DeviceSpec
     };
     let mut model = Qwen2ForCausalLM::from_tensors(tensors, &config, dtype, &dev)?;
     if let Some(lcfg) = &manifest.lora {
-        let (saved_cfg, adapter) = lora::load_adapter(&td.adapter())?;
+        let (saved_cfg, adapter) = peft::load_adapter(&td.adapter())?;
         if &saved_cfg != lcfg {
             return Err(fmt_err(&td.adapter(), "adapter config differs from teacher.json"));
         }

@@ -6,15 +6,14 @@
 //! Trainable weights: the LoRA adapters (pretrained base) or every weight (the demo model, which
 //! starts from random weights and has nothing to preserve).
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
 use ckd_core::visit::Sample;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use super::{pad_rows, PromptEncoder, Result, TeacherError};
-use crate::models::bert::DropoutRng;
-use crate::models::lora::answer_token_loss;
+use crate::models::common::DropoutRng;
 use crate::models::qwen2::Qwen2ForCausalLM;
 use crate::optim::{clip_grad_norm, lr_at, AdamW, AdamWConfig};
 use crate::student::CurvePoint;
@@ -279,4 +278,109 @@ pub fn trainable(tensors: &std::collections::HashMap<String, Tensor>, device: &D
         }
     }
     Ok(varmap)
+}
+
+/// Mean cross-entropy over answer tokens (LoRA SFT).
+///
+/// logits [B, T, V]; targets [B, T] integer (u32, or i64/u8): `targets[b, t]` is the token
+/// `logits[b, t]` must predict (the caller has already shifted by one); every target must be
+/// in [0, V), masked positions included (put e.g. the pad id there). mask [B, T]: 1 on answer
+/// tokens, 0 elsewhere (other non-negative values weight the tokens).
+///
+/// ```text
+/// nll[b, t] = log Σ_v exp(x[b, t, v] - m) - (x[b, t, targets[b, t]] - m),   m = max_v x (detached)
+/// loss      = Σ mask · nll / Σ mask                                        (scalar, f32)
+/// ```
+///
+/// Computed in f32 from differentiable ops (`max` detached, `exp`, `sum`, `log`, `gather`,
+/// whose backward is a scatter-add); candle-nn's fused softmax has no backward. An all-zero
+/// mask is an error (a mean over no tokens).
+pub fn answer_token_loss(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, t, v) = logits.dims3()?;
+    if targets.dims() != [b, t] || mask.dims() != [b, t] {
+        candle_core::bail!(
+            "answer_token_loss: logits {:?} need targets and mask [{b}, {t}], got {:?} and {:?}",
+            logits.dims(),
+            targets.dims(),
+            mask.dims()
+        )
+    }
+    if !matches!(targets.dtype(), DType::U32 | DType::I64 | DType::U8) {
+        candle_core::bail!("answer_token_loss: targets must be integer (u32), got {:?}", targets.dtype())
+    }
+    let ids = targets.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?;
+    if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= v) {
+        candle_core::bail!("answer_token_loss: target id {bad} is outside the vocabulary [0, {v})")
+    }
+    let mask = mask.to_dtype(DType::F32)?.detach();
+    let count = mask.sum_all()?.to_scalar::<f32>()? as f64;
+    if count.is_nan() || count <= 0.0 {
+        candle_core::bail!("answer_token_loss: the mask selects no answer token (sum = {count})")
+    }
+    let x = logits.to_dtype(DType::F32)?;
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let xm = x.broadcast_sub(&max)?;
+    let lse = xm.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let picked = xm.gather(&targets.unsqueeze(D::Minus1)?.contiguous()?, D::Minus1)?;
+    let nll = (lse - picked)?.squeeze(D::Minus1)?;
+    (nll * mask)?.sum_all()?.affine(1.0 / count, 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    fn cpu() -> Device {
+        Device::Cpu
+    }
+
+    #[test]
+    fn answer_token_loss_by_hand() {
+        // Row t=0: logits [0, 0, 0], target 1 -> nll = ln 3 = 1.0986123.
+        // Row t=1: logits [0, ln 2, 0] -> softmax [1/4, 1/2, 1/4], target 1 -> nll = ln 2 = 0.6931472.
+        // Row t=2: logits [1000, 1000, 1000] (stability), target 0 -> nll = ln 3.
+        let ln2 = 2f32.ln();
+        let logits = Tensor::from_vec(vec![0., 0., 0., 0., ln2, 0., 1000., 1000., 1000.], (1, 3, 3), &cpu()).unwrap();
+        let targets = Tensor::new(&[[1u32, 1, 0]], &cpu()).unwrap();
+        let loss = |mask: &[f32]| {
+            let m = Tensor::from_vec(mask.to_vec(), (1, 3), &cpu()).unwrap();
+            answer_token_loss(&logits, &targets, &m).unwrap().to_scalar::<f32>().unwrap()
+        };
+        // mask [1, 1, 0]: (ln 3 + ln 2) / 2 = ln 6 / 2 = 0.8958797.
+        assert!((loss(&[1., 1., 0.]) - 0.895_879_7).abs() < 1e-6);
+        assert!((loss(&[0., 1., 0.]) - std::f32::consts::LN_2).abs() < 1e-6);
+        assert!((loss(&[0., 0., 1.]) - 3f32.ln()).abs() < 1e-6);
+        // (ln 3 + ln 2 + ln 3) / 3 = ln 18 / 3 = 0.9634573.
+        assert!((loss(&[1., 1., 1.]) - 0.963_457_3).abs() < 1e-6);
+
+        // Gradient for mask [0, 1, 0]: d/dlogits[t=1] = softmax - onehot = [0.25, -0.5, 0.25];
+        // masked rows get 0.
+        let v = Var::from_tensor(&logits).unwrap();
+        let m = Tensor::new(&[[0f32, 1., 0.]], &cpu()).unwrap();
+        let g = answer_token_loss(v.as_tensor(), &targets, &m).unwrap().backward().unwrap();
+        let g = g.get(v.as_tensor()).unwrap().to_vec3::<f32>().unwrap();
+        let want = [[0f32, 0., 0.], [0.25, -0.5, 0.25], [0., 0., 0.]];
+        for (row, w) in g[0].iter().zip(want) {
+            for (a, b) in row.iter().zip(w) {
+                assert!((a - b).abs() < 1e-6, "{g:?}");
+            }
+        }
+
+        // Batch of 2: the mean runs over selected tokens of both rows.
+        let logits2 = Tensor::cat(&[&logits, &logits], 0).unwrap();
+        let targets2 = Tensor::cat(&[&targets, &targets], 0).unwrap();
+        let m2 = Tensor::new(&[[1f32, 0., 0.], [0., 1., 0.]], &cpu()).unwrap();
+        let l2 = answer_token_loss(&logits2, &targets2, &m2).unwrap().to_scalar::<f32>().unwrap();
+        assert!((l2 - 0.895_879_7).abs() < 1e-6);
+
+        // Errors: no answer token, target out of range, shape mismatch, float targets.
+        let zero = Tensor::zeros((1, 3), DType::F32, &cpu()).unwrap();
+        assert!(answer_token_loss(&logits, &targets, &zero).is_err());
+        let bad = Tensor::new(&[[1u32, 3, 0]], &cpu()).unwrap();
+        let ones = Tensor::ones((1, 3), DType::F32, &cpu()).unwrap();
+        assert!(answer_token_loss(&logits, &bad, &ones).is_err());
+        assert!(answer_token_loss(&logits, &Tensor::new(&[[1u32, 1]], &cpu()).unwrap(), &ones).is_err());
+        assert!(answer_token_loss(&logits, &ones, &ones).is_err());
+    }
 }

@@ -17,7 +17,8 @@ use super::{
     TeacherDir, TeacherError, TeacherManifest, TEACHER_FORMAT, TEACHER_VERSION,
 };
 use crate::io::{pretty_json, write_atomic};
-use crate::models::lora::{self, LoraConfig};
+use crate::models::lora::LoraConfig;
+use crate::models::peft;
 use crate::models::qwen2::{self, Qwen2ForCausalLM};
 use crate::student::CurvePoint;
 
@@ -156,7 +157,7 @@ pub fn train_teacher(
         Some(l) => {
             let dir = td.adapter();
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-            let h = lora::save_adapter(&dir, &varmap, l, &name)?;
+            let h = peft::save_adapter(&dir, &varmap, l, &name)?;
             weight_files.push("adapter/adapter_model.safetensors");
             weight_files.push("adapter/adapter_config.json");
             model.merge_lora()?;
