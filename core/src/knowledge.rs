@@ -35,32 +35,9 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
-use crate::labels::{Label, LabelSet, NUM_LABELS, PHENOTYPES};
+use crate::labels::{LabelSet, NUM_LABELS};
+pub use crate::visit::Clause;
 use crate::visit::Visit;
-
-/// One knowledge clause: a phenotype and the drugs that may treat it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Clause {
-    /// The phenotype present at visit `i`.
-    pub phenotype: Label,
-    /// Drugs in decreasing order of effect.
-    pub drugs: Vec<String>,
-}
-
-impl Clause {
-    /// Appends `The medications that maybe have therapeutic effect on {short name} are {drugs}`.
-    pub fn render_into(&self, out: &mut String) {
-        out.push_str("The medications that maybe have therapeutic effect on ");
-        out.push_str(PHENOTYPES.get(self.phenotype as usize).map_or("?", |p| p.short));
-        out.push_str(" are ");
-        for (i, d) in self.drugs.iter().enumerate() {
-            if i > 0 {
-                out.push_str(", ");
-            }
-            out.push_str(d);
-        }
-    }
-}
 
 /// Settings of the statistic (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -20,8 +20,7 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
-use crate::knowledge::Clause;
-use crate::labels::LabelSet;
+use crate::labels::{Label, LabelSet, PHENOTYPES};
 
 /// A coded fact: an ICD-9 code (normalized, no dots) and the title it is rendered as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +145,31 @@ impl Field {
     /// Index in [`Field::ALL`].
     pub fn index(&self) -> usize {
         *self as usize
+    }
+}
+
+/// One knowledge clause: a phenotype and the drugs that may treat it (chosen by
+/// [`crate::knowledge::KnowledgeTable`]; rendered here, with the rest of the text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clause {
+    /// The phenotype present at visit `i`.
+    pub phenotype: Label,
+    /// Drugs in decreasing order of effect.
+    pub drugs: Vec<String>,
+}
+
+impl Clause {
+    /// Appends `The medications that maybe have therapeutic effect on {short name} are {drugs}`.
+    pub fn render_into(&self, out: &mut String) {
+        out.push_str("The medications that maybe have therapeutic effect on ");
+        out.push_str(PHENOTYPES.get(self.phenotype as usize).map_or("?", |p| p.short));
+        out.push_str(" are ");
+        for (i, d) in self.drugs.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(d);
+        }
     }
 }
 
