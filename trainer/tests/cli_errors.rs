@@ -141,3 +141,33 @@ fn ingest_replaces_its_output_whole_and_refuses_other_directories() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(fs::read(mine.join("notes.txt")).unwrap(), b"keep");
 }
+
+/// Results on stdout: a reader that has gone (`ckd ... | head -0`) ends the command with status
+/// 0 and no panic (it was exit 101, `failed printing to stdout`); a full stdout is an error that
+/// says so (exit 1).
+#[test]
+fn closed_or_full_stdout_is_no_panic() {
+    let d = tempfile::tempdir().unwrap();
+    let out_dir = d.path().join("cohort");
+    let args = ["synth", "--patients", "60", "--seed", "3", "--out", out_dir.to_str().unwrap(), "--knowledge-report"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ckd"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("error:"), "{err}");
+
+    let Ok(full) = fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("NOT RUN (full stdout): no /dev/full");
+        return;
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_ckd")).args(args).stdout(full).stderr(Stdio::piped()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("writing to standard output") && !err.contains("panicked"), "{err}");
+}

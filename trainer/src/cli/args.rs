@@ -1,0 +1,483 @@
+//! The `ckd` command line's clap types: one `Args` struct per command, so that each handler
+//! takes its command's arguments whole.
+
+use std::path::PathBuf;
+
+use ckd_core::visit::Split;
+use ckd_trainer::models::bert::Pooling;
+use ckd_trainer::student;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ckd",
+    version,
+    about = "CKD-EHR: clinical knowledge distillation for next-visit phenotype prediction"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run the pipeline on the built-in synthetic cohort (no downloads).
+    Demo(DemoArgs),
+    /// Write a synthetic cohort in the MIMIC-III CSV layout, with an oracle file.
+    Synth(SynthArgs),
+    /// Turn MIMIC-III CSVs or CKD-EHR JSONL into next-visit samples.
+    Ingest(IngestArgs),
+    /// Train the student (BERT) with hard labels and, optionally, teacher soft labels.
+    Student {
+        #[command(subcommand)]
+        cmd: StudentCmd,
+    },
+    /// Evaluate a trained student on samples: every metric, overall and per label.
+    Eval(EvalArgs),
+    /// Export a trained student as a bundle (model.onnx + model.onnx.data + tokenizer.json +
+    /// manifest.bin).
+    Export(ExportArgs),
+    /// Pack a bundle directory into one file (`.ckdb`), which `ckd-edge` and the C library
+    /// open like the directory.
+    Pack(PackArgs),
+    /// The teacher LLM: fine-tune + phenotype head, soft labels with evidence, shard merging.
+    Teacher {
+        #[command(subcommand)]
+        cmd: TeacherCmd,
+    },
+    /// Show which concepts carried the teacher's evidence for one sample.
+    Explain(ExplainArgs),
+    /// Run every stage on your data and teacher, as set in a TOML file; resumes where it stopped.
+    Pipeline(PipelineArgs),
+    /// A grid of students with and without distillation (soft weights, temperature, attention
+    /// granularities, knowledge ablation) at several label fractions and seeds, with bootstrap
+    /// intervals: writes bench.json, bench.md and forest.svg; resumes where it stopped.
+    Bench(BenchArgs),
+    /// Regenerate core/src/tables/ccs.rs from the HCUP-CCS definitions YAML.
+    GenTables(GenTablesArgs),
+}
+
+#[derive(Subcommand)]
+pub enum TeacherCmd {
+    /// Fine-tune the LLM on the answers (LoRA, or the demo model from scratch), then train the
+    /// phenotype head on its cached last-token features.
+    Train(Box<TeacherTrainArgs>),
+    /// Soft labels and attention evidence for samples (optionally one shard of them).
+    Label(LabelArgs),
+    /// Merge shard files into one evidence file; fails unless every shard and sample is there once.
+    Merge(MergeArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TeacherTrainArgs {
+    /// Training samples: `samples.bin` (its train split) or CKD-EHR JSONL.
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Validation samples: `samples.bin` (its val split) or CKD-EHR JSONL.
+    #[arg(long)]
+    pub val: PathBuf,
+    /// Base: a Qwen2 GGUF file or HF safetensors directory, or `demo` (small model trained here).
+    #[arg(long)]
+    pub base: String,
+    /// Teacher directory to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Fine-tuning epochs (0 = head only).
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Peak fine-tuning learning rate.
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f64,
+    /// Stop fine-tuning after this many steps.
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// LoRA rank (pretrained bases).
+    #[arg(long, default_value_t = 8)]
+    pub lora_r: usize,
+    /// LoRA alpha.
+    #[arg(long, default_value_t = 16.0)]
+    pub lora_alpha: f64,
+    /// LoRA dropout.
+    #[arg(long, default_value_t = 0.05)]
+    pub lora_dropout: f64,
+    /// Head training epochs (on cached features).
+    #[arg(long, default_value_t = 60)]
+    pub head_epochs: usize,
+    /// Maximum prompt tokens (with the answer when fine-tuning).
+    #[arg(long, default_value_t = 768)]
+    pub max_len: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: ckd_trainer::teacher::DeviceSpec,
+}
+
+#[derive(Subcommand)]
+pub enum StudentCmd {
+    /// Train a student.
+    Train(Box<TrainArgs>),
+}
+
+/// Format of the soft labels `ckd teacher label` / `merge` write.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SoftFormat {
+    /// `CKDEVIDN` evidence file (probabilities and attention evidence).
+    Evidence,
+    /// The CKD-EHR authors' `hands_name_*.json`.
+    Hands,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SplitArg {
+    Train,
+    Val,
+    Test,
+}
+
+impl SplitArg {
+    pub fn split(self) -> Split {
+        match self {
+            SplitArg::Train => Split::Train,
+            SplitArg::Val => Split::Val,
+            SplitArg::Test => Split::Test,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Training samples: `samples.bin` (its train split) or CKD-EHR JSONL.
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Validation samples: `samples.bin` (its val split) or CKD-EHR JSONL.
+    #[arg(long)]
+    pub val: PathBuf,
+    /// Teacher soft labels: an evidence file (`ckd teacher label`), JSON lines `{"id", "p"}`
+    /// (`.jsonl`), or the authors' `hands_name_train.json` (`.json`; object i = training sample i).
+    #[arg(long)]
+    pub soft_labels: Option<PathBuf>,
+    /// Start from a BERT checkpoint directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long, conflicts_with = "config")]
+    pub init: Option<PathBuf>,
+    /// Train from scratch with this size (a WordPiece vocabulary is trained on the training texts).
+    #[arg(long, value_enum)]
+    pub config: Option<student::Preset>,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue from the last checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Peak learning rate (the paper: 2e-5 for a pretrained BERT; from scratch use ~1e-3).
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Maximum tokens per input (truncated inputs are counted and reported).
+    #[arg(long, default_value_t = 512)]
+    pub max_len: usize,
+    /// Early stopping: epochs without a better validation macro-F1 (0 = off).
+    #[arg(long, default_value_t = 3)]
+    pub patience: usize,
+    /// Checkpoint every N steps (0 = at epoch ends only).
+    #[arg(long, default_value_t = 0)]
+    pub checkpoint_every: usize,
+    /// Weight of the hard-label loss.
+    #[arg(long, default_value_t = 0.9)]
+    pub hard_weight: f32,
+    /// Weight of the soft-label loss (used only with --soft-labels).
+    #[arg(long, default_value_t = 0.1)]
+    pub soft_weight: f32,
+    /// Distillation temperature (1 = plain soft BCE).
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    /// Attention-distillation weights (word, concept, field); need an evidence file.
+    #[arg(long, default_value_t = 0.0)]
+    pub attn_word: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub attn_concept: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub attn_field: f32,
+    /// Fraction of training samples whose hard labels are used.
+    #[arg(long, default_value_t = 1.0)]
+    pub label_fraction: f64,
+    /// Stop after this many steps in total, with a checkpoint (`--resume` continues).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// WordPiece vocabulary size when training from scratch.
+    #[arg(long, default_value_t = 4000)]
+    pub vocab_size: usize,
+    /// Learning-rate multiplier of the classification head: at the encoder's rate a fresh head
+    /// learns too slowly and the student stays at the label priors (README, "Student").
+    #[arg(long, default_value_t = 100.0)]
+    pub head_lr_scale: f64,
+    /// What the head reads: the mean over the input's tokens, or the [CLS] row.
+    #[arg(long, value_enum, default_value_t = Pooling::Mean)]
+    pub pooling: Pooling,
+}
+
+// `ckd demo`.
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Output directory.
+    #[arg(long, default_value = "runs/demo")]
+    pub out: PathBuf,
+    /// Patients in the synthetic cohort.
+    #[arg(long, default_value_t = 4000)]
+    pub patients: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+// `ckd synth`.
+#[derive(clap::Args)]
+pub struct SynthArgs {
+    /// Number of patients.
+    #[arg(long)]
+    pub patients: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Then ingest the cohort and report the knowledge clauses' precision and recall
+    /// against the generator's drug effects (at the default false discovery rate and with
+    /// the test off).
+    #[arg(long)]
+    pub knowledge_report: bool,
+}
+
+// `ckd ingest`.
+#[derive(clap::Args)]
+pub struct IngestArgs {
+    /// MIMIC-III directory (ADMISSIONS, DIAGNOSES_ICD, ... as .csv or .csv.gz).
+    #[arg(long, conflicts_with = "jsonl", required_unless_present = "jsonl")]
+    pub mimic: Option<PathBuf>,
+    /// CKD-EHR JSONL file.
+    #[arg(long)]
+    pub jsonl: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Skip and count malformed rows instead of failing.
+    #[arg(long)]
+    pub lenient: bool,
+    /// Seed of the patient-level split.
+    #[arg(long, default_value_t = 42)]
+    pub split_seed: u64,
+    /// Fraction of patients in train.
+    #[arg(long, default_value_t = 0.8)]
+    pub train_frac: f64,
+    /// Fraction of patients in val.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_frac: f64,
+    /// Leave out knowledge clauses (ablation).
+    #[arg(long)]
+    pub no_knowledge: bool,
+    /// Minimum support of a drug in the knowledge statistic.
+    #[arg(long, default_value_t = 5)]
+    pub knowledge_min_support: u32,
+}
+
+// `ckd eval`.
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// Student directory (`ckd student train --out`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Samples: `samples.bin` (the `--split` part) or CKD-EHR JSONL (all records).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Split of a `samples.bin` to evaluate.
+    #[arg(long, default_value = "test")]
+    pub split: SplitArg,
+    /// Also evaluate these probabilities (JSON lines `{"id", "p"}`, e.g. the synthetic
+    /// cohort's `oracle.jsonl`) on the same samples.
+    #[arg(long)]
+    pub oracle: Option<PathBuf>,
+    /// Where to write the JSON report (default: MODEL/eval-SPLIT.json).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+// `ckd export`.
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// Student directory (`ckd student train --out`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Bundle directory to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Precision of the exported model.
+    #[arg(long, value_enum, default_value = "int8")]
+    pub precision: ckd_trainer::export::Precision,
+    /// Store the word embedding table as int8 (per-row scales): a quarter of its size, for
+    /// devices short of memory (MiniLM: 47 -> 12 MB); a small accuracy cost, see BENCHMARKS.md.
+    #[arg(long)]
+    pub int8_embeddings: bool,
+}
+
+// `ckd pack`.
+#[derive(clap::Args)]
+pub struct PackArgs {
+    /// Bundle directory (`ckd export --out`).
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// Single-file bundle to write (not inside --bundle).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+// `ckd explain`.
+#[derive(clap::Args)]
+pub struct ExplainArgs {
+    /// Evidence file (`ckd teacher label` or `ckd teacher merge` output).
+    #[arg(long)]
+    pub evidence: PathBuf,
+    /// Samples (`samples.bin` or CKD-EHR JSONL) holding the sample.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Sample id.
+    #[arg(long)]
+    pub id: String,
+    /// Teacher directory, for its decision thresholds (default 0.5).
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// Concepts listed per phenotype.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+// `ckd pipeline`.
+#[derive(clap::Args)]
+pub struct PipelineArgs {
+    /// pipeline.toml (see examples/pipeline.toml).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+// `ckd bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// pipeline.toml with an optional [bench] table; without it, the demo's synthetic cohort.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Output directory (without --config).
+    #[arg(long, default_value = "runs/bench")]
+    pub out: PathBuf,
+    /// Patients of the synthetic cohort (without --config).
+    #[arg(long, default_value_t = 4000)]
+    pub patients: usize,
+    /// Cohort seed (without --config).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Training seeds 1..=N (overrides the grid's).
+    #[arg(long)]
+    pub seeds: Option<u64>,
+    /// Label fractions, comma-separated (overrides the grid's), e.g. 1,0.1,0.01.
+    #[arg(long, value_delimiter = ',')]
+    pub fractions: Option<Vec<f64>>,
+    /// Student epochs (overrides [student] epochs).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Soft-label weights, comma-separated (overrides the grid's).
+    #[arg(long, value_delimiter = ',')]
+    pub soft_weights: Option<Vec<f32>>,
+    /// Attention settings among word, concept, field, all (overrides the grid's).
+    #[arg(long, value_delimiter = ',')]
+    pub attention: Option<Vec<String>>,
+    /// Leave out the temperature settings.
+    #[arg(long)]
+    pub no_temperature: bool,
+    /// Leave out the knowledge ablation.
+    #[arg(long)]
+    pub no_knowledge_ablation: bool,
+}
+
+// `ckd gen-tables`.
+#[derive(clap::Args)]
+pub struct GenTablesArgs {
+    /// hcup_ccs_2015_definitions.yaml
+    #[arg(long)]
+    pub ccs_yaml: PathBuf,
+    /// Output Rust file.
+    #[arg(long, default_value = "core/src/tables/ccs.rs")]
+    pub out: PathBuf,
+}
+
+// `ckd teacher label`.
+#[derive(clap::Args)]
+pub struct LabelArgs {
+    /// Teacher directory (`ckd teacher train --out`).
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// Samples: `samples.bin` (the `--split` part) or CKD-EHR JSONL (all records).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Split of a `samples.bin` to label.
+    #[arg(long, default_value = "train")]
+    pub split: SplitArg,
+    /// Evidence file to write (resumed when it exists); with `--format hands`, the authors'
+    /// soft-label file (the evidence file is kept beside it as `OUT.evidence.bin`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Output format: `evidence` (probabilities and attention evidence) or `hands` (the
+    /// CKD-EHR authors' `hands_name_*.json`: one object per sample, in the data's order).
+    #[arg(long, value_enum, default_value = "evidence", conflicts_with = "shard")]
+    pub format: SoftFormat,
+    /// Label only shard i of N (`i/N`, 0-based): a deterministic 1/N of the samples by id.
+    #[arg(long, value_parser = ckd_trainer::teacher::label::parse_shard)]
+    pub shard: Option<(u32, u32)>,
+    /// Soft-label temperature.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    /// Final layers averaged for the attention evidence.
+    #[arg(long, default_value_t = 4)]
+    pub last_k: usize,
+    /// Prompts per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: ckd_trainer::teacher::DeviceSpec,
+    /// Use this base model file/directory instead of the path recorded in the teacher.
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+}
+
+// `ckd teacher merge`.
+#[derive(clap::Args)]
+pub struct MergeArgs {
+    /// Shard files.
+    #[arg(required = true)]
+    pub shards: Vec<PathBuf>,
+    /// Merged evidence file; with `--format hands`, the authors' soft-label file (the merged
+    /// evidence file is kept beside it as `OUT.evidence.bin`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Output format (see `ckd teacher label`); `hands` needs `--expect` (its order).
+    #[arg(long, value_enum, default_value = "evidence")]
+    pub format: SoftFormat,
+    /// Check that exactly these samples are covered: `samples.bin` (with `--split`) or JSONL.
+    #[arg(long)]
+    pub expect: Option<PathBuf>,
+    /// Split of `--expect`.
+    #[arg(long, default_value = "train")]
+    pub split: SplitArg,
+}

@@ -1,0 +1,115 @@
+//! Commands that judge models or run everything: `ckd eval`, `ckd demo`, `ckd pipeline`,
+//! `ckd bench`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use ckd_core::visit::Split;
+use ckd_trainer::{io, pipeline, progress, report, student};
+
+use super::args::{BenchArgs, DemoArgs, EvalArgs, PipelineArgs};
+use super::data::{load_samples, read_soft_labels};
+use super::print;
+
+pub fn eval(a: &EvalArgs) -> Result<()> {
+    let split = a.split.split();
+    let (model, data) = (&a.model, &a.data);
+    let st = student::load_student(model)?;
+    let (samples, _, _) = load_samples(data, split)?;
+    // Baselines are fitted on the file's own training split (samples.bin only), with the
+    // validation split for thresholds and the refit unless validation is what is evaluated.
+    let bin = data.extension().is_some_and(|e| e == "bin");
+    let (train, val) = match split {
+        Split::Test if bin => (load_samples(data, Split::Train)?.0, load_samples(data, Split::Val)?.0),
+        Split::Val if bin => (load_samples(data, Split::Train)?.0, Vec::new()),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let oracle = a.oracle.as_deref().map(|o| read_soft_labels(o, &samples)).transpose()?;
+    let input = ckd_trainer::eval::EvalInput {
+        student: &st,
+        eval: &samples,
+        train: &train,
+        val: &val,
+        oracle: oracle.as_ref(),
+        data_description: format!("{} ({} split), {} samples", data.display(), split.name(), samples.len()),
+    };
+    let (r, truncated) = ckd_trainer::eval::evaluate(&input)?;
+    outln!("{}", report::summary_table(&r))?;
+    if truncated > 0 {
+        outln!("{truncated} of {} texts were cut at the student's max_len ({})", samples.len(), st.config.max_len)?;
+    }
+    if let Some(m) = r.models.iter().find(|m| m.name == ckd_trainer::eval::STUDENT_ROW) {
+        print::per_label(&m.metrics)?;
+    }
+    let out =
+        serde_json::json!({"model": model, "data": data, "split": split.name(), "truncated": truncated, "report": r});
+    let path = a.json.clone().unwrap_or_else(|| model.join(format!("eval-{}.json", split.name())));
+    io::write_atomic(&path, io::pretty_json(&out).as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    note!("wrote {}", path.display());
+    Ok(())
+}
+
+pub fn demo(a: &DemoArgs) -> Result<()> {
+    run_pipeline(&pipeline::PipelineConfig::demo(a.out.clone(), a.patients, a.seed))
+}
+
+pub fn pipeline(a: &PipelineArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&a.config).with_context(|| format!("reading {}", a.config.display()))?;
+    let base = a.config.parent().map(Path::to_path_buf).unwrap_or_default();
+    let cfg = pipeline::PipelineConfig::from_toml(&text, &base).with_context(|| format!("{}", a.config.display()))?;
+    run_pipeline(&cfg)
+}
+
+fn run_pipeline(cfg: &pipeline::PipelineConfig) -> Result<()> {
+    let o = pipeline::run(cfg, &*progress::auto())?;
+    outln!("{}", o.summary)?;
+    if !o.skipped.is_empty() {
+        note!("(stages already up to date and skipped: {})", o.skipped.join(", "));
+    }
+    note!("report: {} and report.json ({:.0} s)", o.report_dir.join("report.html").display(), o.seconds);
+    Ok(())
+}
+
+pub fn bench(a: &BenchArgs) -> Result<()> {
+    let (mut cfg, mut spec) = match &a.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            ckd_trainer::bench::from_toml(&text, &base).with_context(|| format!("{}", path.display()))?
+        }
+        None => (
+            pipeline::PipelineConfig::demo(a.out.clone(), a.patients, a.seed),
+            ckd_trainer::bench::BenchSpec::default(),
+        ),
+    };
+    if let Some(n) = a.seeds {
+        spec.seeds = (1..=n).collect();
+    }
+    if let Some(f) = &a.fractions {
+        spec.label_fractions = f.clone();
+    }
+    if let Some(e) = a.epochs {
+        cfg.student.epochs = e;
+    }
+    if let Some(w) = &a.soft_weights {
+        spec.soft_weights = w.clone();
+    }
+    if let Some(at) = &a.attention {
+        spec.attention = at.clone();
+    }
+    if a.no_temperature {
+        spec.temperatures.clear();
+    }
+    if a.no_knowledge_ablation {
+        spec.knowledge_ablation = false;
+    }
+    let o = ckd_trainer::bench::run(&cfg, &spec, &*progress::auto())?;
+    outln!("{}", o.markdown)?;
+    note!(
+        "bench: {} students trained in this run; bench.json, bench.md, forest.svg in {} ({:.0} s)",
+        o.trained,
+        o.dir.display(),
+        o.seconds
+    );
+    Ok(())
+}
