@@ -250,3 +250,25 @@ fn errors_print_each_cause_once_and_name_the_packed_file() {
     assert!(err.contains("empty.ckdb") && err.contains("packed bundle index"), "{err}");
     assert!(!err.contains("manifest.bin"), "{err}");
 }
+
+/// A reader that closes stdout before the first answer (`ckd-edge predict ... | head -0`) ends
+/// the run with status 0 and no panic or error message (it was exit 1, "Broken pipe").
+#[test]
+fn predict_ends_quietly_when_stdout_is_closed() {
+    let b = bundle();
+    let line = serde_json::to_string(&rows()[0]).unwrap();
+    let input = format!("{line}\n").repeat(200);
+    let input_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(input_file.path(), input).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ckd-edge"))
+        .args(["predict", "--bundle", b.to_str().unwrap(), "--input", input_file.path().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the only read end: every write now fails with EPIPE
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
+}

@@ -177,10 +177,19 @@ fn prediction_json(n: usize, id: Option<Value>, p: &Prediction) -> Value {
     out
 }
 
+/// One JSON line per non-blank input line. A reader that closes stdout (`ckd-edge predict ... |
+/// head -1`) ends the run with success: nobody is left to read the rest.
 fn predict(engine: &Engine, input: &str, lenient: bool) -> Result<()> {
     let bytes = read_input(input)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
+    let written = |r: std::io::Result<()>| -> Result<bool> {
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(e).context("writing stdout"),
+        }
+    };
     for (n, line) in numbered_lines(&bytes) {
         let rec = (|| -> Result<Value> {
             let line = utf8_line(n, line)?;
@@ -195,14 +204,17 @@ fn predict(engine: &Engine, input: &str, lenient: bool) -> Result<()> {
             Ok(r) => r,
             Err(e) if lenient => json!({"line": n, "error": ckd_core::error_chain::one_line(&*e)}),
             Err(e) => {
-                out.flush().context("writing stdout")?;
+                written(out.flush())?;
                 return Err(e.context(format!("input {input}")));
             }
         };
-        serde_json::to_writer(&mut out, &rec).context("writing stdout")?;
-        out.write_all(b"\n").context("writing stdout")?;
+        let mut line = serde_json::to_vec(&rec)?;
+        line.push(b'\n');
+        if !written(out.write_all(&line))? {
+            return Ok(());
+        }
     }
-    out.flush().context("writing stdout")?;
+    written(out.flush())?;
     Ok(())
 }
 
