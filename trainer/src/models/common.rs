@@ -58,3 +58,45 @@ pub fn softmax_last_dim(xs: &Tensor) -> candle_core::Result<Tensor> {
     let s = e.sum_keepdim(D::Minus1)?;
     e.broadcast_div(&s)
 }
+
+/// The config checks both models share: every named size is > 0 and `hidden` is a multiple of
+/// `heads`. Returns the first violation as a message (each model wraps it in its own error).
+pub fn check_sizes(sizes: &[(&str, usize)], hidden: usize, heads: usize) -> Result<(), String> {
+    if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+        return Err(format!("{name} must be > 0"));
+    }
+    if heads == 0 || !hidden.is_multiple_of(heads) {
+        return Err(format!("hidden_size {hidden} is not a multiple of num_attention_heads {heads}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_sizes_names_the_first_problem() {
+        assert_eq!(check_sizes(&[("a", 1), ("b", 2)], 64, 4), Ok(()));
+        assert_eq!(check_sizes(&[("a", 1), ("b", 0), ("c", 0)], 64, 4), Err("b must be > 0".into()));
+        assert_eq!(
+            check_sizes(&[("a", 1)], 64, 5),
+            Err("hidden_size 64 is not a multiple of num_attention_heads 5".into())
+        );
+        assert!(check_sizes(&[], 64, 0).is_err());
+    }
+
+    #[test]
+    fn softmax_and_dropout_by_hand() {
+        let x = Tensor::new(&[[0f32, 2f32.ln()]], &candle_core::Device::Cpu).unwrap();
+        let p = softmax_last_dim(&x).unwrap().to_vec2::<f32>().unwrap();
+        assert!((p[0][0] - 1.0 / 3.0).abs() < 1e-6 && (p[0][1] - 2.0 / 3.0).abs() < 1e-6, "{p:?}");
+        // Eval mode and p = 0 are the identity; p = 0.5 keeps 0 or 2x each element.
+        assert_eq!(dropout(&x, 0.5, None).unwrap().to_vec2::<f32>().unwrap(), x.to_vec2::<f32>().unwrap());
+        let mut rng = DropoutRng::new(3);
+        assert_eq!(rng.apply(&x, 0.0).unwrap().to_vec2::<f32>().unwrap(), x.to_vec2::<f32>().unwrap());
+        let ones = Tensor::ones((1, 64), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        let d = rng.apply(&ones, 0.5).unwrap().to_vec2::<f32>().unwrap();
+        assert!(d[0].iter().all(|&v| v == 0.0 || v == 2.0) && d[0].contains(&0.0) && d[0].contains(&2.0));
+    }
+}

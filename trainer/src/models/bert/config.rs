@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::BertError;
+use crate::models::common::check_sizes;
 
 /// Activation of the intermediate layer. Only HF `"gelu"` (exact erf GELU) is supported; any
 /// other value in `config.json` is a deserialization error that names it.
@@ -103,25 +104,20 @@ impl Config {
     /// Checks the invariants the model relies on.
     pub fn validate(&self) -> Result<(), BertError> {
         let bad = |m: String| Err(BertError::InvalidConfig(m));
-        for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("intermediate_size", self.intermediate_size),
-            ("max_position_embeddings", self.max_position_embeddings),
-            ("type_vocab_size", self.type_vocab_size),
-        ] {
-            if v == 0 {
-                return bad(format!("{name} must be > 0"));
-            }
-        }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return bad(format!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
-                self.hidden_size, self.num_attention_heads
-            ));
-        }
+        check_sizes(
+            &[
+                ("vocab_size", self.vocab_size),
+                ("hidden_size", self.hidden_size),
+                ("num_hidden_layers", self.num_hidden_layers),
+                ("num_attention_heads", self.num_attention_heads),
+                ("intermediate_size", self.intermediate_size),
+                ("max_position_embeddings", self.max_position_embeddings),
+                ("type_vocab_size", self.type_vocab_size),
+            ],
+            self.hidden_size,
+            self.num_attention_heads,
+        )
+        .map_err(BertError::InvalidConfig)?;
         for (name, p) in [
             ("hidden_dropout_prob", self.hidden_dropout_prob),
             ("attention_probs_dropout_prob", self.attention_probs_dropout_prob),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Qwen2Error;
+use crate::models::common::check_sizes;
 
 /// Activation of the MLP gate. Only HF `"silu"` is supported; any other value in `config.json` is
 /// a deserialization error that names it.
@@ -152,25 +153,20 @@ impl Config {
     /// Checks the invariants the model relies on.
     pub fn validate(&self) -> Result<(), Qwen2Error> {
         let bad = |m: String| Err(Qwen2Error::InvalidConfig(m));
-        for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("num_key_value_heads", self.num_key_value_heads),
-            ("max_position_embeddings", self.max_position_embeddings),
-        ] {
-            if v == 0 {
-                return bad(format!("{name} must be > 0"));
-            }
-        }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return bad(format!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
-                self.hidden_size, self.num_attention_heads
-            ));
-        }
+        check_sizes(
+            &[
+                ("vocab_size", self.vocab_size),
+                ("hidden_size", self.hidden_size),
+                ("intermediate_size", self.intermediate_size),
+                ("num_hidden_layers", self.num_hidden_layers),
+                ("num_attention_heads", self.num_attention_heads),
+                ("num_key_value_heads", self.num_key_value_heads),
+                ("max_position_embeddings", self.max_position_embeddings),
+            ],
+            self.hidden_size,
+            self.num_attention_heads,
+        )
+        .map_err(Qwen2Error::InvalidConfig)?;
         if !self.head_dim().is_multiple_of(2) {
             return bad(format!("head size {} must be even for RoPE", self.head_dim()));
         }
