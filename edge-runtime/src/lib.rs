@@ -9,10 +9,10 @@
 //! Text rendering (visit -> CKD-EHR text, knowledge clauses) and the truncation rule come from
 //! `ckd-core`, exactly as in training.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use ckd_core::bundle::{BundleError, Manifest, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE};
+use ckd_core::bundle::{Manifest, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE};
 use ckd_core::visit::{render, Visit};
 use ckd_core::{LabelSet, NUM_LABELS};
 use tract_onnx::prelude::multithread::{multithread_tract_scope, Executor};
@@ -21,6 +21,7 @@ use tract_onnx::prelude::{tvec, InferenceModelExt, IntoRunnable, Tensor as Tract
 pub use ckd_core;
 
 pub mod attention;
+mod error;
 mod graph_rewrite;
 pub mod layer_norm;
 pub mod memory;
@@ -30,63 +31,12 @@ mod source;
 pub mod tract_ops;
 pub mod unpadded;
 
+pub use error::EdgeError;
+use error::model_err;
 use source::Source;
 
 /// Number of top phenotypes returned in [`Prediction::top_k`].
 pub const TOP_K: usize = 5;
-
-/// Error of the edge runtime. Every variant says what and where.
-#[derive(Debug, thiserror::Error)]
-pub enum EdgeError {
-    /// A bundle file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// File.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// The bundle is invalid (manifest, label space, checksums).
-    #[error("bundle {bundle}: {source}")]
-    Bundle {
-        /// Bundle directory.
-        bundle: PathBuf,
-        /// What is wrong.
-        source: BundleError,
-    },
-    /// The tokenizer file does not load or does not match the manifest's settings.
-    #[error("bundle {bundle}: {TOKENIZER_FILE}: {msg}")]
-    Tokenizer {
-        /// Bundle directory.
-        bundle: PathBuf,
-        /// What is wrong.
-        msg: String,
-    },
-    /// The ONNX model does not load or run.
-    #[error("model: {0}")]
-    Model(String),
-    /// The input text is empty (or whitespace only).
-    #[error("input {index}: empty text")]
-    EmptyInput {
-        /// Index of the input in the batch.
-        index: usize,
-    },
-    /// An [`EngineOptions`] value this build cannot honour.
-    #[error("engine options: {0}")]
-    Options(String),
-    /// Tokenization failed.
-    #[error("input {index}: tokenizer: {msg}")]
-    Encode {
-        /// Index of the input in the batch.
-        index: usize,
-        /// What the tokenizer said.
-        msg: String,
-    },
-}
-
-fn model_err(e: impl std::fmt::Display) -> EdgeError {
-    EdgeError::Model(format!("{e:#}"))
-}
 
 /// One prediction.
 #[derive(Debug, Clone, PartialEq)]
