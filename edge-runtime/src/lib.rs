@@ -31,8 +31,8 @@ mod source;
 pub mod tract_ops;
 pub mod unpadded;
 
-pub use error::EdgeError;
 use error::model_err;
+pub use error::EdgeError;
 use source::Source;
 
 /// Number of top phenotypes returned in [`Prediction::top_k`].
@@ -201,10 +201,15 @@ impl Engine {
     /// Token ids fed to the model for `text` (`[CLS] ... [SEP]`, truncated by the bundle's rule)
     /// and whether it was truncated.
     pub fn tokenize(&self, text: &str) -> Result<(Vec<u32>, bool), EdgeError> {
+        self.encode(0, text)
+    }
+
+    /// [`Engine::tokenize`] for input `index` of a batch: its errors name that index.
+    fn encode(&self, index: usize, text: &str) -> Result<(Vec<u32>, bool), EdgeError> {
         if text.trim().is_empty() {
-            return Err(EdgeError::EmptyInput { index: 0 });
+            return Err(EdgeError::EmptyInput { index });
         }
-        let enc = self.tokenizer.encode(text, true).map_err(|e| EdgeError::Encode { index: 0, msg: e.to_string() })?;
+        let enc = self.tokenizer.encode(text, true).map_err(|e| EdgeError::Encode { index, msg: e.to_string() })?;
         let mut ids = enc.get_ids().to_vec();
         let mut offsets = enc.get_offsets().to_vec();
         let truncated = self.manifest.tokenizer.truncate(&mut ids, &mut offsets);
@@ -219,18 +224,9 @@ impl Engine {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let mut encoded = Vec::with_capacity(texts.len());
-        for (index, text) in texts.iter().enumerate() {
-            if text.trim().is_empty() {
-                return Err(EdgeError::EmptyInput { index });
-            }
-            let enc =
-                self.tokenizer.encode(*text, true).map_err(|e| EdgeError::Encode { index, msg: e.to_string() })?;
-            let mut ids = enc.get_ids().to_vec();
-            let mut offsets = enc.get_offsets().to_vec();
-            let truncated = self.manifest.tokenizer.truncate(&mut ids, &mut offsets);
-            encoded.push((ids, truncated));
-        }
+        // The first bad input's error, in input order.
+        let encoded =
+            texts.iter().enumerate().map(|(index, text)| self.encode(index, text)).collect::<Result<Vec<_>, _>>()?;
         let logits = if self.unpadded {
             let mut all = Vec::with_capacity(encoded.len() * NUM_LABELS);
             for (ids, _) in &encoded {
