@@ -582,7 +582,7 @@ mod tests {
     use tract_onnx::pb::{tensor_proto::DataType, ValueInfoProto};
 
     use super::*;
-    use crate::graph_rewrite::testing::*;
+    use crate::testing::*;
 
     /// Textbook attention in f64, head by head.
     fn reference(d: &Dims, scale: f32, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {

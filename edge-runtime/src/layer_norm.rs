@@ -194,7 +194,7 @@ mod tests {
     use tract_onnx::pb::tensor_proto::DataType;
 
     use super::*;
-    use crate::graph_rewrite::testing::*;
+    use crate::testing::*;
 
     const H: usize = 37;
 

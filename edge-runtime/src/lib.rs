@@ -28,6 +28,8 @@ pub mod memory;
 mod parallel;
 pub mod qlinear;
 mod source;
+#[cfg(test)]
+mod testing;
 pub mod tract_ops;
 pub mod unpadded;
 

@@ -649,21 +649,10 @@ impl<'g> Index<'g> {
 
 #[cfg(test)]
 mod tests {
-    use tract_onnx::pb::{tensor_proto::DataType, TensorProto, ValueInfoProto};
+    use tract_onnx::pb::{tensor_proto::DataType, ValueInfoProto};
 
     use super::*;
-    use crate::graph_rewrite::testing::*;
-
-    /// Deterministic bytes (an LCG).
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (s >> 56) as u8
-            })
-            .collect()
-    }
+    use crate::testing::*;
 
     /// The module doc's formula on the unpacked weights, one output at a time.
     #[allow(clippy::too_many_arguments)]
@@ -713,16 +702,6 @@ mod tests {
         assert!(p.run(&[1; 6], 3, 1.0, 0, &mut [0.0; 11]).is_err());
         let mut none: [f32; 0] = [];
         p.run(&[], 0, 1.0, 0, &mut none).unwrap();
-    }
-
-    fn i8s(name: &str, dims: &[i64], v: &[i8]) -> TensorProto {
-        TensorProto {
-            name: name.into(),
-            data_type: DataType::Int8 as i32,
-            dims: dims.to_vec(),
-            raw_data: v.iter().map(|&x| x as u8).collect(),
-            ..Default::default()
-        }
     }
 
     const K: usize = 37;
