@@ -19,7 +19,7 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto};
 use tract_onnx::tract_hir::internal::*;
 
-use crate::graph_rewrite::{rewrite, Fusion};
+use crate::fuse::graph_rewrite::{rewrite, Fusion};
 
 /// ONNX op type of the fused node (only ever in a graph rewritten in memory by this crate).
 pub const OP_TYPE: &str = "CkdLayerNorm";

@@ -22,7 +22,7 @@ pub use ckd_core;
 
 pub mod attention;
 mod error;
-mod graph_rewrite;
+pub mod fuse;
 pub mod layer_norm;
 pub mod memory;
 mod parallel;
@@ -31,10 +31,11 @@ mod source;
 #[cfg(test)]
 mod testing;
 pub mod tract_ops;
-pub mod unpadded;
 
 use error::model_err;
 pub use error::EdgeError;
+// The module's path before the `fuse` folder (kept for one release).
+pub use fuse::unpadded;
 use source::Source;
 
 /// Number of top phenotypes returned in [`Prediction::top_k`].

@@ -47,7 +47,7 @@ use tract_onnx::pb::{attribute_proto::AttributeType, tensor_proto::DataType, Att
 use tract_onnx::tract_core::tract_linalg::Func;
 use tract_onnx::tract_hir::internal::*;
 
-use crate::graph_rewrite::{rewrite, Fusion, Index};
+use crate::fuse::graph_rewrite::{rewrite, Fusion, Index};
 use crate::parallel::for_row_chunks;
 
 /// ONNX op type of the fused node (only ever in a graph rewritten in memory by this crate).
