@@ -20,13 +20,11 @@ use tract_onnx::prelude::{tvec, InferenceModelExt, IntoRunnable, Tensor as Tract
 
 pub use ckd_core;
 
-pub mod attention;
 mod error;
 pub mod fuse;
-pub mod layer_norm;
 pub mod memory;
+pub mod ops;
 mod parallel;
-pub mod qlinear;
 mod source;
 #[cfg(test)]
 mod testing;
@@ -34,8 +32,9 @@ pub mod tract_ops;
 
 use error::model_err;
 pub use error::EdgeError;
-// The module's path before the `fuse` folder (kept for one release).
+// The modules' paths before the `ops` and `fuse` folders (kept for one release).
 pub use fuse::unpadded;
+pub use ops::{attention, layer_norm, qlinear};
 use source::Source;
 
 /// Number of top phenotypes returned in [`Prediction::top_k`].
