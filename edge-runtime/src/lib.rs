@@ -368,7 +368,7 @@ fn sigmoid(x: f32) -> f32 {
 
 /// Optimizes an ONNX model into a runnable plan for the symbolic `[batch, seq]` input shape the
 /// file declares (our exporter writes `dim_param` "batch" and "seq"), so one plan serves every
-/// batch size and length. `DynamicQuantizeLinear` runs as [`tract_ops`]'s vectorized op.
+/// batch size and length. `DynamicQuantizeLinear` runs as [`ops::dynamic_quantize`]'s vectorized op.
 /// External tensors are read one at a time, from the bundle directory or the packed file
 /// ([`Source::prepare`]). Peak memory: the file's bytes live
 /// only until decoded, the protobuf only until parsed.
@@ -385,7 +385,7 @@ fn load_plan(
 ) -> Result<(Arc<TypedRunnableModel>, bool), EdgeError> {
     use prost::Message as _;
     let mut fw = tract_onnx::onnx();
-    tract_ops::register(&mut fw);
+    ops::dynamic_quantize::register(&mut fw);
     let mut proto = tract_onnx::pb::ModelProto::decode(&onnx[..]).map_err(model_err)?;
     drop(onnx);
     let dir = source.prepare(&mut proto)?;
@@ -412,7 +412,7 @@ fn load_plan(
         return Err(EdgeError::Model(format!("unresolved inputs {:?}", parsed.unresolved_inputs)));
     }
     let mut optimized = parsed.model.into_optimized().map_err(model_err)?;
-    tract_ops::use_same_shape_adds(&mut optimized).map_err(model_err)?;
+    ops::same_shape_add::use_same_shape_adds(&mut optimized).map_err(model_err)?;
     let plan = optimized.into_runnable().map_err(model_err)?;
     Ok((plan, unpadded))
 }

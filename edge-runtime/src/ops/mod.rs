@@ -3,5 +3,7 @@
 //! Their arithmetic on slices lives in `kernels` (per-target variants picked at run time).
 
 pub mod attention;
+pub mod dynamic_quantize;
 pub mod layer_norm;
 pub mod qlinear;
+pub mod same_shape_add;
