@@ -22,9 +22,9 @@ pub use ckd_core;
 
 mod error;
 pub mod fuse;
+mod kernels;
 pub mod memory;
 pub mod ops;
-mod parallel;
 mod source;
 #[cfg(test)]
 mod testing;

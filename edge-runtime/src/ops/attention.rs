@@ -32,7 +32,7 @@
 //! and one for exp-store-sum; elsewhere vectorized loops and tract's exp kernel), then
 //! `y_blk,h = s v_h` written in place in the output and `y_blk,h /= row sum` (on [m, Dh]
 //! rather than the [m, T] probabilities). Rows are split over the engine's thread pool, one
-//! chunk per thread ([`crate::parallel`]; inline with one thread). Results equal the unfused graph's up to float
+//! chunk per thread ([`crate::kernels::parallel`]; inline with one thread). Results equal the unfused graph's up to float
 //! rounding (tests: against an f64 reference, against tract on the unfused graph, and a whole
 //! bundle fused vs not). Speed: `cargo bench -p ckd-benches --bench attention`.
 
@@ -42,7 +42,7 @@ use tract_onnx::tract_core::tract_linalg::Func;
 use tract_onnx::tract_hir::internal::*;
 
 use crate::fuse::graph_rewrite::{rewrite, Fusion, Index};
-use crate::parallel::for_row_chunks;
+use crate::kernels::parallel::for_row_chunks;
 
 /// ONNX op type of the fused node (only ever in a graph rewritten in memory by this crate).
 pub const OP_TYPE: &str = "CkdFusedAttention";

@@ -36,7 +36,7 @@
 //! broadcasts 4 activation bytes per row, straight from the row-major u8 activations (no
 //! activation packing). The epilogue (zero point, convert, rescale, bias) runs on the tile in
 //! registers and stores the f32 outputs. Rows are split over the engine's thread pool, one
-//! chunk per thread ([`crate::parallel`]; inline with one thread). Elsewhere a portable loop computes the
+//! chunk per thread ([`crate::kernels::parallel`]; inline with one thread). Elsewhere a portable loop computes the
 //! same values (slowly), so a graph holding this op runs anywhere; the engine rewrites the
 //! graph only where [`fast_kernel_available`] (else tract's own int8 path is faster).
 
@@ -48,7 +48,7 @@ use tract_onnx::tract_core::tract_linalg::Func;
 use tract_onnx::tract_hir::internal::*;
 
 use crate::fuse::graph_rewrite::{rewrite, Fusion, Index};
-use crate::parallel::for_row_chunks;
+use crate::kernels::parallel::for_row_chunks;
 
 /// ONNX op type of the fused node (only ever in a graph rewritten in memory by this crate).
 pub const OP_TYPE: &str = "CkdQLinear";
