@@ -3,6 +3,7 @@
 //! has (AVX-512, AVX2), else a portable loop with the same results: a build never depends on
 //! its target CPU. [`parallel`] splits a kernel's rows over the engine's thread pool.
 
+pub(crate) mod attend;
 mod lanes;
 pub(crate) mod parallel;
 pub(crate) mod softmax;
