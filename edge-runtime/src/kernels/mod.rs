@@ -4,6 +4,8 @@
 //! its target CPU. [`parallel`] splits a kernel's rows over the engine's thread pool.
 
 pub(crate) mod attend;
+mod gelu;
+pub(crate) mod int8_dot;
 mod lanes;
 pub(crate) mod parallel;
 pub(crate) mod softmax;
