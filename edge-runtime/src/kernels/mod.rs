@@ -8,4 +8,5 @@ mod gelu;
 pub(crate) mod int8_dot;
 mod lanes;
 pub(crate) mod parallel;
+pub(crate) mod quantize;
 pub(crate) mod softmax;
