@@ -7,6 +7,7 @@ pub(crate) mod attend;
 mod gelu;
 pub(crate) mod int8_dot;
 mod lanes;
+pub(crate) mod normalize;
 pub(crate) mod parallel;
 pub(crate) mod quantize;
 pub(crate) mod softmax;

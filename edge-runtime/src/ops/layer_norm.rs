@@ -9,17 +9,16 @@
 //! [`fuse_layer_norms`] renames, before tract parses the graph, every
 //! `LayerNormalization(x, gamma, beta)` over the last axis (f32, gamma and beta f32 [H]
 //! initializers, one output) to `CkdLayerNorm` (same inputs, `epsilon` attribute), registered
-//! by [`register`]. Per row of H values, in f32 as ONNX defines it (`stash_type` float):
-//! `mean = sum(x) / H`, `d = x - mean`, `var = sum(d^2) / H`,
-//! `y = d * (1 / sqrt(var + epsilon)) * gamma + beta`. The sums run in 16 lanes (so the loops
-//! vectorize; also built for AVX-512F, picked at run time), so results differ from tract's
-//! expansion by float rounding only (tested against an f64 reference and against tract).
+//! by [`register`]. Its arithmetic is [`normalize_rows`] (in `kernels::normalize`, re-exported
+//! here): per row, in f32 as ONNX defines it, with sums in 16 lanes, so results differ from
+//! tract's expansion by float rounding only (tested against an f64 reference and against tract).
 
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto};
 use tract_onnx::tract_hir::internal::*;
 
 use crate::fuse::graph_rewrite::{rewrite, Fusion};
+pub use crate::kernels::normalize::normalize_rows;
 
 /// ONNX op type of the fused node (only ever in a graph rewritten in memory by this crate).
 pub const OP_TYPE: &str = "CkdLayerNorm";
@@ -111,56 +110,6 @@ impl TypedOp for LayerNorm {
     as_op!();
 }
 
-/// LayerNorm of each row of `x` (rows of `gamma.len()` values) in place. Callers check that
-/// `gamma` and `beta` have the same length; a trailing partial row is left alone.
-pub fn normalize_rows(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked just above).
-        return unsafe { normalize_rows_512(x, gamma, beta, eps) };
-    }
-    normalize_rows_body(x, gamma, beta, eps)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn normalize_rows_512(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
-    normalize_rows_body(x, gamma, beta, eps)
-}
-
-#[inline(always)]
-fn normalize_rows_body(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
-    let h = gamma.len();
-    if h == 0 {
-        return;
-    }
-    let inv_h = 1.0 / h as f32;
-    for row in x.chunks_exact_mut(h) {
-        let mean = lane_sum(row, |v| v) * inv_h;
-        let var = lane_sum(row, |v| (v - mean) * (v - mean)) * inv_h;
-        let inv = 1.0 / (var + eps).sqrt();
-        for ((v, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
-            *v = (*v - mean) * inv * g + b;
-        }
-    }
-}
-
-/// `sum(f(v))` over `row` in 16 lanes (lane l takes elements l, l + 16, ...), so it vectorizes.
-#[inline(always)]
-fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut acc = [0f32; 16];
-    let mut chunks = row.chunks_exact(16);
-    for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += f(v);
-        }
-    }
-    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
-        *a += f(v);
-    }
-    acc.iter().sum()
-}
-
 /// Renames every `LayerNormalization` of the module doc to [`OP_TYPE`]. Returns how many.
 pub fn fuse_layer_norms(graph: &mut GraphProto) -> usize {
     rewrite(graph, |index, i| {
@@ -194,6 +143,7 @@ mod tests {
     use tract_onnx::pb::tensor_proto::DataType;
 
     use super::*;
+    use crate::kernels::normalize::normalize_rows_body;
     use crate::testing::*;
 
     const H: usize = 37;
