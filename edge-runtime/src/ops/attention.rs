@@ -74,21 +74,9 @@ impl FusedAttention {
     fn scale(&self) -> f32 {
         f32::from_bits(self.scale_bits)
     }
-}
 
-impl Expansion for FusedAttention {
-    fn name(&self) -> StaticName {
-        OP_TYPE.into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> TractResult<()> {
-        check_input_arity(inputs, 3)?;
-        check_output_arity(outputs, 1)?;
+    /// Inference rules: q, k and v f32 of rank 3; the output f32 of q's shape.
+    fn infer<'r>(s: &mut Solver<'r>, inputs: &'r [TensorProxy], outputs: &'r [TensorProxy]) -> TractResult<()> {
         for input in inputs {
             s.equals(&input.datum_type, f32::datum_type())?;
             s.equals(&input.rank, 3)?;
@@ -98,23 +86,8 @@ impl Expansion for FusedAttention {
         Ok(())
     }
 
-    fn wire(&self, prefix: &str, target: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        target.wire_node(prefix, self.clone(), inputs)
-    }
-}
-
-impl Op for FusedAttention {
-    fn name(&self) -> StaticName {
-        "FusedAttention".into()
-    }
-
-    op_as_typed_op!();
-}
-
-impl EvalOp for FusedAttention {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    /// The op's `eval`: q, k, v to the attention output ([`attend`]).
+    fn compute(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (q, k, v) = args_3!(inputs);
         let (qs, ks) = (q.shape(), k.shape());
         let width = self.heads * self.head_dim;
@@ -140,16 +113,16 @@ impl EvalOp for FusedAttention {
         )?;
         Ok(tvec!(out.into_tvalue()))
     }
-}
 
-impl TypedOp for FusedAttention {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+    /// The op's output facts: f32 of q's shape.
+    fn facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs.len() == 3 && inputs.iter().all(|f| f.rank() == 3), "{OP_TYPE} takes three rank-3 inputs");
         Ok(tvec!(f32::fact(inputs[0].shape.clone())))
     }
-
-    as_op!();
 }
+
+expansion!(FusedAttention, OP_TYPE, inputs: 3, outputs: 1);
+plan_op!(FusedAttention, "FusedAttention");
 
 /// Rewrites every attention chain of the module doc into one [`OP_TYPE`] node. Returns how
 /// many were fused (0: graph unchanged). Conservative: shapes must be the constant

@@ -32,26 +32,13 @@ pub fn register(onnx: &mut tract_onnx::Onnx) {
     });
 }
 
+/// The parsed `DynamicQuantizeLinear` node; a [`FastDynamicQuantizeLinearU8`] in the plan.
 #[derive(Debug, Clone, Default, Hash, PartialEq, Eq)]
 struct FastDynamicQuantizeLinear;
 
-impl Expansion for FastDynamicQuantizeLinear {
-    fn name(&self) -> StaticName {
-        "DynamicQuantizeLinear".into()
-    }
-
-    fn nboutputs(&self) -> TractResult<usize> {
-        Ok(3)
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> TractResult<()> {
-        check_input_arity(inputs, 1)?;
-        check_output_arity(outputs, 3)?;
+impl FastDynamicQuantizeLinear {
+    /// Inference rules: x f32; outputs x_q u8 of x's shape, scale f32 and zero point u8 scalars.
+    fn infer<'r>(s: &mut Solver<'r>, inputs: &'r [TensorProxy], outputs: &'r [TensorProxy]) -> TractResult<()> {
         s.equals(&inputs[0].datum_type, f32::datum_type())?;
         s.equals(&inputs[0].shape, &outputs[0].shape)?;
         s.equals(&outputs[0].datum_type, u8::datum_type())?;
@@ -62,27 +49,21 @@ impl Expansion for FastDynamicQuantizeLinear {
         Ok(())
     }
 
-    fn wire(&self, prefix: &str, target: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+    /// The plan's node: one [`FastDynamicQuantizeLinearU8`] on x.
+    fn wire_typed(&self, prefix: &str, target: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         target.wire_node(format!("{prefix}.dynamic_quantize"), FastDynamicQuantizeLinearU8, &[inputs[0]])
     }
 }
+
+expansion!(FastDynamicQuantizeLinear, "DynamicQuantizeLinear", inputs: 1, outputs: 3, wire: Self::wire_typed);
 
 /// `DynamicQuantizeLinear` (u8): outputs (x_q, scale, zero point).
 #[derive(Debug, Clone, Default, Hash, PartialEq, Eq)]
 pub struct FastDynamicQuantizeLinearU8;
 
-impl Op for FastDynamicQuantizeLinearU8 {
-    fn name(&self) -> StaticName {
-        "FastDynamicQuantizeLinearU8".into()
-    }
-
-    op_as_typed_op!();
-}
-
-impl EvalOp for FastDynamicQuantizeLinearU8 {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+impl FastDynamicQuantizeLinearU8 {
+    /// The op's `eval`: x to (x_q, scale, zero point).
+    fn compute(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = inputs[0].cast_to::<f32>()?;
         let xs = input.try_as_plain_ram()?.as_slice::<f32>()?;
         let (scale, zp) = scale_and_zero_point(xs);
@@ -90,14 +71,13 @@ impl EvalOp for FastDynamicQuantizeLinearU8 {
         quantize(xs, scale, zp, dst.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?);
         Ok(tvec!(dst.into_tvalue(), tensor0(scale).into(), tensor0(zp).into()))
     }
-}
 
-impl TypedOp for FastDynamicQuantizeLinearU8 {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+    /// The op's output facts: x's shape in u8, then two scalars (f32 scale, u8 zero point).
+    fn facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let mut q = inputs[0].clone();
         q.datum_type = u8::datum_type();
         Ok(tvec!(q, f32::fact([0usize; 0]), u8::fact([0usize; 0])))
     }
-
-    as_op!();
 }
+
+plan_op!(FastDynamicQuantizeLinearU8, "FastDynamicQuantizeLinearU8");

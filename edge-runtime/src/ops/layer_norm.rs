@@ -39,19 +39,9 @@ pub struct LayerNorm {
     pub eps_bits: u32,
 }
 
-impl Expansion for LayerNorm {
-    fn name(&self) -> StaticName {
-        OP_TYPE.into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> TractResult<()> {
-        check_input_arity(inputs, 3)?;
-        check_output_arity(outputs, 1)?;
+impl LayerNorm {
+    /// Inference rules: x, gamma and beta f32, gamma and beta of rank 1; the output f32 of x's shape.
+    fn infer<'r>(s: &mut Solver<'r>, inputs: &'r [TensorProxy], outputs: &'r [TensorProxy]) -> TractResult<()> {
         for input in inputs {
             s.equals(&input.datum_type, f32::datum_type())?;
         }
@@ -62,23 +52,8 @@ impl Expansion for LayerNorm {
         Ok(())
     }
 
-    fn wire(&self, prefix: &str, target: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        target.wire_node(prefix, self.clone(), inputs)
-    }
-}
-
-impl Op for LayerNorm {
-    fn name(&self) -> StaticName {
-        "LayerNorm".into()
-    }
-
-    op_as_typed_op!();
-}
-
-impl EvalOp for LayerNorm {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    /// The op's `eval`: x normalized row by row ([`normalize_rows`]), in place in x's tensor.
+    fn compute(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (x, gamma, beta) = args_3!(inputs);
         let h = x.shape().last().copied().unwrap_or(0);
         ensure!(
@@ -99,16 +74,16 @@ impl EvalOp for LayerNorm {
         );
         Ok(tvec!(y.into_tvalue()))
     }
-}
 
-impl TypedOp for LayerNorm {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+    /// The op's output facts: f32 of x's shape.
+    fn facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs.len() == 3, "{OP_TYPE} takes x, gamma and beta");
         Ok(tvec!(f32::fact(inputs[0].shape.clone())))
     }
-
-    as_op!();
 }
+
+expansion!(LayerNorm, OP_TYPE, inputs: 3, outputs: 1);
+plan_op!(LayerNorm, "LayerNorm");
 
 /// Renames every `LayerNormalization` of the module doc to [`OP_TYPE`]. Returns how many.
 pub fn fuse_layer_norms(graph: &mut GraphProto) -> usize {

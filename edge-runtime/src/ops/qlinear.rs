@@ -62,19 +62,9 @@ struct QLinearExpansion {
     gelu: bool,
 }
 
-impl Expansion for QLinearExpansion {
-    fn name(&self) -> StaticName {
-        OP_TYPE.into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> TractResult<()> {
-        check_input_arity(inputs, 6)?;
-        check_output_arity(outputs, 1)?;
+impl QLinearExpansion {
+    /// Inference rules: x_q u8 [.., K], x_scale f32, x_zp u8, W i8 [K, N]; the output f32 [.., N].
+    fn infer<'r>(s: &mut Solver<'r>, inputs: &'r [TensorProxy], outputs: &'r [TensorProxy]) -> TractResult<()> {
         s.equals(&inputs[0].datum_type, u8::datum_type())?;
         s.equals(&inputs[1].datum_type, f32::datum_type())?;
         s.equals(&inputs[2].datum_type, u8::datum_type())?;
@@ -94,7 +84,9 @@ impl Expansion for QLinearExpansion {
         })
     }
 
-    fn wire(&self, prefix: &str, target: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+    /// The plan's node: a [`QLinear`] holding W, w_scale and b (constants) packed, on the three
+    /// activation inputs.
+    fn wire_typed(&self, prefix: &str, target: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let konst = |i: usize, what: &str| -> TractResult<Arc<Tensor>> {
             target
                 .outlet_fact(inputs[i])?
@@ -117,6 +109,8 @@ impl Expansion for QLinearExpansion {
     }
 }
 
+expansion!(QLinearExpansion, OP_TYPE, inputs: 6, outputs: 1, wire: Self::wire_typed);
+
 /// The fused op in the plan: inputs x_q (u8 [.., K]), x_scale (f32, one value), x_zp (u8, one
 /// value); output f32 [.., N].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,22 +119,14 @@ pub struct QLinear {
     pub packed: Arc<PackedLinear>,
 }
 
-impl Op for QLinear {
-    fn name(&self) -> StaticName {
-        "QLinear".into()
+impl QLinear {
+    /// The plan's line about the node: its sizes and whether GELU follows.
+    fn describe(&self) -> String {
+        format!("K = {}, N = {}, GELU: {}", self.packed.k(), self.packed.n(), self.packed.gelu())
     }
 
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("K = {}, N = {}, GELU: {}", self.packed.k(), self.packed.n(), self.packed.gelu())])
-    }
-
-    op_as_typed_op!();
-}
-
-impl EvalOp for QLinear {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    /// The op's `eval`: x_q [.., K] to y [.., N] ([`PackedLinear::run`]).
+    fn compute(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (x_q, x_scale, x_zp) = args_3!(inputs);
         let (k, n) = (self.packed.k(), self.packed.n());
         let shape = x_q.shape();
@@ -166,10 +152,9 @@ impl EvalOp for QLinear {
         )?;
         Ok(tvec!(out.into_tvalue()))
     }
-}
 
-impl TypedOp for QLinear {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+    /// The op's output facts: f32, x_q's shape with N last.
+    fn facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(
             inputs.len() == 3 && inputs[0].rank() >= 1,
             "{OP_TYPE} takes activations of rank >= 1, a scale and a zero point"
@@ -178,9 +163,9 @@ impl TypedOp for QLinear {
         *shape.last_mut().context("rank")? = self.packed.n().into();
         Ok(tvec!(f32::fact(shape)))
     }
-
-    as_op!();
 }
+
+plan_op!(QLinear, "QLinear", info: describe);
 
 /// Rewrites every int8 linear chain of the module doc into one [`OP_TYPE`] node. Returns how
 /// many were fused (0: graph unchanged). Conservative: x_q, x_scale and x_zp the outputs of

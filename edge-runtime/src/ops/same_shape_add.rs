@@ -13,18 +13,9 @@ use tract_onnx::tract_hir::internal::*;
 #[derive(Debug, Clone, Default, Hash, PartialEq, Eq)]
 pub struct SameShapeAdd;
 
-impl Op for SameShapeAdd {
-    fn name(&self) -> StaticName {
-        "SameShapeAdd".into()
-    }
-
-    op_as_typed_op!();
-}
-
-impl EvalOp for SameShapeAdd {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+impl SameShapeAdd {
+    /// The op's `eval`: `a + b`, in place in a's tensor.
+    fn compute(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (a, b) = args_2!(inputs);
         ensure!(a.shape() == b.shape(), "SameShapeAdd of {:?} and {:?}", a.shape(), b.shape());
         let mut a = a.into_tensor();
@@ -39,16 +30,15 @@ impl EvalOp for SameShapeAdd {
         }
         Ok(tvec!(a.into_tvalue()))
     }
-}
 
-impl TypedOp for SameShapeAdd {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+    /// The op's output facts: f32 of the inputs' shape.
+    fn facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs.len() == 2 && inputs[0].shape == inputs[1].shape, "SameShapeAdd needs two inputs of one shape");
         Ok(tvec!(f32::fact(inputs[0].shape.clone())))
     }
-
-    as_op!();
 }
+
+plan_op!(SameShapeAdd, "SameShapeAdd");
 
 /// Replaces every plain f32 `Add` of `model` whose inputs have the same shape (equal as
 /// symbolic dimensions) with [`SameShapeAdd`]. Returns how many.
