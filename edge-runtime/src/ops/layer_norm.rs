@@ -144,9 +144,7 @@ mod tests {
     }
 
     fn run(g: GraphProto, x: &[f32], t: usize) -> Vec<f32> {
-        let mut fw = tract_onnx::onnx();
-        register(&mut fw);
-        let plan = fw.parse(&model(g), None).unwrap().model.into_optimized().unwrap().into_runnable().unwrap();
+        let plan = plan(g, register);
         let out = plan.run(tvec!(Tensor::from_shape(&[1, t, H], x).unwrap().into())).unwrap();
         out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
     }

@@ -353,10 +353,7 @@ mod tests {
     }
 
     fn run(graph: GraphProto, t: usize, fused_expected: bool) -> Vec<f32> {
-        let mut fw = tract_onnx::onnx();
-        register(&mut fw);
-        let model = fw.parse(&model(graph), None).unwrap().model;
-        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+        let plan = plan(graph, register);
         let ops: Vec<_> = plan.model().nodes.iter().map(|n| n.op.name()).collect();
         assert_eq!(ops.iter().any(|o| o == "QLinear"), fused_expected, "fused op in the plan: {ops:?}");
         let x = Tensor::from_shape(&[1, t, K], &values(t * K, 5)).unwrap();
@@ -433,7 +430,6 @@ mod tests {
 
     #[test]
     fn anything_unusual_leaves_the_graph_alone() {
-        type Edit = Box<dyn Fn(&mut GraphProto)>;
         let cases: Vec<(&str, Edit)> = vec![
             ("weight zero point", Box::new(|g| g.node[1].input.push("x_zp".into()))),
             ("cast to double", Box::new(|g| g.node[2].attribute[0].i = DataType::Double as i64)),
@@ -452,13 +448,7 @@ mod tests {
             ("scale not the quantizer's", Box::new(|g| g.node[3].input[0] = "s2".into())),
             ("not an add", Box::new(|g| g.node[5].op_type = "Sub".into())),
         ];
-        for (what, edit) in cases {
-            let mut g = linear();
-            edit(&mut g);
-            let before = g.clone();
-            assert_eq!(fuse_int8_linears(&mut g), 0, "{what}");
-            assert_eq!(g, before, "{what}");
-        }
+        assert_each_left_alone(linear, fuse_int8_linears, cases);
     }
 
     #[test]
