@@ -17,25 +17,32 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 /// 2^23: for an integer-valued q in [0, 2^23), the low mantissa bits of q + 2^23 are q.
 const INT_MAGIC: f32 = 8_388_608.0;
 
-/// (min(x, 0), max(x, 0)) ignoring NaNs, in 16 independent lanes so it vectorizes.
-/// `f32::min`/`max`: what SSE2 and NEON vectorize best.
+/// (min(x, 0), max(x, 0)) in 16 independent lanes so it vectorizes; `min` and `max` are the
+/// per-lane steps (lane, value) -> lane.
 #[inline(always)]
-fn min_max_body(xs: &[f32]) -> (f32, f32) {
+fn min_max_lanes(xs: &[f32], min: impl Fn(f32, f32) -> f32, max: impl Fn(f32, f32) -> f32) -> (f32, f32) {
     let mut mn = [0f32; 16];
     let mut mx = [0f32; 16];
     let chunks = xs.chunks_exact(16);
     let rest = chunks.remainder();
     for c in chunks {
         for i in 0..16 {
-            mn[i] = mn[i].min(c[i]);
-            mx[i] = mx[i].max(c[i]);
+            mn[i] = min(mn[i], c[i]);
+            mx[i] = max(mx[i], c[i]);
         }
     }
     for (i, &v) in rest.iter().enumerate() {
-        mn[i] = mn[i].min(v);
-        mx[i] = mx[i].max(v);
+        mn[i] = min(mn[i], v);
+        mx[i] = max(mx[i], v);
     }
     (mn.iter().copied().fold(0f32, f32::min), mx.iter().copied().fold(0f32, f32::max))
+}
+
+/// (min(x, 0), max(x, 0)) ignoring NaNs, with `f32::min`/`max`: what SSE2 and NEON vectorize
+/// best.
+#[inline(always)]
+fn min_max_body(xs: &[f32]) -> (f32, f32) {
+    min_max_lanes(xs, f32::min, f32::max)
 }
 
 /// [`min_max_body`] with compare-and-select (a NaN compares false, so it is ignored too):
@@ -45,21 +52,7 @@ fn min_max_body(xs: &[f32]) -> (f32, f32) {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn min_max_select(xs: &[f32]) -> (f32, f32) {
-    let mut mn = [0f32; 16];
-    let mut mx = [0f32; 16];
-    let chunks = xs.chunks_exact(16);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for i in 0..16 {
-            mn[i] = if c[i] < mn[i] { c[i] } else { mn[i] };
-            mx[i] = if c[i] > mx[i] { c[i] } else { mx[i] };
-        }
-    }
-    for (i, &v) in rest.iter().enumerate() {
-        mn[i] = if v < mn[i] { v } else { mn[i] };
-        mx[i] = if v > mx[i] { v } else { mx[i] };
-    }
-    (mn.iter().copied().fold(0f32, f32::min), mx.iter().copied().fold(0f32, f32::max))
+    min_max_lanes(xs, |m, x| if x < m { x } else { m }, |m, x| if x > m { x } else { m })
 }
 
 /// `y = saturate(round_half_even(x / scale) + zp)` for a finite, nonzero scale.
