@@ -8,85 +8,49 @@
 //!
 //! Text rendering (visit -> CKD-EHR text, knowledge clauses) and the truncation rule come from
 //! `ckd-core`, exactly as in training.
+//!
+//! Layout: this file is the API ([`Engine`] and its types); `error` holds [`EdgeError`];
+//! `source` reads a bundle's files (a directory or a packed `.ckdb`); `plan` builds the tract
+//! plan (the order of the graph rewrites) and runs it; [`ops`] holds the tract ops ckd-edge
+//! adds, each with the matcher that rewrites a graph to use it; `kernels` their arithmetic on
+//! slices, the variant for this CPU picked at run time; [`fuse`] the ONNX graph rewrites
+//! shared by the ops and the removal of the attention-mask adds; [`memory`] the allocator
+//! settings.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use ckd_core::bundle::{BundleError, Manifest, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE};
+use ckd_core::bundle::{Manifest, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE};
 use ckd_core::visit::{render, Visit};
 use ckd_core::{LabelSet, NUM_LABELS};
-use tract_onnx::prelude::multithread::{multithread_tract_scope, Executor};
-use tract_onnx::prelude::{tvec, InferenceModelExt, IntoRunnable, Tensor as TractTensor, TypedRunnableModel};
+use tract_onnx::prelude::multithread::Executor;
+use tract_onnx::prelude::TypedRunnableModel;
 
 pub use ckd_core;
 
-pub mod attention;
-mod graph_rewrite;
-pub mod layer_norm;
+mod error;
+pub mod fuse;
+mod kernels;
 pub mod memory;
-mod parallel;
-pub mod qlinear;
+pub mod ops;
+mod plan;
 mod source;
+#[cfg(test)]
+mod testing;
 pub mod tract_ops;
-pub mod unpadded;
 
+pub use error::EdgeError;
+pub use plan::NodeTime;
 use source::Source;
+
+// The previous release's paths, kept for one more release: the modules now under `ops` and
+// `fuse` (and `tract_ops`, whose two ops are now `ops::dynamic_quantize` and
+// `ops::same_shape_add`).
+pub use fuse::unpadded;
+pub use ops::{attention, layer_norm, qlinear};
 
 /// Number of top phenotypes returned in [`Prediction::top_k`].
 pub const TOP_K: usize = 5;
-
-/// Error of the edge runtime. Every variant says what and where.
-#[derive(Debug, thiserror::Error)]
-pub enum EdgeError {
-    /// A bundle file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// File.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// The bundle is invalid (manifest, label space, checksums).
-    #[error("bundle {bundle}: {source}")]
-    Bundle {
-        /// Bundle directory.
-        bundle: PathBuf,
-        /// What is wrong.
-        source: BundleError,
-    },
-    /// The tokenizer file does not load or does not match the manifest's settings.
-    #[error("bundle {bundle}: {TOKENIZER_FILE}: {msg}")]
-    Tokenizer {
-        /// Bundle directory.
-        bundle: PathBuf,
-        /// What is wrong.
-        msg: String,
-    },
-    /// The ONNX model does not load or run.
-    #[error("model: {0}")]
-    Model(String),
-    /// The input text is empty (or whitespace only).
-    #[error("input {index}: empty text")]
-    EmptyInput {
-        /// Index of the input in the batch.
-        index: usize,
-    },
-    /// An [`EngineOptions`] value this build cannot honour.
-    #[error("engine options: {0}")]
-    Options(String),
-    /// Tokenization failed.
-    #[error("input {index}: tokenizer: {msg}")]
-    Encode {
-        /// Index of the input in the batch.
-        index: usize,
-        /// What the tokenizer said.
-        msg: String,
-    },
-}
-
-fn model_err(e: impl std::fmt::Display) -> EdgeError {
-    EdgeError::Model(format!("{e:#}"))
-}
 
 /// One prediction.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,17 +65,6 @@ pub struct Prediction {
     pub truncated: bool,
     /// Tokens fed to the model (special tokens included).
     pub tokens: usize,
-}
-
-/// One plan node's median time in [`Engine::profile_text`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct NodeTime {
-    /// tract's operator name (after optimization: fused ops have their own names).
-    pub op: String,
-    /// Node name (from the ONNX node it comes from).
-    pub node: String,
-    /// Median milliseconds per run.
-    pub ms: f64,
 }
 
 // Compile-time guarantee that one `Engine` can be shared across threads (the C API relies on it).
@@ -143,20 +96,6 @@ impl Default for EngineOptions {
 /// Whether this build can run an engine on more than one thread (the `threads` feature).
 pub const THREADS_SUPPORTED: bool = cfg!(feature = "threads");
 
-fn executor(threads: usize) -> Result<Executor, EdgeError> {
-    if threads <= 1 {
-        return Ok(Executor::SingleThread);
-    }
-    #[cfg(feature = "threads")]
-    {
-        Ok(Executor::multithread_with_name(threads, "ckd-edge"))
-    }
-    #[cfg(not(feature = "threads"))]
-    Err(EdgeError::Options(format!(
-        "{threads} threads asked, but this build of ckd-edge runs one thread (rebuild with the `threads` feature)"
-    )))
-}
-
 /// A loaded, verified bundle with its optimized plan.
 pub struct Engine {
     plan: Arc<TypedRunnableModel>,
@@ -186,7 +125,7 @@ impl Engine {
     /// after loading ([`memory::trim`]). The data file is read twice (hash, then tensors): a
     /// file replaced between the two reads is not detected.
     pub fn open_with(bundle: &Path, opts: &EngineOptions) -> Result<Self, EdgeError> {
-        let executor = executor(opts.threads)?;
+        let executor = plan::executor(opts.threads)?;
         let source = Source::open(bundle)?;
         let bundle_err = |source| EdgeError::Bundle { bundle: bundle.to_path_buf(), source };
         let manifest = Manifest::from_bytes(&source.read(MANIFEST_FILE)?).map_err(bundle_err)?;
@@ -202,10 +141,10 @@ impl Engine {
         // structures (about 9 MB for a 30k WordPiece vocabulary) are not resident yet.
         // tract 0.23.9 can panic (index out of bounds in its shape analysis) on some malformed
         // ONNX graphs, as fuzzing showed: the panic becomes an error, like any other bad model.
-        let (plan, unpadded) = std::panic::catch_unwind(|| load_plan(model_bytes, &source, true, opts.int8_kernel))
-            .map_err(|_| {
-            EdgeError::Model("model.onnx is malformed (tract panicked while analysing it)".into())
-        })??;
+        let (plan, unpadded) =
+            std::panic::catch_unwind(|| plan::load_plan(model_bytes, &source, true, opts.int8_kernel)).map_err(
+                |_| EdgeError::Model("model.onnx is malformed (tract panicked while analysing it)".into()),
+            )??;
         // Loading freed as much as the model keeps (file copies, unpacked weights): give it back
         // before the tokenizer is built (see `memory`).
         memory::trim();
@@ -251,10 +190,15 @@ impl Engine {
     /// Token ids fed to the model for `text` (`[CLS] ... [SEP]`, truncated by the bundle's rule)
     /// and whether it was truncated.
     pub fn tokenize(&self, text: &str) -> Result<(Vec<u32>, bool), EdgeError> {
+        self.encode(0, text)
+    }
+
+    /// [`Engine::tokenize`] for input `index` of a batch: its errors name that index.
+    fn encode(&self, index: usize, text: &str) -> Result<(Vec<u32>, bool), EdgeError> {
         if text.trim().is_empty() {
-            return Err(EdgeError::EmptyInput { index: 0 });
+            return Err(EdgeError::EmptyInput { index });
         }
-        let enc = self.tokenizer.encode(text, true).map_err(|e| EdgeError::Encode { index: 0, msg: e.to_string() })?;
+        let enc = self.tokenizer.encode(text, true).map_err(|e| EdgeError::Encode { index, msg: e.to_string() })?;
         let mut ids = enc.get_ids().to_vec();
         let mut offsets = enc.get_offsets().to_vec();
         let truncated = self.manifest.tokenizer.truncate(&mut ids, &mut offsets);
@@ -269,18 +213,9 @@ impl Engine {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let mut encoded = Vec::with_capacity(texts.len());
-        for (index, text) in texts.iter().enumerate() {
-            if text.trim().is_empty() {
-                return Err(EdgeError::EmptyInput { index });
-            }
-            let enc =
-                self.tokenizer.encode(*text, true).map_err(|e| EdgeError::Encode { index, msg: e.to_string() })?;
-            let mut ids = enc.get_ids().to_vec();
-            let mut offsets = enc.get_offsets().to_vec();
-            let truncated = self.manifest.tokenizer.truncate(&mut ids, &mut offsets);
-            encoded.push((ids, truncated));
-        }
+        // The first bad input's error, in input order.
+        let encoded =
+            texts.iter().enumerate().map(|(index, text)| self.encode(index, text)).collect::<Result<Vec<_>, _>>()?;
         let logits = if self.unpadded {
             let mut all = Vec::with_capacity(encoded.len() * NUM_LABELS);
             for (ids, _) in &encoded {
@@ -307,49 +242,13 @@ impl Engine {
     /// timings include tract's per-node bookkeeping, so their sum is a little above
     /// [`Engine::predict_text`]'s time.
     pub fn profile_text(&self, text: &str, runs: usize) -> Result<Vec<NodeTime>, EdgeError> {
-        use std::time::{Duration, Instant};
-        use tract_onnx::prelude::TypedSimpleState;
         let (ids, _) = self.tokenize(text)?;
-        let t = ids.len();
-        let ids: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
-        let ids = TractTensor::from_shape(&[1, t], &ids).map_err(model_err)?;
-        let mask = TractTensor::from_shape(&[1, t], &vec![1i64; t]).map_err(model_err)?;
-        let model = self.plan.model();
-        let mut per_node: Vec<Vec<f64>> = vec![Vec::new(); model.nodes.len()];
-        let mut state = TypedSimpleState::new(&self.plan).map_err(model_err)?;
-        for run in 0..=runs.max(1) {
-            let mut times = vec![Duration::ZERO; model.nodes.len()];
-            multithread_tract_scope(self.executor.clone(), || {
-                state.run_plan_with_eval(tvec!(ids.clone().into(), mask.clone().into()), |ctx, st, node, input| {
-                    let t0 = Instant::now();
-                    let r = tract_onnx::tract_core::plan::eval(ctx, st, node, input);
-                    times[node.id] += t0.elapsed();
-                    r
-                })
-            })
-            .map_err(model_err)?;
-            if run > 0 {
-                for (acc, t) in per_node.iter_mut().zip(times) {
-                    acc.push(t.as_secs_f64() * 1e3);
-                }
-            }
-        }
-        let mut nodes: Vec<NodeTime> = model
-            .nodes
-            .iter()
-            .zip(per_node.iter_mut())
-            .map(|(n, t)| {
-                t.sort_by(f64::total_cmp);
-                NodeTime { op: n.op.name().to_string(), node: n.name.clone(), ms: t[t.len() / 2] }
-            })
-            .collect();
-        nodes.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-        Ok(nodes)
+        plan::profile(&self.plan, &self.executor, &ids, runs)
     }
 
-    /// Runs the plan on `rows` (see [`run_rows`]).
+    /// Runs the plan on `rows` (see [`plan::run_rows`]).
     fn run(&self, rows: &[&[u32]]) -> Result<Vec<f32>, EdgeError> {
-        run_rows(&self.plan, &self.executor, rows, self.manifest.tokenizer.pad_id)
+        plan::run_rows(&self.plan, &self.executor, rows, self.manifest.tokenizer.pad_id)
     }
 
     fn decide(&self, probs: [f32; NUM_LABELS], truncated: bool, tokens: usize) -> Prediction {
@@ -367,106 +266,8 @@ impl Engine {
     }
 }
 
-/// Runs `plan` on `rows` padded to the longest (with `pad_id`, mask 0) and returns the logits,
-/// row-major [rows, NUM_LABELS].
-fn run_rows(
-    plan: &Arc<TypedRunnableModel>,
-    executor: &Executor,
-    rows: &[&[u32]],
-    pad_id: u32,
-) -> Result<Vec<f32>, EdgeError> {
-    let b = rows.len();
-    let t = rows.iter().map(|ids| ids.len()).max().unwrap_or(1);
-    let mut ids = vec![i64::from(pad_id); b * t];
-    let mut mask = vec![0i64; b * t];
-    for (row, e) in rows.iter().enumerate() {
-        for (j, &id) in e.iter().enumerate() {
-            ids[row * t + j] = i64::from(id);
-            mask[row * t + j] = 1;
-        }
-    }
-    let ids = TractTensor::from_shape(&[b, t], &ids).map_err(model_err)?;
-    let mask = TractTensor::from_shape(&[b, t], &mask).map_err(model_err)?;
-    in_pool(executor, || {
-        let out = multithread_tract_scope(executor.clone(), || plan.run(tvec!(ids.into(), mask.into())))
-            .map_err(model_err)?;
-        let logits = out[0].to_plain_array_view::<f32>().map_err(model_err)?;
-        if logits.shape() != [b, NUM_LABELS] {
-            return Err(EdgeError::Model(format!(
-                "logits have shape {:?}, expected [{b}, {NUM_LABELS}]",
-                logits.shape()
-            )));
-        }
-        Ok(logits.iter().copied().collect())
-    })
-}
-
-/// Runs `f` on a thread of the executor's pool when it has several (else on the calling
-/// thread). The plan's parallel ops then split work between that thread and the other pool
-/// threads, and the calling thread sleeps: with the plan on the calling thread, n pool threads
-/// plus the caller competed for n cores, and on a 2-core VM two-thread predictions at 128
-/// tokens swung between 6.6 and 12.5 ms from run to run.
-fn in_pool<R: Send>(executor: &Executor, f: impl FnOnce() -> R + Send) -> R {
-    match executor {
-        #[cfg(feature = "threads")]
-        Executor::MultiThread(pool) if pool.current_num_threads() > 1 => pool.install(f),
-        _ => f(),
-    }
-}
-
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
-}
-
-/// Optimizes an ONNX model into a runnable plan for the symbolic `[batch, seq]` input shape the
-/// file declares (our exporter writes `dim_param` "batch" and "seq"), so one plan serves every
-/// batch size and length. `DynamicQuantizeLinear` runs as [`tract_ops`]'s vectorized op.
-/// External tensors are read one at a time, from the bundle directory or the packed file
-/// ([`Source::prepare`]). Peak memory: the file's bytes live
-/// only until decoded, the protobuf only until parsed.
-///
-/// With `drop_mask`, [`unpadded::drop_zero_mask_adds`] runs first and, when it removed the
-/// mask adds, [`attention::fuse_attention`] after it. LayerNorms become [`layer_norm`] ops.
-/// With `int8_kernel`, on a CPU that has it, the int8 linears become [`qlinear`] ops. Returns the plan and whether it removed
-/// the attention-mask adds (then the plan is exact for unpadded inputs only).
-fn load_plan(
-    onnx: Vec<u8>,
-    source: &Source,
-    drop_mask: bool,
-    int8_kernel: bool,
-) -> Result<(Arc<TypedRunnableModel>, bool), EdgeError> {
-    use prost::Message as _;
-    let mut fw = tract_onnx::onnx();
-    tract_ops::register(&mut fw);
-    let mut proto = tract_onnx::pb::ModelProto::decode(&onnx[..]).map_err(model_err)?;
-    drop(onnx);
-    let dir = source.prepare(&mut proto)?;
-    let unpadded = drop_mask && proto.graph.as_mut().is_some_and(|g| unpadded::drop_zero_mask_adds(g) > 0);
-    if unpadded {
-        attention::register(&mut fw);
-        if let Some(g) = proto.graph.as_mut() {
-            attention::fuse_attention(g);
-        }
-    }
-    layer_norm::register(&mut fw);
-    if let Some(g) = proto.graph.as_mut() {
-        layer_norm::fuse_layer_norms(g);
-    }
-    if int8_kernel && qlinear::fast_kernel_available() {
-        qlinear::register(&mut fw);
-        if let Some(g) = proto.graph.as_mut() {
-            qlinear::fuse_int8_linears(g);
-        }
-    }
-    let parsed = fw.parse(&proto, Some(&dir)).map_err(model_err)?;
-    drop(proto);
-    if !parsed.unresolved_inputs.is_empty() {
-        return Err(EdgeError::Model(format!("unresolved inputs {:?}", parsed.unresolved_inputs)));
-    }
-    let mut optimized = parsed.model.into_optimized().map_err(model_err)?;
-    tract_ops::use_same_shape_adds(&mut optimized).map_err(model_err)?;
-    let plan = optimized.into_runnable().map_err(model_err)?;
-    Ok((plan, unpadded))
 }
 
 #[cfg(test)]
@@ -477,89 +278,6 @@ mod tests {
     fn engine_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<Engine>();
-    }
-
-    /// The plan without the attention-mask adds and with fused attention against the file's own
-    /// graph, row by row: the same logits within 1e-6 (the fused products sum in another order). (Against a padded batch of the file's graph they differ slightly in int8:
-    /// the per-tensor activation ranges then span the padding and the other rows, which is why
-    /// the engine's batches are now exactly its single predictions.)
-    #[test]
-    fn dropping_the_mask_adds_is_exact_for_unpadded_rows() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/tiny/bundle");
-        let engine = Engine::open(&dir).unwrap();
-        assert!(engine.unpadded, "the tiny bundle's mask branch is recognized");
-        let source = Source::open(&dir).unwrap();
-        let (masked, dropped) = load_plan(source.read(MODEL_FILE).unwrap(), &source, false, true).unwrap();
-        assert!(!dropped);
-        let (bare, dropped) = load_plan(source.read(MODEL_FILE).unwrap(), &source, true, true).unwrap();
-        assert!(dropped);
-        // Every layer's attention is fused too (the file's plan has one Softmax per layer).
-        let count =
-            |plan: &Arc<TypedRunnableModel>, op: &str| plan.model().nodes.iter().filter(|n| n.op.name() == op).count();
-        assert!(count(&masked, "Softmax") > 0);
-        assert_eq!(count(&bare, "FusedAttention"), count(&masked, "Softmax"));
-        assert_eq!(count(&bare, "Softmax"), 0);
-        let texts = [
-            "Diseases: Essential hypertension.",
-            "Diseases: Acute renal failure; Septicemia. Medications: Heparin; Insulin; Furosemide.",
-            "Procedures: Hemodialysis.",
-        ];
-        let rows: Vec<Vec<u32>> = texts.iter().map(|t| engine.tokenize(t).unwrap().0).collect();
-        let pad = engine.manifest.tokenizer.pad_id;
-        let (mut max_diff, mut batch_diff) = (0f32, 0f32);
-        let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
-        let batch = run_rows(&masked, &Executor::SingleThread, &refs, pad).unwrap();
-        for (i, r) in refs.iter().enumerate() {
-            let single = run_rows(&bare, &Executor::SingleThread, &[r], pad).unwrap();
-            let reference = run_rows(&masked, &Executor::SingleThread, &[r], pad).unwrap();
-            for (a, b) in single.iter().zip(&reference) {
-                max_diff = max_diff.max((a - b).abs());
-            }
-            for (a, b) in single.iter().zip(&batch[i * NUM_LABELS..(i + 1) * NUM_LABELS]) {
-                batch_diff = batch_diff.max((a - b).abs());
-            }
-        }
-        eprintln!("max |logit diff|: {max_diff:e} vs the file's graph per row, {batch_diff:e} vs its padded batch");
-        assert!(max_diff <= 1e-6, "max |logit diff| {max_diff}");
-        // Sanity on the padded batch (int8 activation ranges differ, see above).
-        assert!(batch_diff <= 0.05, "padded batch: max |logit diff| {batch_diff}");
-    }
-
-    /// The int8 linears run by [`qlinear`] give the same logits as tract's own int8 path, bit
-    /// for bit, and every `MatMulInteger` of the file becomes one fused op.
-    #[test]
-    fn the_int8_kernel_matches_tracts_int8_path() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/tiny/bundle");
-        let source = Source::open(&dir).unwrap();
-        let onnx = source.read(MODEL_FILE).unwrap();
-        let int8_linears = {
-            use prost::Message as _;
-            let proto = tract_onnx::pb::ModelProto::decode(&onnx[..]).unwrap();
-            proto.graph.unwrap().node.iter().filter(|n| n.op_type == "MatMulInteger").count()
-        };
-        assert!(int8_linears > 0, "the tiny bundle is int8");
-        let (tract_path, _) = load_plan(onnx.clone(), &source, true, false).unwrap();
-        let (fused, _) = load_plan(onnx, &source, true, true).unwrap();
-        let count =
-            |plan: &Arc<TypedRunnableModel>| plan.model().nodes.iter().filter(|n| n.op.name() == "QLinear").count();
-        assert_eq!(count(&tract_path), 0);
-        if !qlinear::fast_kernel_available() {
-            eprintln!("no AVX-512 VNNI here: the engine keeps tract's int8 path");
-            assert_eq!(count(&fused), 0);
-            return;
-        }
-        assert_eq!(count(&fused), int8_linears);
-        let engine = Engine::open(&dir).unwrap();
-        let pad = engine.manifest.tokenizer.pad_id;
-        for text in ["Diseases: Essential hypertension.", "Procedures: Hemodialysis. Medications: Heparin; Insulin."] {
-            let ids = engine.tokenize(text).unwrap().0;
-            let a = run_rows(&tract_path, &Executor::SingleThread, &[&ids], pad).unwrap();
-            let b = run_rows(&fused, &Executor::SingleThread, &[&ids], pad).unwrap();
-            assert_eq!(
-                a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-            );
-        }
     }
 
     #[test]

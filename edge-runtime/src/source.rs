@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tract_onnx::pb::tensor_proto::DataLocation;
 use tract_onnx::pb::ModelProto;
 
-use crate::EdgeError;
+use crate::error::EdgeError;
 
 pub(crate) enum Source {
     /// A bundle directory.

@@ -9,17 +9,16 @@
 //! [`fuse_layer_norms`] renames, before tract parses the graph, every
 //! `LayerNormalization(x, gamma, beta)` over the last axis (f32, gamma and beta f32 [H]
 //! initializers, one output) to `CkdLayerNorm` (same inputs, `epsilon` attribute), registered
-//! by [`register`]. Per row of H values, in f32 as ONNX defines it (`stash_type` float):
-//! `mean = sum(x) / H`, `d = x - mean`, `var = sum(d^2) / H`,
-//! `y = d * (1 / sqrt(var + epsilon)) * gamma + beta`. The sums run in 16 lanes (so the loops
-//! vectorize; also built for AVX-512F, picked at run time), so results differ from tract's
-//! expansion by float rounding only (tested against an f64 reference and against tract).
+//! by [`register`]. Its arithmetic is [`normalize_rows`] (in `kernels::normalize`, re-exported
+//! here): per row, in f32 as ONNX defines it, with sums in 16 lanes, so results differ from
+//! tract's expansion by float rounding only (tested against an f64 reference and against tract).
 
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto};
 use tract_onnx::tract_hir::internal::*;
 
-use crate::graph_rewrite::{rewrite, Fusion};
+use crate::fuse::graph_rewrite::{rewrite, Fusion};
+pub use crate::kernels::normalize::normalize_rows;
 
 /// ONNX op type of the fused node (only ever in a graph rewritten in memory by this crate).
 pub const OP_TYPE: &str = "CkdLayerNorm";
@@ -40,19 +39,9 @@ pub struct LayerNorm {
     pub eps_bits: u32,
 }
 
-impl Expansion for LayerNorm {
-    fn name(&self) -> StaticName {
-        OP_TYPE.into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> TractResult<()> {
-        check_input_arity(inputs, 3)?;
-        check_output_arity(outputs, 1)?;
+impl LayerNorm {
+    /// Inference rules: x, gamma and beta f32, gamma and beta of rank 1; the output f32 of x's shape.
+    fn infer<'r>(s: &mut Solver<'r>, inputs: &'r [TensorProxy], outputs: &'r [TensorProxy]) -> TractResult<()> {
         for input in inputs {
             s.equals(&input.datum_type, f32::datum_type())?;
         }
@@ -63,23 +52,8 @@ impl Expansion for LayerNorm {
         Ok(())
     }
 
-    fn wire(&self, prefix: &str, target: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        target.wire_node(prefix, self.clone(), inputs)
-    }
-}
-
-impl Op for LayerNorm {
-    fn name(&self) -> StaticName {
-        "LayerNorm".into()
-    }
-
-    op_as_typed_op!();
-}
-
-impl EvalOp for LayerNorm {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    /// The op's `eval`: x normalized row by row ([`normalize_rows`]), in place in x's tensor.
+    fn compute(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (x, gamma, beta) = args_3!(inputs);
         let h = x.shape().last().copied().unwrap_or(0);
         ensure!(
@@ -100,66 +74,16 @@ impl EvalOp for LayerNorm {
         );
         Ok(tvec!(y.into_tvalue()))
     }
-}
 
-impl TypedOp for LayerNorm {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+    /// The op's output facts: f32 of x's shape.
+    fn facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs.len() == 3, "{OP_TYPE} takes x, gamma and beta");
         Ok(tvec!(f32::fact(inputs[0].shape.clone())))
     }
-
-    as_op!();
 }
 
-/// LayerNorm of each row of `x` (rows of `gamma.len()` values) in place. Callers check that
-/// `gamma` and `beta` have the same length; a trailing partial row is left alone.
-pub fn normalize_rows(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked just above).
-        return unsafe { normalize_rows_512(x, gamma, beta, eps) };
-    }
-    normalize_rows_body(x, gamma, beta, eps)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn normalize_rows_512(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
-    normalize_rows_body(x, gamma, beta, eps)
-}
-
-#[inline(always)]
-fn normalize_rows_body(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
-    let h = gamma.len();
-    if h == 0 {
-        return;
-    }
-    let inv_h = 1.0 / h as f32;
-    for row in x.chunks_exact_mut(h) {
-        let mean = lane_sum(row, |v| v) * inv_h;
-        let var = lane_sum(row, |v| (v - mean) * (v - mean)) * inv_h;
-        let inv = 1.0 / (var + eps).sqrt();
-        for ((v, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
-            *v = (*v - mean) * inv * g + b;
-        }
-    }
-}
-
-/// `sum(f(v))` over `row` in 16 lanes (lane l takes elements l, l + 16, ...), so it vectorizes.
-#[inline(always)]
-fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut acc = [0f32; 16];
-    let mut chunks = row.chunks_exact(16);
-    for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += f(v);
-        }
-    }
-    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
-        *a += f(v);
-    }
-    acc.iter().sum()
-}
+expansion!(LayerNorm, OP_TYPE, inputs: 3, outputs: 1);
+plan_op!(LayerNorm, "LayerNorm");
 
 /// Renames every `LayerNormalization` of the module doc to [`OP_TYPE`]. Returns how many.
 pub fn fuse_layer_norms(graph: &mut GraphProto) -> usize {
@@ -194,7 +118,8 @@ mod tests {
     use tract_onnx::pb::tensor_proto::DataType;
 
     use super::*;
-    use crate::graph_rewrite::testing::*;
+    use crate::kernels::normalize::normalize_rows_body;
+    use crate::testing::*;
 
     const H: usize = 37;
 
@@ -219,9 +144,7 @@ mod tests {
     }
 
     fn run(g: GraphProto, x: &[f32], t: usize) -> Vec<f32> {
-        let mut fw = tract_onnx::onnx();
-        register(&mut fw);
-        let plan = fw.parse(&model(g), None).unwrap().model.into_optimized().unwrap().into_runnable().unwrap();
+        let plan = plan(g, register);
         let out = plan.run(tvec!(Tensor::from_shape(&[1, t, H], x).unwrap().into())).unwrap();
         out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
     }

@@ -1,0 +1,60 @@
+//! [`EdgeError`], the one error type of the edge runtime, and the conversion of tract's errors
+//! into it.
+
+use std::path::PathBuf;
+
+use ckd_core::bundle::{BundleError, TOKENIZER_FILE};
+
+/// Error of the edge runtime. Every variant says what and where.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// A bundle file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The bundle is invalid (manifest, label space, checksums).
+    #[error("bundle {bundle}: {source}")]
+    Bundle {
+        /// Bundle directory.
+        bundle: PathBuf,
+        /// What is wrong.
+        source: BundleError,
+    },
+    /// The tokenizer file does not load or does not match the manifest's settings.
+    #[error("bundle {bundle}: {TOKENIZER_FILE}: {msg}")]
+    Tokenizer {
+        /// Bundle directory.
+        bundle: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The ONNX model does not load or run.
+    #[error("model: {0}")]
+    Model(String),
+    /// The input text is empty (or whitespace only).
+    #[error("input {index}: empty text")]
+    EmptyInput {
+        /// Index of the input in the batch.
+        index: usize,
+    },
+    /// An [`EngineOptions`](crate::EngineOptions) value this build cannot honour.
+    #[error("engine options: {0}")]
+    Options(String),
+    /// Tokenization failed.
+    #[error("input {index}: tokenizer: {msg}")]
+    Encode {
+        /// Index of the input in the batch.
+        index: usize,
+        /// What the tokenizer said.
+        msg: String,
+    },
+}
+
+/// Any tract (anyhow) error as [`EdgeError::Model`], its causes included (`{:#}`).
+pub(crate) fn model_err(e: impl std::fmt::Display) -> EdgeError {
+    EdgeError::Model(format!("{e:#}"))
+}
