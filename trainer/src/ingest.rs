@@ -613,7 +613,7 @@ pub fn ingest_jsonl(path: &Path, cfg: &IngestConfig) -> Result<Ingested, IngestE
 /// [`ingest_jsonl`] on bytes in memory; `path` names them in errors, in the summary's table and
 /// in the recorded source, as if they had been read from that file.
 pub fn ingest_jsonl_bytes(path: &Path, bytes: &[u8], cfg: &IngestConfig) -> Result<Ingested, IngestError> {
-    let body = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
+    let body = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let mut summary = IngestSummary::default();
     let mut st = TableStats::default();
     let mut samples = Vec::new();
