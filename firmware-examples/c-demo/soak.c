@@ -44,6 +44,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+#include <malloc.h>
+#define HAVE_MALLINFO2 1
+#endif
+
 #include "ckd_edge.h"
 
 #define POOL 64
@@ -123,6 +128,18 @@ static uint64_t now_ns(void) {
     return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
 }
 
+/* Bytes the program holds from malloc (all arenas, mmapped blocks included), KiB; -1 when the
+   C library cannot say. Printed beside the resident memory: it tells held memory from memory
+   the allocator keeps for reuse. */
+static long heap_in_use_kib(void) {
+#ifdef HAVE_MALLINFO2
+    struct mallinfo2 m = mallinfo2();
+    return (long)((m.uordblks + m.hblkhd) / 1024);
+#else
+    return -1;
+#endif
+}
+
 static long rss_kib(void) {
     FILE *f = fopen("/proc/self/statm", "r");
     long size = 0, resident = 0;
@@ -137,7 +154,7 @@ struct job {
     uint64_t rng;
     size_t n, warm;
     const CkdEngine *engine;
-    uint32_t *lat_ns;     /* per request, saturating */
+    uint64_t *lat_ns;     /* per request */
     uint8_t *corrupt;     /* per request: 0 valid, 1 + kind */
     uint8_t *answered;    /* per request: times returned */
     uint64_t kind_count[KINDS];
@@ -220,7 +237,7 @@ static void *worker(void *arg) {
         uint64_t t0 = now_ns();
         int rc = ckd_predict_text(j->engine, text, len, probs, probs_len, pos, CKD_NUM_LABELS, &trunc);
         uint64_t dt = now_ns() - t0;
-        j->lat_ns[i] = dt > UINT32_MAX ? UINT32_MAX : (uint32_t)dt;
+        j->lat_ns[i] = dt;
         j->answered[i]++;
         if (rc != want) {
             fail(j, i, "%s call returned %d, expected %d", corrupt ? KIND_NAMES[kind] : "valid", rc, want);
@@ -256,12 +273,12 @@ static void *sampler(void *arg) {
     return NULL;
 }
 
-static int cmp_u32(const void *a, const void *b) {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return (x > y) - (x < y);
 }
 
-static double pct_us(const uint32_t *sorted, size_t n, double p) {
+static double pct_us(const uint64_t *sorted, size_t n, double p) {
     if (n == 0) return 0;
     size_t i = (size_t)((double)n * p + 0.999999);
     if (i < 1) i = 1;
@@ -327,16 +344,18 @@ int main(int argc, char **argv) {
     pthread_t sampler_tid;
     pthread_create(&sampler_tid, NULL, sampler, NULL);
     for (int t = 0; t < threads; t++) pthread_create(&tid[t], NULL, worker, &jobs[t]);
-    long rss_warm = 0, rss_peak = 0;
+    long rss_warm = 0, rss_peak = 0, checkpoint[CHECKPOINTS + 1] = {0}, in_use[CHECKPOINTS + 1] = {0};
     for (int c = 1; c <= CHECKPOINTS; c++) {
         pthread_barrier_wait(&arrived);
-        long r = rss_kib();
+        long r = checkpoint[c - 1] = rss_kib();
+        in_use[c - 1] = heap_in_use_kib();
         if (c == 1) rss_warm = r;
         if (r > rss_peak) rss_peak = r;
         pthread_barrier_wait(&resume);
     }
     for (int t = 0; t < threads; t++) pthread_join(tid[t], NULL);
-    long rss_end = rss_kib();
+    long rss_end = checkpoint[CHECKPOINTS] = rss_kib();
+    in_use[CHECKPOINTS] = heap_in_use_kib();
     if (rss_end > rss_peak) rss_peak = rss_end;
     atomic_store(&stop, 1);
     pthread_join(sampler_tid, NULL);
@@ -381,7 +400,7 @@ int main(int argc, char **argv) {
         failures++;
     }
 
-    uint32_t *lv = malloc((n_valid + 1) * sizeof *lv), *lc = malloc((n_corrupt + 1) * sizeof *lc);
+    uint64_t *lv = malloc((n_valid + 1) * sizeof *lv), *lc = malloc((n_corrupt + 1) * sizeof *lc);
     size_t iv = 0, ic = 0;
     for (int t = 0; t < threads; t++) {
         for (size_t i = 0; i < n; i++) {
@@ -389,8 +408,8 @@ int main(int argc, char **argv) {
             else lv[iv++] = jobs[t].lat_ns[i];
         }
     }
-    qsort(lv, iv, sizeof *lv, cmp_u32);
-    qsort(lc, ic, sizeof *lc, cmp_u32);
+    qsort(lv, iv, sizeof *lv, cmp_u64);
+    qsort(lc, ic, sizeof *lc, cmp_u64);
     printf("soak-c: %zu calls, %llu predictions, %llu error answers (%llu random, %llu truncated, %llu blank, "
            "%llu short buffer, %llu NULL)\n",
            iv + ic, (unsigned long long)ok, (unsigned long long)errors, (unsigned long long)kinds[0],
@@ -403,6 +422,11 @@ int main(int argc, char **argv) {
     printf("soak-c: VmRSS %ld KiB after opening, %ld KiB after warm-up (%zu calls per thread), %ld KiB at the end "
            "(growth %ld KiB, largest checkpoint %ld KiB above warm-up; largest while calls were in flight %ld KiB)\n",
            rss_open, rss_warm, n / 10, rss_end, growth, peak_growth, atomic_load(&inflight_peak));
+    printf("soak-c: VmRSS at the checkpoints (KiB):");
+    for (int c = 0; c <= CHECKPOINTS; c++) printf(" %ld", checkpoint[c]);
+    printf("; held from malloc:");
+    for (int c = 0; c <= CHECKPOINTS; c++) printf(" %ld", in_use[c]);
+    printf("\n");
     printf("soak-c: requests=%zu predictions=%llu errors=%llu corrupt=%llu p50_us=%.0f p99_us=%.0f max_us=%.0f "
            "rss_warm_kib=%ld rss_end_kib=%ld growth_kib=%ld peak_growth_kib=%ld wall_s=%.1f failures=%d\n",
            iv + ic, (unsigned long long)ok, (unsigned long long)errors, (unsigned long long)corrupt,
