@@ -12,7 +12,12 @@
 //! payload), `bundle` and `bundle-tokenizer` (`ckd_edge::Engine::open` on a bundle directory
 //! with one file replaced by the input; for `model.onnx` and `tokenizer.json` the manifest is
 //! re-hashed so the parsers themselves are reached), `bundle-packed` (`Engine::open` on a
-//! single-file bundle: the packed index and the ranges it names).
+//! single-file bundle: the packed index and the ranges it names), `mimic-csv` (the MIMIC-III
+//! table readers of `ckd ingest --mimic`, through [`ckd_trainer::ingest::ingest_mimic_bytes`]:
+//! the input is the six tables separated by [`TABLE_SEPARATOR`]), `jsonl` (the CKD-EHR JSONL
+//! reader of `ckd ingest --jsonl`, [`ckd_trainer::ingest::ingest_jsonl_bytes`], and
+//! `ckd_core::jsonl`). Both ingest targets run strict and `--lenient` and check the accounting
+//! and round trips, not only the absence of panics: bad input must be a typed error.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -22,7 +27,9 @@ use ckd_core::bundle::{
     FileEntry, Manifest, MANIFEST_FILE, MANIFEST_MAGIC, MANIFEST_VERSION, MODEL_DATA_FILE, MODEL_FILE, TOKENIZER_FILE,
 };
 use ckd_core::format;
+use ckd_core::jsonl;
 use ckd_core::wire::{self, Deframer, Request, Response, MAX_REQUEST_FRAME};
+use ckd_trainer::ingest::{self, IngestConfig, IngestError, MimicTables};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -46,15 +53,25 @@ pub enum Target {
     /// A single-file bundle (`ckd pack`) opened by the edge runtime, the whole file replaced:
     /// the packed index and every range it names.
     BundlePacked,
+    /// The MIMIC-III CSV readers (see [`mimic_csv_target`]).
+    MimicCsv,
+    /// The CKD-EHR JSONL readers (see [`jsonl_target`]).
+    Jsonl,
 }
 
 impl Target {
     /// All targets.
-    pub const ALL: [Target; 5] =
-        [Target::Wire, Target::Manifest, Target::Bundle, Target::BundleTokenizer, Target::BundlePacked];
+    pub const ALL: [Target; 7] = [
+        Target::Wire,
+        Target::Manifest,
+        Target::Bundle,
+        Target::BundleTokenizer,
+        Target::BundlePacked,
+        Target::MimicCsv,
+        Target::Jsonl,
+    ];
     /// The targets CI runs (every target without a known open crash).
-    pub const CI: [Target; 5] =
-        [Target::Wire, Target::Manifest, Target::Bundle, Target::BundleTokenizer, Target::BundlePacked];
+    pub const CI: [Target; 7] = Target::ALL;
 
     /// Name (also the corpus subdirectory).
     pub fn name(self) -> &'static str {
@@ -64,6 +81,8 @@ impl Target {
             Target::Bundle => "bundle",
             Target::BundleTokenizer => "bundle-tokenizer",
             Target::BundlePacked => "bundle-packed",
+            Target::MimicCsv => "mimic-csv",
+            Target::Jsonl => "jsonl",
         }
     }
 
@@ -230,6 +249,187 @@ pub fn bundle_packed_target(data: &[u8], dir: &Path) -> Outcome {
     if let Ok(engine) = &r {
         let p = engine.predict_text("The patient-acquired disease is Heart failure.");
         label.push_str(&format!(",predict:{}", class(&p)));
+    }
+    label
+}
+
+/// Separates the tables of a [`mimic_csv_target`] input (ASCII record separator, which no
+/// MIMIC-III table contains).
+pub const TABLE_SEPARATOR: u8 = 0x1e;
+
+/// Splits a [`mimic_csv_target`] input into its tables, in the order of
+/// [`MimicTables::NAMES`]: part `k` (between separators) is table `k`; missing parts are empty
+/// tables, parts after the sixth are ignored.
+pub fn split_tables(data: &[u8]) -> MimicTables<'_> {
+    let mut parts = data.split(|&b| b == TABLE_SEPARATOR);
+    let mut next = || parts.next().unwrap_or_default();
+    MimicTables {
+        admissions: next(),
+        diagnoses_icd: next(),
+        procedures_icd: next(),
+        prescriptions: next(),
+        d_icd_diagnoses: next(),
+        d_icd_procedures: next(),
+    }
+}
+
+/// Joins tables into one [`mimic_csv_target`] input (the inverse of [`split_tables`]).
+pub fn join_tables(tables: &MimicTables<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, name) in MimicTables::NAMES.iter().enumerate() {
+        if k > 0 {
+            out.push(TABLE_SEPARATOR);
+        }
+        out.extend_from_slice(tables.get(name).unwrap_or_default());
+    }
+    out
+}
+
+/// Every row read is used or skipped for a named reason, and the lines named per reason are
+/// at most [`ingest::LINES_NAMED`], increasing, and no more than the rows skipped.
+fn check_accounting(summary: &ingest::IngestSummary) {
+    for (name, st) in &summary.tables {
+        assert_eq!(st.rows_read, st.rows_used + st.skipped.values().sum::<u64>(), "{name}: rows unaccounted for");
+        for (why, n) in &st.skipped {
+            let lines = st.first_lines.get(why).map_or(&[][..], |v| v.as_slice());
+            assert_eq!(lines.len() as u64, (*n).min(ingest::LINES_NAMED as u64), "{name}: lines named for {why}");
+            assert!(lines.windows(2).all(|w| w[0] < w[1]), "{name}: lines named for {why}: {lines:?}");
+        }
+    }
+    let samples: u64 = summary.samples.values().sum();
+    assert!(samples <= summary.admissions, "more samples than admissions");
+}
+
+/// A samples file encodes and decodes to itself (what `ckd ingest` writes as `samples.bin`).
+fn check_sample_file(f: &ckd_core::format::SampleFile) {
+    let bytes = f.to_bytes().expect("an ingested sample file encodes");
+    let back = ckd_core::format::SampleFile::from_bytes(&bytes).expect("an encoded sample file decodes");
+    // Compared as bytes: a knowledge table may hold NaN.
+    assert_eq!(back.to_bytes().expect("re-encodes"), bytes);
+}
+
+/// The label of an ingest result: the error variant, with the table and column of a row error.
+fn ingest_class(r: &Result<ingest::Ingested, IngestError>) -> String {
+    match r {
+        Ok(i) => format!("ok:{}", i.file.samples.len().min(3)),
+        Err(IngestError::Row { file, column, .. }) => format!("row:{}:{column}", file.display()),
+        Err(IngestError::MissingColumn { file, column }) => format!("column:{}:{column}", file.display()),
+        Err(IngestError::Jsonl { source, .. }) => {
+            let d = format!("{source:?}");
+            format!("jsonl:{}", &d[..d.find([' ', '(', '{']).unwrap_or(d.len())])
+        }
+        Err(e) => format!("other:{e}"),
+    }
+}
+
+/// MIMIC-III CSV target ([`Target::MimicCsv`]): the input is split into the six tables
+/// ([`split_tables`]) and read by `ckd ingest`'s readers, strict and lenient, knowledge clauses
+/// on. Checks: errors are row or column errors naming one of the six tables (a row error's line
+/// is within the table); a run that succeeds accounts for every row, encodes as `samples.bin`
+/// and round-trips; a strict success is a lenient success with the same samples.
+pub fn mimic_csv_target(data: &[u8]) -> Outcome {
+    let tables = split_tables(data);
+    let run = |lenient: bool| {
+        let cfg = IngestConfig { lenient, ..Default::default() };
+        ingest::ingest_mimic_bytes(&tables, &cfg, &mut |_, _| {})
+    };
+    let (strict, lenient) = (run(false), run(true));
+    for r in [&strict, &lenient] {
+        match r {
+            Ok(ing) => {
+                check_accounting(&ing.summary);
+                check_sample_file(&ing.file);
+            }
+            Err(IngestError::Row { file, line, .. }) => {
+                let name = file.to_str().and_then(|f| f.strip_suffix(".csv")).unwrap_or_default();
+                let bytes = tables.get(name).unwrap_or_else(|| panic!("row error names {}", file.display()));
+                let lines = bytes.split_inclusive(|&b| b == b'\n').count() as u64;
+                assert!((1..=lines).contains(line), "{}: line {line} of {lines}", file.display());
+            }
+            Err(IngestError::MissingColumn { file, .. }) => {
+                let name = file.to_str().and_then(|f| f.strip_suffix(".csv")).unwrap_or_default();
+                assert!(MimicTables::NAMES.contains(&name), "column error names {}", file.display());
+            }
+            Err(e) => panic!("unexpected error for in-memory tables: {e}"),
+        }
+    }
+    if let Ok(s) = &strict {
+        let l = lenient.as_ref().expect("strict succeeded, so lenient does");
+        assert_eq!(s.file.samples, l.file.samples, "strict and lenient read different samples");
+        assert!(s.summary.tables.values().all(|t| !t.skipped.contains_key("malformed row")));
+    }
+    format!("strict:{},lenient:{}", ingest_class(&strict), ingest_class(&lenient))
+}
+
+/// JSONL target ([`Target::Jsonl`]): the input is a JSONL file, read by `ckd ingest --jsonl`'s
+/// reader (strict and lenient) and, when it is UTF-8 without a byte-order mark, by
+/// `ckd_core::jsonl::parse`. Checks: the readers agree; errors are typed (a row error for a
+/// non-UTF-8 line, else a JSONL error with its line); a successful read accounts for every
+/// line, writes back every non-blank line verbatim, encodes as `samples.bin`, and each record
+/// survives the canonical writer (`jsonl::to_line`).
+pub fn jsonl_target(data: &[u8]) -> Outcome {
+    let path = Path::new("fuzz.jsonl");
+    let run = |lenient: bool| ingest::ingest_jsonl_bytes(path, data, &IngestConfig { lenient, ..Default::default() });
+    let (strict, lenient) = (run(false), run(true));
+    assert!(lenient.is_ok(), "lenient skips every bad line: {}", ingest_class(&lenient));
+    let body = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(data);
+    let lines = body.split_inclusive(|&b| b == b'\n').count();
+    for r in [&strict, &lenient] {
+        match r {
+            Ok(ing) => {
+                check_accounting(&ing.summary);
+                assert_eq!(ing.summary.tables["fuzz.jsonl"].rows_read, lines as u64, "every line is read");
+                check_sample_file(&ing.file);
+            }
+            Err(IngestError::Row { line, .. }) => assert!((1..=lines as u64).contains(line), "line {line} of {lines}"),
+            Err(IngestError::Jsonl { source, .. }) => {
+                let line = match source {
+                    jsonl::JsonlError::Json { line, .. }
+                    | jsonl::JsonlError::OutputPrefix { line }
+                    | jsonl::JsonlError::UnknownName { line, .. } => *line,
+                };
+                assert!((1..=lines).contains(&line), "line {line} of {lines}");
+            }
+            Err(e) => panic!("unexpected error for in-memory JSONL: {e}"),
+        }
+    }
+    if let Ok(s) = &strict {
+        let l = lenient.as_ref().expect("strict succeeded, so lenient does");
+        assert_eq!(s.file.samples, l.file.samples, "strict and lenient read different samples");
+        // Blank lines are the only bytes a round trip loses.
+        let kept: Vec<u8> = body
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|l| !std::str::from_utf8(l).expect("strict read every line as UTF-8").trim().is_empty())
+            .flatten()
+            .copied()
+            .collect();
+        assert_eq!(ingest::to_jsonl(&s.file.samples).as_bytes(), kept.as_slice(), "lines not written back verbatim");
+        for sample in s.file.samples.iter().take(4) {
+            let raw = sample.raw.as_ref().expect("JSONL samples keep their record");
+            let line = jsonl::to_line(&raw.instruction, &raw.input, &raw.output);
+            let back = jsonl::parse_line(&line, 1).expect("a canonical line parses").expect("not blank");
+            assert_eq!(
+                (back.instruction, back.input, back.output),
+                (raw.instruction.clone(), raw.input.clone(), raw.output.clone())
+            );
+            assert_eq!(back.labels, sample.labels);
+        }
+    }
+    let mut label = format!("strict:{},lenient:{}", ingest_class(&strict), ingest_class(&lenient));
+    // The core reader (what ckd-edge and the teacher use) on the same text.
+    if let Ok(text) = std::str::from_utf8(data) {
+        if !data.starts_with(b"\xef\xbb\xbf") {
+            let core = jsonl::parse(text);
+            match (&core, &strict) {
+                (Ok(recs), Ok(s)) => {
+                    assert_eq!(recs.len(), s.file.samples.len(), "core and ingest read different records");
+                    assert!(recs.iter().zip(&s.file.samples).all(|(r, s)| r.labels == s.labels));
+                }
+                (Err(c), Err(IngestError::Jsonl { source, .. })) => assert_eq!(c, source, "core and ingest differ"),
+                (c, s) => panic!("core {:?} vs ingest {}", c.as_ref().map(|r| r.len()), ingest_class(s)),
+            }
+            label.push_str(&format!(",core:{}", class(&core)));
+        }
     }
     label
 }

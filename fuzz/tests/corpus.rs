@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use ckd_fuzz::{
-    bundle_file_target, bundle_target, fuzz, manifest_target, read_corpus, wire_target, BaseBundle, Budget, BundleFile,
+    bundle_file_target, bundle_target, fuzz, jsonl_target, manifest_target, mimic_csv_target, read_corpus, wire_target,
+    BaseBundle, Budget, BundleFile,
 };
 
 fn corpus(name: &str) -> Vec<Vec<u8>> {
@@ -66,4 +67,16 @@ fn bundle_tokenizer_corpus_and_mutations() {
     let crashes = tempfile::tempdir().unwrap();
     let f = |d: &[u8]| bundle_file_target(BundleFile::Tokenizer, d, &base, scratch.path());
     no_crash(fuzz("bundle-tokenizer", &corpus("bundle-tokenizer"), f, budget(150), 5, 1 << 20, crashes.path()));
+}
+
+#[test]
+fn mimic_csv_corpus_and_mutations() {
+    let crashes = tempfile::tempdir().unwrap();
+    no_crash(fuzz("mimic-csv", &corpus("mimic-csv"), mimic_csv_target, budget(20_000), 6, 1 << 16, crashes.path()));
+}
+
+#[test]
+fn jsonl_corpus_and_mutations() {
+    let crashes = tempfile::tempdir().unwrap();
+    no_crash(fuzz("jsonl", &corpus("jsonl"), jsonl_target, budget(20_000), 7, 1 << 16, crashes.path()));
 }

@@ -1,8 +1,12 @@
 //! Writes the committed corpus (run by hand when the formats change):
-//! `cargo test -p ckd-fuzz --test seeds -- --ignored`
+//! `cargo test -p ckd-fuzz --test seeds -- --ignored` (both writers), or one of them by name
+//! (`write_seed_corpus`, `write_ingest_corpus`).
 //!
 //! wire: valid request and response frames, a stream of several frames, and one of each
 //! malformed kind; manifest and bundle: the files of a tiny bundle made as `ckd export` does.
+//! mimic-csv and jsonl: a few KB each, cut from the real MIMIC-III demo tables
+//! (`/work/shared/data/mimic-iii-demo`, or `CKD_MIMIC_DEMO`) and the JSONL fixtures of
+//! `trainer/tests/data` and `edge-runtime/testdata`, plus the hostile edits of issue 17.
 //! Inputs that crashed a target are added by hand (e.g. `corpus/bundle-tokenizer/panic-decoder`).
 
 #[path = "../../firmware-examples/bedside-monitor/tests/common/mod.rs"]
@@ -13,6 +17,7 @@ use std::path::Path;
 use ckd_core::bundle::{MANIFEST_FILE, MODEL_DATA_FILE, MODEL_FILE, TOKENIZER_FILE};
 use ckd_core::wire::{self, ErrorCode, Reply, Request, Response, VisitSummary, WirePrediction};
 use ckd_trainer::export::Precision;
+use ckd_trainer::ingest::MimicTables;
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::create_dir_all(dir).unwrap();
@@ -101,4 +106,174 @@ fn write_seed_corpus() {
     let t = root.join("bundle-tokenizer");
     write(&t, "valid", &tokenizer);
     write(&t, "truncated", &tokenizer[..tokenizer.len() / 2]);
+}
+
+/// The demo's tables as lines (terminators kept), in `MimicTables::NAMES` order.
+fn demo_lines(dir: &Path) -> Vec<Vec<String>> {
+    MimicTables::NAMES
+        .iter()
+        .map(|n| {
+            let text = std::fs::read_to_string(dir.join(format!("{n}.csv"))).unwrap();
+            text.split_inclusive('\n').map(str::to_string).collect()
+        })
+        .collect()
+}
+
+/// Field `k` of a CSV line, for the leading columns, which are never quoted in MIMIC-III
+/// (ids, SEQ_NUM, codes).
+fn field(line: &str, k: usize) -> &str {
+    line.split(',').nth(k).unwrap_or_default().trim_end_matches(['\r', '\n'])
+}
+
+/// The rows of the admissions `hadms` in every table (at most `cap` diagnoses, procedures and
+/// prescriptions per admission, the first in file order), and the dictionary rows of the codes
+/// they use: a small input in the real layout (all columns, CRLF, quoting as in the files).
+fn cut(demo: &[Vec<String>], hadms: &[&str], cap: usize) -> Vec<String> {
+    let keep = |t: usize, hadm_col: usize| -> Vec<String> {
+        let mut per: std::collections::HashMap<String, usize> = Default::default();
+        let mut out = vec![demo[t][0].clone()];
+        for l in &demo[t][1..] {
+            let h = field(l, hadm_col);
+            if hadms.contains(&h) {
+                let n = per.entry(h.to_string()).or_default();
+                if t == 0 || *n < cap {
+                    out.push(l.clone());
+                }
+                *n += 1;
+            }
+        }
+        out
+    };
+    let (adm, dx, px, rx) = (keep(0, 2), keep(1, 2), keep(2, 2), keep(3, 2));
+    let codes = |rows: &[String]| -> Vec<String> { rows[1..].iter().map(|l| field(l, 4).to_string()).collect() };
+    let dict = |t: usize, codes: &[String]| -> Vec<String> {
+        let mut out = vec![demo[t][0].clone()];
+        out.extend(demo[t][1..].iter().filter(|l| codes.iter().any(|c| c == field(l, 1))).cloned());
+        out
+    };
+    let (dxd, pxd) = (dict(4, &codes(&dx)), dict(5, &codes(&px)));
+    [adm, dx, px, rx, dxd, pxd].into_iter().map(|t| t.concat()).collect()
+}
+
+fn joined(tables: &[String]) -> Vec<u8> {
+    let t: Vec<&[u8]> = tables.iter().map(|t| t.as_bytes()).collect();
+    ckd_fuzz::join_tables(&MimicTables {
+        admissions: t[0],
+        diagnoses_icd: t[1],
+        procedures_icd: t[2],
+        prescriptions: t[3],
+        d_icd_diagnoses: t[4],
+        d_icd_procedures: t[5],
+    })
+}
+
+/// Replaces the first `from` in line `line` (0-based, header = 0) of table `t`.
+fn edit(tables: &mut [String], t: usize, line: usize, from: &str, to: &str) {
+    let mut lines: Vec<String> = tables[t].split_inclusive('\n').map(str::to_string).collect();
+    assert!(lines[line].contains(from), "{from:?} not in {:?}", lines[line]);
+    lines[line] = lines[line].replacen(from, to, 1);
+    tables[t] = lines.concat();
+}
+
+#[test]
+#[ignore = "writes the committed corpus"]
+fn write_ingest_corpus() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let demo_dir = std::env::var_os("CKD_MIMIC_DEMO")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo.join("../shared/data/mimic-iii-demo"));
+    let demo = demo_lines(&demo_dir);
+
+    // mimic-csv: two patients with 2 and 3 admissions (5 admissions, 3 samples).
+    let m = root.join("mimic-csv");
+    let two = cut(&demo, &["187023", "105150", "125157", "131048", "198330"], 4);
+    write(&m, "demo-two-patients", &joined(&two));
+    // PhysioNet's own layout: lower-case headers, LF line ends.
+    let mut lower = cut(&demo, &["142582", "122098"], 3);
+    for t in lower.iter_mut() {
+        let (head, rest) = t.split_at(t.find('\n').unwrap() + 1);
+        *t = format!("{}{}", head.to_ascii_lowercase(), rest).replace("\r\n", "\n");
+    }
+    write(&m, "demo-lowercase-lf", &joined(&lower));
+    // The demo's quirks: a drug with a comma (quoted), V and E codes, an admission without
+    // procedures; and the full MIMIC-III's: an empty SEQ_NUM and code, a repeated drug, a
+    // duplicate admission, rows of an unknown admission.
+    let mut quirks = cut(&demo, &["126949", "138132", "118192"], 4);
+    let comma = demo[3].iter().find(|l| l.contains("\"Albumin, Human\"")).expect("the demo's drug with a comma");
+    quirks[3].push_str(comma);
+    for l in demo[1].iter().filter(|l| field(l, 2) == "138132" && field(l, 4).starts_with(['V', 'E'])) {
+        quirks[1].push_str(l);
+    }
+    let (dx_row, rx_row) = (
+        quirks[1].split_inclusive('\n').nth(1).unwrap().to_string(),
+        quirks[3].split_inclusive('\n').nth(1).unwrap().to_string(),
+    );
+    let adm_row = quirks[0].split_inclusive('\n').nth(1).unwrap().to_string();
+    quirks[0].push_str(&adm_row);
+    quirks[1].push_str(&format!("1,{},{},,\r\n", field(&dx_row, 1), field(&dx_row, 2)));
+    quirks[1].push_str(&dx_row.replacen(field(&dx_row, 2), "999999", 1));
+    quirks[3].push_str(&rx_row);
+    write(&m, "demo-quirks", &joined(&quirks));
+    // Issue 17's hostile edits, one per seed, on the two-patient cut.
+    let mut quote = two.clone();
+    let drug_line = 2;
+    let drug = quote[3].split_inclusive('\n').nth(drug_line).unwrap().split(',').nth(7).unwrap().to_string();
+    edit(&mut quote, 3, drug_line, &format!(",{drug},"), &format!(",\"{drug},"));
+    write(&m, "hostile-stray-quote", &joined(&quote));
+    let mut dates = two.clone();
+    edit(&mut dates, 0, 1, "2138-06-05", "2138-02-30");
+    edit(&mut dates, 0, 3, "2112-05-11 14:15:00", "garbage");
+    write(&m, "hostile-dates", &joined(&dates));
+    let mut bytes = two.clone();
+    bytes[0].insert(0, '\u{feff}');
+    let mut raw = joined(&bytes);
+    // A byte that is not UTF-8 in a DRUG field, and a row cut short.
+    let at = raw.windows(6).position(|w| w == b",MAIN,").unwrap();
+    raw[at + 7] = 0xff;
+    let end = raw.windows(2).rposition(|w| w == b"\r\n").unwrap();
+    let last = raw[..end].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    raw.truncate(last + 8);
+    write(&m, "hostile-bytes", &raw);
+
+    // jsonl: the authors' records, records `ckd ingest` renders from the demo, the tiny
+    // bundle's rows (older instruction), and the edge cases of issue 17.
+    let j = root.join("jsonl");
+    let lines =
+        |p: &Path, n: usize| -> String { std::fs::read_to_string(p).unwrap().split_inclusive('\n').take(n).collect() };
+    let authors = lines(&repo.join("trainer/tests/data/ckd_ehr_authors/name_val_excerpt.json"), 2);
+    write(&j, "authors-excerpt", authors.as_bytes());
+    let ing = ckd_trainer::ingest::ingest_mimic(&demo_dir, &Default::default(), &mut |_, _| {}).unwrap();
+    let mut samples: Vec<_> = ing.file.samples.iter().collect();
+    samples.sort_by_key(|s| s.text().len());
+    write(&j, "demo-ingested", ckd_trainer::ingest::to_jsonl(samples.into_iter().take(2)).as_bytes());
+    write(&j, "tiny-rows", lines(&repo.join("edge-runtime/testdata/tiny/rows.jsonl"), 2).as_bytes());
+    let first = authors.split_inclusive('\n').next().unwrap().trim_end();
+    let edges = format!(
+        "\u{feff}{first}\r\n\r\n  \t\n{}",
+        ckd_core::jsonl::to_line(
+            "Instruction \u{e9}\u{1f600} \"q\"\\",
+            "Diseases: None.\n\tx",
+            "Disease that the patient may acquire: None"
+        )
+        .trim_end()
+    );
+    write(&j, "bom-crlf-blank-escapes", edges.as_bytes());
+    let mut hostile = Vec::new();
+    hostile.extend_from_slice(first.replacen("Determine", "Determin\u{e9}", 1).as_bytes());
+    hostile.push(b'\n');
+    let non_utf8 = first.replacen("Determine", "Determin\u{e9}", 1).into_bytes();
+    let at = non_utf8.windows(2).position(|w| w == "\u{e9}".as_bytes()).unwrap();
+    hostile.extend_from_slice(&non_utf8[..at + 1]);
+    hostile.extend_from_slice(&non_utf8[at + 2..]);
+    hostile.push(b'\n');
+    hostile.extend_from_slice(
+        b"{\"instruction\": \"i\", \"input\": \"t\", \"output\": \"Disease that the patient may acquire: Gout\"}\n",
+    );
+    hostile.extend_from_slice(b"{\"instruction\": \"i\", \"input\": \"t\", \"output\": \"Diseases: Shock\"}\n");
+    hostile.extend_from_slice(
+        b"{\"instruction\": \"i\", \"input\": 7, \"output\": \"Disease that the patient may acquire: Shock\"}\n",
+    );
+    hostile.extend_from_slice(&first.as_bytes()[..first.len() / 2]);
+    write(&j, "hostile", &hostile);
 }

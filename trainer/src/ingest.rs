@@ -13,6 +13,9 @@
 //! line and column; with `lenient` it is skipped and counted. Every row read is accounted for
 //! in [`TableStats`] as used or skipped with a reason, and the first lines skipped for each
 //! reason are named.
+//!
+//! [`ingest_mimic_bytes`] and [`ingest_jsonl_bytes`] read the same from bytes held in memory
+//! (the `mimic-csv` and `jsonl` fuzz targets of `fuzz/` go in through them).
 
 mod csv_rows;
 mod timestamp;
@@ -161,21 +164,83 @@ pub type Progress<'a> = &'a mut dyn FnMut(&str, u64);
 const PROGRESS_EVERY: u64 = 1 << 16;
 const MAX_COLS: usize = 4;
 
+/// The six tables [`ingest_mimic`] reads, held in memory as uncompressed CSV (for callers
+/// without a directory: fuzzing, tests). [`ingest_mimic_bytes`] reads them exactly as
+/// [`ingest_mimic`] reads the files of a directory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MimicTables<'a> {
+    /// `ADMISSIONS.csv`.
+    pub admissions: &'a [u8],
+    /// `DIAGNOSES_ICD.csv`.
+    pub diagnoses_icd: &'a [u8],
+    /// `PROCEDURES_ICD.csv`.
+    pub procedures_icd: &'a [u8],
+    /// `PRESCRIPTIONS.csv`.
+    pub prescriptions: &'a [u8],
+    /// `D_ICD_DIAGNOSES.csv`.
+    pub d_icd_diagnoses: &'a [u8],
+    /// `D_ICD_PROCEDURES.csv`.
+    pub d_icd_procedures: &'a [u8],
+}
+
+impl<'a> MimicTables<'a> {
+    /// Table names, in the order of the fields.
+    pub const NAMES: [&'static str; 6] =
+        ["ADMISSIONS", "DIAGNOSES_ICD", "PROCEDURES_ICD", "PRESCRIPTIONS", "D_ICD_DIAGNOSES", "D_ICD_PROCEDURES"];
+
+    /// The bytes of table `name` (one of [`Self::NAMES`]; any other name gives `None`).
+    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+        Some(match name {
+            "ADMISSIONS" => self.admissions,
+            "DIAGNOSES_ICD" => self.diagnoses_icd,
+            "PROCEDURES_ICD" => self.procedures_icd,
+            "PRESCRIPTIONS" => self.prescriptions,
+            "D_ICD_DIAGNOSES" => self.d_icd_diagnoses,
+            "D_ICD_PROCEDURES" => self.d_icd_procedures,
+            _ => return None,
+        })
+    }
+}
+
+/// Where the tables of a MIMIC-III ingest come from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Files of a directory (`.csv` or `.csv.gz`, see [`find_table`]).
+    Dir(&'a Path),
+    /// Bytes in memory; errors name the table as `<TABLE>.csv`.
+    Memory(&'a MimicTables<'a>),
+}
+
 /// A CSV table opened for streaming with its column indices resolved.
-struct Table {
+struct Table<'a> {
     path: PathBuf,
-    rows: CsvRows<Box<dyn BufRead>>,
+    rows: CsvRows<Box<dyn BufRead + 'a>>,
     /// Fields in the header (every row must have as many).
     width: usize,
     cols: Vec<usize>,
     names: &'static [&'static str],
 }
 
-impl Table {
-    fn open(dir: &Path, table: &'static str, names: &'static [&'static str]) -> Result<Self, IngestError> {
+impl<'a> Table<'a> {
+    /// Opens `table` of `src` and adds its bytes to `hasher` (the source hash).
+    fn open(
+        src: Source<'a>,
+        hasher: &mut Sha256,
+        table: &'static str,
+        names: &'static [&'static str],
+    ) -> Result<Self, IngestError> {
         debug_assert!(names.len() <= MAX_COLS);
-        let path = find_table(dir, table).ok_or_else(|| IngestError::MissingTable { dir: dir.to_path_buf(), table })?;
-        let rd = open_maybe_gz(&path).map_err(|source| IngestError::Io { file: path.clone(), source })?;
+        let (path, rd): (PathBuf, Box<dyn BufRead + 'a>) = match src {
+            Source::Dir(dir) => {
+                let path = find_table(dir, table)
+                    .ok_or_else(|| IngestError::MissingTable { dir: dir.to_path_buf(), table })?;
+                let rd = open_maybe_gz(&path).map_err(|source| IngestError::Io { file: path.clone(), source })?;
+                (path, rd)
+            }
+            Source::Memory(tables) => {
+                (PathBuf::from(format!("{table}.csv")), Box::new(tables.get(table).unwrap_or_default()))
+            }
+        };
         let mut rows = CsvRows::new(rd);
         let header: Vec<Vec<u8>> =
             match rows.next_line().map_err(|source| IngestError::Io { file: path.clone(), source })? {
@@ -192,6 +257,11 @@ impl Table {
                 .position(|h| h.trim_ascii().eq_ignore_ascii_case(n.as_bytes()))
                 .ok_or(IngestError::MissingColumn { file: path.clone(), column: n })?;
             cols.push(i);
+        }
+        // The file as stored (compressed or not) goes into the source hash.
+        match src {
+            Source::Dir(_) => hash_file(hasher, &path)?,
+            Source::Memory(tables) => hasher.update(tables.get(table).unwrap_or_default()),
         }
         Ok(Table { path, rows, width: header.len(), cols, names })
     }
@@ -281,6 +351,21 @@ pub struct Ingested {
 /// Reads a MIMIC-III directory into samples. Reads ADMISSIONS, DIAGNOSES_ICD, PRESCRIPTIONS,
 /// PROCEDURES_ICD, D_ICD_DIAGNOSES and D_ICD_PROCEDURES.
 pub fn ingest_mimic(dir: &Path, cfg: &IngestConfig, progress: Progress<'_>) -> Result<Ingested, IngestError> {
+    ingest_tables(Source::Dir(dir), cfg, progress)
+}
+
+/// [`ingest_mimic`] on tables held in memory (uncompressed CSV). The result is the one
+/// [`ingest_mimic`] gives on a directory of the same files, except for the recorded source
+/// (`mimic:memory`); errors name a table as `<TABLE>.csv` (e.g. `ADMISSIONS.csv:2`).
+pub fn ingest_mimic_bytes(
+    tables: &MimicTables<'_>,
+    cfg: &IngestConfig,
+    progress: Progress<'_>,
+) -> Result<Ingested, IngestError> {
+    ingest_tables(Source::Memory(tables), cfg, progress)
+}
+
+fn ingest_tables(src: Source<'_>, cfg: &IngestConfig, progress: Progress<'_>) -> Result<Ingested, IngestError> {
     let mut summary = IngestSummary::default();
     let mut hasher = Sha256::new();
     let lenient = cfg.lenient;
@@ -288,8 +373,7 @@ pub fn ingest_mimic(dir: &Path, cfg: &IngestConfig, progress: Progress<'_>) -> R
     // Dictionaries first: they are small.
     let mut dx_titles: HashMap<String, String> = HashMap::new();
     {
-        let mut t = Table::open(dir, "D_ICD_DIAGNOSES", &["ICD9_CODE", "SHORT_TITLE"])?;
-        hash_file(&mut hasher, &t.path)?;
+        let mut t = Table::open(src, &mut hasher, "D_ICD_DIAGNOSES", &["ICD9_CODE", "SHORT_TITLE"])?;
         let mut st = TableStats::default();
         t.for_each(&mut st, lenient, progress, "D_ICD_DIAGNOSES", |f, line, st| {
             match icd::normalize(f[0]) {
@@ -305,8 +389,7 @@ pub fn ingest_mimic(dir: &Path, cfg: &IngestConfig, progress: Progress<'_>) -> R
     }
     let mut px_titles: HashMap<String, String> = HashMap::new();
     {
-        let mut t = Table::open(dir, "D_ICD_PROCEDURES", &["ICD9_CODE", "SHORT_TITLE"])?;
-        hash_file(&mut hasher, &t.path)?;
+        let mut t = Table::open(src, &mut hasher, "D_ICD_PROCEDURES", &["ICD9_CODE", "SHORT_TITLE"])?;
         let mut st = TableStats::default();
         t.for_each(&mut st, lenient, progress, "D_ICD_PROCEDURES", |f, line, st| {
             match icd::normalize(f[0]) {
@@ -323,8 +406,7 @@ pub fn ingest_mimic(dir: &Path, cfg: &IngestConfig, progress: Progress<'_>) -> R
 
     let mut adm: HashMap<u64, Admission> = HashMap::new();
     {
-        let mut t = Table::open(dir, "ADMISSIONS", &["SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME"])?;
-        hash_file(&mut hasher, &t.path)?;
+        let mut t = Table::open(src, &mut hasher, "ADMISSIONS", &["SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME"])?;
         let path = t.path.clone();
         let mut st = TableStats::default();
         t.for_each(&mut st, lenient, progress, "ADMISSIONS", |f, line, st| {
@@ -354,8 +436,7 @@ pub fn ingest_mimic(dir: &Path, cfg: &IngestConfig, progress: Progress<'_>) -> R
     }
 
     for (table, is_dx) in [("DIAGNOSES_ICD", true), ("PROCEDURES_ICD", false)] {
-        let mut t = Table::open(dir, table, &["HADM_ID", "SEQ_NUM", "ICD9_CODE"])?;
-        hash_file(&mut hasher, &t.path)?;
+        let mut t = Table::open(src, &mut hasher, table, &["HADM_ID", "SEQ_NUM", "ICD9_CODE"])?;
         let path = t.path.clone();
         let mut st = TableStats::default();
         t.for_each(&mut st, lenient, progress, table, |f, line, st| {
@@ -380,8 +461,7 @@ pub fn ingest_mimic(dir: &Path, cfg: &IngestConfig, progress: Progress<'_>) -> R
     let mut drugs: Vec<String> = Vec::new();
     {
         let mut drug_ids: HashMap<String, u32> = HashMap::new();
-        let mut t = Table::open(dir, "PRESCRIPTIONS", &["HADM_ID", "DRUG"])?;
-        hash_file(&mut hasher, &t.path)?;
+        let mut t = Table::open(src, &mut hasher, "PRESCRIPTIONS", &["HADM_ID", "DRUG"])?;
         let path = t.path.clone();
         let mut st = TableStats::default();
         t.for_each(&mut st, lenient, progress, "PRESCRIPTIONS", |f, line, st| {
@@ -476,7 +556,10 @@ pub fn ingest_mimic(dir: &Path, cfg: &IngestConfig, progress: Progress<'_>) -> R
         *summary.samples.entry(s.split.name()).or_default() += 1;
     }
     let file = SampleFile {
-        source: format!("mimic:{}", dir.display()),
+        source: match src {
+            Source::Dir(dir) => format!("mimic:{}", dir.display()),
+            Source::Memory(_) => "mimic:memory".into(),
+        },
         source_hash: hex(&hasher.finalize()),
         split: cfg.split,
         knowledge,
@@ -524,7 +607,13 @@ fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), IngestError> {
 /// naming the line (with `lenient`, skipped as "invalid UTF-8"); the other lines are read.
 pub fn ingest_jsonl(path: &Path, cfg: &IngestConfig) -> Result<Ingested, IngestError> {
     let bytes = std::fs::read(path).map_err(|source| IngestError::Io { file: path.to_path_buf(), source })?;
-    let body = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
+    ingest_jsonl_bytes(path, &bytes, cfg)
+}
+
+/// [`ingest_jsonl`] on bytes in memory; `path` names them in errors, in the summary's table and
+/// in the recorded source, as if they had been read from that file.
+pub fn ingest_jsonl_bytes(path: &Path, bytes: &[u8], cfg: &IngestConfig) -> Result<Ingested, IngestError> {
+    let body = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let mut summary = IngestSummary::default();
     let mut st = TableStats::default();
     let mut samples = Vec::new();
@@ -579,7 +668,7 @@ pub fn ingest_jsonl(path: &Path, cfg: &IngestConfig) -> Result<Ingested, IngestE
     }
     let file = SampleFile {
         source: format!("jsonl:{}", path.display()),
-        source_hash: hex(&Sha256::digest(&bytes)),
+        source_hash: hex(&Sha256::digest(bytes)),
         split: cfg.split,
         knowledge: None,
         samples,

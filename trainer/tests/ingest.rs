@@ -237,3 +237,85 @@ fn knowledge_clauses_do_not_leak_labels() {
     }
     assert_ne!(ingest::attach_knowledge_fdr(&mut c, kc, 1.0), ta);
 }
+
+/// The six tables of a directory as bytes, for `ingest_mimic_bytes` (uncompressed files only).
+fn read_tables(dir: &Path) -> Vec<Vec<u8>> {
+    ingest::MimicTables::NAMES.iter().map(|n| fs::read(dir.join(format!("{n}.csv"))).unwrap()).collect()
+}
+
+fn tables(t: &[Vec<u8>]) -> ingest::MimicTables<'_> {
+    ingest::MimicTables {
+        admissions: &t[0],
+        diagnoses_icd: &t[1],
+        procedures_icd: &t[2],
+        prescriptions: &t[3],
+        d_icd_diagnoses: &t[4],
+        d_icd_procedures: &t[5],
+    }
+}
+
+/// The in-memory entry points (the fuzz targets' way in) read bytes as the directory and file
+/// readers read files: same samples, accounting and source hash; errors name the table.
+#[test]
+fn bytes_entry_points_read_like_the_file_readers() {
+    let d = tempfile::tempdir().unwrap();
+    tiny_mimic(d.path());
+    // ingest_mimic_bytes takes uncompressed CSV: write DIAGNOSES_ICD as plain text too.
+    let dx = {
+        let mut s = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(fs::File::open(d.path().join("DIAGNOSES_ICD.csv.gz")).unwrap()),
+            &mut s,
+        )
+        .unwrap();
+        s
+    };
+    fs::remove_file(d.path().join("DIAGNOSES_ICD.csv.gz")).unwrap();
+    write(d.path(), "DIAGNOSES_ICD.csv", &dx);
+    let raw = read_tables(d.path());
+    for cfg in [no_knowledge(), IngestConfig::default()] {
+        let from_dir = ingest::ingest_mimic(d.path(), &cfg, &mut |_, _| {}).unwrap();
+        let from_bytes = ingest::ingest_mimic_bytes(&tables(&raw), &cfg, &mut |_, _| {}).unwrap();
+        assert_eq!(from_bytes.file.source, "mimic:memory");
+        assert_eq!(from_bytes.file.source_hash, from_dir.file.source_hash);
+        assert_eq!(from_bytes.file.samples, from_dir.file.samples);
+        assert_eq!(from_bytes.file.knowledge, from_dir.file.knowledge);
+        assert_eq!(from_bytes.summary.tables, from_dir.summary.tables);
+    }
+    // A bad row: the same error, the table named as `<TABLE>.csv`.
+    let mut bad = raw.clone();
+    bad[0] = b"ROW_ID,SUBJECT_ID,HADM_ID,ADMITTIME,DISCHTIME\r\n1,1,300,2150-13-01 10:00:00,2150-03-05 10:00:00\r\n"
+        .to_vec();
+    let e = ingest::ingest_mimic_bytes(&tables(&bad), &no_knowledge(), &mut |_, _| {}).err().unwrap();
+    assert!(e.to_string().starts_with("ADMISSIONS.csv:2: column ADMITTIME: "), "{e}");
+    // A missing table is an empty one: its header lacks the columns.
+    let mut empty = raw.clone();
+    empty[3].clear();
+    let e = ingest::ingest_mimic_bytes(&tables(&empty), &no_knowledge(), &mut |_, _| {}).err().unwrap();
+    assert_eq!(e.to_string(), "PRESCRIPTIONS.csv: header has no column HADM_ID");
+
+    // JSONL: bytes and file give the same result, errors name the path given.
+    let jsonl = "\u{feff}{\"instruction\": \"i\", \"input\": \"t\", \"output\": \"Disease that the patient may acquire: Shock\"}\r\n\
+                 \n\
+                 {\"instruction\": \"i\", \"input\": \"u\", \"output\": \"Disease that the patient may acquire: None\"}";
+    let p = d.path().join("x.jsonl");
+    write(d.path(), "x.jsonl", jsonl);
+    let from_file = ingest::ingest_jsonl(&p, &IngestConfig::default()).unwrap();
+    let from_bytes = ingest::ingest_jsonl_bytes(&p, jsonl.as_bytes(), &IngestConfig::default()).unwrap();
+    assert_eq!(from_bytes.file, from_file.file);
+    assert_eq!(from_bytes.summary.tables, from_file.summary.tables);
+    assert_eq!(from_bytes.file.samples.len(), 2);
+    let e = ingest::ingest_jsonl_bytes(Path::new("in.jsonl"), b"{\"instruction\": 1}\n", &IngestConfig::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().starts_with("in.jsonl: line 1: "), "{e}");
+
+    // The real demo tables (CRLF, quoted fields): bytes and directory agree.
+    let Some(demo) = common::data_path("CKD_MIMIC_DEMO", "../shared/data/mimic-iii-demo") else { return };
+    let raw = read_tables(&demo);
+    let from_dir = ingest::ingest_mimic(&demo, &IngestConfig::default(), &mut |_, _| {}).unwrap();
+    let from_bytes = ingest::ingest_mimic_bytes(&tables(&raw), &IngestConfig::default(), &mut |_, _| {}).unwrap();
+    assert_eq!(from_bytes.file.source_hash, from_dir.file.source_hash);
+    assert_eq!(from_bytes.file.samples, from_dir.file.samples);
+    assert_eq!(from_bytes.summary.tables, from_dir.summary.tables);
+}

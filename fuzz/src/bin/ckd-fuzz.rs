@@ -8,15 +8,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use ckd_fuzz::{
-    bundle_file_target, bundle_packed_target, bundle_target, fuzz, manifest_target, read_corpus, wire_target,
-    BaseBundle, Budget, BundleFile, Target,
+    bundle_file_target, bundle_packed_target, bundle_target, fuzz, jsonl_target, manifest_target, mimic_csv_target,
+    read_corpus, wire_target, BaseBundle, Budget, BundleFile, Target,
 };
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(about = "Stable-toolchain mutation fuzzing of ckd's wire decoder and bundle loader")]
+#[command(about = "Stable-toolchain mutation fuzzing of ckd's wire decoder, bundle loader and ingest readers")]
 struct Args {
-    /// Targets (wire, manifest, bundle, bundle-tokenizer); when none, those CI runs (all four).
+    /// Targets (wire, manifest, bundle, bundle-tokenizer, bundle-packed, mimic-csv, jsonl); when
+    /// none, those CI runs (all of them).
     targets: Vec<String>,
     /// Seconds of mutation per target (after the corpus replay).
     #[arg(long, default_value_t = 10.0)]
@@ -53,8 +54,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         args.targets
             .iter()
             .map(|t| {
-                Target::from_name(t)
-                    .ok_or_else(|| anyhow::anyhow!("unknown target {t:?} (wire, manifest, bundle, bundle-tokenizer)"))
+                Target::from_name(t).ok_or_else(|| {
+                    let names: Vec<&str> = Target::ALL.iter().map(|t| t.name()).collect();
+                    anyhow::anyhow!("unknown target {t:?} ({})", names.join(", "))
+                })
             })
             .collect::<anyhow::Result<_>>()?
     };
@@ -77,6 +80,8 @@ fn run(args: &Args) -> anyhow::Result<bool> {
                 };
                 fuzz(t.name(), &corpus, f, budget, seed, 1 << 20, &args.crashes)
             }
+            Target::MimicCsv => fuzz(t.name(), &corpus, mimic_csv_target, budget, seed, 1 << 16, &args.crashes),
+            Target::Jsonl => fuzz(t.name(), &corpus, jsonl_target, budget, seed, 1 << 16, &args.crashes),
             Target::BundlePacked => {
                 let scratch = tempfile::tempdir()?;
                 let f = |d: &[u8]| bundle_packed_target(d, scratch.path());
