@@ -48,6 +48,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Teacher { cmd: TeacherCmd::Train(a) } => train::teacher_train(&a),
         Cmd::Teacher { cmd: TeacherCmd::Label(a) } => train::teacher_label(&a),
         Cmd::Teacher { cmd: TeacherCmd::Merge(a) } => train::teacher_merge(&a),
+        Cmd::Teacher { cmd: TeacherCmd::States(a) } => train::teacher_states(&a),
         Cmd::Explain(a) => data::explain(&a),
         Cmd::Pipeline(a) => evaluate::pipeline(&a),
         Cmd::Bench(a) => evaluate::bench(&a),

@@ -1,6 +1,8 @@
 //! `ckd bench` on a tiny cohort and grid: every cell trains once, `bench.json` / `bench.md` /
 //! `forest.svg` are written with intervals that contain their estimates, a second run trains
-//! nothing, and a grown grid trains only its new cells.
+//! nothing, and a grown grid trains only its new cells. Below 100% labels the pipeline teacher
+//! (every training label) is not distilled from; the demo teacher retrained on the labelled
+//! patients is, and its soft labels follow the labelled draw.
 
 use std::path::Path;
 
@@ -41,6 +43,7 @@ fn tiny(out: &Path) -> (ckd_trainer::pipeline::PipelineConfig, bench::BenchSpec)
         temperatures = []
         attention = ["concept"]
         knowledge_ablation = true
+        demo_teacher_soft_weights = [0.5]
         resamples = 200
     "#;
     bench::from_toml(text, out).unwrap()
@@ -55,15 +58,26 @@ fn bench_grid_trains_each_cell_once_and_reports_paired_intervals() {
     let d = tempfile::tempdir().unwrap();
     let (cfg, spec) = tiny(d.path());
     let names: Vec<String> = spec.settings(&cfg.student.distill, 2).into_iter().map(|s| s.name).collect();
-    assert_eq!(names, ["none", "soft 0.5", "soft 0.1 + attn concept", "none, no knowledge", "soft 0.1, no knowledge"]);
+    assert_eq!(
+        names,
+        [
+            "none",
+            "soft 0.5",
+            "soft 0.1 + attn concept",
+            "none, no knowledge",
+            "soft 0.1, no knowledge",
+            "soft 0.5 (demo teacher, same labels)"
+        ]
+    );
     let attn = spec.settings(&cfg.student.distill, 2).into_iter().find(|s| s.name.contains("attn")).unwrap();
     assert_eq!((attn.distill.attn_concept, attn.distill.last_k_layers), (0.1, 2));
     let o = bench::run(&cfg, &spec, &Hidden).unwrap();
-    // 5 settings x 2 fractions x 2 seeds.
-    assert_eq!(o.trained, 20);
+    // 6 settings x 2 seeds at 100%; at 50% the three settings distilled from the pipeline teacher
+    // (which saw every label) do not run: none, none without knowledge, the demo teacher's.
+    assert_eq!(o.trained, 12 + 6);
     let b = read(&cfg.out);
     assert_eq!((b.format.as_str(), b.version), ("ckd-bench", 1));
-    assert_eq!(b.rows.len(), 10);
+    assert_eq!(b.rows.len(), 9);
     for r in &b.rows {
         assert_eq!(r.seeds, vec![1, 2], "{}", r.setting);
         let iv = r.test_macro_auc.expect("test interval");
@@ -73,27 +87,53 @@ fn bench_grid_trains_each_cell_once_and_reports_paired_intervals() {
         let seeds: Vec<f64> = r.test_macro_auc_per_seed.iter().map(|v| v.unwrap()).collect();
         assert!((iv.estimate - seeds.iter().sum::<f64>() / 2.0).abs() < 1e-9);
         assert_eq!(r.vs_none.is_some(), r.setting != "none", "{r:?}");
+        assert!(r.vs_logreg.is_some(), "{r:?}");
+        if r.label_fraction < 1.0 {
+            assert!(
+                ["none", "none, no knowledge", "soft 0.5 (demo teacher, same labels)"].contains(&r.setting.as_str())
+            );
+        }
     }
     // Twins: attention against soft 0.1 is absent here (soft 0.1 itself is not in the grid),
     // the knowledge ablation against its with-knowledge setting.
-    let abl = b.rows.iter().find(|r| r.setting == "none, no knowledge").unwrap();
+    let abl = b.rows.iter().find(|r| r.setting == "none, no knowledge" && r.label_fraction == 1.0).unwrap();
     assert_eq!(abl.twin.as_deref(), Some("none"));
     assert!(abl.vs_twin.is_some());
-    // Baselines: prior, LR at 100% and at 50%, teacher, oracle.
+    // Baselines: prior, LR at 100% and at 50%, the demo teacher on each fraction's labels, the
+    // pipeline teacher, the oracle.
     let bn: Vec<&str> = b.baselines.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(bn.len(), 5, "{bn:?}");
-    assert!(bn[2].starts_with("logistic regression (50% labels"), "{bn:?}");
-    assert!(bn[4].starts_with("oracle"), "{bn:?}");
+    assert_eq!(bn.len(), 7, "{bn:?}");
+    for want in ["logistic regression (50% labels", "demo teacher (same labels) (50% labels", "oracle"] {
+        assert!(bn.iter().any(|n| n.starts_with(want)), "{want}: {bn:?}");
+    }
+    // The demo teacher at 50% learned from the labelled patients only: its soft labels say so.
+    for seed in [1u64, 2] {
+        let p = cfg.out.join(format!("bench/teachers/demo-50pct-seed{seed}/soft.json"));
+        let t: bench::teachers::FractionTeacher = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        let samples =
+            ckd_core::format::SampleFile::from_bytes(&std::fs::read(cfg.out.join("samples/samples.bin")).unwrap())
+                .unwrap();
+        let train: Vec<_> = samples.samples.iter().filter(|s| s.split == ckd_core::visit::Split::Train).collect();
+        let kept =
+            train.iter().filter(|s| ckd_trainer::student::keeps_label(seed, &s.subject.to_string(), 0.5)).count();
+        assert_eq!((t.protocol.labelled_rows, t.protocol.unlabelled_rows), (kept, train.len() - kept), "seed {seed}");
+        assert!(kept > 0 && kept < train.len());
+    }
     // One choice per fraction, among the distilled settings with knowledge.
     assert_eq!(b.chosen.len(), 2);
     for c in &b.chosen {
-        assert!(["soft 0.5", "soft 0.1 + attn concept"].contains(&c.setting.as_str()), "{c:?}");
+        let allowed: &[&str] = if c.label_fraction < 1.0 {
+            &["soft 0.5 (demo teacher, same labels)"]
+        } else {
+            &["soft 0.5", "soft 0.1 + attn concept", "soft 0.5 (demo teacher, same labels)"]
+        };
+        assert!(allowed.contains(&c.setting.as_str()), "{c:?}");
     }
     let md = std::fs::read_to_string(cfg.out.join("bench.md")).unwrap();
     assert!(md.contains("| none (2 seeds) | 50% |"), "{md}");
-    assert!(md.contains("Chosen on validation"), "{md}");
+    assert!(md.contains("Chosen on validation") && md.contains("vs LR, same labels"), "{md}");
     let svg = std::fs::read_to_string(cfg.out.join("forest.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("soft 0.5 @ 50%"), "{}", &svg[..200.min(svg.len())]);
+    assert!(svg.starts_with("<svg") && svg.contains("none @ 50%"), "{}", &svg[..200.min(svg.len())]);
 
     // Resume: nothing to train; the figures are the same.
     let o2 = bench::run(&cfg, &spec, &Hidden).unwrap();
@@ -101,12 +141,18 @@ fn bench_grid_trains_each_cell_once_and_reports_paired_intervals() {
     let b2 = read(&cfg.out);
     assert_eq!(b2.rows, b.rows);
 
-    // A grown grid trains only its new cells (one more soft weight: 2 fractions x 2 seeds).
+    // A grown grid trains only its new cells (one more soft weight of the pipeline teacher: at
+    // 100% only, 2 seeds).
     let mut spec3 = spec.clone();
     spec3.soft_weights.push(1.0);
     let o3 = bench::run(&cfg, &spec3, &Hidden).unwrap();
-    assert_eq!(o3.trained, 4);
-    assert_eq!(read(&cfg.out).rows.len(), 12);
+    assert_eq!(o3.trained, 2);
+    assert_eq!(read(&cfg.out).rows.len(), 10);
+    // Asking for the leaky comparison runs the pipeline teacher's settings below 100% too.
+    let mut leaky = spec3.clone();
+    leaky.leaky_pipeline_teacher = true;
+    assert!(leaky.runs_at(&leaky.settings(&cfg.student.distill, 2)[1], 0.5));
+    assert!(!spec3.runs_at(&spec3.settings(&cfg.student.distill, 2)[1], 0.5));
 }
 
 #[test]

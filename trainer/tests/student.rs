@@ -268,3 +268,35 @@ fn attention_distillation_runs_with_a_foreign_tokenization() {
         assert!(v.is_finite() && v > 0.0, "attention term {k}: {v}");
     }
 }
+
+/// Issue 36: at a label fraction, the labels of the unlabelled patients reach no part of the
+/// student: replacing every one of them leaves the trained weights' predictions bit-identical,
+/// while changing one labelled row's label changes them. (One setup for all three runs: the
+/// same vocabulary and tokenization.)
+#[test]
+fn unlabelled_patients_labels_never_reach_the_student() {
+    let mut s = setup();
+    let fraction = 0.3;
+    let c = TrainConfig { label_fraction: fraction, seed: 4, ..cfg() };
+    let keeps = |i: usize, p: &Prepared| student::keeps_label(c.seed, &p.subjects[i].to_string(), fraction);
+    let d = tempfile::tempdir().unwrap();
+    let (_, base) = run_in(&s, &d.path().join("a"), &c, false);
+    let original = s.train.labels.clone();
+
+    let mut replaced = 0;
+    for i in 0..s.train.labels.len() {
+        if !keeps(i, &s.train) {
+            s.train.labels[i] = ckd_core::LabelSet::from_labels(vec![(i % 25) as u8, 24]);
+            replaced += 1;
+        }
+    }
+    assert!(replaced > 30, "{replaced} unlabelled rows");
+    let (_, same) = run_in(&s, &d.path().join("b"), &c, false);
+    assert_eq!(base, same, "an unlabelled patient's label changed the student");
+
+    s.train.labels = original;
+    let i = (0..s.train.labels.len()).find(|&i| keeps(i, &s.train)).unwrap();
+    s.train.labels[i] = ckd_core::LabelSet::from_labels(vec![0, 1, 2, 3, 4, 5, 6, 7]);
+    let (_, changed) = run_in(&s, &d.path().join("c"), &c, false);
+    assert_ne!(base, changed, "a labelled row's label must be used");
+}

@@ -19,6 +19,7 @@
 
 pub mod forest;
 pub mod summary;
+pub mod teachers;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -34,6 +35,7 @@ use crate::pipeline::upstream;
 use crate::pipeline::{msg_err, stage_err, PipelineConfig, PipelineError};
 use crate::student::{self, Prepared, Teacher};
 use crate::teacher::train::Bars;
+use teachers::{FractionTeacher, TeacherSource};
 
 type Result<T, E = PipelineError> = std::result::Result<T, E>;
 
@@ -62,6 +64,21 @@ pub struct BenchSpec {
     pub resamples: usize,
     /// Seed of the resamples.
     pub bootstrap_seed: u64,
+    /// A pretrained LLM (GGUF file or HF directory) as a frozen teacher: pooled states, and at
+    /// each fraction and seed a head on the labelled patients only ([`teachers`]).
+    pub llm: Option<PathBuf>,
+    /// Layer counts whose states are pooled.
+    pub llm_layers: Vec<usize>,
+    /// Maximum prompt tokens of the LLM.
+    pub llm_max_len: usize,
+    /// Soft-label weights of the students distilled from the LLM teacher.
+    pub llm_soft_weights: Vec<f32>,
+    /// Soft-label weights of the students distilled from the pipeline's teacher recipe retrained
+    /// on each fraction's labelled patients only (none by default).
+    pub demo_teacher_soft_weights: Vec<f32>,
+    /// Also run the pipeline teacher's settings below fraction 1, where that teacher (trained on
+    /// every training label) leaks the unlabelled patients' labels: only to measure that leak.
+    pub leaky_pipeline_teacher: bool,
 }
 
 impl Default for BenchSpec {
@@ -77,6 +94,12 @@ impl Default for BenchSpec {
             knowledge_ablation: true,
             resamples: ckd_core::bootstrap::DEFAULT_RESAMPLES,
             bootstrap_seed: 2026,
+            llm: None,
+            llm_layers: vec![6, 12, 18, 24],
+            llm_max_len: 768,
+            llm_soft_weights: vec![0.5, 1.0],
+            demo_teacher_soft_weights: Vec::new(),
+            leaky_pipeline_teacher: false,
         }
     }
 }
@@ -90,8 +113,19 @@ pub fn from_toml(text: &str, base_dir: &Path) -> Result<(PipelineConfig, BenchSp
         Some(v) => v.try_into::<BenchSpec>().map_err(|e| PipelineError::Config(format!("[bench]: {e}")))?,
         None => BenchSpec::default(),
     };
+    let mut spec = spec;
+    spec.llm = spec.llm.map(|p| resolve(&p, base_dir));
     spec.validate()?;
     Ok((cfg, spec))
+}
+
+/// `~/x` is `$HOME/x`; another relative path is relative to `base_dir`.
+fn resolve(p: &Path, base_dir: &Path) -> PathBuf {
+    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ if p.is_relative() => base_dir.join(p),
+        _ => p.to_path_buf(),
+    }
 }
 
 /// One setting of the grid: a loss and the texts it trains on.
@@ -105,6 +139,9 @@ pub struct Setting {
     pub distill: DistillConfig,
     /// Whether the texts keep their knowledge clauses.
     pub knowledge: bool,
+    /// Where the soft labels come from.
+    #[serde(default)]
+    pub teacher: TeacherSource,
 }
 
 impl Setting {
@@ -128,6 +165,15 @@ fn slug(name: &str) -> String {
 pub const NONE: &str = "none";
 
 impl BenchSpec {
+    /// Whether `setting` trains at `fraction`: a setting distilled from the pipeline teacher
+    /// (every training label) only at fraction 1, unless [`Self::leaky_pipeline_teacher`].
+    pub fn runs_at(&self, setting: &Setting, fraction: f64) -> bool {
+        fraction >= 1.0
+            || self.leaky_pipeline_teacher
+            || setting.teacher != TeacherSource::Pipeline
+            || !setting.distilled()
+    }
+
     /// Checks the grid.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(PipelineError::Config(format!("[bench] {m}")));
@@ -149,6 +195,12 @@ impl BenchSpec {
         if !(self.attention_weight.is_finite() && self.attention_weight > 0.0) {
             return bad("attention_weight must be > 0".into());
         }
+        if self.llm_soft_weights.iter().chain(&self.demo_teacher_soft_weights).any(|w| !(*w > 0.0 && *w <= 1.0)) {
+            return bad("llm_soft_weights and demo_teacher_soft_weights must be in (0, 1]".into());
+        }
+        if self.llm_layers.is_empty() || self.llm_layers.windows(2).any(|w| w[0] >= w[1]) || self.llm_layers[0] == 0 {
+            return bad(format!("llm_layers = {:?}: increasing layer counts from 1", self.llm_layers));
+        }
         if self.resamples < 100 {
             return bad(format!("resamples = {}: at least 100", self.resamples));
         }
@@ -164,6 +216,7 @@ impl BenchSpec {
             name,
             distill,
             knowledge,
+            teacher: TeacherSource::Pipeline,
         };
         let soft = |w: f32, t: f32| DistillConfig {
             hard: 1.0 - w,
@@ -200,6 +253,15 @@ impl BenchSpec {
         if self.knowledge_ablation {
             out.push(mk(format!("{NONE}, no knowledge"), hard_only(base), false));
             out.push(mk("soft 0.1, no knowledge".into(), soft(0.1, 1.0), false));
+        }
+        if self.llm.is_some() {
+            for &w in &self.llm_soft_weights {
+                out.push(Setting { teacher: TeacherSource::Llm, ..mk(format!("soft {w} (LLM)"), soft(w, 1.0), true) });
+            }
+        }
+        for &w in &self.demo_teacher_soft_weights {
+            let name = format!("soft {w} (demo teacher, same labels)");
+            out.push(Setting { teacher: TeacherSource::Demo, ..mk(name, soft(w, 1.0), true) });
         }
         out
     }
@@ -282,24 +344,59 @@ pub fn run(cfg: &PipelineConfig, spec: &BenchSpec, bars: &dyn Bars) -> Result<Be
         provenance: serde_json::json!({"samples": up.samples_bin, "samples_sha256": up.samples_hash, "knowledge": "removed"}),
         evidence_key: &up.ev_train_hash,
     };
+    // The LLM teacher at every fraction and seed (heads on the labelled patients only).
+    let llm = teachers::llm_states(cfg, spec, &up, bars)?;
+    let mut fraction_teachers: Vec<(FractionTeacher, String)> = Vec::new();
+    let mut sources: Vec<TeacherSource> = settings.iter().map(|s| s.teacher).collect();
+    sources.dedup();
+    for source in sources.into_iter().filter(|s| *s != TeacherSource::Pipeline) {
+        for &fraction in &spec.label_fractions {
+            for &seed in &spec.seeds {
+                let t = teachers::fraction_teacher(cfg, &up, source, llm.as_ref(), fraction, seed, bars, &mut stages)?;
+                fraction_teachers.push(t);
+            }
+        }
+    }
+    let llm_soft: Vec<Teacher> = fraction_teachers.iter().map(|(t, _)| t.teacher()).collect();
     let bench_dir = cfg.out.join("bench");
-    let total = settings.len() * spec.label_fractions.len() * spec.seeds.len();
+    let runs = |s: &Setting, f: f64| spec.runs_at(s, f);
+    let total = spec
+        .label_fractions
+        .iter()
+        .map(|&f| settings.iter().filter(|s| runs(s, f)).count() * spec.seeds.len())
+        .sum::<usize>();
+    if settings.iter().any(|s| spec.label_fractions.iter().any(|&f| !runs(s, f))) {
+        log("bench: settings distilled from the pipeline teacher (trained on every training label) run at 100% labels only; below it they would leak the unlabelled patients' labels");
+    }
     let mut cells = Vec::with_capacity(total);
     let mut trained = 0;
     let t_grid = Instant::now();
     for &fraction in &spec.label_fractions {
-        for (si, setting) in settings.iter().enumerate() {
+        for (si, setting) in settings.iter().enumerate().filter(|(_, s)| runs(s, fraction)) {
             for &seed in &spec.seeds {
                 let (data, test): (&StudentData, &[Sample]) =
                     if setting.knowledge { (&with_k, &up.test) } else { (&no_k, &bare[2]) };
+                let (cell_teacher, evidence_key) = match setting.teacher {
+                    TeacherSource::Pipeline => (&teacher, up.ev_train_hash.as_str()),
+                    source => {
+                        let i = fraction_teachers
+                            .iter()
+                            .position(|(t, _)| t.source == source && t.fraction == fraction && t.seed == seed)
+                            .ok_or_else(|| {
+                                msg_err("bench", format!("no {source:?} teacher at {fraction} seed {seed}"))
+                            })?;
+                        (&llm_soft[i], fraction_teachers[i].1.as_str())
+                    }
+                };
+                let data = StudentData { evidence_key, ..data.clone() };
                 let dir = bench_dir.join(format!("{}-{}pct-seed{seed}", setting.slug, pct(fraction)));
                 let display = format!("{} @ {}% seed {seed}", setting.name, pct(fraction));
                 let distill = setting.distill.clone();
                 let tc = train_config(cfg, distill, fraction, seed);
                 let t = Instant::now();
-                let ran = train_one(cfg, data, &teacher, tc, "bench-student", &display, &dir, bars, &mut stages)?;
+                let ran = train_one(cfg, &data, cell_teacher, tc, "bench-student", &display, &dir, bars, &mut stages)?;
                 let train_seconds = t.elapsed().as_secs_f64();
-                let preds = predictions(&dir, data, test, ran.then_some(train_seconds), &mut stages)?;
+                let preds = predictions(&dir, &data, test, ran.then_some(train_seconds), &mut stages)?;
                 if ran {
                     trained += 1;
                 }
@@ -320,7 +417,9 @@ pub fn run(cfg: &PipelineConfig, spec: &BenchSpec, bars: &dyn Bars) -> Result<Be
             }
         }
     }
-    let input = summary::SummaryInput { cfg, spec, up: &up, settings: &settings, cells: &cells };
+    let fts: Vec<FractionTeacher> = fraction_teachers.into_iter().map(|(t, _)| t).collect();
+    let input =
+        summary::SummaryInput { cfg, spec, up: &up, settings: &settings, cells: &cells, fraction_teachers: &fts };
     let s = summary::summarize(&input, t_all.elapsed().as_secs_f64())?;
     let svg = forest::render(&s).map_err(|e| msg_err("bench", e))?;
     write_atomic(&cfg.out.join("bench.json"), pretty_json(&s).as_bytes()).map_err(stage_err("bench"))?;

@@ -14,6 +14,7 @@ use ckd_core::visit::Sample;
 use ckd_core::NUM_LABELS;
 use serde::{Deserialize, Serialize};
 
+use super::teachers::{FractionTeacher, TeacherSource};
 use super::{pct, BenchSpec, Cell, Setting, NONE};
 use crate::pipeline::upstream::Upstream;
 use crate::pipeline::{msg_err, stage_err, PipelineConfig, PipelineError};
@@ -35,6 +36,8 @@ pub struct SummaryInput<'a> {
     pub settings: &'a [Setting],
     /// Every trained student.
     pub cells: &'a [Cell],
+    /// The LLM teacher at each fraction and seed (empty without `[bench] llm`).
+    pub fraction_teachers: &'a [FractionTeacher],
 }
 
 /// A baseline or reference model on the test split.
@@ -69,6 +72,14 @@ pub struct SettingRow {
     pub twin: Option<String>,
     /// Paired difference against the twin.
     pub vs_twin: Option<Interval>,
+    /// Paired difference against the logistic regression fitted on the same labelled patients
+    /// (mean over the same seeds' draws).
+    #[serde(default)]
+    pub vs_logreg: Option<Interval>,
+    /// For a setting distilled from the LLM: paired difference against the student distilled from
+    /// the demo teacher retrained on the same labels (its setting chosen on validation).
+    #[serde(default)]
+    pub vs_demo_teacher: Option<Interval>,
     /// Mean training seconds per student.
     pub train_seconds: f64,
 }
@@ -193,6 +204,52 @@ fn twin_of(name: &str) -> Option<String> {
     }
 }
 
+/// Baseline rows of the LLM teacher: its head at each fraction (mean over seeds), and at the
+/// largest fraction every representation tried (first seed), each with its interval.
+fn llm_teacher_rows(
+    input: &SummaryInput<'_>,
+    t: &[u8],
+    draws: &[Vec<usize>],
+    push: &mut impl FnMut(String, f64, &Cached),
+) {
+    let fts = input.fraction_teachers;
+    for (source, f) in [TeacherSource::Llm, TeacherSource::Demo]
+        .into_iter()
+        .flat_map(|s| input.spec.label_fractions.iter().map(move |&f| (s, f)))
+    {
+        let at: Vec<&FractionTeacher> = fts.iter().filter(|x| x.fraction == f && x.source == source).collect();
+        if at.is_empty() {
+            continue;
+        }
+        let who = if source == TeacherSource::Llm { "LLM teacher head" } else { "demo teacher (same labels)" };
+        let per_seed: Vec<Cached> = at.iter().map(|x| cache(&x.test, t, draws)).collect();
+        let refs: Vec<&Cached> = per_seed.iter().collect();
+        let mut reps: Vec<&str> = at.iter().map(|x| x.representation.as_str()).collect();
+        reps.dedup();
+        push(
+            format!("{who} ({}% labels, mean of {} seeds; {})", pct(f), at.len(), reps.join(" / ")),
+            f,
+            &mean_of(&refs),
+        );
+    }
+    let top = input.spec.label_fractions.iter().copied().fold(0.0, f64::max);
+    if let Some(first) = fts.iter().find(|x| x.fraction == top && x.source == TeacherSource::Llm) {
+        for c in &first.candidates {
+            push(
+                format!(
+                    "LLM head on {} ({}% labels, seed {}; val macro-AUC {})",
+                    c.name,
+                    pct(top),
+                    first.seed,
+                    fmt_auc(c.val_macro_auc)
+                ),
+                top,
+                &cache(&c.test, t, draws),
+            );
+        }
+    }
+}
+
 /// Computes every figure.
 pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64) -> Result<BenchJson> {
     const SB: &str = "bench";
@@ -210,9 +267,14 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64) -> Result<BenchJso
         baselines.push(BaselineRow { name, label_fraction: fraction, test_macro_auc: interval(c) })
     };
     let rows = crate::baselines::report_rows(&up.train, &up.val, test).map_err(stage_err(SB))?;
+    let mut logreg: Vec<(f64, Cached)> = Vec::new();
     for m in rows.iter().filter(|m| m.name != "all-negative") {
         let flat: Vec<f32> = m.probs.concat();
-        push(m.name.clone(), 1.0, &cache(&flat, &t, &draws));
+        let c = cache(&flat, &t, &draws);
+        push(m.name.clone(), 1.0, &c);
+        if m.name.starts_with("logistic regression") {
+            logreg.push((1.0, c));
+        }
     }
     for &f in spec.label_fractions.iter().filter(|f| **f < 1.0) {
         let mut per_seed = Vec::new();
@@ -229,9 +291,12 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64) -> Result<BenchJso
         }
         if !per_seed.is_empty() {
             let refs: Vec<&Cached> = per_seed.iter().collect();
-            push(format!("logistic regression ({}% labels, mean of {} seeds)", pct(f), refs.len()), f, &mean_of(&refs));
+            let m = mean_of(&refs);
+            push(format!("logistic regression ({}% labels, mean of {} seeds)", pct(f), refs.len()), f, &m);
+            logreg.push((f, m));
         }
     }
+    llm_teacher_rows(input, &t, &draws, &mut push);
     let ids: Vec<String> = test.iter().map(|s| s.id.clone()).collect();
     let teacher_probs = label::probs_for(&up.ev_test, &ids).map_err(stage_err(SB))?;
     push(format!("teacher ({})", up.teacher.manifest.model_name), 1.0, &cache(&teacher_probs, &t, &draws));
@@ -267,6 +332,8 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64) -> Result<BenchJso
                 vs_none: None,
                 twin: twin_of(&s.name),
                 vs_twin: None,
+                vs_logreg: None,
+                vs_demo_teacher: None,
                 train_seconds: idx.iter().map(|&i| input.cells[i].preds.train_seconds).sum::<f64>()
                     / idx.len().max(1) as f64,
             });
@@ -281,6 +348,21 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64) -> Result<BenchJso
         }
         if let Some(tw) = &row.twin {
             row.vs_twin = find(tw, *f).and_then(|n| difference(c, n));
+        }
+        row.vs_logreg = logreg.iter().find(|(g, _)| g == f).and_then(|(_, l)| difference(c, l));
+    }
+    let source_of = |name: &str| input.settings.iter().find(|s| s.name == name).map(|s| s.teacher);
+    for &f in &spec.label_fractions {
+        let demo = rows
+            .iter()
+            .filter(|r| r.label_fraction == f && source_of(&r.setting) == Some(TeacherSource::Demo))
+            .filter_map(|r| r.val_macro_auc.map(|v| (r.setting.clone(), v)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        let Some(demo) = demo.and_then(|(n, _)| find(&n, f)) else { continue };
+        for (row, (_, g, c)) in rows.iter_mut().zip(&means) {
+            if *g == f && source_of(&row.setting) == Some(TeacherSource::Llm) {
+                row.vs_demo_teacher = difference(c, demo);
+            }
         }
     }
     let names: Vec<&str> =
@@ -327,6 +409,21 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64) -> Result<BenchJso
             }
         ),
         "Label fraction f: hard labels for a share f of training patients (drawn per patient from the seed), teacher soft labels for every training row; validation keeps all its labels (thresholds, best epoch, the choice of setting).".into(),
+        if spec.leaky_pipeline_teacher {
+            "The pipeline teacher's settings also ran below 100% labels: that teacher saw every training label, so those rows measure label leakage, not knowledge.".into()
+        } else {
+            "Settings distilled from the pipeline teacher (every training label) ran at 100% labels only.".into()
+        },
+        if spec.llm.is_some() {
+            format!(
+                "LLM teacher: frozen {} (pooled states at layers {:?}, last token and mean over the visit's tokens); at each fraction and seed a head per representation is fitted on the labelled patients only, the best on validation is kept, and its soft labels are out-of-fold ({} folds by patient) for labelled rows and the head's for unlabelled rows: no unlabelled patient's label reaches the teacher or the student.",
+                spec.llm.as_ref().map_or(String::new(), |p| p.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned())),
+                spec.llm_layers,
+                input.cfg.teacher.oof_folds.max(2)
+            )
+        } else {
+            String::new()
+        },
         format!(
             "Students: {:?} preset, {:?} pooling, {} epochs, lr {}, head lr x{}; soft w means hard weight 1 - w, soft weight w; attention weight {}.",
             input.cfg.student.preset,
@@ -342,6 +439,7 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64) -> Result<BenchJso
         ),
         "Baselines are fitted on train + validation labels as in every report; the logistic regression at a fraction uses only that fraction's labelled training patients (and all validation labels).".into(),
     ];
+    let protocol: Vec<String> = protocol.into_iter().filter(|p| !p.is_empty()).collect();
     Ok(BenchJson {
         format: FORMAT.into(),
         version: VERSION,
@@ -361,6 +459,42 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64) -> Result<BenchJso
     })
 }
 
+/// One line per fraction: does the student distilled from the LLM teacher (the LLM setting with
+/// the best validation macro-AUC) beat the logistic regression on the same labels?
+fn llm_answers(s: &mut String, b: &BenchJson) {
+    use std::fmt::Write as _;
+    let llm: Vec<&str> =
+        b.settings.iter().filter(|x| x.teacher == TeacherSource::Llm).map(|x| x.name.as_str()).collect();
+    if llm.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n## The LLM teacher's student against the same labels\n");
+    let mut fractions: Vec<f64> = b.rows.iter().map(|r| r.label_fraction).collect();
+    fractions.dedup();
+    for f in fractions {
+        let best = b
+            .rows
+            .iter()
+            .filter(|r| r.label_fraction == f && llm.contains(&r.setting.as_str()))
+            .filter_map(|r| r.val_macro_auc.map(|v| (r, v)))
+            .max_by(|x, y| x.1.total_cmp(&y.1));
+        if let Some((r, _)) = best {
+            let _ = writeln!(
+                s,
+                "- {}% labels: `{}` (chosen on validation) vs the logistic regression on the same labelled patients: {} ({}); vs the student without distillation: {} ({}); vs the student of the demo teacher retrained on the same labels: {} ({}).",
+                pct(f),
+                r.setting,
+                fmt_difference(r.vs_logreg.as_ref()),
+                r.vs_logreg.as_ref().map_or("no interval", verdict),
+                fmt_difference(r.vs_none.as_ref()),
+                r.vs_none.as_ref().map_or("no interval", verdict),
+                fmt_difference(r.vs_demo_teacher.as_ref()),
+                r.vs_demo_teacher.as_ref().map_or("not run", verdict),
+            );
+        }
+    }
+}
+
 /// `bench.md`: the tables and the plain statements.
 pub fn markdown(b: &BenchJson) -> String {
     use std::fmt::Write as _;
@@ -368,13 +502,13 @@ pub fn markdown(b: &BenchJson) -> String {
     let _ = writeln!(s, "# ckd bench\n\n{}; {} test patients. {}\n", b.data, b.test_patients, b.protocol.join(" "));
     let _ = writeln!(
         s,
-        "| model | labels | val macro-AUC | test macro-AUC [95%] | vs none [95%, paired] | vs twin [95%, paired] |"
+        "| model | labels | val macro-AUC | test macro-AUC [95%] | vs none [95%, paired] | vs LR, same labels [95%, paired] | vs twin [95%, paired] |"
     );
-    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- |");
     for r in &b.baselines {
         let _ = writeln!(
             s,
-            "| {} | {}% | | {} | | |",
+            "| {} | {}% | | {} | | | |",
             r.name,
             pct(r.label_fraction),
             fmt_interval(r.test_macro_auc.as_ref())
@@ -387,16 +521,18 @@ pub fn markdown(b: &BenchJson) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} ({} seeds) | {}% | {} | {} | {} | {} |",
+            "| {} ({} seeds) | {}% | {} | {} | {} | {} | {} |",
             r.setting,
             r.seeds.len(),
             pct(r.label_fraction),
             fmt_auc(r.val_macro_auc),
             fmt_interval(r.test_macro_auc.as_ref()),
             fmt_difference(r.vs_none.as_ref()),
+            fmt_difference(r.vs_logreg.as_ref()),
             twin
         );
     }
+    llm_answers(&mut s, b);
     let _ = writeln!(s, "\n## Chosen on validation\n");
     for c in &b.chosen {
         let d = c.vs_none.as_ref();

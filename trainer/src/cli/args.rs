@@ -66,6 +66,37 @@ pub enum TeacherCmd {
     Label(LabelArgs),
     /// Merge shard files into one evidence file; fails unless every shard and sample is there once.
     Merge(MergeArgs),
+    /// Pooled hidden states of a frozen pretrained LLM for every split of a `samples.bin`
+    /// (last token and mean over the visit's tokens, at chosen layers); resumable by chunk.
+    States(StatesArgs),
+}
+
+#[derive(clap::Args)]
+pub struct StatesArgs {
+    /// Base: a Qwen2 GGUF file or HF safetensors directory.
+    #[arg(long)]
+    pub base: PathBuf,
+    /// `samples.bin` (`ckd ingest` / `ckd demo`); its train, val and test splits are run.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Directory of the chunk files (`train/`, `val/`, `test/`); existing chunks are kept.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Layer counts whose states are pooled (`L` = the final, normed state).
+    #[arg(long, value_delimiter = ',', default_values_t = [6, 12, 18, 24])]
+    pub layers: Vec<usize>,
+    /// Prompts per chunk file.
+    #[arg(long, default_value_t = 32)]
+    pub chunk: usize,
+    /// Maximum prompt tokens (longer visit texts are cut at their end).
+    #[arg(long, default_value_t = 768)]
+    pub max_len: usize,
+    /// Only the first N samples of each split (a quick look; the chunks stay valid for a full run).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: ckd_trainer::teacher::DeviceSpec,
 }
 
 #[derive(clap::Args)]
@@ -399,9 +430,24 @@ pub struct BenchArgs {
     /// Soft-label weights, comma-separated (overrides the grid's).
     #[arg(long, value_delimiter = ',')]
     pub soft_weights: Option<Vec<f32>>,
-    /// Attention settings among word, concept, field, all (overrides the grid's).
+    /// Attention settings among word, concept, field, all (overrides the grid's); `none` (or an
+    /// empty value) for no attention settings.
     #[arg(long, value_delimiter = ',')]
     pub attention: Option<Vec<String>>,
+    /// A pretrained LLM (Qwen2 GGUF file or HF directory) as a frozen teacher whose heads learn
+    /// from the labelled patients only (overrides `[bench] llm`).
+    #[arg(long)]
+    pub llm: Option<PathBuf>,
+    /// Soft-label weights of the students distilled from the LLM (overrides the grid's).
+    #[arg(long, value_delimiter = ',')]
+    pub llm_soft_weights: Option<Vec<f32>>,
+    /// Layer counts whose LLM states are pooled (overrides the grid's).
+    #[arg(long, value_delimiter = ',')]
+    pub llm_layers: Option<Vec<usize>>,
+    /// Also run the pipeline teacher's settings below 100% labels (that teacher saw every
+    /// training label: this measures label leakage, not knowledge).
+    #[arg(long)]
+    pub leaky_pipeline_teacher: bool,
     /// Leave out the temperature settings.
     #[arg(long)]
     pub no_temperature: bool,

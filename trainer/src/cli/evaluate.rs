@@ -95,8 +95,18 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         spec.soft_weights = w.clone();
     }
     if let Some(at) = &a.attention {
-        spec.attention = at.clone();
+        spec.attention = at.iter().filter(|x| !x.is_empty() && x.as_str() != "none").cloned().collect();
     }
+    if let Some(p) = &a.llm {
+        spec.llm = Some(p.clone());
+    }
+    if let Some(w) = &a.llm_soft_weights {
+        spec.llm_soft_weights = w.clone();
+    }
+    if let Some(l) = &a.llm_layers {
+        spec.llm_layers = l.clone();
+    }
+    spec.leaky_pipeline_teacher |= a.leaky_pipeline_teacher;
     if a.no_temperature {
         spec.temperatures.clear();
     }

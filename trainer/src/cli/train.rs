@@ -10,7 +10,7 @@ use ckd_trainer::soft_labels;
 use ckd_trainer::student::{self, TrainConfig};
 use ckd_trainer::teacher::label as teacher_label;
 
-use super::args::{ExportArgs, LabelArgs, MergeArgs, PackArgs, SoftFormat, TeacherTrainArgs, TrainArgs};
+use super::args::{ExportArgs, LabelArgs, MergeArgs, PackArgs, SoftFormat, StatesArgs, TeacherTrainArgs, TrainArgs};
 use super::data::{load_samples, read_soft_labels};
 
 pub fn student_train(a: &TrainArgs) -> Result<()> {
@@ -162,6 +162,34 @@ pub fn teacher_label(a: &LabelArgs) -> Result<()> {
         o.truncated,
         a.out.display()
     );
+    Ok(())
+}
+
+pub fn teacher_states(a: &StatesArgs) -> Result<()> {
+    use ckd_trainer::teacher::{load_frozen, states};
+    let (model, prompts, key) = load_frozen(&a.base, a.device, a.max_len)?;
+    let cfg = states::StatesConfig { layers: a.layers.clone(), chunk: a.chunk };
+    for split in [Split::Train, Split::Val, Split::Test] {
+        let (mut samples, _, _) = load_samples(&a.data, split)?;
+        if let Some(n) = a.limit {
+            samples.truncate(n);
+        }
+        let name = split.name();
+        anyhow::ensure!(!samples.is_empty(), "{}: no {name} samples", a.data.display());
+        let bar = progress::auto().bar(&format!("states ({name})"));
+        let (_, o) = states::extract(&model, &prompts, &samples, &cfg, &a.out.join(name), &key, &bar)?;
+        bar.finish_and_clear();
+        note!(
+            "states ({name}): {} samples, {} chunks computed, {} reused, shared prefix {} tokens, {:.0} tokens/s, {} prompts cut -> {}",
+            samples.len(),
+            o.computed,
+            o.reused,
+            o.prefix,
+            o.tokens as f64 / o.seconds.max(1e-9),
+            o.truncated,
+            a.out.join(name).display()
+        );
+    }
     Ok(())
 }
 

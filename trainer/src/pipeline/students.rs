@@ -74,6 +74,7 @@ pub(crate) fn train_config(cfg: &PipelineConfig, distill: DistillConfig, fractio
 }
 
 /// What a student trains on.
+#[derive(Clone)]
 pub(crate) struct StudentData<'a> {
     /// Training samples.
     pub train: &'a [Sample],

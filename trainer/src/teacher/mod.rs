@@ -22,7 +22,9 @@ pub mod head;
 pub mod label;
 pub mod oof;
 pub mod prompt;
+pub mod semi;
 pub mod sft;
+pub mod states;
 pub mod train;
 
 use std::collections::HashMap;
@@ -533,6 +535,26 @@ pub fn load_base(path: &Path, device: &Device, dtype: DType) -> Result<Base> {
     } else {
         Err(TeacherError::Invalid(format!("{}: no such GGUF file or model directory", path.display())))
     }
+}
+
+/// A pretrained base as a frozen model for features ([`states`]): the model on `device`, the
+/// prompt encoder (the authors' instruction, `max_len` tokens), and a key naming the weights
+/// (`gguf:SHA256` or `safetensors:SHA256`).
+pub fn load_frozen(
+    path: &Path,
+    device: DeviceSpec,
+    max_len: usize,
+) -> Result<(Qwen2ForCausalLM, PromptEncoder, String)> {
+    let dev = device.open()?;
+    let dtype = device.dtype();
+    let b = load_base(path, &dev, dtype)?;
+    let key = match &b.base {
+        BaseRef::Gguf { sha256, .. } => format!("gguf:{sha256}"),
+        BaseRef::Safetensors { sha256, .. } => format!("safetensors:{sha256}"),
+        BaseRef::Demo => "demo".to_string(),
+    };
+    let model = Qwen2ForCausalLM::from_tensors(b.tensors, &b.config, dtype, &dev)?;
+    Ok((model, PromptEncoder::new(b.tokenizer, max_len)?, key))
 }
 
 /// A trained teacher loaded for inference: LLM (adapters merged), head, prompt encoder.

@@ -611,6 +611,30 @@ impl Qwen2ForCausalLM {
     /// sequences whose keys/values are in `cache` (empty for the first call). Returns the final
     /// hidden states [B, T_new, H] of the new positions and appends them to `cache`.
     pub fn forward_cached(&self, input_ids: &Tensor, cache: &mut KvCache) -> Result<Tensor, Qwen2Error> {
+        let n = self.model.layers.len();
+        let mut states = self.forward_cached_layers(input_ids, cache, &[n])?;
+        states.pop().ok_or_else(|| Qwen2Error::InvalidInput("no state returned".into()))
+    }
+
+    /// [`Self::forward_cached`] returning the hidden states [B, T_new, H] after each of `layers`
+    /// (a count of decoder layers, in increasing order: `k` is the residual stream after layer `k`,
+    /// `num_hidden_layers` is the final state after `model.norm`). Earlier layers' states are
+    /// the raw residual stream (no norm), as HF's `output_hidden_states` returns them.
+    pub fn forward_cached_layers(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        layers: &[usize],
+    ) -> Result<Vec<Tensor>, Qwen2Error> {
+        let n_layers = self.model.layers.len();
+        if layers.is_empty()
+            || layers.windows(2).any(|w| w[0] >= w[1])
+            || layers.iter().any(|&k| k == 0 || k > n_layers)
+        {
+            return Err(Qwen2Error::InvalidInput(format!(
+                "layers {layers:?}: expected increasing counts in 1..={n_layers}"
+            )));
+        }
         let (b, t) = self.check_ids(input_ids)?;
         let offset = cache.len;
         if offset + t > self.cfg.max_position_embeddings {
@@ -629,11 +653,18 @@ impl Qwen2ForCausalLM {
         let mask = causal_padding_mask(&vec![offset + t; b], t, offset + t, offset, device)?;
         let (cos, sin) = rope_tables(self.cfg.rope_theta, self.cfg.head_dim(), offset, t, self.dtype(), device)?;
         let mut xs = self.embed(input_ids)?;
-        for (layer, slot) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
+        let mut out = Vec::with_capacity(layers.len());
+        for (i, (layer, slot)) in self.model.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             xs = layer.forward_t(&xs, &mask, &cos, &sin, Some(slot), None)?.0;
+            if i + 1 < n_layers && layers.contains(&(i + 1)) {
+                out.push(xs.clone());
+            }
         }
         cache.len = offset + t;
-        Ok(self.model.norm.forward(&xs)?)
+        if layers.last() == Some(&n_layers) {
+            out.push(self.model.norm.forward(&xs)?);
+        }
+        Ok(out)
     }
 
     /// LM head: hidden [.., H] (any rank >= 1) -> logits [.., V] (in the model dtype).

@@ -1,0 +1,119 @@
+//! Pooled LLM states (`teacher::states`) on a tiny random Qwen2: the shared-prefix path equals
+//! a full forward pass, chunks resume, a damaged chunk is refused with its name, and a changed
+//! prompt recomputes only its own chunk.
+
+use candle_core::{DType, Device, Tensor};
+use ckd_core::visit::{Sample, Split};
+use ckd_trainer::ingest::{ingest_mimic, IngestConfig};
+use ckd_trainer::models::qwen2::{self, KvCache, Qwen2ForCausalLM};
+use ckd_trainer::synth::{generate, write_cohort, SynthConfig};
+use ckd_trainer::teacher::demo::DemoConfig;
+use ckd_trainer::teacher::states::{self, StatesConfig, POOLS};
+use ckd_trainer::teacher::PromptEncoder;
+use indicatif::ProgressBar;
+
+fn samples() -> Vec<Sample> {
+    let d = tempfile::tempdir().unwrap();
+    let c = generate(&SynthConfig { patients: 300, seed: 9, ..Default::default() });
+    write_cohort(&c, d.path()).unwrap();
+    let ing = ingest_mimic(d.path(), &IngestConfig::default(), &mut |_, _| {}).unwrap();
+    ing.file.samples.into_iter().filter(|x| x.split == Split::Train).take(11).collect()
+}
+
+fn setup(s: &[Sample]) -> (Qwen2ForCausalLM, PromptEncoder) {
+    let tok = ckd_trainer::teacher::demo::train_tokenizer(s, 400).unwrap();
+    let d = DemoConfig { vocab_size: 400, hidden_size: 32, intermediate_size: 64, layers: 3, heads: 4, seed: 1 };
+    let cfg = d.qwen2(tok.get_vocab_size(true), 2048);
+    let t = qwen2::init_random(&cfg, 3, &Device::Cpu).unwrap();
+    let model = Qwen2ForCausalLM::from_tensors(t, &cfg, DType::F32, &Device::Cpu).unwrap();
+    (model, PromptEncoder::new(tok, 2048).unwrap())
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn shared_prefix_states_equal_a_full_forward_and_chunks_resume() {
+    let s = samples();
+    let (model, enc) = setup(&s);
+    let h = model.config().hidden_size;
+    let layers = vec![1, 3];
+    let cfg = StatesConfig { layers: layers.clone(), chunk: 4 };
+    let d = tempfile::tempdir().unwrap();
+    let bar = ProgressBar::hidden();
+    let (st, o) = states::extract(&model, &enc, &s, &cfg, d.path(), "tiny", &bar).unwrap();
+    assert_eq!((o.computed, o.reused), (3, 0));
+    assert!(o.prefix > 10, "the instruction is shared: prefix {}", o.prefix);
+    assert_eq!(st.data.len(), s.len() * layers.len() * POOLS.len() * h);
+
+    // Against a full forward pass of each prompt (no shared cache).
+    for (i, smp) in s.iter().enumerate() {
+        let p = enc.encode(smp).unwrap();
+        let x = Tensor::from_slice(&p.ids, (1, p.ids.len()), &Device::Cpu).unwrap();
+        let full = model.forward_cached_layers(&x, &mut KvCache::new(), &layers).unwrap();
+        let out = model.forward(&x, None).unwrap();
+        let last_final: Vec<f32> = out.last_hidden.flatten_all().unwrap().to_vec1().unwrap();
+        let row = &st.data[i * layers.len() * 2 * h..(i + 1) * layers.len() * 2 * h];
+        // Layer 3 = final normed state: its last-token pooling is the paper's head feature.
+        assert!(max_diff(&row[2 * h..3 * h], &last_final) < 1e-4);
+        let input: Vec<usize> = (0..p.ids.len()).filter(|&t| p.input_spans[t].is_some()).collect();
+        for (li, f) in full.iter().enumerate() {
+            let f: Vec<Vec<f32>> = f.squeeze(0).unwrap().to_vec2().unwrap();
+            let last = &f[p.ids.len() - 1];
+            let mean: Vec<f32> =
+                (0..h).map(|j| input.iter().map(|&t| f[t][j]).sum::<f32>() / input.len() as f32).collect();
+            assert!(max_diff(&row[li * 2 * h..li * 2 * h + h], last) < 1e-4, "sample {i} layer {li} last");
+            assert!(max_diff(&row[li * 2 * h + h..(li + 1) * 2 * h], &mean) < 1e-4, "sample {i} layer {li} mean");
+        }
+    }
+    // view() picks (layer, pool) columns.
+    let v = st.view(1, 1).unwrap();
+    assert_eq!(v.len(), s.len() * h);
+    assert_eq!(&v[h..2 * h], &st.data[layers.len() * 2 * h + h..layers.len() * 2 * h + 2 * h]);
+    assert!(st.view(2, 0).is_err());
+
+    // A second run reads every chunk back, bit for bit.
+    let (again, o2) = states::extract(&model, &enc, &s, &cfg, d.path(), "tiny", &bar).unwrap();
+    assert_eq!((o2.computed, o2.reused), (0, 3));
+    assert_eq!(again, st);
+
+    // A changed prompt recomputes its own chunk only; the stale chunk is not read.
+    let mut changed = s.clone();
+    changed[5].visit.diagnoses.truncate(1);
+    let (_, o3) = states::extract(&model, &enc, &changed, &cfg, d.path(), "tiny", &bar).unwrap();
+    assert_eq!((o3.computed, o3.reused), (1, 2));
+    // Another model key recomputes everything.
+    let other = tempfile::tempdir().unwrap();
+    let (_, o4) = states::extract(&model, &enc, &s[..4], &cfg, other.path(), "other", &bar).unwrap();
+    assert_eq!(o4.computed, 1);
+
+    // A damaged chunk is an error that names it.
+    let first = std::fs::read_dir(d.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("chunk-00000-"))
+        .unwrap();
+    let mut bytes = std::fs::read(&first).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x40;
+    std::fs::write(&first, bytes).unwrap();
+    let e = states::extract(&model, &enc, &s, &cfg, d.path(), "tiny", &bar).err().unwrap().to_string();
+    assert!(e.contains("chunk-00000-") && e.contains("checksum"), "{e}");
+}
+
+#[test]
+fn bad_layer_lists_are_refused() {
+    let s = samples();
+    let (model, enc) = setup(&s[..2]);
+    let d = tempfile::tempdir().unwrap();
+    for layers in [vec![], vec![0], vec![4], vec![2, 1]] {
+        let cfg = StatesConfig { layers: layers.clone(), chunk: 4 };
+        assert!(
+            states::extract(&model, &enc, &s[..2], &cfg, d.path(), "k", &ProgressBar::hidden()).is_err(),
+            "{layers:?}"
+        );
+    }
+}
