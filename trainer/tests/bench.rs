@@ -99,10 +99,10 @@ fn bench_grid_trains_each_cell_once_and_reports_paired_intervals() {
     let abl = b.rows.iter().find(|r| r.setting == "none, no knowledge" && r.label_fraction == 1.0).unwrap();
     assert_eq!(abl.twin.as_deref(), Some("none"));
     assert!(abl.vs_twin.is_some());
-    // Baselines: prior, LR at 100% and at 50%, the demo teacher on each fraction's labels, the
-    // pipeline teacher, the oracle.
+    // Baselines: prior, LR at 100% and at 50% (alone, and refitted with validation), the demo
+    // teacher on each fraction's labels, the pipeline teacher, the oracle.
     let bn: Vec<&str> = b.baselines.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(bn.len(), 7, "{bn:?}");
+    assert_eq!(bn.len(), 8, "{bn:?}");
     for want in ["logistic regression (50% labels", "demo teacher (same labels) (50% labels", "oracle"] {
         assert!(bn.iter().any(|n| n.starts_with(want)), "{want}: {bn:?}");
     }

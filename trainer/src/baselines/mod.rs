@@ -95,6 +95,17 @@ impl BagOfConcepts {
         val: (&[String], &[LabelSet]),
         cfg: &LogRegConfig,
     ) -> Result<Self, BaselineError> {
+        Self::fit_with(train, val, cfg, true)
+    }
+
+    /// As [`Self::fit`]; with `refit` false the model is the one fitted on `train` alone
+    /// (validation only tunes its thresholds), so its coefficients see no validation label.
+    pub fn fit_with(
+        train: (&[String], &[LabelSet]),
+        val: (&[String], &[LabelSet]),
+        cfg: &LogRegConfig,
+        refit: bool,
+    ) -> Result<Self, BaselineError> {
         for (t, l) in [train, val] {
             if t.len() != l.len() {
                 return Err(BaselineError::Mismatch { texts: t.len(), labels: l.len() });
@@ -114,6 +125,9 @@ impl BagOfConcepts {
         } else {
             metrics::tune_thresholds_label_sets(&first.predict_docs(&val_docs), val.1)?
         };
+        if !refit {
+            return Ok(BagOfConcepts { thresholds, ..first });
+        }
         // 2. Refit on train + val.
         let all_docs: Vec<Vec<String>> = train_docs.into_iter().chain(val_docs).collect();
         let all_labels: Vec<LabelSet> = train.1.iter().chain(val.1).copied().collect();
