@@ -84,6 +84,13 @@ impl TextEncoder {
         Self::new(tok, max_len)
     }
 
+    /// Parses `tokenizer.json` text read from `path` (named in errors) and clears its built-in
+    /// padding and truncation.
+    pub fn from_json(json: &str, path: &Path, max_len: usize) -> Result<Self, TextError> {
+        let tok = Tokenizer::from_str(json).map_err(|e| TextError::Tokenizer(format!("{}: {e}", path.display())))?;
+        Self::new(tok, max_len)
+    }
+
     /// Trains a BERT-style uncased WordPiece tokenizer (BERT normalizer and pre-tokenizer,
     /// `[CLS] $A [SEP]` template) on `texts`. Deterministic for the same texts.
     pub fn train_wordpiece<'a, I>(texts: I, vocab_size: usize, max_len: usize) -> Result<Self, TextError>

@@ -5,6 +5,9 @@
 //!   `ckd student train`, `ckd teacher train`, `ckd teacher label` and `ckd teacher merge --expect`
 //!   read only the split they are asked for (they read all 200 records before). A CKD-EHR JSONL
 //!   file given directly is one split file and is read whole.
+//! - Issue 30.2: a student's files are verified against its `checksums.json` by every command that
+//!   loads it: one flipped byte makes `ckd eval` and `ckd export` fail naming the file (they
+//!   evaluated and exported the damaged weights before).
 //!
 //! The fixture (one ingest, one tiny student, one demo teacher) is built once and shared.
 
@@ -202,4 +205,55 @@ fn a_jsonl_file_given_directly_is_read_whole() {
     ok(&["eval", "--model", s(&f.path("student")), "--data", s(&test_jsonl), "--split", "test", "--json", s(&out)]);
     let r = json(&out);
     assert_eq!(scored(&r), vec![f.counts[2] as u64; scored(&r).len()]);
+}
+
+/// A copy of the fixture's student in a directory of its own.
+fn student_copy(name: &str) -> PathBuf {
+    let f = fixture();
+    let dst = f.path(name);
+    let _ = fs::remove_dir_all(&dst);
+    fs::create_dir_all(&dst).unwrap();
+    for e in fs::read_dir(f.path("student")).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    }
+    dst
+}
+
+fn assert_refused(args: &[&str], names: &str) {
+    let o = ckd(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "ckd {args:?}: {err}");
+    assert!(err.contains(names), "ckd {args:?} should name {names}: {err}");
+}
+
+#[test]
+fn eval_and_export_refuse_a_student_with_a_flipped_byte() {
+    let f = fixture();
+    let st = student_copy("student-flipped");
+    let weights = st.join("model.safetensors");
+    let mut bytes = fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    fs::write(&weights, &bytes).unwrap();
+    let json = f.path("eval-flipped.json");
+    assert_refused(&["eval", "--model", s(&st), "--data", s(&f.bin()), "--json", s(&json)], s(&weights));
+    assert!(!json.exists());
+    let bundle = f.path("bundle-flipped");
+    assert_refused(&["export", "--model", s(&st), "--out", s(&bundle)], s(&weights));
+    assert!(!bundle.exists(), "nothing exported");
+}
+
+#[test]
+fn a_student_without_its_checksum_list_or_with_an_edited_file_is_refused() {
+    let f = fixture();
+    let st = student_copy("student-edited");
+    let thresholds = st.join("thresholds.json");
+    let text = fs::read_to_string(&thresholds).unwrap();
+    fs::write(&thresholds, text.replacen('0', "1", 1)).unwrap();
+    assert_refused(&["eval", "--model", s(&st), "--data", s(&f.bin())], s(&thresholds));
+    fs::remove_file(st.join("checksums.json")).unwrap();
+    assert_refused(&["eval", "--model", s(&st), "--data", s(&f.bin())], "checksums.json");
 }
