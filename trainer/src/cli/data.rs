@@ -94,7 +94,28 @@ pub fn ingest(a: &IngestArgs) -> Result<()> {
     };
     write_ingest_outputs(&ing, &a.out)?;
     print::ingest_summary(&ing.summary, &a.out, t.elapsed().as_secs_f64());
+    warn_empty_splits(&ing.summary, a);
     Ok(())
+}
+
+/// Says which splits got no sample (on a small input the per-patient split can leave
+/// validation and test empty, and every later command would then read nothing).
+fn warn_empty_splits(s: &ingest::IngestSummary, a: &IngestArgs) {
+    let empty: Vec<&str> =
+        ["train", "val", "test"].into_iter().filter(|k| s.samples.get(k).is_none_or(|&n| n == 0)).collect();
+    if empty.is_empty() {
+        return;
+    }
+    let total: u64 = s.samples.values().sum();
+    note!(
+        "warning: no {} samples ({total} samples from {} patients in all; the split is per patient: --train-frac {}, \
+         --val-frac {}, --split-seed {}): raise --val-frac and lower --train-frac, or try another --split-seed",
+        empty.join(" and no "),
+        s.patients,
+        a.train_frac,
+        a.val_frac,
+        a.split_seed
+    );
 }
 
 /// Writes an ingest's outputs so that `out` is replaced whole: built beside it, then swapped in
