@@ -42,8 +42,7 @@ pub fn write_tiny_bundle(dir: &Path, precision: ckd_trainer::export::Precision) 
     let thresholds: Vec<f32> = (0..ckd_core::NUM_LABELS).map(|l| 0.3 + 0.4 * (l % 5) as f32 / 4.0).collect();
     let student = data.path().join("student");
     let sc = StudentConfig { bert, head, max_len };
-    save_student(&student, &sc, &varmap, &enc, &thresholds, &serde_json::json!({}))?;
-    std::fs::write(student.join("knowledge.json"), serde_json::to_string(&ing.file.knowledge)?)?;
+    save_student(&student, &sc, &varmap, &enc, &thresholds, ing.file.knowledge.as_ref(), &serde_json::json!({}))?;
     ckd_trainer::bundle::write_bundle(&student, &dir.join("bundle"), precision)?;
     let mut rows = String::new();
     for s in ing.file.samples.iter().filter(|s| s.split != Split::Train).take(24) {
@@ -86,7 +85,7 @@ pub fn write_minilm_bundles(dir: &Path, max_len: usize) -> anyhow::Result<()> {
     let (_, varmap) = BertForMultiLabel::init(&bert, &head, &candle_core::Device::Cpu, 5)?;
     let student = work.path().join("student");
     let sc = StudentConfig { bert, head, max_len };
-    save_student(&student, &sc, &varmap, &enc, &[0.5; ckd_core::NUM_LABELS], &serde_json::json!({}))?;
+    save_student(&student, &sc, &varmap, &enc, &[0.5; ckd_core::NUM_LABELS], None, &serde_json::json!({}))?;
     for p in [Precision::F32, Precision::Int8] {
         ckd_trainer::bundle::write_bundle(&student, &dir.join(p.as_str()), p)?;
     }

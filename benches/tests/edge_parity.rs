@@ -52,8 +52,8 @@ fn fixture() -> Fixture {
     let out = student::train(&run, false).unwrap();
     let sdir = tempfile::tempdir().unwrap();
     let sc = StudentConfig { bert, head: HeadConfig::default(), max_len: 64 };
-    student::save_student(sdir.path(), &sc, &varmap, &enc, &out.thresholds, &serde_json::json!({})).unwrap();
-    std::fs::write(sdir.path().join("knowledge.json"), serde_json::to_string(&ing.file.knowledge).unwrap()).unwrap();
+    let knowledge = ing.file.knowledge.as_ref();
+    student::save_student(sdir.path(), &sc, &varmap, &enc, &out.thresholds, knowledge, &serde_json::json!({})).unwrap();
     let student = sdir.path().to_path_buf();
     Fixture { _dirs: vec![data, work, sdir], student, val, knowledge: ing.file.knowledge }
 }

@@ -314,6 +314,7 @@ fn ingest_class(r: &Result<ingest::Ingested, IngestError>) -> String {
         Ok(i) => format!("ok:{}", i.file.samples.len().min(3)),
         Err(IngestError::Row { file, column, .. }) => format!("row:{}:{column}", file.display()),
         Err(IngestError::MissingColumn { file, column }) => format!("column:{}:{column}", file.display()),
+        Err(IngestError::Unusable { file, .. }) => format!("unusable:{}", file.display()),
         Err(IngestError::Jsonl { source, .. }) => {
             let d = format!("{source:?}");
             format!("jsonl:{}", &d[..d.find([' ', '(', '{']).unwrap_or(d.len())])
@@ -324,8 +325,8 @@ fn ingest_class(r: &Result<ingest::Ingested, IngestError>) -> String {
 
 /// MIMIC-III CSV target ([`Target::MimicCsv`]): the input is split into the six tables
 /// ([`split_tables`]) and read by `ckd ingest`'s readers, strict and lenient, knowledge clauses
-/// on. Checks: errors are row or column errors naming one of the six tables (a row error's line
-/// is within the table); a run that succeeds accounts for every row, encodes as `samples.bin`
+/// on. Checks: errors are row, column or unusable-table errors naming one of the six tables (a
+/// row error's line is within the table); a run that succeeds accounts for every row, encodes as `samples.bin`
 /// and round-trips; a strict success is a lenient success with the same samples.
 pub fn mimic_csv_target(data: &[u8]) -> Outcome {
     let tables = split_tables(data);
@@ -346,9 +347,9 @@ pub fn mimic_csv_target(data: &[u8]) -> Outcome {
                 let lines = bytes.split_inclusive(|&b| b == b'\n').count() as u64;
                 assert!((1..=lines).contains(line), "{}: line {line} of {lines}", file.display());
             }
-            Err(IngestError::MissingColumn { file, .. }) => {
+            Err(IngestError::MissingColumn { file, .. } | IngestError::Unusable { file, .. }) => {
                 let name = file.to_str().and_then(|f| f.strip_suffix(".csv")).unwrap_or_default();
-                assert!(MimicTables::NAMES.contains(&name), "column error names {}", file.display());
+                assert!(MimicTables::NAMES.contains(&name), "table error names {}", file.display());
             }
             Err(e) => panic!("unexpected error for in-memory tables: {e}"),
         }
@@ -371,7 +372,12 @@ pub fn jsonl_target(data: &[u8]) -> Outcome {
     let path = Path::new("fuzz.jsonl");
     let run = |lenient: bool| ingest::ingest_jsonl_bytes(path, data, &IngestConfig { lenient, ..Default::default() });
     let (strict, lenient) = (run(false), run(true));
-    assert!(lenient.is_ok(), "lenient skips every bad line: {}", ingest_class(&lenient));
+    // Lenient skips every bad line; with no record left it names the file.
+    assert!(
+        lenient.is_ok() || matches!(&lenient, Err(IngestError::Unusable { file, .. }) if file == path),
+        "lenient skips every bad line: {}",
+        ingest_class(&lenient)
+    );
     let body = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(data);
     let lines = body.split_inclusive(|&b| b == b'\n').count();
     for r in [&strict, &lenient] {
@@ -382,6 +388,7 @@ pub fn jsonl_target(data: &[u8]) -> Outcome {
                 check_sample_file(&ing.file);
             }
             Err(IngestError::Row { line, .. }) => assert!((1..=lines as u64).contains(line), "line {line} of {lines}"),
+            Err(IngestError::Unusable { file, .. }) => assert_eq!(file, path),
             Err(IngestError::Jsonl { source, .. }) => {
                 let line = match source {
                     jsonl::JsonlError::Json { line, .. }
@@ -426,6 +433,8 @@ pub fn jsonl_target(data: &[u8]) -> Outcome {
                     assert!(recs.iter().zip(&s.file.samples).all(|(r, s)| r.labels == s.labels));
                 }
                 (Err(c), Err(IngestError::Jsonl { source, .. })) => assert_eq!(c, source, "core and ingest differ"),
+                // No record at all: the core reader gives none, ingest refuses the file.
+                (Ok(recs), Err(IngestError::Unusable { .. })) => assert!(recs.is_empty(), "core read records"),
                 (c, s) => panic!("core {:?} vs ingest {}", c.as_ref().map(|r| r.len()), ingest_class(s)),
             }
             label.push_str(&format!(",core:{}", class(&core)));

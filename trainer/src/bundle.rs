@@ -85,15 +85,10 @@ pub fn write_bundle_with(
     let tok_path = staged.join(TOKENIZER_FILE);
     write_atomic(&tok_path, &tokenizer).map_err(io_err(&tok_path))?;
 
-    let read_opt = |name: &str| std::fs::read_to_string(student_dir.join(name)).ok();
-    let knowledge: Option<KnowledgeTable> = match read_opt("knowledge.json") {
-        Some(t) => serde_json::from_str(&t).map_err(|e| {
-            BundleWriteError::Manifest(format!("{}: {e}", student_dir.join("knowledge.json").display()))
-        })?,
-        None => None,
-    };
-    let prov: serde_json::Value =
-        read_opt("provenance.json").and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(serde_json::Value::Null);
+    // Verified like the weights: the clauses and provenance go into the manifest.
+    let files = student::open_student(student_dir)?;
+    let knowledge: Option<KnowledgeTable> = student::read_student_json(&files, student_dir, "knowledge.json")?;
+    let prov: serde_json::Value = student::read_student_json(&files, student_dir, "provenance.json")?;
     let text = |v: &serde_json::Value| if v.is_null() { String::new() } else { v.to_string() };
     let manifest = Manifest {
         labels: Manifest::current_labels(),

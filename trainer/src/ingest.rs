@@ -14,6 +14,11 @@
 //! in [`TableStats`] as used or skipped with a reason, and the first lines skipped for each
 //! reason are named.
 //!
+//! An input that gives nothing is an error naming the file ([`IngestError::Unusable`]), never an
+//! empty output: a required table (ADMISSIONS, DIAGNOSES_ICD) with no data rows, any table with
+//! data rows none of which is usable, and tables or a JSONL file that give no sample. An
+//! optional table with no data rows is read as such, with a warning in the summary.
+//!
 //! [`ingest_mimic_bytes`] and [`ingest_jsonl_bytes`] read the same from bytes held in memory
 //! (the `mimic-csv` and `jsonl` fuzz targets of `fuzz/` go in through them).
 
@@ -82,6 +87,15 @@ pub enum IngestError {
         file: PathBuf,
         /// What is wrong.
         source: ckd_core::format::FormatError,
+    },
+    /// A table or file gives nothing to ingest: a required table without data rows, a table
+    /// none of whose rows is usable, or no sample at all.
+    #[error("{file}: {msg}")]
+    Unusable {
+        /// File.
+        file: PathBuf,
+        /// What is missing.
+        msg: String,
     },
     /// Reading failed.
     #[error("{file}: {source}")]
@@ -156,6 +170,42 @@ pub struct IngestSummary {
     pub diagnoses_without_category_title: u64,
     /// Procedure codes missing from D_ICD_PROCEDURES (rendered as the code itself).
     pub procedures_without_title: u64,
+    /// What a small input lacks without being unusable (an optional table without data rows),
+    /// one sentence each, naming the file.
+    pub warnings: Vec<String>,
+}
+
+/// Tables without which no sample is right: ADMISSIONS orders the visits, DIAGNOSES_ICD gives
+/// the labels. A table missing from this list may be a header only (with a warning).
+const REQUIRED_TABLES: [&str; 2] = ["ADMISSIONS", "DIAGNOSES_ICD"];
+
+/// What an optional table without data rows leaves out.
+fn without_rows(table: &str) -> &'static str {
+    match table {
+        "PRESCRIPTIONS" => "no visit lists a medication",
+        "PROCEDURES_ICD" => "no visit lists a procedure",
+        "D_ICD_DIAGNOSES" => "diagnoses without a three-digit category title are written as codes",
+        "D_ICD_PROCEDURES" => "procedures are written as codes",
+        _ => "nothing is read from it",
+    }
+}
+
+/// Checks a table's accounting once it has been read: a required table needs data rows, and a
+/// table with data rows needs a usable one (else every row was skipped: the reasons are named).
+/// An optional table without data rows gives a warning in `summary`.
+fn check_rows(file: &Path, table: &str, st: &TableStats, summary: &mut IngestSummary) -> Result<(), IngestError> {
+    let required = REQUIRED_TABLES.contains(&table);
+    let unusable = |msg: String| Err(IngestError::Unusable { file: file.to_path_buf(), msg });
+    if st.rows_read == 0 {
+        if required {
+            return unusable("no data rows (a header only); this table is required".into());
+        }
+        summary.warnings.push(format!("{}: no data rows (a header only): {}", file.display(), without_rows(table)));
+    } else if st.rows_used == 0 {
+        let why: Vec<String> = st.skipped.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        return unusable(format!("none of its {} data rows is usable (skipped: {})", st.rows_read, why.join(", ")));
+    }
+    Ok(())
 }
 
 /// Progress callback: `(table, rows read so far)`, called every 65,536 rows and at the end.
@@ -250,6 +300,17 @@ impl<'a> Table<'a> {
                     return Err(IngestError::Row { file: path, line, column: "-".into(), msg: UNCLOSED_QUOTE.into() })
                 }
             };
+        // A CR-only file is one line to the reader: its header would swallow every row.
+        if header.iter().any(|h| h.contains(&b'\r')) {
+            return Err(IngestError::Row {
+                file: path,
+                line: 1,
+                column: "-".into(),
+                msg: "a carriage return inside the header line: are the line ends CR only? (convert them to LF \
+                      or CRLF)"
+                    .into(),
+            });
+        }
         let mut cols = Vec::with_capacity(names.len());
         for &n in names {
             let i = header
@@ -385,6 +446,7 @@ fn ingest_tables(src: Source<'_>, cfg: &IngestConfig, progress: Progress<'_>) ->
             }
             Ok(())
         })?;
+        check_rows(&t.path, "D_ICD_DIAGNOSES", &st, &mut summary)?;
         summary.tables.insert("D_ICD_DIAGNOSES".into(), st);
     }
     let mut px_titles: HashMap<String, String> = HashMap::new();
@@ -401,13 +463,16 @@ fn ingest_tables(src: Source<'_>, cfg: &IngestConfig, progress: Progress<'_>) ->
             }
             Ok(())
         })?;
+        check_rows(&t.path, "D_ICD_PROCEDURES", &st, &mut summary)?;
         summary.tables.insert("D_ICD_PROCEDURES".into(), st);
     }
 
     let mut adm: HashMap<u64, Admission> = HashMap::new();
+    let admissions_path;
     {
         let mut t = Table::open(src, &mut hasher, "ADMISSIONS", &["SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME"])?;
         let path = t.path.clone();
+        admissions_path = t.path.clone();
         let mut st = TableStats::default();
         t.for_each(&mut st, lenient, progress, "ADMISSIONS", |f, line, st| {
             let subject = parse_id(&path, line, "SUBJECT_ID", f[0])?;
@@ -432,6 +497,7 @@ fn ingest_tables(src: Source<'_>, cfg: &IngestConfig, progress: Progress<'_>) ->
             st.rows_used += 1;
             Ok(())
         })?;
+        check_rows(&t.path, "ADMISSIONS", &st, &mut summary)?;
         summary.tables.insert("ADMISSIONS".into(), st);
     }
 
@@ -455,6 +521,7 @@ fn ingest_tables(src: Source<'_>, cfg: &IngestConfig, progress: Progress<'_>) ->
             st.rows_used += 1;
             Ok(())
         })?;
+        check_rows(&t.path, table, &st, &mut summary)?;
         summary.tables.insert(table.into(), st);
     }
 
@@ -491,6 +558,7 @@ fn ingest_tables(src: Source<'_>, cfg: &IngestConfig, progress: Progress<'_>) ->
             }
             Ok(())
         })?;
+        check_rows(&t.path, "PRESCRIPTIONS", &st, &mut summary)?;
         summary.tables.insert("PRESCRIPTIONS".into(), st);
     }
 
@@ -550,6 +618,15 @@ fn ingest_tables(src: Source<'_>, cfg: &IngestConfig, progress: Progress<'_>) ->
                 raw: None,
             });
         }
+    }
+    if samples.is_empty() {
+        return Err(IngestError::Unusable {
+            file: admissions_path,
+            msg: format!(
+                "no patient has two admissions ({} admissions of {} patients): there is no next-visit sample",
+                summary.admissions, summary.patients
+            ),
+        });
     }
     let knowledge = cfg.knowledge.map(|kc| attach_knowledge(&mut samples, kc));
     for s in &samples {
@@ -659,6 +736,15 @@ pub fn ingest_jsonl_bytes(path: &Path, bytes: &[u8], cfg: &IngestConfig) -> Resu
             labels: rec.labels,
             raw: Some(RawRecord { instruction: rec.instruction, input: rec.input, output: rec.output, line: rec.line }),
         });
+    }
+    if st.rows_used == 0 {
+        let why: Vec<String> = st.skipped.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let msg = if why.is_empty() {
+            "no records (the file is empty)".to_string()
+        } else {
+            format!("no usable record in {} lines (skipped: {})", st.rows_read, why.join(", "))
+        };
+        return Err(IngestError::Unusable { file: path.to_path_buf(), msg });
     }
     summary.tables.insert(path.file_name().map_or("jsonl".into(), |n| n.to_string_lossy().into_owned()), st);
     summary.admissions = samples.len() as u64;

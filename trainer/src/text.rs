@@ -10,19 +10,22 @@
 //!
 //! Offsets are UTF-8 byte offsets into the input text (`[CLS]`/`[SEP]`/`[PAD]` have `(0, 0)`).
 
+mod wordpiece;
+
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
 use ckd_core::bundle::TokenizerSettings;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
+use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{
-    AddedToken, DecoderWrapper, Model, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper, Tokenizer,
-    TokenizerBuilder,
+    AddedToken, DecoderWrapper, NormalizedString, Normalizer, NormalizerWrapper, OffsetReferential, OffsetType,
+    PostProcessorWrapper, PreTokenizedString, PreTokenizer, PreTokenizerWrapper, Tokenizer, TokenizerBuilder,
 };
 
 /// Error of tokenizer loading, training or encoding.
@@ -84,18 +87,40 @@ impl TextEncoder {
         Self::new(tok, max_len)
     }
 
+    /// Parses `tokenizer.json` text read from `path` (named in errors) and clears its built-in
+    /// padding and truncation.
+    pub fn from_json(json: &str, path: &Path, max_len: usize) -> Result<Self, TextError> {
+        let tok = Tokenizer::from_str(json).map_err(|e| TextError::Tokenizer(format!("{}: {e}", path.display())))?;
+        Self::new(tok, max_len)
+    }
+
     /// Trains a BERT-style uncased WordPiece tokenizer (BERT normalizer and pre-tokenizer,
-    /// `[CLS] $A [SEP]` template) on `texts`. Deterministic for the same texts.
+    /// `[CLS] $A [SEP]` template) on `texts`. Canonical: the same texts give a byte-identical
+    /// `tokenizer.json` in every run (see [`wordpiece`]); their order does not matter.
     pub fn train_wordpiece<'a, I>(texts: I, vocab_size: usize, max_len: usize) -> Result<Self, TextError>
     where
         I: Iterator<Item = &'a str> + Send,
     {
-        let mut trainer = WordPieceTrainerBuilder::new()
-            .vocab_size(vocab_size)
-            .min_frequency(2)
-            .show_progress(false)
-            .special_tokens(SPECIALS.iter().map(|s| AddedToken::from(*s, true)).collect())
-            .build();
+        let normalizer = BertNormalizer::new(true, true, None, true);
+        let mut words: BTreeMap<String, u64> = BTreeMap::new();
+        for text in texts {
+            let mut n = NormalizedString::from(text);
+            normalizer.normalize(&mut n).map_err(tk_err("normalizing"))?;
+            let mut p = PreTokenizedString::from(n);
+            BertPreTokenizer.pre_tokenize(&mut p).map_err(tk_err("pre-tokenizing"))?;
+            for (w, _, _) in p.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+                *words.entry(w.to_string()).or_default() += 1;
+            }
+        }
+        let pieces = wordpiece::learn(&words, vocab_size, 2, &SPECIALS);
+        let vocab: tokenizers::models::bpe::Vocab =
+            pieces.iter().enumerate().map(|(i, p)| (p.clone(), i as u32)).collect();
+        let model = WordPiece::builder()
+            .vocab(vocab)
+            .unk_token("[UNK]".into())
+            .continuing_subword_prefix("##".into())
+            .build()
+            .map_err(tk_err("building WordPiece"))?;
         let mut tb = TokenizerBuilder::<
             WordPiece,
             NormalizerWrapper,
@@ -103,15 +128,15 @@ impl TextEncoder {
             PostProcessorWrapper,
             DecoderWrapper,
         >::new()
-        .with_model(WordPiece::default())
-        .with_normalizer(Some(BertNormalizer::new(true, true, None, true).into()))
+        .with_model(model)
+        .with_normalizer(Some(normalizer.into()))
         .with_pre_tokenizer(Some(BertPreTokenizer.into()))
         .build()
         .map_err(tk_err("building tokenizer"))?;
-        tb.train(&mut trainer, texts).map_err(tk_err("training WordPiece"))?;
-        let vocab = tb.get_model().get_vocab();
-        let cls = *vocab.get("[CLS]").ok_or(TextError::MissingSpecial("[CLS]"))?;
-        let sep = *vocab.get("[SEP]").ok_or(TextError::MissingSpecial("[SEP]"))?;
+        tb.add_special_tokens(SPECIALS.iter().map(|s| AddedToken::from(*s, true)))
+            .map_err(tk_err("adding special tokens"))?;
+        let id = |t: &'static str| tb.token_to_id(t).ok_or(TextError::MissingSpecial(t));
+        let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
         let tp = TemplateProcessing::builder()
             .try_single("[CLS] $A [SEP]")
             .map_err(|e| TextError::Tokenizer(e.to_string()))?
@@ -245,6 +270,29 @@ mod tests {
         std::fs::write(&p, long.to_json().unwrap()).unwrap();
         let back = TextEncoder::from_file(&p, 512).unwrap();
         assert_eq!(back.encode(&texts[3]).unwrap(), long.encode(&texts[3]).unwrap());
+    }
+
+    /// Issue 30.9: the vocabulary is canonical. The `tokenizers` trainer numbered tied pieces in
+    /// hash-map order, so two trainings on the same texts (in one process, each map seeded
+    /// afresh) gave different `tokenizer.json` files; now they are byte-identical, whatever the
+    /// order of the texts.
+    #[test]
+    fn wordpiece_training_is_canonical() {
+        let mut texts = corpus();
+        texts.extend((0..40).map(|i| format!("Drug{i} given with Heparin; sodium chloride {} mg, dose {i}", i * 7)));
+        let train = |t: &[String]| {
+            TextEncoder::train_wordpiece(t.iter().map(|s| s.as_str()), 160, 64).unwrap().to_json().unwrap()
+        };
+        let first = train(&texts);
+        for _ in 0..3 {
+            assert_eq!(train(&texts), first);
+        }
+        texts.reverse();
+        assert_eq!(train(&texts), first, "the texts' order does not matter");
+        // Specials keep the ids the student and bundle expect.
+        let enc = TextEncoder::train_wordpiece(texts.iter().map(|s| s.as_str()), 160, 64).unwrap();
+        assert_eq!((enc.pad_id, enc.cls_id, enc.sep_id), (0, 2, 3));
+        assert_eq!(enc.vocab_size(), 160);
     }
 
     #[test]

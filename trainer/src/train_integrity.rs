@@ -1,12 +1,12 @@
-//! Integrity of a training run: checkpoint files sealed with their SHA-256 and verified when
-//! read back, tensor files whose errors name the file, and finite losses and weights.
+//! Integrity of a training run: checkpoint and student files sealed with their SHA-256 and
+//! verified when read back, tensor files whose errors name the file, and finite losses and weights.
 //!
-//! A checkpoint directory (`DIR/checkpoint/step-N/`) holds its files and [`SUMS_FILE`], written
-//! last (before the checkpoint is made current): `{"version": 1, "sha256": {name: hex}}`.
-//! Resuming reads each file once, checks its size-independent SHA-256 against that list (a
-//! flipped bit or a truncated file is refused, naming the file) and, for tensor files, that
-//! every value is finite. A checkpoint without the list is refused too: nothing unverified is
-//! trained on.
+//! A sealed directory (a checkpoint `DIR/checkpoint/step-N/`, or a saved student) holds its files
+//! and [`SUMS_FILE`], written last (before the checkpoint is made current):
+//! `{"version": 1, "sha256": {name: hex}}`. Reading through [`Verified`] reads each file once,
+//! checks its size-independent SHA-256 against that list (a flipped bit or a truncated file is
+//! refused, naming the file) and, for tensor files, that every value is finite. A directory
+//! without the list is refused too: nothing unverified is trained on, evaluated or exported.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -37,7 +37,8 @@ pub enum IntegrityError {
     },
     /// The file's SHA-256 differs from the one recorded when it was written.
     #[error(
-        "{path}: sha256 {found} differs from the checkpoint's {expected}: the file is corrupt, truncated or was edited"
+        "{path}: sha256 {found} differs from the {expected} recorded when it was written: the file is corrupt, \
+         truncated or was edited"
     )]
     Checksum {
         /// File.
@@ -47,13 +48,15 @@ pub enum IntegrityError {
         /// Hex SHA-256 of the file now.
         found: String,
     },
-    /// The checkpoint directory has no usable checksum list.
-    #[error("{path}: {msg} (delete the checkpoint directory to train from the start)")]
+    /// The directory has no usable checksum list (or it lacks a file).
+    #[error("{path}: {msg} ({remedy})")]
     Sums {
         /// The list's path.
         path: PathBuf,
         /// What is wrong.
         msg: String,
+        /// What the reader can do about it.
+        remedy: &'static str,
     },
     /// The file is not a valid safetensors file.
     #[error("{path}: not a valid safetensors file: {msg}")]
@@ -194,21 +197,52 @@ impl Seal {
     }
 }
 
-/// A sealed checkpoint directory opened for reading: every read is checked against its list.
+/// What a sealed directory is, for the messages of [`Verified`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedKind {
+    /// A training checkpoint (`DIR/checkpoint/step-N/`).
+    Checkpoint,
+    /// A saved student (`ckd student train --out`).
+    Student,
+}
+
+impl SealedKind {
+    fn name(self) -> &'static str {
+        match self {
+            SealedKind::Checkpoint => "checkpoint",
+            SealedKind::Student => "student directory",
+        }
+    }
+
+    fn remedy(self) -> &'static str {
+        match self {
+            SealedKind::Checkpoint => "delete the checkpoint directory to train from the start",
+            SealedKind::Student => "train the student again, or restore its directory from a copy",
+        }
+    }
+}
+
+/// A sealed directory opened for reading: every read is checked against its list.
 pub struct Verified {
     dir: PathBuf,
     sums: BTreeMap<String, String>,
+    kind: SealedKind,
 }
 
 impl Verified {
-    /// Reads `dir`'s checksum list.
+    /// Reads the checksum list of the checkpoint directory `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_kind(dir, SealedKind::Checkpoint)
+    }
+
+    /// Reads the checksum list of `dir`, a sealed directory of `kind`.
+    pub fn open_kind(dir: &Path, kind: SealedKind) -> Result<Self> {
         let path = dir.join(SUMS_FILE);
-        let sums_err = |msg: String| IntegrityError::Sums { path: path.clone(), msg };
+        let sums_err = |msg: String| IntegrityError::Sums { path: path.clone(), msg, remedy: kind.remedy() };
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(sums_err("missing: this checkpoint cannot be verified".into()))
+                return Err(sums_err(format!("missing: this {} cannot be verified", kind.name())))
             }
             Err(source) => return Err(IntegrityError::Io { path, source }),
         };
@@ -216,7 +250,12 @@ impl Verified {
         if sums.version != SUMS_VERSION {
             return Err(sums_err(format!("version {} (this build reads {SUMS_VERSION})", sums.version)));
         }
-        Ok(Verified { dir: dir.to_path_buf(), sums: sums.sha256 })
+        Ok(Verified { dir: dir.to_path_buf(), sums: sums.sha256, kind })
+    }
+
+    /// Whether the list has a checksum for `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.sums.contains_key(name)
     }
 
     /// The bytes of `name`, checked against the list.
@@ -225,6 +264,7 @@ impl Verified {
         let expected = self.sums.get(name).ok_or_else(|| IntegrityError::Sums {
             path: self.dir.join(SUMS_FILE),
             msg: format!("no checksum for {name}"),
+            remedy: self.kind.remedy(),
         })?;
         let bytes = std::fs::read(&path).map_err(|source| IntegrityError::Io { path: path.clone(), source })?;
         let found = hex(&Sha256::digest(&bytes));

@@ -171,3 +171,40 @@ fn closed_or_full_stdout_is_no_panic() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("writing to standard output") && !err.contains("panicked"), "{err}");
 }
+
+/// Issue 30.7: values that make no sense are refused at parse time (exit 2, before any data is
+/// read), naming the flag and the allowed range.
+#[test]
+fn nonsense_numbers_are_refused_naming_the_flag_and_range() {
+    let d = tempfile::tempdir().unwrap();
+    let data = jsonl(d.path(), "rows.jsonl", &["Shock", "None"]);
+    let out = d.path().join("out");
+    let base = ["student", "train", "--train", &data, "--val", &data, "--out", out.to_str().unwrap()];
+    let cases: [(&[&str], &str, &str); 9] = [
+        (&["--max-len", "0"], "--max-len", "at least 3"),
+        (&["--label-fraction", "2"], "--label-fraction", "(0, 1]"),
+        (&["--label-fraction", "0"], "--label-fraction", "(0, 1]"),
+        (&["--vocab-size", "1"], "--vocab-size", "at least 32"),
+        (&["--lr", "NaN"], "--lr", "finite number > 0"),
+        (&["--lr=-1e-3"], "--lr", "finite number > 0"),
+        (&["--head-lr-scale", "inf"], "--head-lr-scale", "finite number > 0"),
+        (&["--temperature", "0"], "--temperature", "finite number > 0"),
+        (&["--soft-weight=-0.1"], "--soft-weight", "finite number >= 0"),
+    ];
+    for (extra, flag, range) in cases {
+        let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
+        let o = ckd(&args, Stdio::piped());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(flag) && err.contains(range), "{extra:?}: {err}");
+    }
+    assert!(!out.exists(), "nothing was trained");
+    let teacher = ["teacher", "train", "--train", &data, "--val", &data, "--base", "demo", "--out"];
+    for (extra, flag) in [(["--max-len", "0"], "--max-len"), (["--lr", "NaN"], "--lr")] {
+        let args: Vec<&str> = teacher.iter().copied().chain([out.to_str().unwrap()]).chain(extra).collect();
+        let o = ckd(&args, Stdio::piped());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(flag), "{extra:?}: {err}");
+    }
+}

@@ -222,8 +222,14 @@ fn export_student_writes_checked_files() {
     let student = dir.path().join("student");
     std::fs::create_dir_all(&student).unwrap();
     let sc = ckd_trainer::student::StudentConfig { bert: cfg.clone(), head: head.clone(), max_len: 48 };
-    std::fs::write(student.join("config.json"), serde_json::to_string(&sc).unwrap()).unwrap();
-    candle_core::safetensors::save(&tensors, student.join("model.safetensors")).unwrap();
+    // The two files an export reads, sealed as `save_student` seals them.
+    let seal = |t: &HashMap<String, Tensor>| {
+        let mut seal = ckd_trainer::train_integrity::Seal::new(&student);
+        seal.bytes("config.json", serde_json::to_string(&sc).unwrap().as_bytes()).unwrap();
+        seal.tensors("model.safetensors", t).unwrap();
+        seal.finish().unwrap();
+    };
+    seal(&tensors);
     for p in [Precision::F32, Precision::Int8] {
         let out = dir.path().join(format!("bundle/model.{}.onnx", p.as_str()));
         let r = export_student(&student, &out, p).unwrap();
@@ -239,10 +245,19 @@ fn export_student_writes_checked_files() {
     // A broken checkpoint is an error that names the tensor, and nothing is written.
     let mut broken = tensors.clone();
     broken.remove("encoder.layer.0.attention.self.key.bias");
-    candle_core::safetensors::save(&broken, student.join("model.safetensors")).unwrap();
+    seal(&broken);
     let out = dir.path().join("broken.onnx");
     let err = export_student(&student, &out, Precision::F32).unwrap_err();
     assert!(err.to_string().contains("encoder.layer.0.attention.self.key.bias"), "{err}");
+    assert!(!out.exists());
+    // A file that differs from its checksum by one byte is refused, naming the file (issue 30.2).
+    seal(&tensors);
+    let st = student.join("model.safetensors");
+    let mut bytes = std::fs::read(&st).unwrap();
+    *bytes.last_mut().unwrap() ^= 0x01;
+    std::fs::write(&st, &bytes).unwrap();
+    let err = export_student(&student, &out, Precision::F32).unwrap_err().to_string();
+    assert!(err.contains(st.to_str().unwrap()) && err.contains("sha256"), "{err}");
     assert!(!out.exists());
 }
 
@@ -322,7 +337,7 @@ fn train_tiny_student() -> TrainedStudent {
     let out = student::train(&run, false).unwrap();
     let sdir = dir.path().join("student");
     let sc = StudentConfig { bert, head, max_len };
-    student::save_student(&sdir, &sc, &varmap, &enc, &out.thresholds, &serde_json::json!({})).unwrap();
+    student::save_student(&sdir, &sc, &varmap, &enc, &out.thresholds, None, &serde_json::json!({})).unwrap();
     eprintln!(
         "trained tiny student: {} train / {} val / {} test samples, best val macro-F1 {:?}",
         train.len(),

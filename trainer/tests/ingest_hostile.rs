@@ -195,3 +195,141 @@ fn byte_order_mark_is_skipped_in_jsonl_and_csv() {
     assert_eq!(ing.file.samples, base.file.samples);
     assert_eq!(ing.summary.tables, base.summary.tables);
 }
+
+/// Keeps the header and the first `rows` data rows of `table` (terminators kept).
+fn keep_rows(dir: &Path, table: &str, rows: usize) {
+    let p = dir.join(format!("{table}.csv"));
+    let text = fs::read_to_string(&p).unwrap();
+    fs::write(&p, text.split_inclusive('\n').take(rows + 1).collect::<String>()).unwrap();
+}
+
+fn unusable(e: IngestError) -> (PathBuf, String) {
+    match e {
+        IngestError::Unusable { file, msg } => (file, msg),
+        other => panic!("expected an unusable-input error, got {other}"),
+    }
+}
+
+/// Issue 30.3: a required table with a header only (DIAGNOSES_ICD: every label would be None;
+/// ADMISSIONS) is an error naming the file; an optional one (PRESCRIPTIONS) is read with a
+/// warning naming it.
+#[test]
+fn a_required_table_with_a_header_only_is_an_error_naming_it() {
+    for table in ["DIAGNOSES_ICD", "ADMISSIONS"] {
+        let Some((_d, dir)) = demo_copy() else { return };
+        keep_rows(&dir, table, 0);
+        let (file, msg) = unusable(ingest_err(&dir, &strict()));
+        assert_eq!(file, dir.join(format!("{table}.csv")), "{msg}");
+        assert!(msg.contains("no data rows"), "{msg}");
+    }
+    let Some((_d, dir)) = demo_copy() else { return };
+    keep_rows(&dir, "PRESCRIPTIONS", 0);
+    let ing = ingest::ingest_mimic(&dir, &strict(), &mut |_, _| {}).unwrap();
+    let w = &ing.summary.warnings;
+    assert!(w.len() == 1 && w[0].contains("PRESCRIPTIONS.csv") && w[0].contains("medication"), "{w:?}");
+}
+
+/// Issue 30.3: a table none of whose rows is usable is an error naming the file and why.
+#[test]
+fn a_table_whose_rows_are_all_unusable_is_an_error() {
+    let Some((_d, dir)) = demo_copy() else { return };
+    let p = dir.join("DIAGNOSES_ICD.csv");
+    let rows = fs::read_to_string(&p).unwrap().lines().count() - 1;
+    for row in 1..=rows {
+        edit_field(&dir, "DIAGNOSES_ICD", row, 2, "999999999");
+    }
+    let (file, msg) = unusable(ingest_err(&dir, &strict()));
+    assert_eq!(file, p);
+    assert!(msg.contains(&format!("none of its {rows} data rows")) && msg.contains("unknown HADM_ID"), "{msg}");
+    // Under --lenient, a table whose every row is malformed is the same error.
+    let (_d2, dir2) = demo_copy().unwrap();
+    let rx = dir2.join("PROCEDURES_ICD.csv");
+    let rows = fs::read_to_string(&rx).unwrap().lines().count() - 1;
+    for row in 1..=rows {
+        edit_field(&dir2, "PROCEDURES_ICD", row, 3, "x");
+    }
+    let (file, msg) = unusable(ingest_err(&dir2, &lenient()));
+    assert_eq!(file, rx);
+    assert!(msg.contains("malformed row"), "{msg}");
+}
+
+/// Issue 30.3: ADMISSIONS with CR-only line ends read as one line (0 admissions, exit 0): now
+/// an error naming the file and the cause.
+#[test]
+fn cr_only_line_ends_are_an_error_naming_the_file() {
+    let Some((_d, dir)) = demo_copy() else { return };
+    let p = dir.join("ADMISSIONS.csv");
+    fs::write(&p, fs::read_to_string(&p).unwrap().replace("\r\n", "\r")).unwrap();
+    let (file, line, _, msg) = row_error(ingest_err(&dir, &strict()));
+    assert_eq!((file, line), (p, 1));
+    assert!(msg.contains("CR only"), "{msg}");
+}
+
+/// Issue 30.3: inputs that give no sample: an empty or blank JSONL file, one whose every line
+/// is skipped under --lenient, and tables where no patient has a second admission.
+#[test]
+fn no_sample_at_all_is_an_error_naming_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("empty.jsonl");
+    for text in ["", "\n\n"] {
+        fs::write(&p, text).unwrap();
+        let (file, msg) = unusable(ingest::ingest_jsonl(&p, &strict()).err().expect("no record is an error"));
+        assert_eq!(file, p, "{msg}");
+    }
+    fs::write(&p, "{\"instruction\": 1}\nnot json\n").unwrap();
+    let (file, msg) = unusable(ingest::ingest_jsonl(&p, &lenient()).err().expect("no usable record"));
+    assert_eq!(file, p);
+    assert!(msg.contains("malformed record: 2"), "{msg}");
+
+    let header = |t: &str| match t {
+        "ADMISSIONS" => {
+            "SUBJECT_ID,HADM_ID,ADMITTIME,DISCHTIME\n1,10,2100-01-01 00:00:00,2100-01-02 00:00:00\n\
+                         2,20,2100-01-01 00:00:00,2100-01-02 00:00:00\n"
+        }
+        "DIAGNOSES_ICD" | "PROCEDURES_ICD" => "HADM_ID,SEQ_NUM,ICD9_CODE\n10,1,4280\n20,1,4280\n",
+        "PRESCRIPTIONS" => "HADM_ID,DRUG\n10,Heparin\n",
+        _ => "ICD9_CODE,SHORT_TITLE\n4280,CHF NOS\n",
+    };
+    let t: Vec<&str> = ingest::MimicTables::NAMES.iter().map(|n| header(n)).collect();
+    let tables = ingest::MimicTables {
+        admissions: t[0].as_bytes(),
+        diagnoses_icd: t[1].as_bytes(),
+        procedures_icd: t[2].as_bytes(),
+        prescriptions: t[3].as_bytes(),
+        d_icd_diagnoses: t[4].as_bytes(),
+        d_icd_procedures: t[5].as_bytes(),
+    };
+    let e = ingest::ingest_mimic_bytes(&tables, &strict(), &mut |_, _| {}).err().expect("no sample is an error");
+    let (file, msg) = unusable(e);
+    assert_eq!(file, Path::new("ADMISSIONS.csv"));
+    assert!(msg.contains("no patient has two admissions"), "{msg}");
+}
+
+/// Issue 30.3: `ckd ingest` exits 1 on a header-only DIAGNOSES_ICD naming it, and on the demo
+/// (whose val and test splits are empty at the default fractions) says so and names the flags.
+#[test]
+fn ckd_ingest_refuses_empty_tables_and_warns_of_empty_splits() {
+    let Some((d, dir)) = demo_copy() else { return };
+    let ckd = |src: &Path, out: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ckd"))
+            .args(["ingest", "--mimic", src.to_str().unwrap(), "--out", d.path().join(out).to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let o = ckd(&dir, "ok");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let samples: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(d.path().join("ok/summary.json")).unwrap()).unwrap();
+    let empty: Vec<&str> = ["val", "test"].into_iter().filter(|k| samples["samples"][k].as_u64().is_none()).collect();
+    assert!(!empty.is_empty(), "the demo's default split leaves val or test empty: {}", samples["samples"]);
+    assert!(err.contains(&format!("warning: no {} samples", empty.join(" and no "))), "{err}");
+    assert!(err.contains("--val-frac") && err.contains("--split-seed"), "{err}");
+
+    keep_rows(&dir, "DIAGNOSES_ICD", 0);
+    let o = ckd(&dir, "bad");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("DIAGNOSES_ICD.csv") && err.contains("no data rows"), "{err}");
+    assert!(!d.path().join("bad").exists());
+}

@@ -153,7 +153,7 @@ fn trains_resumes_exactly_and_round_trips() {
     student::set_vars(&varmap, &best).unwrap();
     let sc = StudentConfig { bert: s.bert.clone(), head: HeadConfig::default(), max_len: 96 };
     let out = tempfile::tempdir().unwrap();
-    student::save_student(out.path(), &sc, &varmap, &s.enc, &a.thresholds, &serde_json::json!({})).unwrap();
+    student::save_student(out.path(), &sc, &varmap, &s.enc, &a.thresholds, None, &serde_json::json!({})).unwrap();
     let loaded = student::load_student(out.path()).unwrap();
     assert_eq!(loaded.thresholds, a.thresholds);
     let p1 = student::predict(&model, &s.val, s.enc.pad_id, 16).unwrap();

@@ -232,7 +232,7 @@ fn minilm_bundle(minilm: &Path, out: &Path, build: BuildOptions, head_scale: f64
     let work = tempfile::tempdir()?;
     let student = work.path().join("student");
     let sc = StudentConfig { bert: cfg, head, max_len };
-    save_student(&student, &sc, &loaded.varmap, &enc, &[0.5; ckd_core::NUM_LABELS], &serde_json::json!({}))?;
+    save_student(&student, &sc, &loaded.varmap, &enc, &[0.5; ckd_core::NUM_LABELS], None, &serde_json::json!({}))?;
     let r = ckd_trainer::bundle::write_bundle_with(&student, out, build)?;
     eprintln!("wrote {} ({build:?}): {:?}", out.display(), r.bytes);
     Ok(())

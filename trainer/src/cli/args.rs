@@ -8,6 +8,8 @@ use ckd_trainer::models::bert::Pooling;
 use ckd_trainer::student;
 use clap::{Parser, Subcommand};
 
+use super::parse;
+
 #[derive(Parser)]
 #[command(
     name = "ckd",
@@ -119,7 +121,7 @@ pub struct TeacherTrainArgs {
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     /// Peak fine-tuning learning rate.
-    #[arg(long, default_value_t = 2e-4)]
+    #[arg(long, default_value_t = 2e-4, value_parser = parse::positive)]
     pub lr: f64,
     /// Stop fine-tuning after this many steps.
     #[arg(long)]
@@ -137,7 +139,7 @@ pub struct TeacherTrainArgs {
     #[arg(long, default_value_t = 60)]
     pub head_epochs: usize,
     /// Maximum prompt tokens (with the answer when fine-tuning).
-    #[arg(long, default_value_t = 768)]
+    #[arg(long, default_value_t = 768, value_parser = parse::max_len)]
     pub max_len: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -207,12 +209,12 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     /// Peak learning rate (the paper: 2e-5 for a pretrained BERT; from scratch use ~1e-3).
-    #[arg(long, default_value_t = 2e-5)]
+    #[arg(long, default_value_t = 2e-5, value_parser = parse::positive)]
     pub lr: f64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Maximum tokens per input (truncated inputs are counted and reported).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = parse::max_len)]
     pub max_len: usize,
     /// Early stopping: epochs without a better validation macro-F1 (0 = off).
     #[arg(long, default_value_t = 3)]
@@ -221,33 +223,33 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub checkpoint_every: usize,
     /// Weight of the hard-label loss.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, value_parser = parse::weight)]
     pub hard_weight: f32,
     /// Weight of the soft-label loss (used only with --soft-labels).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = parse::weight)]
     pub soft_weight: f32,
     /// Distillation temperature (1 = plain soft BCE).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = parse::positive_f32)]
     pub temperature: f32,
     /// Attention-distillation weights (word, concept, field); need an evidence file.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse::weight)]
     pub attn_word: f32,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse::weight)]
     pub attn_concept: f32,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse::weight)]
     pub attn_field: f32,
     /// Fraction of training samples whose hard labels are used.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = parse::fraction)]
     pub label_fraction: f64,
     /// Stop after this many steps in total, with a checkpoint (`--resume` continues).
     #[arg(long)]
     pub max_steps: Option<u64>,
     /// WordPiece vocabulary size when training from scratch.
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = 4000, value_parser = parse::vocab_size)]
     pub vocab_size: usize,
     /// Learning-rate multiplier of the classification head: at the encoder's rate a fresh head
     /// learns too slowly and the student stays at the label priors (README, "Student").
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = 100.0, value_parser = parse::positive)]
     pub head_lr_scale: f64,
     /// What the head reads: the mean over the input's tokens, or the [CLS] row.
     #[arg(long, value_enum, default_value_t = Pooling::Mean)]
@@ -491,7 +493,7 @@ pub struct LabelArgs {
     #[arg(long, value_parser = ckd_trainer::teacher::label::parse_shard)]
     pub shard: Option<(u32, u32)>,
     /// Soft-label temperature.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = parse::positive_f32)]
     pub temperature: f32,
     /// Final layers averaged for the attention evidence.
     #[arg(long, default_value_t = 4)]

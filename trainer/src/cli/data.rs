@@ -94,7 +94,28 @@ pub fn ingest(a: &IngestArgs) -> Result<()> {
     };
     write_ingest_outputs(&ing, &a.out)?;
     print::ingest_summary(&ing.summary, &a.out, t.elapsed().as_secs_f64());
+    warn_empty_splits(&ing.summary, a);
     Ok(())
+}
+
+/// Says which splits got no sample (on a small input the per-patient split can leave
+/// validation and test empty, and every later command would then read nothing).
+fn warn_empty_splits(s: &ingest::IngestSummary, a: &IngestArgs) {
+    let empty: Vec<&str> =
+        ["train", "val", "test"].into_iter().filter(|k| s.samples.get(k).is_none_or(|&n| n == 0)).collect();
+    if empty.is_empty() {
+        return;
+    }
+    let total: u64 = s.samples.values().sum();
+    note!(
+        "warning: no {} samples ({total} samples from {} patients in all; the split is per patient: --train-frac {}, \
+         --val-frac {}, --split-seed {}): raise --val-frac and lower --train-frac, or try another --split-seed",
+        empty.join(" and no "),
+        s.patients,
+        a.train_frac,
+        a.val_frac,
+        a.split_seed
+    );
 }
 
 /// Writes an ingest's outputs so that `out` is replaced whole: built beside it, then swapped in
@@ -149,19 +170,27 @@ pub fn explain(a: &ExplainArgs) -> Result<()> {
 /// Every sample of a `samples.bin`, or every record of a CKD-EHR JSONL file (rendered without
 /// knowledge clauses: the records carry their own).
 fn read_sample_file(path: &Path) -> Result<ckd_core::format::SampleFile> {
-    Ok(if path.extension().is_some_and(|e| e == "bin") {
+    Ok(if is_sample_bin(path) {
         ingest::read_samples(path)?
     } else {
         ingest::ingest_jsonl(path, &IngestConfig { knowledge: None, ..Default::default() })?.file
     })
 }
 
-/// Samples of `split` from a `samples.bin`, or every record of a CKD-EHR JSONL file, with the
-/// source hash and the knowledge table their texts were rendered with.
+/// Whether `path` is read as a `samples.bin` (else as CKD-EHR JSONL).
+pub fn is_sample_bin(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "bin")
+}
+
+/// The samples of `split`, with the source hash and the knowledge table their texts were
+/// rendered with. A `samples.bin` gives exactly the samples its ingest put in `split`, whatever
+/// it was ingested from (MIMIC-III, the cohort or JSONL). A CKD-EHR JSONL file given directly is
+/// one split file (the authors release `train`/`val`/`test` files, `ckd ingest` writes them):
+/// every record is read, and `split` only names it.
 pub fn load_samples(path: &Path, split: Split) -> Result<(Vec<Sample>, String, Option<KnowledgeTable>)> {
     let f = read_sample_file(path)?;
-    let jsonl = f.samples.iter().any(|s| s.raw.is_some());
-    let samples = f.samples.into_iter().filter(|s| jsonl || s.split == split).collect();
+    let whole_file = !is_sample_bin(path);
+    let samples = f.samples.into_iter().filter(|s| whole_file || s.split == split).collect();
     Ok((samples, f.source_hash, f.knowledge))
 }
 

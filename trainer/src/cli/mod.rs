@@ -6,4 +6,5 @@ pub mod args;
 pub mod print;
 pub mod data;
 pub mod evaluate;
+pub mod parse;
 pub mod train;

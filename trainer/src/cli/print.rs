@@ -72,6 +72,9 @@ pub fn ingest_summary(s: &IngestSummary, out: &Path, secs: f64) {
         s.diagnoses_without_category_title,
         s.procedures_without_title
     );
+    for w in &s.warnings {
+        note!("warning: {w}");
+    }
     note!("wrote {} ({:.1} s)", out.display(), secs);
 }
 

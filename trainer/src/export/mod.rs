@@ -43,7 +43,6 @@ use sha2::{Digest, Sha256};
 
 use crate::io::write_atomic;
 use crate::models::bert::{inspect_checkpoint, BertError, BertForMultiLabel, Config, HeadConfig};
-use crate::models::checkpoint::read_safetensors;
 use crate::student::StudentConfig;
 
 pub use onnx::{BuildOptions, GraphStats, Int8Form, LinearKind, LinearKinds, ATTENTION_MASK, INPUT_IDS, LOGITS};
@@ -91,6 +90,9 @@ pub enum ExportError {
     Checkpoint(#[from] crate::models::checkpoint::CheckpointError),
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+    /// The student directory is incomplete, damaged or invalid.
+    #[error("student: {0}")]
+    Student(#[from] crate::student::StudentError),
     #[error("tensor `{0}` is missing")]
     MissingTensor(String),
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
@@ -223,7 +225,8 @@ pub fn candle_logits(
 }
 
 /// Exports the student saved in `dir` (`config.json` {bert, head, max_len},
-/// `model.safetensors`) to the ONNX file `out`, written atomically. Before writing, the
+/// `model.safetensors`, both checked against the directory's `checksums.json`, see
+/// [`crate::student::save_student`]) to the ONNX file `out`, written atomically. Before writing, the
 /// built file is run in tract on a probe batch and compared with the candle model; a
 /// disagreement beyond [`PROBE_F32_MAX_LOGIT_DIFF`] (f32) or [`PROBE_INT8_MAX_PROB_DIFF`]
 /// (int8) is an error and nothing is written.
@@ -233,12 +236,10 @@ pub fn export_student(dir: &Path, out: &Path, precision: Precision) -> Result<Ex
 
 /// [`export_student`] with every option.
 pub fn export_student_with(dir: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportReport, ExportError> {
-    let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
-    let cfg: StudentConfig =
-        serde_json::from_str(&text).map_err(|e| ExportError::Json { path: cfg_path.clone(), msg: e.to_string() })?;
-    let st_path = dir.join("model.safetensors");
-    let tensors = model_tensors(read_safetensors(&st_path, &Device::Cpu)?)?;
+    // Read through the student's checksum list: damaged weights are never exported.
+    let files = crate::student::open_student(dir)?;
+    let cfg: StudentConfig = crate::student::read_student_json(&files, dir, "config.json")?;
+    let tensors = model_tensors(files.tensors("model.safetensors").map_err(crate::student::StudentError::from)?)?;
     export_tensors_with(&cfg.bert, &cfg.head, &tensors, cfg.max_len, out, opts)
 }
 

@@ -10,7 +10,7 @@ use ckd_core::visit::Sample;
 use indicatif::ProgressBar;
 
 use super::{Prepared, Preset, StudentConfig, StudentError, Teacher, TrainConfig, TrainOutcome};
-use crate::io::{pretty_json, write_atomic};
+use crate::io::write_atomic;
 use crate::models::bert::{BertForMultiLabel, Config as BertConfig, HeadConfig as BertHead, Pooling};
 use crate::text::TextEncoder;
 
@@ -108,8 +108,6 @@ pub fn train_student(job: &StudentJob<'_>, bar: &ProgressBar) -> Result<TrainOut
         "outcome": outcome,
     });
     let scfg = StudentConfig { bert: bert_cfg, head, max_len: encoder.max_len() };
-    super::save_student(job.out, &scfg, &varmap, &encoder, &outcome.thresholds, &provenance)?;
-    let kp = job.out.join("knowledge.json");
-    write_atomic(&kp, pretty_json(&job.knowledge).as_bytes()).map_err(io(&kp))?;
+    super::save_student(job.out, &scfg, &varmap, &encoder, &outcome.thresholds, job.knowledge, &provenance)?;
     Ok(outcome)
 }

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use ckd_core::evidence::{self, EvidenceFile, Granularity};
+use ckd_core::knowledge::KnowledgeTable;
 use ckd_core::metrics;
 use ckd_core::visit::{self, Sample};
 use ckd_core::{LabelSet, NUM_LABELS};
@@ -34,6 +35,7 @@ use crate::models::bert::{BertError, BertForMultiLabel, Config, HeadConfig};
 use crate::models::common::DropoutRng;
 use crate::optim::{clip_grad_norm, lr_at, AdamW, AdamWConfig};
 use crate::text::{pad_batch, Encoded, TextEncoder, TextError};
+use crate::train_integrity::{Seal, SealedKind, Verified, SUMS_FILE};
 
 /// Error of student training or evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -794,7 +796,8 @@ fn write_curve(dir: &Path, curve: &[CurvePoint]) -> Result<()> {
 }
 
 /// A trained student as saved on disk: `config.json` ({bert, head, max_len}),
-/// `model.safetensors`, `tokenizer.json`, `thresholds.json`, `provenance.json`.
+/// `model.safetensors`, `tokenizer.json`, `thresholds.json`, `knowledge.json`, `provenance.json`,
+/// sealed by `checksums.json` (see [`crate::train_integrity`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StudentConfig {
     /// Encoder config (HF layout).
@@ -817,38 +820,55 @@ pub struct Student {
     pub thresholds: Vec<f32>,
 }
 
-/// Writes a trained student into `dir` (each file atomically).
+/// Writes a trained student into `dir` (each file atomically), sealed: the checksum list is
+/// written last, so a directory whose writing stopped part way is refused by [`load_student`].
+/// `knowledge` is the table the student's texts were rendered with (`null` when none).
 pub fn save_student(
     dir: &Path,
     cfg: &StudentConfig,
     varmap: &VarMap,
     encoder: &TextEncoder,
     thresholds: &[f32],
+    knowledge: Option<&KnowledgeTable>,
     provenance: &serde_json::Value,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let w = |name: &str, bytes: &[u8]| -> Result<()> {
-        let p = dir.join(name);
-        write_atomic(&p, bytes).map_err(io_err(&p))
-    };
-    save_tensors(&named_vars(varmap)?, &dir.join("model.safetensors"))?;
-    w("config.json", pretty_json(cfg).as_bytes())?;
-    w("tokenizer.json", encoder.to_json()?.as_bytes())?;
-    w("thresholds.json", pretty_json(&thresholds).as_bytes())?;
-    w("provenance.json", pretty_json(provenance).as_bytes())?;
+    let sums = dir.join(SUMS_FILE);
+    if let Err(e) = std::fs::remove_file(&sums) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(io_err(&sums)(e));
+        }
+    }
+    let mut seal = Seal::new(dir);
+    seal.tensors("model.safetensors", &named_vars(varmap)?)?;
+    seal.bytes("config.json", pretty_json(cfg).as_bytes())?;
+    seal.bytes("tokenizer.json", encoder.to_json()?.as_bytes())?;
+    seal.bytes("thresholds.json", pretty_json(&thresholds).as_bytes())?;
+    seal.bytes("knowledge.json", pretty_json(&knowledge).as_bytes())?;
+    seal.bytes("provenance.json", pretty_json(provenance).as_bytes())?;
+    seal.finish()?;
     Ok(())
 }
 
-/// Loads a student saved by [`save_student`].
+/// Opens a student directory for reading: every file read through the result is checked
+/// against the `checksums.json` [`save_student`] wrote (a missing list, or a file changed by
+/// one bit, is an error naming the file). Every reader of a saved student goes through it:
+/// [`load_student`] (`ckd eval`, the pipeline, the bench), the export and the bundle writer.
+pub fn open_student(dir: &Path) -> Result<Verified> {
+    Ok(Verified::open_kind(dir, SealedKind::Student)?)
+}
+
+/// The JSON file `name` of a student directory opened with [`open_student`], verified.
+pub fn read_student_json<T: serde::de::DeserializeOwned>(files: &Verified, dir: &Path, name: &str) -> Result<T> {
+    let bytes = files.bytes(name)?;
+    serde_json::from_slice(&bytes).map_err(|e| StudentError::Json { path: dir.join(name), msg: e.to_string() })
+}
+
+/// Loads a student saved by [`save_student`], every file verified against its checksum list.
 pub fn load_student(dir: &Path) -> Result<Student> {
-    let read = |name: &str| -> Result<String> {
-        let p = dir.join(name);
-        std::fs::read_to_string(&p).map_err(io_err(&p))
-    };
-    let cfg: StudentConfig = serde_json::from_str(&read("config.json")?)
-        .map_err(|e| StudentError::Json { path: dir.join("config.json"), msg: e.to_string() })?;
-    let thresholds: Vec<f32> = serde_json::from_str(&read("thresholds.json")?)
-        .map_err(|e| StudentError::Json { path: dir.join("thresholds.json"), msg: e.to_string() })?;
+    let files = open_student(dir)?;
+    let cfg: StudentConfig = read_student_json(&files, dir, "config.json")?;
+    let thresholds: Vec<f32> = read_student_json(&files, dir, "thresholds.json")?;
     if thresholds.len() != cfg.head.num_labels {
         return Err(StudentError::Invalid(format!(
             "{}: {} thresholds for {} labels",
@@ -857,8 +877,11 @@ pub fn load_student(dir: &Path) -> Result<Student> {
             cfg.head.num_labels
         )));
     }
-    let encoder = TextEncoder::from_file(&dir.join("tokenizer.json"), cfg.max_len)?;
-    let tensors = crate::models::checkpoint::read_safetensors(&dir.join("model.safetensors"), &Device::Cpu)?;
+    let tp = dir.join("tokenizer.json");
+    let tok = String::from_utf8(files.bytes("tokenizer.json")?)
+        .map_err(|e| StudentError::Json { path: tp.clone(), msg: e.to_string() })?;
+    let encoder = TextEncoder::from_json(&tok, &tp, cfg.max_len)?;
+    let tensors = files.tensors("model.safetensors")?;
     let loaded = BertForMultiLabel::from_checkpoint(&tensors, &cfg.bert, &cfg.head, &Device::Cpu, 0)?;
     if !loaded.report.fresh_init.is_empty() {
         return Err(StudentError::Invalid(format!(

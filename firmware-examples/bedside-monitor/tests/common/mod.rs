@@ -68,7 +68,6 @@ pub fn tiny_bundle(work: &Path, out: &Path, precision: Precision) {
         BertForMultiLabel::init(&bert, &HeadConfig::default(), &candle_core::Device::Cpu, 5).unwrap();
     let sc = StudentConfig { bert, head: HeadConfig::default(), max_len: MAX_LEN };
     let sdir = work.join("student");
-    student::save_student(&sdir, &sc, &varmap, &enc, &[0.5; 25], &serde_json::json!({})).unwrap();
-    std::fs::write(sdir.join("knowledge.json"), serde_json::to_string(&Some(table)).unwrap()).unwrap();
+    student::save_student(&sdir, &sc, &varmap, &enc, &[0.5; 25], Some(&table), &serde_json::json!({})).unwrap();
     ckd_trainer::bundle::write_bundle(&sdir, out, precision).unwrap();
 }
