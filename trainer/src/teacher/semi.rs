@@ -203,12 +203,12 @@ mod tests {
         assert_ne!(a.train, c.train);
         // The head learned label 0 from the labelled rows: unlabelled rows ranked by it.
         let (mut pos, mut neg, mut np, mut nn) = (0f32, 0f32, 0, 0);
-        for i in 20..80 {
-            if y[i].contains(0) {
-                pos += a.train[i * NUM_LABELS];
+        for (l, row) in y.iter().zip(a.train.chunks_exact(NUM_LABELS)).skip(20) {
+            if l.contains(0) {
+                pos += row[0];
                 np += 1;
             } else {
-                neg += a.train[i * NUM_LABELS];
+                neg += row[0];
                 nn += 1;
             }
         }
