@@ -133,7 +133,7 @@ fn bench_grid_trains_each_cell_once_and_reports_paired_intervals() {
     assert!(md.contains("| none (2 seeds) | 50% |"), "{md}");
     assert!(md.contains("Chosen on validation") && md.contains("vs LR, same labels"), "{md}");
     let svg = std::fs::read_to_string(cfg.out.join("forest.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("none @ 50%"), "{}", &svg[..200.min(svg.len())]);
+    assert!(svg.starts_with("<svg") && svg.contains("same labels) @ 50%"), "{}", &svg[..200.min(svg.len())]);
 
     // Resume: nothing to train; the figures are the same.
     let o2 = bench::run(&cfg, &spec, &Hidden).unwrap();
