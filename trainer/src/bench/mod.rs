@@ -347,9 +347,13 @@ pub fn run(cfg: &PipelineConfig, spec: &BenchSpec, bars: &dyn Bars) -> Result<Be
     // The LLM teacher at every fraction and seed (heads on the labelled patients only).
     let llm = teachers::llm_states(cfg, spec, &up, bars)?;
     let mut fraction_teachers: Vec<(FractionTeacher, String)> = Vec::new();
-    let mut sources: Vec<TeacherSource> = settings.iter().map(|s| s.teacher).collect();
-    sources.dedup();
-    for source in sources.into_iter().filter(|s| *s != TeacherSource::Pipeline) {
+    let mut sources: Vec<TeacherSource> = Vec::new();
+    for s in settings.iter().map(|s| s.teacher).filter(|s| *s != TeacherSource::Pipeline) {
+        if !sources.contains(&s) {
+            sources.push(s);
+        }
+    }
+    for source in sources {
         for &fraction in &spec.label_fractions {
             for &seed in &spec.seeds {
                 let t = teachers::fraction_teacher(cfg, &up, source, llm.as_ref(), fraction, seed, bars, &mut stages)?;
@@ -357,7 +361,7 @@ pub fn run(cfg: &PipelineConfig, spec: &BenchSpec, bars: &dyn Bars) -> Result<Be
             }
         }
     }
-    let llm_soft: Vec<Teacher> = fraction_teachers.iter().map(|(t, _)| t.teacher()).collect();
+    let fraction_soft: Vec<Teacher> = fraction_teachers.iter().map(|(t, _)| t.teacher()).collect();
     let bench_dir = cfg.out.join("bench");
     let runs = |s: &Setting, f: f64| spec.runs_at(s, f);
     let total = spec
@@ -385,7 +389,7 @@ pub fn run(cfg: &PipelineConfig, spec: &BenchSpec, bars: &dyn Bars) -> Result<Be
                             .ok_or_else(|| {
                                 msg_err("bench", format!("no {source:?} teacher at {fraction} seed {seed}"))
                             })?;
-                        (&llm_soft[i], fraction_teachers[i].1.as_str())
+                        (&fraction_soft[i], fraction_teachers[i].1.as_str())
                     }
                 };
                 let data = StudentData { evidence_key, ..data.clone() };
