@@ -559,6 +559,16 @@ pub fn write(dir: &Path, input: &ReportInput) -> Result<ReportJson, ReportError>
     Ok(report)
 }
 
+/// 0/1 targets of `samples`, row-major.
+pub fn targets(samples: &[ckd_core::visit::Sample]) -> Vec<u8> {
+    samples.iter().flat_map(|s| s.labels.to_dense().iter().map(|&v| v as u8).collect::<Vec<_>>()).collect()
+}
+
+/// Macro-AUC of row-major `probs` on `samples`.
+pub fn macro_auc(probs: &[f32], samples: &[ckd_core::visit::Sample]) -> Option<f64> {
+    metrics::roc_auc(probs, &targets(samples), NUM_LABELS).ok().and_then(|a| a.macro_avg)
+}
+
 /// A metric to 3 decimals, or `N/A` when undefined.
 pub fn fmt3(v: Option<f64>) -> String {
     match v {

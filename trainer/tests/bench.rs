@@ -109,7 +109,8 @@ fn bench_grid_trains_each_cell_once_and_reports_paired_intervals() {
     // The demo teacher at 50% learned from the labelled patients only: its soft labels say so.
     for seed in [1u64, 2] {
         let p = cfg.out.join(format!("bench/teachers/demo-50pct-seed{seed}/soft.json"));
-        let t: bench::teachers::FractionTeacher = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        let t: ckd_trainer::pipeline::fraction_teacher::FractionTeacher =
+            serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
         let samples =
             ckd_core::format::SampleFile::from_bytes(&std::fs::read(cfg.out.join("samples/samples.bin")).unwrap())
                 .unwrap();

@@ -150,3 +150,40 @@ fn pipeline_settings_are_checked() {
     let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipeline.toml");
     PipelineConfig::from_toml(&std::fs::read_to_string(&ex).unwrap(), ex.parent().unwrap()).unwrap();
 }
+
+/// Below 100% labels the distilled student learns from a teacher that saw the same labelled
+/// patients only (the demo teacher retrained on them), never from the pipeline's teacher, which
+/// saw every training label.
+#[test]
+fn label_scarce_students_distil_from_a_teacher_of_the_same_labels() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = tiny(d.path());
+    cfg.student.label_fractions = vec![1.0, 0.5];
+    ckd_trainer::pipeline::run(&cfg, &Hidden).unwrap();
+    let prov: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cfg.out.join("student-kd-50pct/provenance.json")).unwrap()).unwrap();
+    let seed = cfg.student.seed;
+    let model = prov["teacher"]["model"].as_str().unwrap();
+    assert_eq!(model, format!("Demo teacher at 50% labels (seed {seed}), final layer, last token"));
+    let full: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cfg.out.join("student-kd/provenance.json")).unwrap()).unwrap();
+    assert_ne!(full["teacher"]["model"].as_str().unwrap(), model);
+    // The retrained teacher's head saw exactly the student's labelled patients.
+    let t: ckd_trainer::pipeline::fraction_teacher::FractionTeacher = serde_json::from_slice(
+        &std::fs::read(cfg.out.join(format!("bench/teachers/demo-50pct-seed{seed}/soft.json"))).unwrap(),
+    )
+    .unwrap();
+    let samples =
+        ckd_core::format::SampleFile::from_bytes(&std::fs::read(cfg.out.join("samples/samples.bin")).unwrap()).unwrap();
+    let train: Vec<_> = samples.samples.iter().filter(|s| s.split == ckd_core::visit::Split::Train).collect();
+    let kept = train.iter().filter(|s| ckd_trainer::student::keeps_label(seed, &s.subject.to_string(), 0.5)).count();
+    assert_eq!((t.protocol.labelled_rows, t.protocol.unlabelled_rows), (kept, train.len() - kept));
+    // Its loss has no attention terms: that teacher gives soft labels only.
+    let d = &prov["train_config"]["distill"];
+    assert_eq!(
+        (d["attn_word"].as_f64(), d["attn_concept"].as_f64(), d["attn_field"].as_f64()),
+        (Some(0.0), Some(0.0), Some(0.0))
+    );
+    let roles = report_models(&cfg.out);
+    assert_eq!(roles.iter().filter(|r| *r == "student_distilled").count(), 2, "{roles:?}");
+}

@@ -19,7 +19,6 @@
 
 pub mod forest;
 pub mod summary;
-pub mod teachers;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -29,13 +28,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::distill::DistillConfig;
 use crate::io::{pretty_json, write_atomic};
+use crate::pipeline::fraction_teacher::{self as teachers, FractionTeacher, TeacherSource};
 use crate::pipeline::stage::{file_hash, key_of, log, Stages};
 use crate::pipeline::students::{hard_only, train_config, train_one, StudentData};
 use crate::pipeline::upstream;
-use crate::pipeline::{msg_err, stage_err, PipelineConfig, PipelineError};
+use crate::pipeline::{msg_err, pct, stage_err, PipelineConfig, PipelineError};
 use crate::student::{self, Prepared, Teacher};
 use crate::teacher::train::Bars;
-use teachers::{FractionTeacher, TeacherSource};
 
 type Result<T, E = PipelineError> = std::result::Result<T, E>;
 
@@ -65,7 +64,7 @@ pub struct BenchSpec {
     /// Seed of the resamples.
     pub bootstrap_seed: u64,
     /// A pretrained LLM (GGUF file or HF directory) as a frozen teacher: pooled states, and at
-    /// each fraction and seed a head on the labelled patients only ([`teachers`]).
+    /// each fraction and seed a head on the labelled patients only ([`crate::pipeline::fraction_teacher`]).
     pub llm: Option<PathBuf>,
     /// Layer counts whose states are pooled.
     pub llm_layers: Vec<usize>,
@@ -165,6 +164,12 @@ fn slug(name: &str) -> String {
 pub const NONE: &str = "none";
 
 impl BenchSpec {
+    /// The frozen LLM of the grid, if any.
+    pub fn llm_spec(&self) -> Option<teachers::LlmSpec> {
+        let path = self.llm.clone()?;
+        Some(teachers::LlmSpec { path, layers: self.llm_layers.clone(), max_len: self.llm_max_len })
+    }
+
     /// Whether `setting` trains at `fraction`: a setting distilled from the pipeline teacher
     /// (every training label) only at fraction 1, unless [`Self::leaky_pipeline_teacher`].
     pub fn runs_at(&self, setting: &Setting, fraction: f64) -> bool {
@@ -316,15 +321,6 @@ fn without_knowledge(samples: &[Sample]) -> Vec<Sample> {
     samples.iter().map(|s| Sample { knowledge: Vec::new(), raw: None, ..s.clone() }).collect()
 }
 
-fn pct(f: f64) -> String {
-    let p = f * 100.0;
-    if (p - p.round()).abs() < 1e-9 {
-        format!("{p:.0}")
-    } else {
-        format!("{p}")
-    }
-}
-
 /// Runs (or resumes) the bench described by `cfg.bench`.
 pub fn run(cfg: &PipelineConfig, spec: &BenchSpec, bars: &dyn Bars) -> Result<BenchOutcome> {
     cfg.validate()?;
@@ -345,7 +341,7 @@ pub fn run(cfg: &PipelineConfig, spec: &BenchSpec, bars: &dyn Bars) -> Result<Be
         evidence_key: &up.ev_train_hash,
     };
     // The LLM teacher at every fraction and seed (heads on the labelled patients only).
-    let llm = teachers::llm_states(cfg, spec, &up, bars)?;
+    let llm = teachers::llm_states(cfg, &spec.llm_spec(), &up, bars)?;
     let mut fraction_teachers: Vec<(FractionTeacher, String)> = Vec::new();
     let mut sources: Vec<TeacherSource> = Vec::new();
     for s in settings.iter().map(|s| s.teacher).filter(|s| *s != TeacherSource::Pipeline) {
@@ -413,8 +409,8 @@ pub fn run(cfg: &PipelineConfig, spec: &BenchSpec, bars: &dyn Bars) -> Result<Be
                 };
                 log(&format!(
                     "bench {done}/{total}: {display}: val macro-AUC {}, test {}{}{left}",
-                    summary::fmt_auc(summary::macro_auc(&preds.val, data.val)),
-                    summary::fmt_auc(summary::macro_auc(&preds.test, test)),
+                    crate::report::fmt3(crate::report::macro_auc(&preds.val, data.val)),
+                    crate::report::fmt3(crate::report::macro_auc(&preds.test, test)),
                     if ran { format!(" ({train_seconds:.0} s)") } else { " (current, not retrained)".into() },
                 ));
                 cells.push(Cell { setting: si, fraction, seed, preds });

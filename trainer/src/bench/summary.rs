@@ -14,11 +14,12 @@ use ckd_core::visit::Sample;
 use ckd_core::NUM_LABELS;
 use serde::{Deserialize, Serialize};
 
-use super::teachers::{FractionTeacher, TeacherSource};
-use super::{pct, BenchSpec, Cell, Setting, NONE};
+use super::{BenchSpec, Cell, Setting, NONE};
+use crate::pipeline::fraction_teacher::{FractionTeacher, TeacherSource};
 use crate::pipeline::upstream::Upstream;
-use crate::pipeline::{msg_err, stage_err, PipelineConfig, PipelineError};
+use crate::pipeline::{msg_err, pct, stage_err, PipelineConfig, PipelineError};
 use crate::report::intervals::{fmt_difference, fmt_interval, verdict};
+use crate::report::{fmt3 as fmt_auc, macro_auc, targets};
 use crate::student::{keeps_label, Teacher};
 use crate::teacher::label;
 
@@ -136,21 +137,6 @@ pub struct BenchJson {
 
 const FORMAT: &str = "ckd-bench";
 const VERSION: u32 = 1;
-
-/// 0/1 targets of `samples`, row-major.
-fn targets(samples: &[Sample]) -> Vec<u8> {
-    samples.iter().flat_map(|s| s.labels.to_dense().iter().map(|&v| v as u8).collect::<Vec<_>>()).collect()
-}
-
-/// Macro-AUC of row-major `probs` on `samples`.
-pub fn macro_auc(probs: &[f32], samples: &[Sample]) -> Option<f64> {
-    metrics::roc_auc(probs, &targets(samples), NUM_LABELS).ok().and_then(|a| a.macro_avg)
-}
-
-/// `0.712` or `n/a`.
-pub fn fmt_auc(v: Option<f64>) -> String {
-    v.map_or_else(|| "n/a".into(), |x| format!("{x:.3}"))
-}
 
 /// A model's macro-AUC on the full test set and on each resample.
 struct Cached {

@@ -22,6 +22,7 @@
 pub mod config;
 mod edge_eval;
 mod evaluate;
+pub mod fraction_teacher;
 pub(crate) mod stage;
 pub(crate) mod students;
 pub mod upstream;
@@ -59,6 +60,16 @@ pub(crate) fn stage_err<E: std::error::Error + Send + Sync + 'static>(
     stage: &'static str,
 ) -> impl FnOnce(E) -> PipelineError {
     move |e| PipelineError::Stage { stage, source: Box::new(e) }
+}
+
+/// A label fraction as a percentage: `10`, `0.5`.
+pub(crate) fn pct(f: f64) -> String {
+    let p = f * 100.0;
+    if (p - p.round()).abs() < 1e-9 {
+        format!("{p:.0}")
+    } else {
+        format!("{p}")
+    }
 }
 
 pub(crate) fn msg_err(stage: &'static str, msg: String) -> PipelineError {

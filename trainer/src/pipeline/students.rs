@@ -1,5 +1,6 @@
 //! Stages `student-hard` and `student-kd`: at each label fraction, one student without and one
-//! with distillation, same seeds; and the shared recipe that turns `[student]` settings into a
+//! with distillation, same seeds (below 100% labels, distilled from a teacher that saw the same
+//! labelled patients only); and the shared recipe that turns `[student]` settings into a
 //! training job (`ckd bench` trains its grid through the same [`train_one`]).
 
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use ckd_core::knowledge::KnowledgeTable;
 use ckd_core::visit::Sample;
 
+use super::fraction_teacher::{fraction_teacher, TeacherSource};
 use super::stage::{key_of, log, Stages};
 use super::upstream::Upstream;
 use super::{stage_err, PipelineConfig, Result};
@@ -55,6 +57,11 @@ impl StudentRun {
 /// The loss of a student without distillation: hard labels only.
 pub(crate) fn hard_only(d: &DistillConfig) -> DistillConfig {
     DistillConfig { hard: 1.0, soft: 0.0, attn_word: 0.0, attn_concept: 0.0, attn_field: 0.0, ..d.clone() }
+}
+
+/// The loss of a student distilled from soft labels alone (a teacher without attention evidence).
+pub(crate) fn soft_only(d: &DistillConfig) -> DistillConfig {
+    DistillConfig { attn_word: 0.0, attn_concept: 0.0, attn_field: 0.0, ..d.clone() }
 }
 
 /// The training loop settings of a student from `[student]`, with its loss, label fraction and seed.
@@ -156,7 +163,11 @@ pub(crate) fn train_one(
 }
 
 /// The pipeline's students: at each of `[student] label_fractions`, without and with
-/// distillation (teacher soft labels for every training sample).
+/// distillation. At 100% labels the distilled student learns from the pipeline's teacher (soft
+/// labels and attention evidence). Below 100% that teacher saw the labels the student is not
+/// given, so the distilled student learns instead from the teacher recipe retrained on the
+/// labelled patients only ([`super::fraction_teacher`], soft labels only): no label of an
+/// unlabelled patient reaches it.
 pub(crate) fn train_students(
     cfg: &PipelineConfig,
     up: &Upstream,
@@ -165,15 +176,24 @@ pub(crate) fn train_students(
 ) -> Result<Vec<StudentRun>> {
     let teacher = Teacher::from_evidence(up.ev_train.clone());
     let data = StudentData::of(up);
+    let seed = cfg.student.seed;
     let mut students = Vec::new();
     for &fraction in &cfg.student.label_fractions {
         for distilled in [false, true] {
             let run = StudentRun::new(distilled, fraction);
             let stage = if distilled { "student-kd" } else { "student-hard" };
             let dir: PathBuf = cfg.out.join(&run.dir_name);
-            let distill = if distilled { cfg.student.distill.clone() } else { hard_only(&cfg.student.distill) };
-            let tc = train_config(cfg, distill, fraction, cfg.student.seed);
-            train_one(cfg, &data, &teacher, tc, stage, &run.display, &dir, bars, stages)?;
+            if distilled && fraction < 1.0 {
+                let (ft, hash) = fraction_teacher(cfg, up, TeacherSource::Demo, None, fraction, seed, bars, stages)?;
+                let distill = soft_only(&cfg.student.distill);
+                let tc = train_config(cfg, distill, fraction, seed);
+                let data = StudentData { evidence_key: &hash, ..data.clone() };
+                train_one(cfg, &data, &ft.teacher(), tc, stage, &run.display, &dir, bars, stages)?;
+            } else {
+                let distill = if distilled { cfg.student.distill.clone() } else { hard_only(&cfg.student.distill) };
+                let tc = train_config(cfg, distill, fraction, seed);
+                train_one(cfg, &data, &teacher, tc, stage, &run.display, &dir, bars, stages)?;
+            }
             students.push(StudentRun { dir, ..run });
         }
     }

@@ -17,19 +17,18 @@
 //! `soft.json` with its probabilities for the training, validation and test rows.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ckd_core::visit::Sample;
 use ckd_core::{LabelSet, NUM_LABELS};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::summary::{fmt_auc, macro_auc};
-use super::{pct, BenchSpec};
+use super::stage::{file_hash, key_of, log, Stages};
+use super::upstream::Upstream;
+use super::{msg_err, pct, stage_err, PipelineConfig, PipelineError};
 use crate::io::{pretty_json, write_atomic};
-use crate::pipeline::stage::{file_hash, key_of, log, Stages};
-use crate::pipeline::upstream::Upstream;
-use crate::pipeline::{msg_err, stage_err, PipelineConfig, PipelineError};
+use crate::report::{fmt3 as fmt_auc, macro_auc};
 use crate::student::{keeps_label, Teacher};
 use crate::teacher::head::{probabilities, train_head, HeadConfig};
 use crate::teacher::semi::{self, SemiInput, SemiProtocol};
@@ -118,6 +117,17 @@ impl FractionTeacher {
     }
 }
 
+/// A frozen LLM whose pooled states feed the [`TeacherSource::Llm`] heads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmSpec {
+    /// GGUF file or HF directory.
+    pub path: PathBuf,
+    /// Layer counts whose states are pooled.
+    pub layers: Vec<usize>,
+    /// Maximum prompt tokens.
+    pub max_len: usize,
+}
+
 /// The LLM's pooled states of the three splits.
 pub struct LlmStates {
     /// Train, validation, test.
@@ -130,15 +140,15 @@ pub struct LlmStates {
 /// `out/llm-states/{train,val,test}` (the layout `ckd teacher states --out out/llm-states` writes).
 pub(crate) fn llm_states(
     cfg: &PipelineConfig,
-    spec: &BenchSpec,
+    spec: &Option<LlmSpec>,
     up: &Upstream,
     bars: &dyn Bars,
 ) -> Result<Option<LlmStates>> {
     const SS: &str = "llm-states";
-    let Some(base) = &spec.llm else { return Ok(None) };
+    let Some(spec) = spec else { return Ok(None) };
     let (model, prompts, key) =
-        crate::teacher::load_frozen(base, up.device, spec.llm_max_len).map_err(stage_err(SS))?;
-    let scfg = StatesConfig { layers: spec.llm_layers.clone(), chunk: 32 };
+        crate::teacher::load_frozen(&spec.path, up.device, spec.max_len).map_err(stage_err(SS))?;
+    let scfg = StatesConfig { layers: spec.layers.clone(), chunk: 32 };
     let dir = cfg.out.join("llm-states");
     let mut h = Sha256::new();
     let mut out = Vec::new();
@@ -187,7 +197,7 @@ pub(crate) fn fraction_teacher(
     let path = dir.join("soft.json");
     let features = match (source, llm) {
         (TeacherSource::Llm, Some(l)) => l.hash.clone(),
-        (TeacherSource::Llm, None) => return Err(msg_err(SB, "the LLM teacher needs [bench] llm".into())),
+        (TeacherSource::Llm, None) => return Err(msg_err(SB, "the LLM teacher needs an LLM (`[bench] llm`)".into())),
         _ => serde_json::to_string(&(&cfg.teacher, "demo teacher v1")).unwrap_or_default(),
     };
     let key = key_of(&[
