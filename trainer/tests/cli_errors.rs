@@ -208,3 +208,25 @@ fn nonsense_numbers_are_refused_naming_the_flag_and_range() {
         assert!(err.contains(flag), "{extra:?}: {err}");
     }
 }
+
+/// `ckd demo --teacher qwen` without the GGUF names the script that fetches it, and writes nothing.
+#[test]
+fn demo_with_qwen_names_the_fetch_script_when_the_gguf_is_missing() {
+    let d = tempfile::tempdir().unwrap();
+    let out_dir = d.path().join("run");
+    let run = |extra: &[&str], models: &Path| {
+        let mut args = vec!["demo", "--teacher", "qwen", "--out", out_dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_ckd")).args(&args).env("CKD_MODELS_DIR", models).output().unwrap()
+    };
+    let missing = d.path().join("nowhere.gguf");
+    for extra in [vec![], vec!["--gguf", missing.to_str().unwrap()]] {
+        let out = run(&extra, d.path());
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("scripts/fetch_qwen.sh") && err.contains(".gguf"), "{err}");
+        assert!(!out_dir.exists());
+    }
+    let out = ckd(&["demo", "--gguf", "x.gguf", "--out", out_dir.to_str().unwrap()], Stdio::piped());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--teacher qwen"));
+}

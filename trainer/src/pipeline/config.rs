@@ -316,4 +316,18 @@ impl PipelineConfig {
             title: "ckd demo: synthetic cohort, demo teacher".into(),
         }
     }
+
+    /// The demo with a real pretrained LLM as its teacher (`path`: GGUF or HF directory), frozen
+    /// (no fine-tuning: a CPU cannot afford it), a head trained on its final last-token state.
+    /// Students at 100% labels only: a label-scarce student needs the teacher refitted on its
+    /// labelled patients, which with an LLM costs a second pass over every prompt (`ckd bench
+    /// --config examples/pipeline-qwen.toml` does that, with cached states).
+    pub fn demo_frozen_llm(out: PathBuf, patients: usize, seed: u64, path: &std::path::Path) -> Self {
+        let mut cfg = Self::demo(out, patients, seed);
+        cfg.teacher.base = path.display().to_string();
+        cfg.teacher.sft.epochs = 0;
+        cfg.student.label_fractions = vec![1.0];
+        cfg.title = "ckd demo: synthetic cohort, frozen Qwen2.5 teacher".into();
+        cfg
+    }
 }

@@ -7,8 +7,8 @@
 //!   fraction 1 only (unless the grid asks for the leaky comparison).
 //! - `llm`: a frozen pretrained LLM ([`crate::teacher::states`]). At each fraction and seed a head
 //!   is fitted on the pooled states of the labelled patients only, for each extracted (layer,
-//!   pooling); the one with the best validation macro-AUC is kept; its soft labels follow
-//!   [`crate::teacher::semi`] (out-of-fold for labelled rows, the head's for unlabelled rows).
+//!   pooling) and L2 penalty ([`HEAD_L2`]); the one with the best validation macro-AUC is kept;
+//!   its soft labels follow [`crate::teacher::semi`] (out-of-fold for labelled rows, the head's for unlabelled rows).
 //! - `demo`: the pipeline's teacher recipe (`[teacher]`, the demo model trained from scratch)
 //!   retrained at each fraction and seed on the labelled patients only; its last-token features
 //!   then go through the same [`crate::teacher::semi`] protocol. It knows only those labels.
@@ -60,6 +60,9 @@ pub struct Candidate {
     /// Its test probabilities `[N_test * 25]` (reported, never used to choose).
     pub test: Vec<f32>,
 }
+
+/// The L2 penalties ([`HeadConfig::l2`]) each LLM representation's head is tried with.
+pub const HEAD_L2: &[f64] = &[0.0, 0.3, 1.0, 3.0, 10.0];
 
 /// Soft labels of one teacher at one fraction and seed (`soft.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,12 +203,16 @@ pub(crate) fn fraction_teacher(
         (TeacherSource::Llm, None) => return Err(msg_err(SB, "the LLM teacher needs an LLM (`[bench] llm`)".into())),
         _ => serde_json::to_string(&(&cfg.teacher, "demo teacher v1")).unwrap_or_default(),
     };
-    let key = key_of(&[
+    let mut parts = vec![
         ("features", features),
         ("samples", up.samples_hash.clone()),
         ("head", serde_json::to_string(&cfg.teacher.head).unwrap_or_default()),
         ("draw", format!("{fraction} {seed} {} {}", cfg.teacher.oof_folds, semi::MIN_HEAD_STEPS)),
-    ]);
+    ];
+    if source == TeacherSource::Llm {
+        parts.push(("penalties", format!("{HEAD_L2:?}")));
+    }
+    let key = key_of(&parts);
     stages.run(SB, &dir, &key, || {
         let t = match llm.filter(|_| source == TeacherSource::Llm) {
             Some(l) => fit_llm_teacher(cfg, up, l, fraction, seed)?,
@@ -275,7 +282,8 @@ fn fit_demo_teacher(
         feats.push(f);
     }
     let h = t.model.config().hidden_size;
-    let mut out = semi_teacher(cfg, up, [&feats[0], &feats[1], &feats[2]], h, &labels, fraction, seed)?;
+    let f = [&feats[0][..], &feats[1][..], &feats[2][..]];
+    let mut out = semi_teacher(cfg, up, &cfg.teacher.head, f, h, &labels, fraction, seed)?;
     out.source = TeacherSource::Demo;
     Ok(out)
 }
@@ -302,21 +310,25 @@ fn fit_llm_teacher(
         epochs: cfg.teacher.head.epochs.max(semi::MIN_HEAD_STEPS.div_ceil(steps)),
         ..cfg.teacher.head.clone()
     };
-    // 1. Each representation's head on the labelled rows; the choice reads validation only.
+    // 1. Each representation's head at each penalty on the labelled rows; the choice reads
+    //    validation only.
     let mut candidates = Vec::new();
     let mut views = HashMap::new();
     for &layer in &tr.layers {
         for (p, pool) in POOLS.iter().enumerate() {
-            let name = format!("layer {layer}, {pool}");
             let v = [tr.view(layer, p), va.view(layer, p), te.view(layer, p)];
             let [vt, vv, vte] = v.map(|x| x.map_err(stage_err(SB)));
             let (vt, vv, vte) = (vt?, vv?, vte?);
             let xl: Vec<f32> = rows.iter().flat_map(|&i| vt[i * h..(i + 1) * h].iter().copied()).collect();
-            let (head, _) = train_head(&xl, &y, &vv, &val_labels, h, &head_cfg).map_err(stage_err(SB))?;
-            let pv = probabilities(&head, &vv, h, 1.0).map_err(stage_err(SB))?;
-            let test = probabilities(&head, &vte, h, 1.0).map_err(stage_err(SB))?;
-            candidates.push(Candidate { name: name.clone(), val_macro_auc: macro_auc(&pv, &up.val), test });
-            views.insert(name, (vt, vv, vte));
+            for &l2 in HEAD_L2 {
+                let name = format!("layer {layer}, {pool}, l2 {l2}");
+                let hc = HeadConfig { l2, ..head_cfg.clone() };
+                let (head, _) = train_head(&xl, &y, &vv, &val_labels, h, &hc).map_err(stage_err(SB))?;
+                let pv = probabilities(&head, &vv, h, 1.0).map_err(stage_err(SB))?;
+                let test = probabilities(&head, &vte, h, 1.0).map_err(stage_err(SB))?;
+                candidates.push(Candidate { name: name.clone(), val_macro_auc: macro_auc(&pv, &up.val), test });
+                views.insert(name, (layer, p, l2));
+            }
         }
     }
     let best = candidates
@@ -326,17 +338,22 @@ fn fit_llm_teacher(
         .map(|(c, _)| c.name.clone())
         .or_else(|| candidates.first().map(|c| c.name.clone()))
         .ok_or_else(|| msg_err(SB, "no representation to choose from".into()))?;
-    let (vt, vv, vte) = views.remove(&best).ok_or_else(|| msg_err(SB, format!("no view {best}")))?;
-    let mut t = semi_teacher(cfg, up, [&vt, &vv, &vte], h, &labels, fraction, seed)?;
+    let &(layer, p, l2) = views.get(&best).ok_or_else(|| msg_err(SB, format!("no view {best}")))?;
+    let [vt, vv, vte] = [tr.view(layer, p), va.view(layer, p), te.view(layer, p)].map(|x| x.map_err(stage_err(SB)));
+    let (vt, vv, vte) = (vt?, vv?, vte?);
+    let head = HeadConfig { l2, ..cfg.teacher.head.clone() };
+    let mut t = semi_teacher(cfg, up, &head, [&vt, &vv, &vte], h, &labels, fraction, seed)?;
     t.representation = best;
     t.candidates = candidates;
     Ok(t)
 }
 
 /// Soft labels from features `[train, val, test]` of width `h` under the [`semi`] protocol.
+#[allow(clippy::too_many_arguments)]
 fn semi_teacher(
     cfg: &PipelineConfig,
     up: &Upstream,
+    head: &HeadConfig,
     [vt, vv, vte]: [&[f32]; 3],
     h: usize,
     labels: &[Option<LabelSet>],
@@ -353,7 +370,7 @@ fn semi_teacher(
         val: vv,
         val_labels: &val_labels,
         hidden: h,
-        head: &cfg.teacher.head,
+        head,
         folds: cfg.teacher.oof_folds.max(2),
         seed,
         temperature: cfg.teacher.temperature,

@@ -166,6 +166,15 @@ fn head_learns_a_separable_problem_and_folds_standardization() {
     let p2 = head::probabilities(&hd, &fv, h, 4.0).unwrap();
     assert!(p.iter().zip(&p2).all(|(a, b)| (a - 0.5).abs() + 1e-6 >= (b - 0.5).abs()));
     assert!(head::train_head(&ft, &lt, &[], &[], h, &cfg).is_err());
+    // An L2 penalty shrinks the weights (on standardized features, so compare scaled norms);
+    // a zero penalty is the plain head, and stays out of the serialized settings (stage keys).
+    let norm = |c: &head::HeadConfig| {
+        let (hd, _) = head::train_head(&ft, &lt, &fv, &lv, h, c).unwrap();
+        hd.weight.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
+    };
+    let strong = head::HeadConfig { l2: 10.0, ..cfg.clone() };
+    assert!(norm(&strong) < 0.5 * norm(&cfg), "{} vs {}", norm(&strong), norm(&cfg));
+    assert!(!serde_json::to_string(&cfg).unwrap().contains("l2"));
 }
 
 /// `teacher.json` as format v1 wrote it (no `instruction` field), with `extra` fields spliced in.
