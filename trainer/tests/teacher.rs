@@ -208,3 +208,15 @@ fn long_prompts_are_cut_inside_the_input_and_spans_point_into_it() {
     assert!(ids.len() <= full.ids.len() - 30);
     assert!(start < ids.len());
 }
+
+/// The demo teacher's byte-level BPE is the same in every training (hash-map orders vary between
+/// maps and runs): same merges, same ids, so a seed gives the same teacher.
+#[test]
+fn demo_tokenizer_is_the_same_in_every_training() {
+    let (train, _) = cohort();
+    let json = || ckd_trainer::teacher::demo::train_tokenizer(&train, 400).unwrap().to_string(false).unwrap();
+    let first = json();
+    for _ in 0..4 {
+        assert!(json() == first, "the demo tokenizer changed between two trainings");
+    }
+}
