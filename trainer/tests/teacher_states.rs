@@ -1,6 +1,7 @@
 //! Pooled LLM states (`teacher::states`) on a tiny random Qwen2: the shared-prefix path equals
 //! a full forward pass, chunks resume, a damaged chunk is refused with its name, and a changed
-//! prompt recomputes only its own chunk.
+//! prompt recomputes only its own chunk. Zero-shot scores (`teacher::zero_shot`) on the shared
+//! cache equal a full forward pass of each prompt + answer prefix + name.
 
 use candle_core::{DType, Device, Tensor};
 use ckd_core::visit::{Sample, Split};
@@ -9,6 +10,7 @@ use ckd_trainer::models::qwen2::{self, KvCache, Qwen2ForCausalLM};
 use ckd_trainer::synth::{generate, write_cohort, SynthConfig};
 use ckd_trainer::teacher::demo::DemoConfig;
 use ckd_trainer::teacher::states::{self, StatesConfig, POOLS};
+use ckd_trainer::teacher::zero_shot;
 use ckd_trainer::teacher::PromptEncoder;
 use indicatif::ProgressBar;
 
@@ -116,4 +118,40 @@ fn bad_layer_lists_are_refused() {
             "{layers:?}"
         );
     }
+}
+
+#[test]
+fn zero_shot_scores_on_the_shared_cache_equal_a_full_forward() {
+    let s = samples();
+    let (model, enc) = setup(&s);
+    let cont = zero_shot::Continuations::new(enc.tokenizer()).unwrap();
+    assert_eq!(cont.names.len(), 25);
+    assert!(!cont.prefix.is_empty() && cont.names.iter().all(|n| !n.is_empty()));
+    let bar = ProgressBar::hidden();
+    let scores = zero_shot::score_samples(&model, &enc, &s[..3], &bar).unwrap();
+    assert_eq!(scores.len(), 3 * 25);
+    // Against full forward passes (two visits, every fourth phenotype: a full pass per name).
+    for (i, smp) in s[..3].iter().enumerate().skip(1) {
+        let p = enc.encode(smp).unwrap();
+        for (j, name) in cont.names.iter().enumerate().step_by(4) {
+            let mut ids = p.ids.clone();
+            ids.extend_from_slice(&cont.prefix);
+            let start = ids.len();
+            ids.extend_from_slice(name);
+            let x = Tensor::from_slice(&ids, (1, ids.len()), &Device::Cpu).unwrap();
+            let out = model.forward(&x, None).unwrap();
+            // Position t predicts token t + 1.
+            let positions: Vec<(usize, usize)> = (start - 1..ids.len() - 1).map(|t| (0, t)).collect();
+            let logits = model.logits_at(&out.hidden, &positions).unwrap();
+            let lsm = candle_nn::ops::log_softmax(&logits, 1).unwrap().to_vec2::<f32>().unwrap();
+            let want = positions.iter().enumerate().map(|(k, &(_, t))| lsm[k][ids[t + 1] as usize]).sum::<f32>()
+                / name.len() as f32;
+            let got = scores[i * 25 + j];
+            assert!((got - want).abs() < 1e-5, "sample {i}, phenotype {j}: {got} vs {want}");
+        }
+    }
+    // Log-probabilities; the visit-free prompt scores differently from a visit.
+    let free = zero_shot::visit_free_scores(&model, &enc, &s[0]).unwrap();
+    assert!(free.iter().all(|x| *x < 0.0) && free.len() == 25);
+    assert!(free.iter().zip(&scores[..25]).any(|(a, b)| (a - b).abs() > 1e-4));
 }

@@ -26,6 +26,7 @@ pub mod semi;
 pub mod sft;
 pub mod states;
 pub mod train;
+pub mod zero_shot;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

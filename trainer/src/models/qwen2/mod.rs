@@ -418,6 +418,24 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The cache of a batch of `b` rows that all continue this batch-1 cache's sequence (each
+    /// layer's keys and values [1, K, T, D] repeated to [b, K, T, D]).
+    pub fn repeat_batch(&self, b: usize) -> candle_core::Result<Self> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            layers.push(match l {
+                Some((k, v)) => {
+                    if k.dim(0)? != 1 {
+                        candle_core::bail!("repeat_batch: the cache holds {} rows, expected 1", k.dim(0)?);
+                    }
+                    Some((k.repeat((b, 1, 1, 1))?, v.repeat((b, 1, 1, 1))?))
+                }
+                None => None,
+            });
+        }
+        Ok(Self { layers, len: self.len })
+    }
 }
 
 /// What one forward pass returns.
