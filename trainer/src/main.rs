@@ -12,7 +12,7 @@ use clap::Parser;
 mod cli;
 
 use cli::args::{Cli, Cmd, StudentCmd, TeacherCmd};
-use cli::{data, evaluate, train};
+use cli::{data, evaluate, train, zero_shot};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -49,6 +49,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Teacher { cmd: TeacherCmd::Label(a) } => train::teacher_label(&a),
         Cmd::Teacher { cmd: TeacherCmd::Merge(a) } => train::teacher_merge(&a),
         Cmd::Teacher { cmd: TeacherCmd::States(a) } => train::teacher_states(&a),
+        Cmd::Teacher { cmd: TeacherCmd::ZeroShot(a) } => zero_shot::run(&a),
         Cmd::Explain(a) => data::explain(&a),
         Cmd::Pipeline(a) => evaluate::pipeline(&a),
         Cmd::Bench(a) => evaluate::bench(&a),

@@ -71,6 +71,37 @@ pub enum TeacherCmd {
     /// Pooled hidden states of a frozen pretrained LLM for every split of a `samples.bin`
     /// (last token and mean over the visit's tokens, at chosen layers); resumable by chunk.
     States(StatesArgs),
+    /// Zero-shot phenotype probabilities from a frozen pretrained LLM, no labels: the mean
+    /// log-probability of each phenotype's name after the answer prefix, minus the same score
+    /// for an empty visit, standardized per phenotype. Writes JSON lines `{"id", "p"}` (soft
+    /// labels for `ckd student train --teacher`); resumable.
+    ZeroShot(ZeroShotArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ZeroShotArgs {
+    /// Base: a Qwen2 GGUF file or HF safetensors directory.
+    #[arg(long)]
+    pub base: PathBuf,
+    /// Samples: `samples.bin` (the `--split` part) or CKD-EHR JSONL (all records).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Split of a `samples.bin`.
+    #[arg(long, default_value = "test")]
+    pub split: SplitArg,
+    /// Output: JSON lines `{"id", "p"}`; raw scores are kept in `OUT.scores.jsonl`, from which an
+    /// interrupted run resumes.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Maximum prompt tokens (longer visit texts are cut at their end).
+    #[arg(long, default_value_t = 768)]
+    pub max_len: usize,
+    /// Only the first N samples.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: ckd_trainer::teacher::DeviceSpec,
 }
 
 #[derive(clap::Args)]

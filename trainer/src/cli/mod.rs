@@ -8,3 +8,4 @@ pub mod data;
 pub mod evaluate;
 pub mod parse;
 pub mod train;
+pub mod zero_shot;

@@ -168,3 +168,49 @@ pub fn visit_free_scores(model: &Qwen2ForCausalLM, prompts: &PromptEncoder, like
     let p = prompts.encode(&empty)?;
     prompt_scores(model, &KvCache::new(), &p, &Continuations::new(prompts.tokenizer())?)
 }
+
+/// Probabilities `[N * 25]` from raw scores `[N * 25]` without labels: each phenotype's score
+/// minus its visit-free score (`free`, `[25]`), standardized across the N visits, through a
+/// sigmoid. Monotone per phenotype, so each phenotype's ranking (its AUC) is that of
+/// `raw - free`; the level carries no prevalence (none is known without labels).
+pub fn probabilities(raw: &[f32], free: &[f32]) -> Result<Vec<f32>> {
+    if free.len() != NUM_LABELS || !raw.len().is_multiple_of(NUM_LABELS) || raw.is_empty() {
+        return Err(TeacherError::Invalid(format!(
+            "zero-shot probabilities: {} scores and {} visit-free scores",
+            raw.len(),
+            free.len()
+        )));
+    }
+    let n = raw.len() / NUM_LABELS;
+    let mut out = vec![0f32; raw.len()];
+    for j in 0..NUM_LABELS {
+        let col: Vec<f64> = (0..n).map(|i| (raw[i * NUM_LABELS + j] - free[j]) as f64).collect();
+        let mean = col.iter().sum::<f64>() / n as f64;
+        let sd = (col.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+        for (i, x) in col.iter().enumerate() {
+            let z = if sd > 0.0 { (x - mean) / sd } else { 0.0 };
+            out[i * NUM_LABELS + j] = (1.0 / (1.0 + (-z).exp())) as f32;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hand-computed: two visits, phenotype 0 scores -1 and -3 with visit-free -2: corrected +1
+    /// and -1, standardized +1 and -1, sigmoid 0.731 and 0.269; constant columns give 0.5.
+    #[test]
+    fn probabilities_standardize_each_phenotype_without_labels() {
+        let mut raw = vec![-5.0f32; 2 * NUM_LABELS];
+        raw[0] = -1.0;
+        raw[NUM_LABELS] = -3.0;
+        let mut free = vec![-4.0f32; NUM_LABELS];
+        free[0] = -2.0;
+        let p = probabilities(&raw, &free).unwrap();
+        assert!((p[0] - 0.731_058_6).abs() < 1e-6 && (p[NUM_LABELS] - 0.268_941_4).abs() < 1e-6);
+        assert!(p[1..NUM_LABELS].iter().all(|&x| x == 0.5));
+        assert!(probabilities(&raw, &free[..3]).is_err());
+    }
+}
