@@ -337,9 +337,10 @@ pub struct EvalArgs {
     /// cohort's `oracle.jsonl`) on the same samples.
     #[arg(long)]
     pub oracle: Option<PathBuf>,
-    /// Where to write the JSON report (default: MODEL/eval-SPLIT.json).
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    /// Also write the JSON report to this file (`--json` is an alias). Without it the report is
+    /// only printed; nothing is written into the model directory.
+    #[arg(long, visible_alias = "json")]
+    pub out: Option<PathBuf>,
 }
 
 // `ckd export`.
