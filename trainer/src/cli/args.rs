@@ -304,6 +304,10 @@ pub struct IngestArgs {
     /// Skip and count malformed rows instead of failing.
     #[arg(long)]
     pub lenient: bool,
+    /// Refuse exact duplicate JSONL records (naming both lines) instead of keeping each in the
+    /// split of its first occurrence with a warning.
+    #[arg(long, requires = "jsonl")]
+    pub refuse_duplicates: bool,
     /// Seed of the patient-level split.
     #[arg(long, default_value_t = 42)]
     pub split_seed: u64,
