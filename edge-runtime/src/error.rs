@@ -41,6 +41,9 @@ pub enum EdgeError {
         /// Index of the input in the batch.
         index: usize,
     },
+    /// A visit item that would vanish from the text (no code and no title, an empty drug name).
+    #[error("visit: {0}")]
+    Visit(#[from] ckd_core::visit::EmptyItem),
     /// An [`EngineOptions`](crate::EngineOptions) value this build cannot honour.
     #[error("engine options: {0}")]
     Options(String),

@@ -175,11 +175,13 @@ impl Engine {
         &self.manifest
     }
 
-    /// Renders a visit exactly as in training (knowledge clauses from the bundle's table) and
-    /// predicts.
+    /// Renders a visit exactly as in training (titles resolved from codes by
+    /// [`Visit::resolve_titles`], knowledge clauses from the bundle's table) and predicts. An
+    /// item with neither code nor title is an error naming it.
     pub fn predict(&self, visit: &Visit) -> Result<Prediction, EdgeError> {
+        let (visit, _) = visit.resolve_titles()?;
         let clauses = self.manifest.knowledge.as_ref().map(|k| k.clauses(visit.phenotypes())).unwrap_or_default();
-        self.predict_text(&render(visit, &clauses).text)
+        self.predict_text(&render(&visit, &clauses).text)
     }
 
     /// Predicts from a text in the CKD-EHR layout.

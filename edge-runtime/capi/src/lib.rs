@@ -85,7 +85,9 @@ fn guard(f: impl FnOnce() -> Result<(), (i32, String)>) -> i32 {
 fn edge_code(e: &EdgeError) -> i32 {
     match e {
         EdgeError::Io { .. } | EdgeError::Bundle { .. } | EdgeError::Tokenizer { .. } => CKD_ERR_BUNDLE,
-        EdgeError::EmptyInput { .. } | EdgeError::Encode { .. } | EdgeError::Options(_) => CKD_ERR_INPUT,
+        EdgeError::EmptyInput { .. } | EdgeError::Encode { .. } | EdgeError::Options(_) | EdgeError::Visit(_) => {
+            CKD_ERR_INPUT
+        }
         EdgeError::Model(_) => CKD_ERR_MODEL,
     }
 }

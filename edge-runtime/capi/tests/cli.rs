@@ -272,3 +272,37 @@ fn predict_ends_quietly_when_stdout_is_closed() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
 }
+
+/// Issue 30.5: a diagnosis given by code only is rendered with its category title (it vanished:
+/// the same answer as an empty visit); an item rendered as a bare code is listed in the record's
+/// `unknown_codes`; an item with neither code nor title is an error naming it.
+#[test]
+fn coded_items_are_rendered_and_unknown_codes_reported() {
+    let b = bundle();
+    let visit = |dx: &str| format!(r#"{{"diagnoses": [{dx}], "medications": ["Furosemide"], "procedures": []}}"#);
+    let lines = [
+        visit(r#"{"code": "4280", "title": ""}"#),
+        visit(r#"{"code": "428.0", "title": "Heart failure"}"#),
+        visit(""),
+        visit(r#"{"code": "00099"}"#),
+        visit(r#"{"code": "4280"}, {"title": " "}"#),
+    ];
+    let out = run(&["predict", "--bundle", b.to_str().unwrap(), "--lenient"], lines.join("\n").as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs = jsonl(&out.stdout);
+    assert_eq!(recs.len(), 5);
+    let (code_only, titled, empty) = (&recs[0], &recs[1], &recs[2]);
+    assert_eq!(code_only["probabilities"], titled["probabilities"]);
+    assert_eq!(code_only["tokens"], titled["tokens"]);
+    assert!(code_only["tokens"].as_u64() > empty["tokens"].as_u64(), "{code_only} vs {empty}");
+    assert_eq!(code_only["unknown_codes"], serde_json::json!([]));
+    assert_eq!(recs[3]["unknown_codes"], serde_json::json!([{"item": "diagnoses[0]", "code": "00099"}]));
+    assert!(recs[3].get("error").is_none(), "{}", recs[3]);
+    let err = recs[4]["error"].as_str().unwrap();
+    assert!(err.contains("line 5") && err.contains("diagnoses[1]: neither a code nor a title"), "{err}");
+    // The library renders the same way.
+    let engine = Engine::open(&b).unwrap();
+    let v: ckd_core::Visit = serde_json::from_str(&lines[0]).unwrap();
+    let p = engine.predict(&v).unwrap();
+    assert_eq!(code_only["tokens"].as_u64().unwrap() as usize, p.tokens);
+}

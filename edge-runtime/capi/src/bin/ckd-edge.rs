@@ -4,7 +4,10 @@
 //!   JSON object, or one CKD-EHR row `{instruction, input, output}` per line), JSONL out: one
 //!   record per non-blank input line, in order, whose `line` is that input line's number.
 //!   Blank and whitespace-only lines carry no request and get no record, with or without
-//!   `--lenient` (a UTF-8 byte-order mark at the start is skipped too). A bad line stops the
+//!   `--lenient` (a UTF-8 byte-order mark at the start is skipped too). A visit's titles are
+//!   resolved from its codes as `ckd ingest` renders them (`Visit::resolve_titles`); its record
+//!   lists under `unknown_codes` the items rendered as a bare code (`{"item": "diagnoses[0]",
+//!   "code": "99999"}`), and an item with neither code nor title is a bad line. A bad line stops the
 //!   run with an error naming the line; with `--lenient` it gives a `{"line": N, "error": ...}`
 //!   record instead and the run goes on (exit status 0).
 //! - `ckd-edge info --bundle B`: the verified manifest as JSON.
@@ -193,12 +196,18 @@ fn predict(engine: &Engine, input: &str, lenient: bool) -> Result<()> {
     for (n, line) in numbered_lines(&bytes) {
         let rec = (|| -> Result<Value> {
             let line = utf8_line(n, line)?;
-            let p = match parse_item(n, line)? {
-                Item::Text { id, text } => (id, engine.predict_text(&text)),
-                Item::Visit { id, visit } => (id, engine.predict(&visit)),
-            };
-            let pred = p.1.map_err(|e| anyhow::anyhow!("line {n}: {e}"))?;
-            Ok(prediction_json(n, p.0, &pred))
+            let at_line = |e: &dyn std::fmt::Display| anyhow::anyhow!("line {n}: {e}");
+            match parse_item(n, line)? {
+                Item::Text { id, text } => {
+                    Ok(prediction_json(n, id, &engine.predict_text(&text).map_err(|e| at_line(&e))?))
+                }
+                Item::Visit { id, visit } => {
+                    let (visit, bare) = visit.resolve_titles().map_err(|e| at_line(&e))?;
+                    let mut rec = prediction_json(n, id, &engine.predict(&visit).map_err(|e| at_line(&e))?);
+                    rec["unknown_codes"] = json!(bare);
+                    Ok(rec)
+                }
+            }
         })();
         let rec = match rec {
             Ok(r) => r,
