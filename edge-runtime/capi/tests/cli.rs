@@ -306,3 +306,52 @@ fn coded_items_are_rendered_and_unknown_codes_reported() {
     let p = engine.predict(&v).unwrap();
     assert_eq!(code_only["tokens"].as_u64().unwrap() as usize, p.tokens);
 }
+
+/// Issue 30, section 2: a line over `--max-line-bytes` is a bad line (an error record under
+/// `--lenient`, which then reads on) and is never held whole; `--lenient` ends with a count.
+#[test]
+fn over_long_lines_are_bad_lines_and_lenient_counts() {
+    let b = bundle();
+    let good = r#"{"input": "Diseases: Essential hypertension. Medications: None. Surgical operations: None."}"#;
+    let long = format!(r#"{{"input": "{}"}}"#, "word ".repeat(400));
+    let input = format!("{good}\n{long}\r\n\n{good}\nnot json\n");
+    let args = ["predict", "--bundle", b.to_str().unwrap(), "--max-line-bytes", "1000"];
+    let strict = run(&args, input.as_bytes());
+    let err = String::from_utf8_lossy(&strict.stderr);
+    assert_eq!(strict.status.code(), Some(1), "{err}");
+    assert!(err.contains("line 2: longer than 1000 bytes (--max-line-bytes)"), "{err}");
+    assert_eq!(jsonl(&strict.stdout).len(), 1);
+
+    let mut lenient_args = args.to_vec();
+    lenient_args.push("--lenient");
+    let out = run(&lenient_args, input.as_bytes());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let recs = jsonl(&out.stdout);
+    assert_eq!(recs.iter().map(|r| r["line"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 4, 5]);
+    assert!(recs[1]["error"].as_str().unwrap().contains("longer than 1000 bytes"), "{}", recs[1]);
+    assert_eq!(recs[2]["probabilities"], recs[0]["probabilities"], "the line after the long one is read whole");
+    assert!(err.contains("ckd-edge predict: 5 lines read, 2 predicted, 2 failed"), "{err}");
+    // The default limit is 1 MiB, and a line ending exactly at it is read.
+    let at = format!(r#"{{"input": "{}"}}"#, "a ".repeat(200));
+    let limit = at.len().to_string();
+    let ok = run(&["predict", "--bundle", b.to_str().unwrap(), "--max-line-bytes", &limit], at.as_bytes());
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let help = run(&["predict", "--help"], b"");
+    assert!(String::from_utf8_lossy(&help.stdout).contains("1048576"));
+}
+
+/// Issue 30, section 2: an endless line (`--input /dev/zero`) is refused at the limit instead of
+/// filling memory.
+#[test]
+fn an_endless_line_stops_at_the_limit() {
+    if !Path::new("/dev/zero").exists() {
+        eprintln!("NOT RUN: no /dev/zero");
+        return;
+    }
+    let b = bundle();
+    let out = run(&["predict", "--bundle", b.to_str().unwrap(), "--input", "/dev/zero"], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("line 1: longer than 1048576 bytes"), "{err}");
+}
