@@ -355,3 +355,57 @@ fn an_endless_line_stops_at_the_limit() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("line 1: longer than 1048576 bytes"), "{err}");
 }
+
+/// Runs `ckd-edge args`, killed after 30 s (a hang fails the test instead of blocking it).
+fn run_bounded(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ckd-edge"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed().as_secs() > 30 {
+            child.kill().unwrap();
+            panic!("ckd-edge {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 30, section 2: a bundle file (or the bundle) that is a FIFO is refused, saying what it
+/// is, instead of blocking on the read.
+#[test]
+fn a_fifo_bundle_file_is_refused_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("bundle");
+    std::fs::create_dir(&copy).unwrap();
+    for e in std::fs::read_dir(bundle()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+    }
+    let manifest = copy.join(ckd_core::bundle::MANIFEST_FILE);
+    std::fs::remove_file(&manifest).unwrap();
+    let fifo = dir.path().join("fifo.ckdb");
+    for p in [&manifest, &fifo] {
+        match Command::new("mkfifo").arg(p).status() {
+            Ok(s) if s.success() => {}
+            _ => {
+                eprintln!("NOT RUN: mkfifo unavailable");
+                return;
+            }
+        }
+    }
+    for (bundle, named) in [(&copy, &manifest), (&fifo, &fifo)] {
+        let out = run_bounded(&["info", "--bundle", bundle.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(named.to_str().unwrap()) && err.contains("is a FIFO (named pipe), not a regular file"),
+            "{err}"
+        );
+    }
+}
