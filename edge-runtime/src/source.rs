@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use ckd_core::bundle::{BundleError, PackedIndex};
+use ckd_core::bundle::{BundleError, PackedIndex, MAX_PACKED_INDEX_BYTES};
 use ckd_core::format::{FormatError, HEADER_LEN};
 use sha2::{Digest, Sha256};
 use tract_onnx::pb::tensor_proto::DataLocation;
@@ -105,6 +105,10 @@ impl Source {
         let mut envelope = vec![0u8; HEADER_LEN.min(file_len as usize)];
         f.read_exact(&mut envelope).map_err(io_err(&path))?;
         let len = PackedIndex::envelope_len(&envelope).map_err(|e| bundle_err(BundleError::PackedFormat(e)))?;
+        if len > MAX_PACKED_INDEX_BYTES {
+            let msg = format!("index of {len} bytes, over the maximum of {MAX_PACKED_INDEX_BYTES}");
+            return Err(bundle_err(BundleError::Packed(msg)));
+        }
         if len > file_len {
             let e = FormatError::Truncated { got: file_len as usize, need: len.min(usize::MAX as u64) as usize };
             return Err(bundle_err(BundleError::PackedFormat(e)));
@@ -266,5 +270,13 @@ mod tests {
             t
         });
         assert!(e.contains("1 bytes after the last file"), "{e}");
+        // An index longer than the maximum is refused before it is read.
+        let huge = ckd_core::format::encode_envelope(
+            ckd_core::bundle::PACKED_MAGIC,
+            ckd_core::bundle::PACKED_VERSION,
+            &vec![0u8; MAX_PACKED_INDEX_BYTES as usize],
+        );
+        let e = open_error("h.ckdb", &huge);
+        assert!(e.contains("h.ckdb") && e.contains("over the maximum of 1048576"), "{e}");
     }
 }
