@@ -257,6 +257,11 @@ pub const PACKED_MAGIC: &[u8; 8] = b"CKDPACKD";
 pub const PACKED_VERSION: u16 = 1;
 /// Alignment of each file's bytes inside a single-file bundle.
 pub const PACKED_ALIGN: u64 = 64;
+/// Most files a single-file bundle may hold (a bundle has about five).
+pub const MAX_PACKED_FILES: usize = 64;
+/// Longest index envelope a single-file bundle may start with, in bytes (64 entries with long
+/// names take a few KiB): a reader checks it before reading the index.
+pub const MAX_PACKED_INDEX_BYTES: u64 = 1 << 20;
 
 /// The index at the start of a single-file bundle.
 ///
@@ -347,21 +352,32 @@ impl PackedIndex {
     }
 
     /// Decodes the index envelope (exactly its bytes) of a packed file of `file_len` bytes and
-    /// checks it: plain unique names, `manifest.bin` present, every file aligned and inside the
-    /// file, no two overlapping, and nothing after the last file (the file ends where its last
-    /// file ends, as [`PackedIndex::pack`] writes it).
+    /// checks it, in time linear in its entries: at most [`MAX_PACKED_INDEX_BYTES`] and
+    /// [`MAX_PACKED_FILES`], plain unique names, `manifest.bin` present, every file aligned and
+    /// inside the file, no two overlapping, and nothing after the last file (the file ends where
+    /// its last file ends, as [`PackedIndex::pack`] writes it).
     pub fn from_bytes(envelope: &[u8], file_len: u64) -> Result<Self, BundleError> {
+        let bad = |msg: String| BundleError::Packed(msg);
+        if envelope.len() as u64 > MAX_PACKED_INDEX_BYTES {
+            return Err(bad(alloc::format!(
+                "index of {} bytes, over the maximum of {MAX_PACKED_INDEX_BYTES}",
+                envelope.len()
+            )));
+        }
         let index: PackedIndex =
             format::decode(envelope, PACKED_MAGIC, PACKED_VERSION).map_err(BundleError::PackedFormat)?;
+        if index.files.len() > MAX_PACKED_FILES {
+            return Err(bad(alloc::format!("{} files, over the maximum of {MAX_PACKED_FILES}", index.files.len())));
+        }
         let start = Self::data_start(envelope.len() as u64);
-        let bad = |msg: String| BundleError::Packed(msg);
+        let mut names = alloc::collections::BTreeSet::new();
         let mut end_prev = 0u64;
-        for (i, f) in index.files.iter().enumerate() {
+        for f in &index.files {
             let n = f.name.as_str();
             if n.is_empty() || n == "." || n == ".." || n.contains(['/', '\\', '\0']) {
                 return Err(BundleError::BadFileName(f.name.clone()));
             }
-            if index.files[..i].iter().any(|g| g.name == f.name) {
+            if !names.insert(n) {
                 return Err(bad(alloc::format!("{n} is packed twice")));
             }
             if f.offset % PACKED_ALIGN != 0 || f.offset < end_prev {
@@ -434,6 +450,32 @@ mod tests {
         back.verify_digest(MODEL_FILE, 4, format::sha256(b"onnx")).unwrap();
         let e = back.verify_digest(MODEL_FILE, 5, format::sha256(b"onnx")).unwrap_err();
         assert!(matches!(e, BundleError::Checksum { .. }), "size counts too: {e}");
+    }
+
+    /// Issue 30, section 2: an index of many entries is refused at once (200,000 empty entries
+    /// took 49.5 s to check, quadratic in their number); the checks are linear.
+    #[test]
+    fn packed_index_entry_count_is_capped() {
+        let many = |n: usize| {
+            let mut files: Vec<(String, u64)> = (0..n).map(|i| (alloc::format!("f{i}"), 0)).collect();
+            files.push((MANIFEST_FILE.into(), 0));
+            PackedIndex::layout(&files)
+        };
+        let ok = many(MAX_PACKED_FILES - 1);
+        assert!(PackedIndex::from_bytes(
+            &ok.to_bytes().unwrap(),
+            PackedIndex::data_start(ok.to_bytes().unwrap().len() as u64)
+        )
+        .is_ok());
+        let env = many(200_000).to_bytes().unwrap();
+        let e = PackedIndex::from_bytes(&env, 1 << 40).unwrap_err().to_string();
+        assert!(e.contains("over the maximum of"), "{e}");
+        let env = many(MAX_PACKED_FILES).to_bytes().unwrap();
+        let e = PackedIndex::from_bytes(&env, 1 << 40).unwrap_err().to_string();
+        assert!(
+            e.contains(&alloc::format!("{} files, over the maximum of {MAX_PACKED_FILES}", MAX_PACKED_FILES + 1)),
+            "{e}"
+        );
     }
 
     #[test]

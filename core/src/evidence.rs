@@ -42,9 +42,11 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
-use crate::format::{decode, encode, FormatError};
+use sha2::{Digest, Sha256};
+
+use crate::format::{decode, encode, hex, FormatError};
 use crate::labels::NUM_LABELS;
-use crate::visit::Rendered;
+use crate::visit::{Rendered, Sample};
 
 /// Number of fields (the field granularity always has this many units).
 pub const NUM_FIELDS: usize = 4;
@@ -369,8 +371,45 @@ pub struct EvidenceError {
 
 /// Magic of the evidence file.
 pub const EVIDENCE_MAGIC: &[u8; 8] = b"CKDEVIDN";
-/// Version of the evidence file.
-pub const EVIDENCE_VERSION: u16 = 1;
+/// Version of the evidence file written by this build (version 1, without [`DataIdentity`],
+/// is still read).
+pub const EVIDENCE_VERSION: u16 = 2;
+
+/// Identity of the samples a labelling run was given (all of them, before sharding): the same
+/// samples give the same identity whatever their order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataIdentity {
+    /// Number of samples.
+    pub samples: u64,
+    /// SHA-256 (hex) over the sorted per-sample SHA-256 of id, split and model input text.
+    pub hash: String,
+}
+
+impl DataIdentity {
+    /// Identity of `samples`.
+    pub fn of(samples: &[Sample]) -> Self {
+        let mut each: Vec<[u8; 32]> = samples
+            .iter()
+            .map(|s| {
+                let mut h = Sha256::new();
+                for part in [s.id.as_bytes(), s.split.name().as_bytes(), s.text().as_bytes()] {
+                    h.update((part.len() as u64).to_le_bytes());
+                    h.update(part);
+                }
+                h.finalize().into()
+            })
+            .collect();
+        each.sort_unstable();
+        let mut h = Sha256::new();
+        each.iter().for_each(|d| h.update(d));
+        Self { samples: samples.len() as u64, hash: hex(&h.finalize()) }
+    }
+
+    /// `N samples, hash <first 12 hex digits>`, for messages.
+    pub fn short(&self) -> String {
+        alloc::format!("{} samples, hash {}", self.samples, &self.hash[..self.hash.len().min(12)])
+    }
+}
 
 /// Contents of an evidence file: teacher soft labels and attention evidence for many samples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -381,17 +420,34 @@ pub struct EvidenceFile {
     pub shard: Option<(u32, u32)>,
     /// One record per sample.
     pub records: Vec<SampleEvidence>,
+    /// Samples the run was given (`None` in a version-1 file, which did not record them).
+    pub data: Option<DataIdentity>,
+}
+
+/// Payload of a version-1 evidence file.
+#[derive(Deserialize)]
+struct EvidenceFileV1 {
+    teacher: TeacherIdentity,
+    shard: Option<(u32, u32)>,
+    records: Vec<SampleEvidence>,
 }
 
 impl EvidenceFile {
-    /// Encodes into an envelope ([`crate::format`]).
+    /// Encodes into an envelope ([`crate::format`]) of [`EVIDENCE_VERSION`].
     pub fn to_bytes(&self) -> Result<Vec<u8>, FormatError> {
         encode(EVIDENCE_MAGIC, EVIDENCE_VERSION, self)
     }
 
-    /// Decodes and checks an envelope (the records' contents are checked by [`Self::validate`]).
+    /// Decodes and checks an envelope of version 2 or 1 (then `data` is `None`); the records'
+    /// contents are checked by [`Self::validate`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, FormatError> {
-        decode(bytes, EVIDENCE_MAGIC, EVIDENCE_VERSION)
+        match decode(bytes, EVIDENCE_MAGIC, EVIDENCE_VERSION) {
+            Err(FormatError::Version { found: 1, .. }) => {
+                let v1: EvidenceFileV1 = decode(bytes, EVIDENCE_MAGIC, 1)?;
+                Ok(Self { teacher: v1.teacher, shard: v1.shard, records: v1.records, data: None })
+            }
+            other => other,
+        }
     }
 
     /// Checks the header (temperature finite and > 0, shard index < count), every record
@@ -612,6 +668,7 @@ mod tests {
             },
             shard: Some((0, 2)),
             records: vec![record()],
+            data: Some(DataIdentity { samples: 1, hash: "00ff".into() }),
         }
     }
 
@@ -624,6 +681,48 @@ mod tests {
         assert_eq!(EvidenceFile::from_bytes(&b).unwrap(), f);
         assert!(matches!(crate::format::SampleFile::from_bytes(&b), Err(FormatError::Magic { .. })));
         assert_eq!(f.by_id().get("1-2-3").map(|r| r.id.as_str()), Some("1-2-3"));
+    }
+
+    #[test]
+    fn version_1_file_reads_without_data_identity() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            teacher: &'a TeacherIdentity,
+            shard: Option<(u32, u32)>,
+            records: &'a [SampleEvidence],
+        }
+        let f = file();
+        let b = encode(EVIDENCE_MAGIC, 1, &V1 { teacher: &f.teacher, shard: f.shard, records: &f.records }).unwrap();
+        assert_eq!(EvidenceFile::from_bytes(&b).unwrap(), EvidenceFile { data: None, ..f });
+        let b3 = crate::format::encode_envelope(EVIDENCE_MAGIC, 3, b"");
+        assert_eq!(EvidenceFile::from_bytes(&b3), Err(FormatError::Version { found: 3, supported: 2 }));
+    }
+
+    #[test]
+    fn data_identity_names_the_samples_not_their_order() {
+        use crate::visit::{Coded, Split, Visit};
+        let sample = |id: &str, split: Split, title: &str| Sample {
+            id: id.into(),
+            subject: 1,
+            split,
+            visit: Visit {
+                diagnoses: vec![Coded { code: "4280".into(), title: title.into() }],
+                medications: vec![],
+                procedures: vec![],
+            },
+            knowledge: vec![],
+            labels: crate::LabelSet::from_labels([8]),
+            raw: None,
+        };
+        let a = sample("1-2-3", Split::Train, "Heart failure");
+        let b = sample("4-5-6", Split::Train, "Heart failure");
+        let id = DataIdentity::of(&[a.clone(), b.clone()]);
+        assert_eq!(id, DataIdentity::of(&[b.clone(), a.clone()]));
+        assert_eq!(id.samples, 2);
+        assert_ne!(id, DataIdentity::of(core::slice::from_ref(&a)));
+        // Same ids, another split or another text: another identity.
+        assert_ne!(id, DataIdentity::of(&[a.clone(), sample("4-5-6", Split::Test, "Heart failure")]));
+        assert_ne!(id, DataIdentity::of(&[a, sample("4-5-6", Split::Train, "Asthma")]));
     }
 
     #[test]

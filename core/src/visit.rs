@@ -22,12 +22,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::labels::{Label, LabelSet, PHENOTYPES};
 
-/// A coded fact: an ICD-9 code (normalized, no dots) and the title it is rendered as.
+/// A coded fact: an ICD-9 code (normalized, no dots) and the title it is rendered as. In JSON
+/// either may be left out (read as empty); [`Visit::resolve_titles`] fills an empty title.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Coded {
     /// Normalized ICD-9 code (see [`crate::icd::normalize`]); empty when unknown (JSONL input).
+    #[serde(default)]
     pub code: String,
     /// Rendered title: the three-digit category title for diagnoses, the short title for procedures.
+    #[serde(default)]
     pub title: String,
 }
 
@@ -47,6 +50,65 @@ impl Visit {
     pub fn phenotypes(&self) -> LabelSet {
         crate::icd::phenotypes_of(self.diagnoses.iter().map(|d| d.code.as_str()))
     }
+
+    /// The visit with codes normalized and every title as `ckd ingest` renders MIMIC-III (and
+    /// the bedside monitor a wire visit): a diagnosis takes its code's ICD-9 category title,
+    /// else its own title, else its bare code; a procedure its own title, else its bare code.
+    /// Returns the items rendered as a bare code (no title given and none known here). An item
+    /// with neither code nor title, or an empty drug name, is an error naming the item (it
+    /// would otherwise vanish from the text). Resolving a resolved visit changes nothing.
+    pub fn resolve_titles(&self) -> Result<(Visit, Vec<BareCode>), EmptyItem> {
+        let mut bare = Vec::new();
+        let mut resolve = |field: &'static str, items: &[Coded]| {
+            let mut out = Vec::with_capacity(items.len());
+            for (index, c) in items.iter().enumerate() {
+                let code = crate::icd::normalize(&c.code).unwrap_or_default();
+                let category = match field {
+                    "diagnoses" => crate::icd::category_of(&code).and_then(crate::icd::category_title),
+                    _ => None,
+                };
+                let title = match (category, c.title.trim()) {
+                    (Some(t), _) => String::from(t),
+                    (None, t) if !t.is_empty() => String::from(t),
+                    (None, _) if !code.is_empty() => {
+                        bare.push(BareCode { item: alloc::format!("{field}[{index}]"), code: code.clone() });
+                        code.clone()
+                    }
+                    (None, _) => return Err(EmptyItem { field, index, what: "neither a code nor a title" }),
+                };
+                out.push(Coded { code, title });
+            }
+            Ok(out)
+        };
+        let diagnoses = resolve("diagnoses", &self.diagnoses)?;
+        let procedures = resolve("procedures", &self.procedures)?;
+        if let Some(index) = self.medications.iter().position(|m| m.trim().is_empty()) {
+            return Err(EmptyItem { field: "medications", index, what: "an empty drug name" });
+        }
+        Ok((Visit { diagnoses, medications: self.medications.clone(), procedures }, bare))
+    }
+}
+
+/// A coded item rendered as its bare code: no title was given and none is known for the code
+/// (a diagnosis whose code has no ICD-9 category title, a procedure without a title).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BareCode {
+    /// The item, as `diagnoses[0]` or `procedures[2]` (0-based).
+    pub item: String,
+    /// Its normalized code.
+    pub code: String,
+}
+
+/// A visit item that would vanish from the rendered text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}[{index}]: {what}")]
+pub struct EmptyItem {
+    /// `diagnoses`, `medications` or `procedures`.
+    pub field: &'static str,
+    /// 0-based index in the field.
+    pub index: usize,
+    /// What is missing.
+    pub what: &'static str,
 }
 
 /// Which split a sample belongs to. The split is assigned per patient (see [`crate::split`]).
@@ -319,6 +381,38 @@ mod tests {
 
     fn coded(code: &str, title: &str) -> Coded {
         Coded { code: code.into(), title: title.into() }
+    }
+
+    #[test]
+    fn titles_resolve_from_codes_as_ingest_renders_them() {
+        let v = Visit {
+            diagnoses: vec![coded("428.0", ""), coded("", "Gout"), coded("4019", "Hypertension (local name)")],
+            medications: vec!["Furosemide".into()],
+            procedures: vec![coded("3995", ""), coded("", "Hemodialysis")],
+        };
+        let (r, bare) = v.resolve_titles().unwrap();
+        let titles = |c: &[Coded]| c.iter().map(|x| x.title.clone()).collect::<Vec<_>>();
+        assert_eq!(titles(&r.diagnoses), ["Heart failure", "Gout", "Essential hypertension"]);
+        assert_eq!(r.diagnoses[0].code, "4280");
+        assert_eq!(titles(&r.procedures), ["3995", "Hemodialysis"]);
+        assert_eq!(bare, [BareCode { item: "procedures[0]".into(), code: "3995".into() }]);
+        assert_eq!(r.resolve_titles().unwrap().0, r, "resolving twice changes nothing");
+        assert!(render(&r, &[]).text.starts_with("The patient-acquired disease is Heart failure, Gout,"));
+        // A code with no category title is rendered bare and reported.
+        let v = Visit { diagnoses: vec![coded("ZZZ9", "")], ..Default::default() };
+        let (r, bare) = v.resolve_titles().unwrap();
+        assert_eq!((r.diagnoses[0].title.as_str(), bare[0].item.as_str()), ("ZZZ9", "diagnoses[0]"));
+        // Nothing to render is an error naming the item.
+        let v = Visit { diagnoses: vec![coded("4280", ""), coded(" ", " ")], ..Default::default() };
+        assert_eq!(v.resolve_titles().unwrap_err().to_string(), "diagnoses[1]: neither a code nor a title");
+        let v = Visit { medications: vec!["a".into(), " ".into()], ..Default::default() };
+        assert_eq!(v.resolve_titles().unwrap_err().to_string(), "medications[1]: an empty drug name");
+        // JSON may leave out either field of an item.
+        let j: Visit = serde_json::from_str(
+            r#"{"diagnoses": [{"code": "4280"}, {"title": "Gout"}], "medications": [], "procedures": []}"#,
+        )
+        .unwrap();
+        assert_eq!(j.diagnoses, [coded("4280", ""), coded("", "Gout")]);
     }
 
     fn visit() -> Visit {

@@ -41,6 +41,19 @@ pub enum EdgeError {
         /// Index of the input in the batch.
         index: usize,
     },
+    /// A visit item that would vanish from the text (no code and no title, an empty drug name).
+    #[error("visit: {0}")]
+    Visit(#[from] ckd_core::visit::EmptyItem),
+    /// The input text is longer than [`MAX_INPUT_BYTES`](crate::MAX_INPUT_BYTES).
+    #[error("input {index}: {bytes} bytes of text, over the maximum of {max}")]
+    InputTooLong {
+        /// Index of the input in the batch.
+        index: usize,
+        /// Its length in bytes.
+        bytes: usize,
+        /// The maximum.
+        max: usize,
+    },
     /// An [`EngineOptions`](crate::EngineOptions) value this build cannot honour.
     #[error("engine options: {0}")]
     Options(String),

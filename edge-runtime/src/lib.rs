@@ -52,6 +52,11 @@ pub use ops::{attention, layer_norm, qlinear};
 /// Number of top phenotypes returned in [`Prediction::top_k`].
 pub const TOP_K: usize = 5;
 
+/// Longest input text a prediction accepts, in bytes (1 MiB; a CKD-EHR visit text is a few
+/// KiB): a longer one is [`EdgeError::InputTooLong`]. Within it, only as much of the text is
+/// tokenized as the bundle's maximum length needs.
+pub const MAX_INPUT_BYTES: usize = 1 << 20;
+
 /// One prediction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
@@ -175,11 +180,13 @@ impl Engine {
         &self.manifest
     }
 
-    /// Renders a visit exactly as in training (knowledge clauses from the bundle's table) and
-    /// predicts.
+    /// Renders a visit exactly as in training (titles resolved from codes by
+    /// [`Visit::resolve_titles`], knowledge clauses from the bundle's table) and predicts. An
+    /// item with neither code nor title is an error naming it.
     pub fn predict(&self, visit: &Visit) -> Result<Prediction, EdgeError> {
+        let (visit, _) = visit.resolve_titles()?;
         let clauses = self.manifest.knowledge.as_ref().map(|k| k.clauses(visit.phenotypes())).unwrap_or_default();
-        self.predict_text(&render(visit, &clauses).text)
+        self.predict_text(&render(&visit, &clauses).text)
     }
 
     /// Predicts from a text in the CKD-EHR layout.
@@ -194,15 +201,42 @@ impl Engine {
     }
 
     /// [`Engine::tokenize`] for input `index` of a batch: its errors name that index.
+    ///
+    /// Tokenizes a prefix of the text that ends before an ASCII whitespace, starting at 8 bytes
+    /// per token of the bundle's maximum length and growing 4-fold until it gives more tokens
+    /// than the maximum length (or is the whole text). Tokenizers split words at whitespace,
+    /// so such a prefix's tokens are the first tokens of the whole text, and the kept tokens
+    /// and the truncation flag are those of the whole text.
     fn encode(&self, index: usize, text: &str) -> Result<(Vec<u32>, bool), EdgeError> {
+        if text.len() > MAX_INPUT_BYTES {
+            return Err(EdgeError::InputTooLong { index, bytes: text.len(), max: MAX_INPUT_BYTES });
+        }
         if text.trim().is_empty() {
             return Err(EdgeError::EmptyInput { index });
         }
-        let enc = self.tokenizer.encode(text, true).map_err(|e| EdgeError::Encode { index, msg: e.to_string() })?;
-        let mut ids = enc.get_ids().to_vec();
-        let mut offsets = enc.get_offsets().to_vec();
-        let truncated = self.manifest.tokenizer.truncate(&mut ids, &mut offsets);
-        Ok((ids, truncated))
+        let need = (self.manifest.tokenizer.max_len as usize).max(2);
+        let mut budget = need.saturating_mul(8);
+        loop {
+            let whole = budget >= text.len();
+            let cut = if whole {
+                Some(text.len())
+            } else {
+                text.as_bytes()[..budget].iter().rposition(u8::is_ascii_whitespace)
+            };
+            if let Some(cut) = cut {
+                let enc = self
+                    .tokenizer
+                    .encode(&text[..cut], true)
+                    .map_err(|e| EdgeError::Encode { index, msg: e.to_string() })?;
+                if whole || enc.get_ids().len() > need {
+                    let mut ids = enc.get_ids().to_vec();
+                    let mut offsets = enc.get_offsets().to_vec();
+                    let truncated = self.manifest.tokenizer.truncate(&mut ids, &mut offsets);
+                    return Ok((ids, truncated));
+                }
+            }
+            budget = budget.saturating_mul(4);
+        }
     }
 
     /// Predicts a batch. The same results as one call per text: when the bundle's mask branch

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use ckd_core::bundle::{BundleError, PackedIndex};
+use ckd_core::bundle::{BundleError, PackedIndex, MAX_PACKED_INDEX_BYTES};
 use ckd_core::format::{FormatError, HEADER_LEN};
 use sha2::{Digest, Sha256};
 use tract_onnx::pb::tensor_proto::DataLocation;
@@ -23,6 +23,48 @@ pub(crate) enum Source {
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> EdgeError + '_ {
     move |source| EdgeError::Io { path: path.to_path_buf(), source }
+}
+
+/// What `path` is when it exists and is not a regular file (symlinks followed): `a directory`,
+/// `a FIFO (named pipe)`, ... Reading a FIFO or a device could block or never end, so bundle
+/// files must be regular files.
+fn not_regular(path: &Path) -> Option<&'static str> {
+    let t = std::fs::metadata(path).ok()?.file_type();
+    if t.is_file() {
+        return None;
+    }
+    if t.is_dir() {
+        return Some("a directory");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        for (is, what) in [
+            (t.is_fifo(), "a FIFO (named pipe)"),
+            (t.is_char_device(), "a character device"),
+            (t.is_block_device(), "a block device"),
+            (t.is_socket(), "a socket"),
+        ] {
+            if is {
+                return Some(what);
+            }
+        }
+    }
+    Some("not a regular file")
+}
+
+/// The error for `path`, which is `what` instead of a regular file.
+fn not_regular_err(path: &Path, what: &str) -> EdgeError {
+    let msg = format!("is {what}, not a regular file");
+    EdgeError::Io { path: path.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::InvalidInput, msg) }
+}
+
+/// Opens `path` for reading when it is a regular file (never a FIFO or a device).
+fn open_regular(path: &Path) -> Result<File, EdgeError> {
+    if let Some(what) = not_regular(path) {
+        return Err(not_regular_err(path, what));
+    }
+    File::open(path).map_err(io_err(path))
 }
 
 /// Size and SHA-256 of the next `limit` bytes of `r` (all of them when `None`), read in 1 MiB
@@ -47,18 +89,26 @@ fn digest(mut r: impl Read, limit: Option<u64>) -> std::io::Result<(u64, [u8; 32
 }
 
 impl Source {
-    /// A directory, or a packed file when `bundle` is a file (its index checked).
+    /// A directory, or a packed file when `bundle` is a regular file (its index checked);
+    /// anything else (a FIFO, a device) is an error saying what it is.
     pub(crate) fn open(bundle: &Path) -> Result<Self, EdgeError> {
-        if !bundle.is_file() {
-            return Ok(Source::Dir(bundle.to_path_buf()));
+        match not_regular(bundle) {
+            Some("a directory") => return Ok(Source::Dir(bundle.to_path_buf())),
+            Some(what) => return Err(not_regular_err(bundle, what)),
+            None if !bundle.exists() => return Ok(Source::Dir(bundle.to_path_buf())),
+            None => {}
         }
         let path = bundle.canonicalize().map_err(io_err(bundle))?;
         let bundle_err = |source: BundleError| EdgeError::Bundle { bundle: bundle.to_path_buf(), source };
-        let mut f = File::open(&path).map_err(io_err(&path))?;
+        let mut f = open_regular(&path)?;
         let file_len = f.metadata().map_err(io_err(&path))?.len();
         let mut envelope = vec![0u8; HEADER_LEN.min(file_len as usize)];
         f.read_exact(&mut envelope).map_err(io_err(&path))?;
         let len = PackedIndex::envelope_len(&envelope).map_err(|e| bundle_err(BundleError::PackedFormat(e)))?;
+        if len > MAX_PACKED_INDEX_BYTES {
+            let msg = format!("index of {len} bytes, over the maximum of {MAX_PACKED_INDEX_BYTES}");
+            return Err(bundle_err(BundleError::Packed(msg)));
+        }
         if len > file_len {
             let e = FormatError::Truncated { got: file_len as usize, need: len.min(usize::MAX as u64) as usize };
             return Err(bundle_err(BundleError::PackedFormat(e)));
@@ -74,7 +124,9 @@ impl Source {
         match self.open_entry(name)? {
             None => {
                 let path = self.path().join(name);
-                std::fs::read(&path).map_err(io_err(&path))
+                let mut bytes = Vec::new();
+                open_regular(&path)?.read_to_end(&mut bytes).map_err(io_err(&path))?;
+                Ok(bytes)
             }
             Some((mut f, size)) => {
                 let mut bytes = vec![0u8; size as usize];
@@ -89,11 +141,10 @@ impl Source {
         match self.open_entry(name)? {
             None => {
                 let path = self.path().join(name);
-                if !path.is_file() {
+                if !path.exists() {
                     return Err(self.missing(name));
                 }
-                let f = File::open(&path).map_err(io_err(&path))?;
-                digest(f, None).map_err(io_err(&path))
+                digest(open_regular(&path)?, None).map_err(io_err(&path))
             }
             Some((f, size)) => digest(f, Some(size)).map_err(io_err(self.path())),
         }
@@ -219,5 +270,13 @@ mod tests {
             t
         });
         assert!(e.contains("1 bytes after the last file"), "{e}");
+        // An index longer than the maximum is refused before it is read.
+        let huge = ckd_core::format::encode_envelope(
+            ckd_core::bundle::PACKED_MAGIC,
+            ckd_core::bundle::PACKED_VERSION,
+            &vec![0u8; MAX_PACKED_INDEX_BYTES as usize],
+        );
+        let e = open_error("h.ckdb", &huge);
+        assert!(e.contains("h.ckdb") && e.contains("over the maximum of 1048576"), "{e}");
     }
 }

@@ -193,3 +193,35 @@ fn fused_ops_give_the_same_bits_on_two_threads() {
     multithread_tract_scope(two, || attend(&d, 0.35, &q, &kk, &v, &mut two_att)).unwrap();
     assert_eq!(one_att, two_att, "attention");
 }
+
+/// Issue 30, section 2: a text over `MAX_INPUT_BYTES` is refused before any work, and within it
+/// only a prefix is tokenized, with the same tokens and truncation flag as the whole text.
+#[test]
+fn long_inputs_are_bounded_and_tokenized_as_a_whole() {
+    let engine = Engine::open(&fixture().join("bundle")).unwrap();
+    let tok = tokenizers::Tokenizer::from_file(fixture().join("bundle").join(TOKENIZER_FILE)).unwrap();
+    let whole = |text: &str| {
+        let enc = tok.encode(text, true).unwrap();
+        let (mut ids, mut offsets) = (enc.get_ids().to_vec(), enc.get_offsets().to_vec());
+        let truncated = engine.manifest().tokenizer.truncate(&mut ids, &mut offsets);
+        (ids, truncated)
+    };
+    let row = row_texts().remove(0);
+    let texts = [
+        row.clone(),
+        row.repeat(40),
+        format!("{} {}", "x".repeat(700), row.repeat(3)),
+        format!("{}{}", "y".repeat(3000), row),
+        "Heart failure ".repeat(5),
+        format!("{} Heart", "  ".repeat(400)),
+    ];
+    for t in &texts {
+        assert_eq!(engine.tokenize(t).unwrap(), whole(t), "{} bytes: {:?}...", t.len(), &t[..t.len().min(40)]);
+    }
+    let over = "a ".repeat(ckd_edge::MAX_INPUT_BYTES / 2 + 1);
+    let e = engine.predict_text(&over).unwrap_err();
+    assert!(matches!(e, EdgeError::InputTooLong { index: 0, .. }), "{e}");
+    assert!(e.to_string().contains(&format!("over the maximum of {}", ckd_edge::MAX_INPUT_BYTES)), "{e}");
+    let at_max = "a ".repeat(ckd_edge::MAX_INPUT_BYTES / 2);
+    assert!(engine.predict_text(&at_max).unwrap().truncated);
+}

@@ -7,7 +7,7 @@ use ckd_core::{metrics, Sample};
 
 use crate::baselines;
 use crate::report::{self, ModelResult, ReportInput, ReportJson, Role};
-use crate::student::{self, Prepared, Student, StudentError, Teacher};
+use crate::student::{self, Prepared, Student, StudentError, Teacher, Training};
 
 /// Error of an evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,8 @@ pub struct EvalInput<'a> {
 pub const STUDENT_ROW: &str = "student";
 
 /// Runs the evaluation. Returns the report (baselines, student, oracle) and the number of
-/// evaluated texts cut at the student's `max_len`.
+/// evaluated texts cut at the student's `max_len`. The student row's role is its
+/// [`Training`]: distilled, hard labels only, or "other" when its provenance does not say.
 pub fn evaluate(input: &EvalInput<'_>) -> Result<(ReportJson, usize), EvalError> {
     if input.eval.is_empty() {
         return Err(EvalError::Empty);
@@ -63,7 +64,12 @@ pub fn evaluate(input: &EvalInput<'_>) -> Result<(ReportJson, usize), EvalError>
         models = baselines::report_rows(input.train, input.val, input.eval)?;
         reference = models.iter().find(|m| m.name.starts_with("logistic regression")).map(|m| m.name.clone());
     }
-    models.push(ModelResult::from_flat(STUDENT_ROW, Role::Student, &probs, p.labels.clone(), st.thresholds.clone())?);
+    let role = match st.training {
+        Training::Distilled => Role::StudentDistilled,
+        Training::HardLabels => Role::Student,
+        Training::Unknown => Role::Other,
+    };
+    models.push(ModelResult::from_flat(STUDENT_ROW, role, &probs, p.labels.clone(), st.thresholds.clone())?);
     if let Some(o) = input.oracle {
         let mut op = Vec::with_capacity(probs.len());
         for id in &p.ids {

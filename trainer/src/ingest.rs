@@ -116,11 +116,19 @@ pub struct IngestConfig {
     pub split: SplitConfig,
     /// Knowledge clauses (`None` turns them off, for ablations).
     pub knowledge: Option<KnowledgeConfig>,
+    /// Refuse exact duplicate JSONL records instead of keeping them (with a warning) in the
+    /// split of their first occurrence.
+    pub refuse_duplicates: bool,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { lenient: false, split: SplitConfig::default(), knowledge: Some(KnowledgeConfig::default()) }
+        IngestConfig {
+            lenient: false,
+            split: SplitConfig::default(),
+            knowledge: Some(KnowledgeConfig::default()),
+            refuse_duplicates: false,
+        }
     }
 }
 
@@ -678,7 +686,10 @@ fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), IngestError> {
 }
 
 /// Reads CKD-EHR JSONL into samples. Each record is its own subject (the format carries no
-/// patient id), with id `L<line>`; the split is assigned from the line number. The text is
+/// patient id), with id `L<line>`; the split is assigned from the line number. An exact
+/// duplicate of an earlier record (same instruction, input and output) takes the subject, hence
+/// the split, of its first occurrence, so that no record is both trained and tested on; the
+/// summary warns with their line numbers ([`IngestConfig::refuse_duplicates`]: an error). The text is
 /// kept verbatim (knowledge clauses included), and the visit's items are recovered from it.
 /// A UTF-8 byte-order mark at the start is skipped. A line that is not valid UTF-8 is an error
 /// naming the line (with `lenient`, skipped as "invalid UTF-8"); the other lines are read.
@@ -746,9 +757,10 @@ pub fn ingest_jsonl_bytes(path: &Path, bytes: &[u8], cfg: &IngestConfig) -> Resu
         };
         return Err(IngestError::Unusable { file: path.to_path_buf(), msg });
     }
+    link_duplicates(path, &mut samples, cfg.refuse_duplicates, &mut summary)?;
     summary.tables.insert(path.file_name().map_or("jsonl".into(), |n| n.to_string_lossy().into_owned()), st);
     summary.admissions = samples.len() as u64;
-    summary.patients = samples.len() as u64;
+    summary.patients = samples.iter().map(|s| s.subject).collect::<std::collections::BTreeSet<_>>().len() as u64;
     for s in &samples {
         *summary.samples.entry(s.split.name()).or_default() += 1;
     }
@@ -760,6 +772,54 @@ pub fn ingest_jsonl_bytes(path: &Path, bytes: &[u8], cfg: &IngestConfig) -> Resu
         samples,
     };
     Ok(Ingested { file, summary })
+}
+
+/// Gives each exact duplicate among JSONL `samples` (subject = line number, in line order) the
+/// subject and split of its first occurrence, and warns naming the lines; with `refuse`, the
+/// first duplicate is an error naming both lines.
+fn link_duplicates(
+    path: &Path,
+    samples: &mut [Sample],
+    refuse: bool,
+    summary: &mut IngestSummary,
+) -> Result<(), IngestError> {
+    let mut first: HashMap<[u8; 32], (u64, Split)> = HashMap::new();
+    let mut repeats: Vec<(u64, u64)> = Vec::new();
+    for s in samples.iter_mut() {
+        let Some(raw) = &s.raw else { continue };
+        let mut h = Sha256::new();
+        for part in [&raw.instruction, &raw.input, &raw.output] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        let (subject, split) = *first.entry(h.finalize().into()).or_insert((s.subject, s.split));
+        if subject == s.subject {
+            continue;
+        }
+        if refuse {
+            return Err(IngestError::Row {
+                file: path.to_path_buf(),
+                line: s.subject,
+                column: "-".into(),
+                msg: format!("exact duplicate of the record on line {subject} (refused: --refuse-duplicates)"),
+            });
+        }
+        repeats.push((s.subject, subject));
+        (s.subject, s.split) = (subject, split);
+    }
+    if !repeats.is_empty() {
+        let named: Vec<String> =
+            repeats.iter().take(LINES_NAMED).map(|(l, f)| format!("line {l} = line {f}")).collect();
+        let more = if repeats.len() > LINES_NAMED { ", ..." } else { "" };
+        summary.warnings.push(format!(
+            "{}: {} exact duplicate record(s) ({}{more}), each kept in the split of its first occurrence; \
+             --refuse-duplicates refuses them",
+            path.display(),
+            repeats.len(),
+            named.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// Items of a CKD-EHR input text (titles only; codes are unknown).

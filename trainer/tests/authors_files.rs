@@ -239,7 +239,8 @@ fn ckd_teacher_merge_writes_the_authors_format_in_the_data_order() {
             })
             .collect();
         let p = d.path().join(format!("shard-{i}.bin"));
-        write_evidence(&p, &EvidenceFile { teacher: teacher.clone(), shard: Some((i, 2)), records }).unwrap();
+        write_evidence(&p, &EvidenceFile { teacher: teacher.clone(), shard: Some((i, 2)), records, data: None })
+            .unwrap();
         shards.push(p);
     }
     let out = d.path().join("hands_name_val.json");

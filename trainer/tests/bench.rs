@@ -49,6 +49,18 @@ fn tiny(out: &Path) -> (ckd_trainer::pipeline::PipelineConfig, bench::BenchSpec)
     bench::from_toml(text, out).unwrap()
 }
 
+/// Hidden bars that are kept, by name, to be looked at after the run.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<Vec<(String, indicatif::ProgressBar)>>);
+
+impl ckd_trainer::teacher::train::Bars for Recorded {
+    fn bar(&self, name: &str) -> indicatif::ProgressBar {
+        let b = indicatif::ProgressBar::hidden();
+        self.0.lock().unwrap().push((name.to_string(), b.clone()));
+        b
+    }
+}
+
 fn read(dir: &Path) -> BenchJson {
     serde_json::from_slice(&std::fs::read(dir.join("bench.json")).unwrap()).unwrap()
 }
@@ -71,7 +83,15 @@ fn bench_grid_trains_each_cell_once_and_reports_paired_intervals() {
     );
     let attn = spec.settings(&cfg.student.distill, 2).into_iter().find(|s| s.name.contains("attn")).unwrap();
     assert_eq!((attn.distill.attn_concept, attn.distill.last_k_layers), (0.1, 2));
-    let o = bench::run(&cfg, &spec, &Hidden).unwrap();
+    let bars = Recorded::default();
+    let o = bench::run(&cfg, &spec, &bars).unwrap();
+    // Issue 30, section 2: the summary (baselines and resamples) has a progress bar like every
+    // long stage, counting every model it resamples.
+    let recorded = bars.0.lock().unwrap();
+    let summary = recorded.iter().find(|(n, _)| n == "bench summary").map(|(_, b)| b).expect("a summary bar");
+    assert!(summary.length().is_some_and(|l| l > 18), "{:?}", summary.length());
+    assert_eq!(Some(summary.position()), summary.length());
+    drop(recorded);
     // 6 settings x 2 seeds at 100%; at 50% the three settings distilled from the pipeline teacher
     // (which saw every label) do not run: none, none without knowledge, the demo teacher's.
     assert_eq!(o.trained, 12 + 6);

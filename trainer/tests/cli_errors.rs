@@ -62,6 +62,26 @@ fn failing_stderr_keeps_the_exit_status() {
     assert_eq!(out.status.code(), Some(1), "pack error path");
 }
 
+/// Issue 30.4: `ckd ingest` warns of exact duplicate records with their lines;
+/// `--refuse-duplicates` refuses them.
+#[test]
+fn ingest_warns_of_duplicates_or_refuses_them() {
+    let d = tempfile::tempdir().unwrap();
+    let dup = jsonl(d.path(), "dup.jsonl", &["Shock", "None", "Shock"]);
+    let out_dir = d.path().join("out");
+    let out = ckd(&["ingest", "--jsonl", &dup, "--out", out_dir.to_str().unwrap()], Stdio::piped());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("warning:") && err.contains("line 3 = line 1"), "{err}");
+    let refused = d.path().join("refused");
+    let args = ["ingest", "--jsonl", &dup, "--refuse-duplicates", "--out", refused.to_str().unwrap()];
+    let out = ckd(&args, Stdio::piped());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("dup.jsonl:3") && err.contains("line 1"), "{err}");
+    assert!(!refused.exists());
+}
+
 /// Issue 17.10: an output that cannot be written names its path.
 #[test]
 fn io_errors_name_the_path() {

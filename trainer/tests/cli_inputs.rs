@@ -9,6 +9,9 @@
 //!   loads it: one flipped byte makes `ckd eval` and `ckd export` fail naming the file (they
 //!   evaluated and exported the damaged weights before).
 //! - Issue 30.9: the same data and seed give the same student, byte for byte.
+//! - Issue 30.8: `ckd eval` takes the student's role from its provenance (a distilled student was
+//!   labelled "student, no distillation") and writes a file only where `--out` asks (it wrote
+//!   `eval-test.json` into the model directory).
 //!
 //! The fixture (one ingest, one tiny student, one demo teacher) is built once and shared.
 
@@ -271,4 +274,74 @@ fn student_training_is_reproducible() {
         let (a, b) = (fs::read(f.path("student").join(name)).unwrap(), fs::read(again.join(name)).unwrap());
         assert!(a == b, "{name} differs between two identical trainings");
     }
+}
+
+/// The role of the student row of an `ckd eval` report.
+fn student_role(report: &serde_json::Value) -> String {
+    let models = report["report"]["models"].as_array().unwrap();
+    let st = models.iter().find(|m| m["name"] == "student").unwrap_or_else(|| panic!("no student row: {report}"));
+    st["role"].as_str().unwrap().to_string()
+}
+
+/// Issue 30.8: the student row's role comes from the student's provenance; `ckd eval` writes
+/// nothing into the model directory, and writes its JSON only where `--out` asks.
+#[test]
+fn eval_role_follows_provenance_and_writes_only_where_asked() {
+    let f = fixture();
+    let listing = |d: &Path| {
+        let mut v: Vec<_> = fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        v.sort();
+        v
+    };
+    let before = listing(&f.path("student"));
+    let o = ok(&["eval", "--model", s(&f.path("student")), "--data", s(&f.bin())]);
+    assert_eq!(listing(&f.path("student")), before, "ckd eval wrote into the model directory");
+    let printed = String::from_utf8_lossy(&o.stdout);
+    assert!(printed.contains("student, no distillation"), "{printed}");
+
+    // A student distilled from the fixture's teacher is labelled as distilled.
+    let ev = f.path("train-evidence.bin");
+    let teacher = f.path("teacher");
+    ok(&["teacher", "label", "--teacher", s(&teacher), "--data", s(&f.bin()), "--split", "train", "--out", s(&ev)]);
+    let kd = f.path("student-kd");
+    let _ = fs::remove_dir_all(&kd);
+    ok(&[
+        "student",
+        "train",
+        "--train",
+        s(&f.bin()),
+        "--val",
+        s(&f.bin()),
+        "--config",
+        "tiny",
+        "--vocab-size",
+        "300",
+        "--max-len",
+        "64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--lr",
+        "1e-3",
+        "--soft-labels",
+        s(&ev),
+        "--soft-weight",
+        "0.5",
+        "--hard-weight",
+        "0.5",
+        "--out",
+        s(&kd),
+    ]);
+    let out = f.path("eval-kd.json");
+    let o = ok(&["eval", "--model", s(&kd), "--data", s(&f.bin()), "--out", s(&out)]);
+    let printed = String::from_utf8_lossy(&o.stdout);
+    assert!(printed.contains("student, distilled") && !printed.contains("no distillation"), "{printed}");
+    let r = json(&out);
+    assert_eq!(student_role(&r), "student_distilled");
+    assert_eq!(r["training"], "distilled");
+    assert!(!kd.join("eval-test.json").exists());
+    let plain = f.path("eval-plain.json");
+    ok(&["eval", "--model", s(&f.path("student")), "--data", s(&f.bin()), "--out", s(&plain)]);
+    assert_eq!(student_role(&json(&plain)), "student");
 }

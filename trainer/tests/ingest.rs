@@ -202,6 +202,41 @@ fn jsonl_unknown_phenotype_is_an_error_with_line() {
     assert_eq!(ok.file.samples.len(), 1);
 }
 
+/// Issue 30.4: an exact duplicate record is kept in the split of its first occurrence (it landed
+/// in train and test before), with a warning naming the lines; `refuse_duplicates` refuses it.
+#[test]
+fn jsonl_duplicates_stay_on_one_side_of_the_split() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("dup.jsonl");
+    let line = |i: usize| {
+        format!(
+            "{{\"instruction\": \"i\", \"input\": \"The patient-acquired disease is D{i}.\", \
+             \"output\": \"Disease that the patient may acquire: Shock\"}}\n"
+        )
+    };
+    // Lines 1..=60 distinct, lines 61..=120 repeat them in order.
+    let text: String = (0..120).map(|i| line(i % 60)).collect();
+    fs::write(&p, text).unwrap();
+    let cfg = IngestConfig { knowledge: None, ..Default::default() };
+    let ing = ingest::ingest_jsonl(&p, &cfg).unwrap();
+    let s = &ing.file.samples;
+    assert_eq!(s.len(), 120);
+    for k in 0..60 {
+        assert_eq!(s[k + 60].split, s[k].split, "line {} and its duplicate, line {}", k + 1, k + 61);
+        assert_eq!(s[k + 60].subject, s[k].subject);
+    }
+    assert_eq!(ing.summary.patients, 60);
+    let w = ing.summary.warnings.join("\n");
+    assert!(w.contains("60 exact duplicate record(s)") && w.contains("line 61 = line 1"), "{w}");
+    // A file with no duplicate says nothing of them.
+    let q = d.path().join("distinct.jsonl");
+    fs::write(&q, (0..60).map(line).collect::<String>()).unwrap();
+    assert!(ingest::ingest_jsonl(&q, &cfg).unwrap().summary.warnings.is_empty());
+
+    let e = ingest::ingest_jsonl(&p, &IngestConfig { refuse_duplicates: true, ..cfg }).err().unwrap().to_string();
+    assert!(e.contains("dup.jsonl:61") && e.contains("line 1 "), "{e}");
+}
+
 /// Changing the visit-(i+1) labels of val/test samples changes no text anywhere, and the
 /// knowledge table depends on the training split only.
 #[test]

@@ -231,6 +231,7 @@ fn attention_distillation_runs_with_a_foreign_tokenization() {
         },
         shard: None,
         records,
+        data: None,
     };
     file.validate().unwrap();
     let teacher = Teacher::from_evidence(EvidenceFile::from_bytes(&file.to_bytes().unwrap()).unwrap());

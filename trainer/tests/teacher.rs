@@ -164,6 +164,30 @@ fn demo_teacher_trains_labels_shards_merges_and_explains() {
     let e = label::label(&t, &train, &c, &parts[0].0, &ProgressBar::hidden()).err().unwrap().to_string();
     assert!(e.contains("another teacher"), "{e}");
 
+    // An output made for other samples (another split, or the same ids with other contents) is
+    // refused and left as it was, never resumed into.
+    let before = std::fs::read(&all).unwrap();
+    let e = label::label(&t, &val, &lc, &all, &ProgressBar::hidden()).err().unwrap().to_string();
+    assert!(e.contains("other samples") && e.contains("all.bin"), "{e}");
+    let mut edited = train.clone();
+    edited[0].visit.medications.push("Drug-not-in-the-cohort".into());
+    let e = label::label(&t, &edited, &lc, &all, &ProgressBar::hidden()).err().unwrap().to_string();
+    assert!(e.contains("other samples"), "{e}");
+    assert_eq!(std::fs::read(&all).unwrap(), before);
+    // A version-1 file (no record of its samples) is checked by its ids: foreign records refuse.
+    let mut v1 = read(&all);
+    v1.data = None;
+    let v1_path = d.path().join("v1.bin");
+    std::fs::write(&v1_path, v1.to_bytes().unwrap()).unwrap();
+    let e = label::label(&t, &val, &lc, &v1_path, &ProgressBar::hidden()).err().unwrap().to_string();
+    assert!(e.contains(&format!("{} of its {} records are not among", train.len(), train.len())), "{e}");
+    assert!(e.contains(&train[0].id), "{e}");
+    // Shards of other samples do not merge.
+    let mut other = parts.clone();
+    other[1].1.data = Some(ckd_core::evidence::DataIdentity::of(&val));
+    let e = label::merge(&other, Some(&ids)).unwrap_err().to_string();
+    assert!(e.contains("shard-1.bin: made for"), "{e}");
+
     // Explanations list real concepts of the sample.
     let s = &train[0];
     let ex = explain::explain(s, by[s.id.as_str()], &t.manifest.thresholds, 3).unwrap();

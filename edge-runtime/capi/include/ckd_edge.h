@@ -20,7 +20,8 @@
 // An output buffer is shorter than `CKD_NUM_LABELS`.
 #define CKD_ERR_BUFFER 3
 
-// The input is unusable (empty or whitespace-only text, tokenizer failure).
+// The input is unusable (empty or whitespace-only text, longer than `CKD_MAX_INPUT_BYTES`,
+// tokenizer failure).
 #define CKD_ERR_INPUT 4
 
 // The bundle could not be opened (missing file, bad manifest, checksum, tokenizer).
@@ -31,6 +32,11 @@
 
 // A bug: a Rust panic was caught at the boundary.
 #define CKD_ERR_PANIC 7
+
+// Longest text `ckd_predict_text` accepts, in bytes (1 MiB): a longer one is refused with
+// `CKD_ERR_INPUT` before any work. Within it, only as much of the text is tokenized as the
+// bundle's maximum length needs, so memory per call stays bounded.
+#define CKD_MAX_INPUT_BYTES 1048576
 
 // Number of phenotype labels: the length of every per-label buffer.
 #define CKD_NUM_LABELS 25
@@ -73,7 +79,8 @@ int32_t ckd_use_mmap_for_large_allocations(void);
 // `engine` must be NULL or a pointer returned by `ckd_engine_open` not freed before.
 void ckd_engine_free(struct CkdEngine *engine);
 
-// Predicts from one text in the CKD-EHR layout (`text_len` bytes of UTF-8, no NUL needed).
+// Predicts from one text in the CKD-EHR layout (`text_len` bytes of UTF-8, no NUL needed,
+// at most `CKD_MAX_INPUT_BYTES`: a longer text returns `CKD_ERR_INPUT`).
 //
 // Writes `CKD_NUM_LABELS` probabilities into `probs` (label order), and when `positive` is not
 // NULL, `CKD_NUM_LABELS` decisions (1: at or above the bundle's threshold for that label, else

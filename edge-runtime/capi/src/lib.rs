@@ -29,7 +29,8 @@ pub const CKD_ERR_NULL: i32 = 1;
 pub const CKD_ERR_UTF8: i32 = 2;
 /// An output buffer is shorter than `CKD_NUM_LABELS`.
 pub const CKD_ERR_BUFFER: i32 = 3;
-/// The input is unusable (empty or whitespace-only text, tokenizer failure).
+/// The input is unusable (empty or whitespace-only text, longer than `CKD_MAX_INPUT_BYTES`,
+/// tokenizer failure).
 pub const CKD_ERR_INPUT: i32 = 4;
 /// The bundle could not be opened (missing file, bad manifest, checksum, tokenizer).
 pub const CKD_ERR_BUNDLE: i32 = 5;
@@ -37,6 +38,13 @@ pub const CKD_ERR_BUNDLE: i32 = 5;
 pub const CKD_ERR_MODEL: i32 = 6;
 /// A bug: a Rust panic was caught at the boundary.
 pub const CKD_ERR_PANIC: i32 = 7;
+
+/// Longest text `ckd_predict_text` accepts, in bytes (1 MiB): a longer one is refused with
+/// `CKD_ERR_INPUT` before any work. Within it, only as much of the text is tokenized as the
+/// bundle's maximum length needs, so memory per call stays bounded.
+pub const CKD_MAX_INPUT_BYTES: usize = 1048576;
+const _: () =
+    assert!(CKD_MAX_INPUT_BYTES == ckd_edge::MAX_INPUT_BYTES, "CKD_MAX_INPUT_BYTES must equal MAX_INPUT_BYTES");
 
 /// Number of phenotype labels: the length of every per-label buffer.
 pub const CKD_NUM_LABELS: usize = 25;
@@ -85,7 +93,11 @@ fn guard(f: impl FnOnce() -> Result<(), (i32, String)>) -> i32 {
 fn edge_code(e: &EdgeError) -> i32 {
     match e {
         EdgeError::Io { .. } | EdgeError::Bundle { .. } | EdgeError::Tokenizer { .. } => CKD_ERR_BUNDLE,
-        EdgeError::EmptyInput { .. } | EdgeError::Encode { .. } | EdgeError::Options(_) => CKD_ERR_INPUT,
+        EdgeError::EmptyInput { .. }
+        | EdgeError::InputTooLong { .. }
+        | EdgeError::Encode { .. }
+        | EdgeError::Options(_)
+        | EdgeError::Visit(_) => CKD_ERR_INPUT,
         EdgeError::Model(_) => CKD_ERR_MODEL,
     }
 }
@@ -153,7 +165,8 @@ pub unsafe extern "C" fn ckd_engine_free(engine: *mut CkdEngine) {
     });
 }
 
-/// Predicts from one text in the CKD-EHR layout (`text_len` bytes of UTF-8, no NUL needed).
+/// Predicts from one text in the CKD-EHR layout (`text_len` bytes of UTF-8, no NUL needed,
+/// at most `CKD_MAX_INPUT_BYTES`: a longer text returns `CKD_ERR_INPUT`).
 ///
 /// Writes `CKD_NUM_LABELS` probabilities into `probs` (label order), and when `positive` is not
 /// NULL, `CKD_NUM_LABELS` decisions (1: at or above the bundle's threshold for that label, else
@@ -289,6 +302,25 @@ mod tests {
         }
         assert!(ckd_label_name(NUM_LABELS).is_null());
         assert_eq!(unsafe { CStr::from_ptr(ckd_version()) }.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    }
+
+    /// Issue 30, section 2: a text over `CKD_MAX_INPUT_BYTES` is an input error, not an abort.
+    #[test]
+    fn over_long_text_is_an_input_error() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/tiny/bundle");
+        let dir = CString::new(dir.to_str().unwrap()).unwrap();
+        let engine = unsafe { ckd_engine_open(dir.as_ptr()) };
+        assert!(!engine.is_null(), "{}", last_error());
+        let mut probs = [0f32; NUM_LABELS];
+        let predict = |text: &[u8], probs: &mut [f32]| unsafe {
+            let (null, len) = (std::ptr::null_mut(), probs.len());
+            ckd_predict_text(engine, text.as_ptr(), text.len(), probs.as_mut_ptr(), len, null, 0, null.cast())
+        };
+        let over = "a ".repeat(CKD_MAX_INPUT_BYTES / 2) + "b";
+        assert_eq!(predict(over.as_bytes(), &mut probs), CKD_ERR_INPUT);
+        assert!(last_error().contains("over the maximum of 1048576"), "{}", last_error());
+        assert_eq!(predict(&over.as_bytes()[..CKD_MAX_INPUT_BYTES], &mut probs), CKD_OK, "{}", last_error());
+        unsafe { ckd_engine_free(engine) };
     }
 
     #[test]

@@ -272,3 +272,140 @@ fn predict_ends_quietly_when_stdout_is_closed() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
 }
+
+/// Issue 30.5: a diagnosis given by code only is rendered with its category title (it vanished:
+/// the same answer as an empty visit); an item rendered as a bare code is listed in the record's
+/// `unknown_codes`; an item with neither code nor title is an error naming it.
+#[test]
+fn coded_items_are_rendered_and_unknown_codes_reported() {
+    let b = bundle();
+    let visit = |dx: &str| format!(r#"{{"diagnoses": [{dx}], "medications": ["Furosemide"], "procedures": []}}"#);
+    let lines = [
+        visit(r#"{"code": "4280", "title": ""}"#),
+        visit(r#"{"code": "428.0", "title": "Heart failure"}"#),
+        visit(""),
+        visit(r#"{"code": "00099"}"#),
+        visit(r#"{"code": "4280"}, {"title": " "}"#),
+    ];
+    let out = run(&["predict", "--bundle", b.to_str().unwrap(), "--lenient"], lines.join("\n").as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs = jsonl(&out.stdout);
+    assert_eq!(recs.len(), 5);
+    let (code_only, titled, empty) = (&recs[0], &recs[1], &recs[2]);
+    assert_eq!(code_only["probabilities"], titled["probabilities"]);
+    assert_eq!(code_only["tokens"], titled["tokens"]);
+    assert!(code_only["tokens"].as_u64() > empty["tokens"].as_u64(), "{code_only} vs {empty}");
+    assert_eq!(code_only["unknown_codes"], serde_json::json!([]));
+    assert_eq!(recs[3]["unknown_codes"], serde_json::json!([{"item": "diagnoses[0]", "code": "00099"}]));
+    assert!(recs[3].get("error").is_none(), "{}", recs[3]);
+    let err = recs[4]["error"].as_str().unwrap();
+    assert!(err.contains("line 5") && err.contains("diagnoses[1]: neither a code nor a title"), "{err}");
+    // The library renders the same way.
+    let engine = Engine::open(&b).unwrap();
+    let v: ckd_core::Visit = serde_json::from_str(&lines[0]).unwrap();
+    let p = engine.predict(&v).unwrap();
+    assert_eq!(code_only["tokens"].as_u64().unwrap() as usize, p.tokens);
+}
+
+/// Issue 30, section 2: a line over `--max-line-bytes` is a bad line (an error record under
+/// `--lenient`, which then reads on) and is never held whole; `--lenient` ends with a count.
+#[test]
+fn over_long_lines_are_bad_lines_and_lenient_counts() {
+    let b = bundle();
+    let good = r#"{"input": "Diseases: Essential hypertension. Medications: None. Surgical operations: None."}"#;
+    let long = format!(r#"{{"input": "{}"}}"#, "word ".repeat(400));
+    let input = format!("{good}\n{long}\r\n\n{good}\nnot json\n");
+    let args = ["predict", "--bundle", b.to_str().unwrap(), "--max-line-bytes", "1000"];
+    let strict = run(&args, input.as_bytes());
+    let err = String::from_utf8_lossy(&strict.stderr);
+    assert_eq!(strict.status.code(), Some(1), "{err}");
+    assert!(err.contains("line 2: longer than 1000 bytes (--max-line-bytes)"), "{err}");
+    assert_eq!(jsonl(&strict.stdout).len(), 1);
+
+    let mut lenient_args = args.to_vec();
+    lenient_args.push("--lenient");
+    let out = run(&lenient_args, input.as_bytes());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let recs = jsonl(&out.stdout);
+    assert_eq!(recs.iter().map(|r| r["line"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 4, 5]);
+    assert!(recs[1]["error"].as_str().unwrap().contains("longer than 1000 bytes"), "{}", recs[1]);
+    assert_eq!(recs[2]["probabilities"], recs[0]["probabilities"], "the line after the long one is read whole");
+    assert!(err.contains("ckd-edge predict: 5 lines read, 2 predicted, 2 failed"), "{err}");
+    // The default limit is 1 MiB, and a line ending exactly at it is read.
+    let at = format!(r#"{{"input": "{}"}}"#, "a ".repeat(200));
+    let limit = at.len().to_string();
+    let ok = run(&["predict", "--bundle", b.to_str().unwrap(), "--max-line-bytes", &limit], at.as_bytes());
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let help = run(&["predict", "--help"], b"");
+    assert!(String::from_utf8_lossy(&help.stdout).contains("1048576"));
+}
+
+/// Issue 30, section 2: an endless line (`--input /dev/zero`) is refused at the limit instead of
+/// filling memory.
+#[test]
+fn an_endless_line_stops_at_the_limit() {
+    if !Path::new("/dev/zero").exists() {
+        eprintln!("NOT RUN: no /dev/zero");
+        return;
+    }
+    let b = bundle();
+    let out = run(&["predict", "--bundle", b.to_str().unwrap(), "--input", "/dev/zero"], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("line 1: longer than 1048576 bytes"), "{err}");
+}
+
+/// Runs `ckd-edge args`, killed after 30 s (a hang fails the test instead of blocking it).
+fn run_bounded(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ckd-edge"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed().as_secs() > 30 {
+            child.kill().unwrap();
+            panic!("ckd-edge {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 30, section 2: a bundle file (or the bundle) that is a FIFO is refused, saying what it
+/// is, instead of blocking on the read.
+#[test]
+fn a_fifo_bundle_file_is_refused_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("bundle");
+    std::fs::create_dir(&copy).unwrap();
+    for e in std::fs::read_dir(bundle()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+    }
+    let manifest = copy.join(ckd_core::bundle::MANIFEST_FILE);
+    std::fs::remove_file(&manifest).unwrap();
+    let fifo = dir.path().join("fifo.ckdb");
+    for p in [&manifest, &fifo] {
+        match Command::new("mkfifo").arg(p).status() {
+            Ok(s) if s.success() => {}
+            _ => {
+                eprintln!("NOT RUN: mkfifo unavailable");
+                return;
+            }
+        }
+    }
+    for (bundle, named) in [(&copy, &manifest), (&fifo, &fifo)] {
+        let out = run_bounded(&["info", "--bundle", bundle.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(named.to_str().unwrap()) && err.contains("is a FIFO (named pipe), not a regular file"),
+            "{err}"
+        );
+    }
+}

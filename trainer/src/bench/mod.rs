@@ -420,7 +420,9 @@ pub fn run(cfg: &PipelineConfig, spec: &BenchSpec, bars: &dyn Bars) -> Result<Be
     let fts: Vec<FractionTeacher> = fraction_teachers.into_iter().map(|(t, _)| t).collect();
     let input =
         summary::SummaryInput { cfg, spec, up: &up, settings: &settings, cells: &cells, fraction_teachers: &fts };
-    let s = summary::summarize(&input, t_all.elapsed().as_secs_f64())?;
+    let bar = bars.bar("bench summary");
+    let s = summary::summarize(&input, t_all.elapsed().as_secs_f64(), &bar)?;
+    bar.finish_and_clear();
     let svg = forest::render(&s).map_err(|e| msg_err("bench", e))?;
     write_atomic(&cfg.out.join("bench.json"), pretty_json(&s).as_bytes()).map_err(stage_err("bench"))?;
     let markdown = summary::markdown(&s);

@@ -12,6 +12,7 @@ use ckd_core::bootstrap::{self, Groups, Interval};
 use ckd_core::metrics;
 use ckd_core::visit::Sample;
 use ckd_core::NUM_LABELS;
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use super::{BenchSpec, Cell, Setting, NONE};
@@ -144,7 +145,8 @@ struct Cached {
     draws: Vec<Option<f64>>,
 }
 
-fn cache(probs: &[f32], t: &[u8], draws: &[Vec<usize>]) -> Cached {
+/// Caches one model's AUCs and advances `bar` by one model.
+fn cache(probs: &[f32], t: &[u8], draws: &[Vec<usize>], bar: &ProgressBar) -> Cached {
     let auc = |idx: &[usize]| -> Option<f64> {
         let mut p = Vec::with_capacity(idx.len() * NUM_LABELS);
         let mut y = Vec::with_capacity(idx.len() * NUM_LABELS);
@@ -156,7 +158,9 @@ fn cache(probs: &[f32], t: &[u8], draws: &[Vec<usize>]) -> Cached {
     };
     let n = t.len() / NUM_LABELS;
     let all: Vec<usize> = (0..n).collect();
-    Cached { full: auc(&all), draws: draws.iter().map(|d| auc(d)).collect() }
+    let c = Cached { full: auc(&all), draws: draws.iter().map(|d| auc(d)).collect() };
+    bar.inc(1);
+    c
 }
 
 /// Mean over models, per resample (undefined when any is undefined).
@@ -208,6 +212,7 @@ fn llm_teacher_rows(
     input: &SummaryInput<'_>,
     t: &[u8],
     draws: &[Vec<usize>],
+    bar: &ProgressBar,
     push: &mut impl FnMut(String, f64, &Cached),
 ) {
     let fts = input.fraction_teachers;
@@ -220,7 +225,7 @@ fn llm_teacher_rows(
             continue;
         }
         let who = if source == TeacherSource::Llm { "LLM teacher head" } else { "demo teacher (same labels)" };
-        let per_seed: Vec<Cached> = at.iter().map(|x| cache(&x.test, t, draws)).collect();
+        let per_seed: Vec<Cached> = at.iter().map(|x| cache(&x.test, t, draws, bar)).collect();
         let refs: Vec<&Cached> = per_seed.iter().collect();
         let mut reps: Vec<&str> = at.iter().map(|x| x.representation.as_str()).collect();
         reps.dedup();
@@ -242,14 +247,36 @@ fn llm_teacher_rows(
                     fmt_auc(c.val_macro_auc)
                 ),
                 top,
-                &cache(&c.test, t, draws),
+                &cache(&c.test, t, draws, bar),
             );
         }
     }
 }
 
-/// Computes every figure.
-pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64) -> Result<BenchJson> {
+/// Models whose bootstrap [`summarize`] computes once the baselines are fitted, given
+/// `baselines` of them among the baselines fitted on all labels.
+fn models_to_resample(input: &SummaryInput<'_>, baselines: usize) -> u64 {
+    let spec = input.spec;
+    let below = spec.label_fractions.iter().filter(|f| **f < 1.0).count();
+    let fractions: Vec<f64> = spec.label_fractions.clone();
+    let teachers = input
+        .fraction_teachers
+        .iter()
+        .filter(|x| matches!(x.source, TeacherSource::Llm | TeacherSource::Demo) && fractions.contains(&x.fraction))
+        .count();
+    let top = fractions.iter().copied().fold(0.0, f64::max);
+    let candidates = input
+        .fraction_teachers
+        .iter()
+        .find(|x| x.fraction == top && x.source == TeacherSource::Llm)
+        .map_or(0, |x| x.candidates.len());
+    let oracle = usize::from(input.up.oracle.is_some());
+    (baselines + 2 * below * spec.seeds.len() + teachers + candidates + 1 + oracle + input.cells.len()) as u64
+}
+
+/// Computes every figure; `bar` counts the models whose bootstrap is done (its length is set
+/// once the baselines are fitted).
+pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64, bar: &ProgressBar) -> Result<BenchJson> {
     const SB: &str = "bench";
     let (up, spec) = (input.up, input.spec);
     let test = &up.test;
@@ -264,11 +291,15 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64) -> Result<BenchJso
     let mut push = |name: String, fraction: f64, c: &Cached| {
         baselines.push(BaselineRow { name, label_fraction: fraction, test_macro_auc: interval(c) })
     };
+    bar.set_message("fitting the baselines");
     let rows = crate::baselines::report_rows(&up.train, &up.val, test).map_err(stage_err(SB))?;
+    let fitted: Vec<_> = rows.iter().filter(|m| m.name != "all-negative").collect();
+    bar.set_length(models_to_resample(input, fitted.len()));
+    bar.set_message(format!("models, {} resamples each", draws.len()));
     let mut logreg: Vec<(f64, Cached)> = Vec::new();
-    for m in rows.iter().filter(|m| m.name != "all-negative") {
+    for m in fitted {
         let flat: Vec<f32> = m.probs.concat();
-        let c = cache(&flat, &t, &draws);
+        let c = cache(&flat, &t, &draws, bar);
         push(m.name.clone(), 1.0, &c);
         if m.name.starts_with("logistic regression") {
             logreg.push((1.0, c));
@@ -282,10 +313,11 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64) -> Result<BenchJso
             let labelled: Vec<Sample> =
                 up.train.iter().filter(|s| keeps_label(seed, &s.subject.to_string(), f)).cloned().collect();
             if labelled.is_empty() {
+                bar.inc(2);
                 continue;
             }
             for (out, with_val) in [(&mut alone, false), (&mut refit, true)] {
-                out.push(cache(&logreg_probs(&labelled, &up.val, test, with_val)?, &t, &draws));
+                out.push(cache(&logreg_probs(&labelled, &up.val, test, with_val)?, &t, &draws, bar));
             }
         }
         if !alone.is_empty() {
@@ -304,10 +336,10 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64) -> Result<BenchJso
             );
         }
     }
-    llm_teacher_rows(input, &t, &draws, &mut push);
+    llm_teacher_rows(input, &t, &draws, bar, &mut push);
     let ids: Vec<String> = test.iter().map(|s| s.id.clone()).collect();
     let teacher_probs = label::probs_for(&up.ev_test, &ids).map_err(stage_err(SB))?;
-    push(format!("teacher ({})", up.teacher.manifest.model_name), 1.0, &cache(&teacher_probs, &t, &draws));
+    push(format!("teacher ({})", up.teacher.manifest.model_name), 1.0, &cache(&teacher_probs, &t, &draws, bar));
     if let Some(op) = &up.oracle {
         let text = std::fs::read_to_string(op).map_err(stage_err(SB))?;
         let o = Teacher::from_jsonl(&text, op).map_err(stage_err(SB))?;
@@ -315,11 +347,11 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64) -> Result<BenchJso
         for id in &ids {
             probs.extend_from_slice(o.probs.get(id).ok_or_else(|| msg_err(SB, format!("oracle has no sample {id}")))?);
         }
-        push("oracle (true generating probabilities)".into(), 1.0, &cache(&probs, &t, &draws));
+        push("oracle (true generating probabilities)".into(), 1.0, &cache(&probs, &t, &draws, bar));
     }
 
     // Students.
-    let cached: Vec<Cached> = input.cells.iter().map(|c| cache(&c.preds.test, &t, &draws)).collect();
+    let cached: Vec<Cached> = input.cells.iter().map(|c| cache(&c.preds.test, &t, &draws, bar)).collect();
     let mut rows = Vec::new();
     let mut means: Vec<(String, f64, Cached)> = Vec::new();
     for &f in &spec.label_fractions {

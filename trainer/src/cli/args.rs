@@ -353,6 +353,10 @@ pub struct IngestArgs {
     /// Skip and count malformed rows instead of failing.
     #[arg(long)]
     pub lenient: bool,
+    /// Refuse exact duplicate JSONL records (naming both lines) instead of keeping each in the
+    /// split of its first occurrence with a warning.
+    #[arg(long, requires = "jsonl")]
+    pub refuse_duplicates: bool,
     /// Seed of the patient-level split.
     #[arg(long, default_value_t = 42)]
     pub split_seed: u64,
@@ -386,9 +390,10 @@ pub struct EvalArgs {
     /// cohort's `oracle.jsonl`) on the same samples.
     #[arg(long)]
     pub oracle: Option<PathBuf>,
-    /// Where to write the JSON report (default: MODEL/eval-SPLIT.json).
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    /// Also write the JSON report to this file (`--json` is an alias). Without it the report is
+    /// only printed; nothing is written into the model directory.
+    #[arg(long, visible_alias = "json")]
+    pub out: Option<PathBuf>,
 }
 
 // `ckd export`.

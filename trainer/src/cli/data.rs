@@ -77,6 +77,7 @@ pub fn ingest(a: &IngestArgs) -> Result<()> {
         lenient: a.lenient,
     }
     .to_config();
+    let cfg = ingest::IngestConfig { refuse_duplicates: a.refuse_duplicates, ..cfg };
     let t = Instant::now();
     let ing = match (&a.mimic, &a.jsonl) {
         (Some(dir), _) => {

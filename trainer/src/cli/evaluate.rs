@@ -41,11 +41,15 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     if let Some(m) = r.models.iter().find(|m| m.name == ckd_trainer::eval::STUDENT_ROW) {
         print::per_label(&m.metrics)?;
     }
-    let out =
-        serde_json::json!({"model": model, "data": data, "split": split.name(), "truncated": truncated, "report": r});
-    let path = a.json.clone().unwrap_or_else(|| model.join(format!("eval-{}.json", split.name())));
-    io::write_atomic(&path, io::pretty_json(&out).as_bytes()).with_context(|| format!("writing {}", path.display()))?;
-    note!("wrote {}", path.display());
+    if let Some(path) = &a.out {
+        let out = serde_json::json!({
+            "model": model, "training": st.training, "data": data, "split": split.name(), "truncated": truncated,
+            "report": r,
+        });
+        io::write_atomic(path, io::pretty_json(&out).as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        note!("wrote {}", path.display());
+    }
     Ok(())
 }
 

@@ -86,6 +86,7 @@ impl IngestSpec {
             knowledge: self
                 .knowledge
                 .then_some(KnowledgeConfig { min_support: self.knowledge_min_support, ..Default::default() }),
+            refuse_duplicates: false,
         }
     }
 }

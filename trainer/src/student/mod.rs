@@ -818,6 +818,43 @@ pub struct Student {
     pub config: StudentConfig,
     /// Per-label thresholds.
     pub thresholds: Vec<f32>,
+    /// How it was trained, from its `provenance.json`.
+    pub training: Training,
+}
+
+/// How a saved student was trained, as its `provenance.json` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Training {
+    /// With a teacher and a soft-label or attention loss of positive weight.
+    Distilled,
+    /// From hard labels only (no teacher, or every distillation weight 0).
+    HardLabels,
+    /// The provenance does not say (no `provenance.json`, or no teacher or distillation
+    /// weights in it).
+    Unknown,
+}
+
+impl Training {
+    /// Reads `teacher` (null: none) and `train_config.distill`'s loss weights from a student's
+    /// provenance (as [`job::train_student`] writes it).
+    pub fn from_provenance(p: &serde_json::Value) -> Self {
+        let (Some(teacher), Some(d)) = (p.get("teacher"), p.pointer("/train_config/distill")) else {
+            return Training::Unknown;
+        };
+        if teacher.is_null() {
+            return Training::HardLabels;
+        }
+        let weights: Option<Vec<f64>> = ["soft", "attn_word", "attn_concept", "attn_field"]
+            .iter()
+            .map(|k| d.get(*k).and_then(serde_json::Value::as_f64))
+            .collect();
+        match weights {
+            Some(w) if w.iter().any(|&x| x > 0.0) => Training::Distilled,
+            Some(_) => Training::HardLabels,
+            None => Training::Unknown,
+        }
+    }
 }
 
 /// Writes a trained student into `dir` (each file atomically), sealed: the checksum list is
@@ -890,11 +927,37 @@ pub fn load_student(dir: &Path) -> Result<Student> {
             loaded.report.fresh_init
         )));
     }
-    Ok(Student { model: loaded.model, encoder, config: cfg, thresholds })
+    let training = if files.has("provenance.json") {
+        Training::from_provenance(&read_student_json(&files, dir, "provenance.json")?)
+    } else {
+        Training::Unknown
+    };
+    Ok(Student { model: loaded.model, encoder, config: cfg, thresholds, training })
 }
 
 /// SHA-256 (hex) of a file, for provenance.
 pub fn file_sha256(path: &Path) -> Result<String> {
     let b = std::fs::read(path).map_err(io_err(path))?;
     Ok(ckd_core::format::hex(&Sha256::digest(&b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Training;
+    use serde_json::json;
+
+    #[test]
+    fn training_kind_is_read_from_the_provenance() {
+        let p = |teacher: serde_json::Value, soft: f64, attn: f64| {
+            json!({"teacher": teacher, "train_config": {"distill": {
+                "hard": 0.9, "soft": soft, "attn_word": 0.0, "attn_concept": attn, "attn_field": 0.0}}})
+        };
+        let t = json!({"model": "qwen"});
+        assert_eq!(Training::from_provenance(&p(t.clone(), 0.1, 0.0)), Training::Distilled);
+        assert_eq!(Training::from_provenance(&p(t.clone(), 0.0, 0.5)), Training::Distilled);
+        assert_eq!(Training::from_provenance(&p(t, 0.0, 0.0)), Training::HardLabels);
+        assert_eq!(Training::from_provenance(&p(serde_json::Value::Null, 0.1, 0.0)), Training::HardLabels);
+        assert_eq!(Training::from_provenance(&json!({"teacher": null})), Training::Unknown);
+        assert_eq!(Training::from_provenance(&json!({})), Training::Unknown);
+    }
 }

@@ -9,13 +9,15 @@
 //! Sharding: sample `id` belongs to shard `first 8 bytes of sha256(id), little-endian, mod N`,
 //! which depends on nothing but the id (stable when the sample order or set changes).
 //! A shard's output is rewritten atomically every few batches; re-running the same shard with
-//! the same teacher keeps the finished records and labels only the rest.
+//! the same teacher on the same samples keeps the finished records and labels only the rest.
+//! An existing output made by another teacher, shard or for other samples (another data file or
+//! split) is refused, never mixed in.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use ckd_core::evidence::{EvidenceFile, SampleEvidence, TeacherIdentity};
+use ckd_core::evidence::{DataIdentity, EvidenceFile, SampleEvidence, TeacherIdentity};
 use ckd_core::visit::{Rendered, Sample};
 use ckd_core::NUM_LABELS;
 use indicatif::ProgressBar;
@@ -113,7 +115,7 @@ pub struct LabelOutcome {
 }
 
 /// Labels the samples of the configured shard into `out` (an evidence file), resuming from
-/// `out` when it exists with the same teacher identity and shard.
+/// `out` when it exists with the same teacher identity, shard and samples ([`check_resumable`]).
 pub fn label(
     teacher: &LoadedTeacher,
     samples: &[Sample],
@@ -129,16 +131,13 @@ pub fn label(
         Some((i, n)) => samples.iter().filter(|s| shard_of(&s.id, n) == i).collect(),
         None => samples.iter().collect(),
     };
-    let mut file = EvidenceFile { teacher: identity.clone(), shard: cfg.shard, records: Vec::new() };
+    let data = DataIdentity::of(samples);
+    let mut file =
+        EvidenceFile { teacher: identity.clone(), shard: cfg.shard, records: Vec::new(), data: Some(data.clone()) };
     if out.is_file() {
         let bytes = std::fs::read(out).map_err(io_err(out))?;
         let old = EvidenceFile::from_bytes(&bytes).map_err(|e| super::fmt_err(out, e))?;
-        if old.teacher != identity || old.shard != cfg.shard {
-            return Err(super::fmt_err(
-                out,
-                "exists but was written by another teacher, temperature, K or shard: remove it or choose another --out",
-            ));
-        }
+        check_resumable(out, &old, &file, &mine)?;
         file.records = old.records;
     }
     let done: HashSet<String> = file.records.iter().map(|r| r.id.clone()).collect();
@@ -196,6 +195,47 @@ pub fn label(
     })
 }
 
+/// Checks that `old` (the existing file at `out`) was made by the same run as `new` would be:
+/// the same teacher identity and shard, the same samples when `old` records them (version 2),
+/// and, in any case, only records of samples in `mine` (the samples of this shard).
+pub fn check_resumable(out: &Path, old: &EvidenceFile, new: &EvidenceFile, mine: &[&Sample]) -> Result<()> {
+    const FIX: &str = "remove it or choose another --out";
+    if old.teacher != new.teacher || old.shard != new.shard {
+        return Err(super::fmt_err(
+            out,
+            format!("exists but was written by another teacher, temperature, K or shard: {FIX}"),
+        ));
+    }
+    if let (Some(was), Some(now)) = (&old.data, &new.data) {
+        if was != now {
+            return Err(super::fmt_err(
+                out,
+                format!(
+                    "exists but was made for other samples ({}; these are {}): another data file or split? {FIX}",
+                    was.short(),
+                    now.short()
+                ),
+            ));
+        }
+    }
+    let ids: HashSet<&str> = mine.iter().map(|s| s.id.as_str()).collect();
+    let foreign: Vec<&str> = old.records.iter().map(|r| r.id.as_str()).filter(|id| !ids.contains(id)).collect();
+    if !foreign.is_empty() {
+        let head: Vec<&str> = foreign.iter().take(5).copied().collect();
+        return Err(super::fmt_err(
+            out,
+            format!(
+                "exists but {} of its {} records are not among the samples to label (e.g. {}): it was made for \
+                 another data file or split? {FIX}",
+                foreign.len(),
+                old.records.len(),
+                head.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Writes an evidence file atomically.
 pub fn write_evidence(path: &Path, file: &EvidenceFile) -> Result<()> {
     let bytes = file.to_bytes().map_err(|e| super::fmt_err(path, e))?;
@@ -222,7 +262,7 @@ pub struct MergeError {
 }
 
 /// Merges shard files (with their paths, for messages) into one unsharded file. Checks: one
-/// teacher identity; the same shard count N everywhere and every index 0..N exactly once (or a
+/// teacher identity; one data identity (the samples the shards were cut from); the same shard count N everywhere and every index 0..N exactly once (or a
 /// single unsharded file); every record in the shard its id hashes to; every id exactly once;
 /// and, with `expected`, exactly the expected ids. Records come out in `expected` order (else
 /// sorted by id).
@@ -241,6 +281,19 @@ pub fn merge(files: &[(PathBuf, EvidenceFile)], expected: Option<&[String]>) -> 
                 first_path.display(),
                 first.teacher.model,
                 short(&first.teacher)
+            ));
+        }
+    }
+    for (p, f) in files {
+        if f.data != first.data {
+            let name =
+                |d: &Option<DataIdentity>| d.as_ref().map_or("samples not recorded (version 1)".into(), |d| d.short());
+            problems.push(format!(
+                "{}: made for {}, but {} for {}",
+                p.display(),
+                name(&f.data),
+                first_path.display(),
+                name(&first.data)
             ));
         }
     }
@@ -311,7 +364,7 @@ pub fn merge(files: &[(PathBuf, EvidenceFile)], expected: Option<&[String]>) -> 
     if !problems.is_empty() {
         return Err(MergeError { problems });
     }
-    Ok(EvidenceFile { teacher: first.teacher.clone(), shard: None, records })
+    Ok(EvidenceFile { teacher: first.teacher.clone(), shard: None, records, data: first.data.clone() })
 }
 
 fn short(t: &TeacherIdentity) -> String {

@@ -61,7 +61,7 @@ fn shard_files(ids: &[String], n: u32, model: &str) -> Vec<(PathBuf, EvidenceFil
             let records = ids.iter().filter(|id| shard_of(id, n) == i).map(|id| record(id)).collect();
             (
                 PathBuf::from(format!("shard-{i}.bin")),
-                EvidenceFile { teacher: identity(model), shard: Some((i, n)), records },
+                EvidenceFile { teacher: identity(model), shard: Some((i, n)), records, data: None },
             )
         })
         .collect()

@@ -4,16 +4,21 @@
 //!   JSON object, or one CKD-EHR row `{instruction, input, output}` per line), JSONL out: one
 //!   record per non-blank input line, in order, whose `line` is that input line's number.
 //!   Blank and whitespace-only lines carry no request and get no record, with or without
-//!   `--lenient` (a UTF-8 byte-order mark at the start is skipped too). A bad line stops the
-//!   run with an error naming the line; with `--lenient` it gives a `{"line": N, "error": ...}`
-//!   record instead and the run goes on (exit status 0).
+//!   `--lenient` (a UTF-8 byte-order mark at the start is skipped too). A visit's titles are
+//!   resolved from its codes as `ckd ingest` renders them (`Visit::resolve_titles`); its record
+//!   lists under `unknown_codes` the items rendered as a bare code (`{"item": "diagnoses[0]",
+//!   "code": "99999"}`), and an item with neither code nor title is a bad line. A line over
+//!   `--max-line-bytes` (default 1 MiB) is a bad line, and no more of it is read or held. A bad
+//!   line stops the run with an error naming the line; with `--lenient` it gives a
+//!   `{"line": N, "error": ...}` record instead and the run goes on (exit status 0), ending with
+//!   `ckd-edge predict: L lines read, P predicted, F failed` on stderr.
 //! - `ckd-edge info --bundle B`: the verified manifest as JSON.
 //! - `ckd-edge eval --bundle B --data FILE.jsonl [--json OUT]`: runs the bundle on CKD-EHR rows
 //!   (such as the trainer's `test.jsonl`), one sample at a time, and computes the metrics of
 //!   `ckd_core::metrics` at the bundle's thresholds against the rows' `output` labels, with the
 //!   median latency per sample.
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -54,9 +59,13 @@ enum Cmd {
         /// Input JSONL file, or `-` for stdin.
         #[arg(long, default_value = "-")]
         input: String,
-        /// On a bad line, write an error record and go on instead of stopping.
+        /// On a bad line, write an error record and go on instead of stopping; end with a
+        /// one-line count on stderr.
         #[arg(long)]
         lenient: bool,
+        /// Longest input line, in bytes; a longer line is a bad line (read no further).
+        #[arg(long, default_value_t = DEFAULT_MAX_LINE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+        max_line_bytes: u64,
     },
     /// Print the bundle's verified manifest as JSON.
     Info {
@@ -75,8 +84,14 @@ enum Cmd {
         /// Also write the metrics and latency as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Longest data line, in bytes; a longer line is an error.
+        #[arg(long, default_value_t = DEFAULT_MAX_LINE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+        max_line_bytes: u64,
     },
 }
+
+/// Default of `--max-line-bytes` (1 MiB).
+const DEFAULT_MAX_LINE_BYTES: u64 = 1 << 20;
 
 fn main() -> std::process::ExitCode {
     // Large tensors freed while loading go back to the system at once (lower peak RSS).
@@ -99,9 +114,13 @@ fn note(args: std::fmt::Arguments<'_>) {
 fn run(cli: Cli) -> Result<()> {
     let opts = EngineOptions { threads: cli.threads, ..Default::default() };
     match cli.cmd {
-        Cmd::Predict { bundle, input, lenient } => predict(&open(&bundle, &opts)?, &input, lenient),
+        Cmd::Predict { bundle, input, lenient, max_line_bytes } => {
+            predict(&open(&bundle, &opts)?, &input, lenient, as_len(max_line_bytes))
+        }
         Cmd::Info { bundle } => info(&bundle, &opts),
-        Cmd::Eval { bundle, data, json } => eval(&bundle, &opts, &data, json.as_deref()),
+        Cmd::Eval { bundle, data, json, max_line_bytes } => {
+            eval(&bundle, &opts, &data, json.as_deref(), as_len(max_line_bytes))
+        }
     }
 }
 
@@ -109,26 +128,111 @@ fn open(bundle: &Path, opts: &EngineOptions) -> Result<Engine> {
     Engine::open_with(bundle, opts).with_context(|| format!("opening bundle {}", bundle.display()))
 }
 
-fn read_input(input: &str) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    if input == "-" {
-        std::io::stdin().lock().read_to_end(&mut bytes).context("reading stdin")?;
-    } else {
-        bytes = std::fs::read(input).with_context(|| format!("reading {input}"))?;
-    }
-    Ok(bytes)
+fn as_len(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
-/// Lines of `bytes` without terminators (`\n` or `\r\n`), with 1-based numbers; blank and
-/// whitespace-only lines skipped (their numbers too), a UTF-8 byte-order mark at the start
-/// skipped.
-fn numbered_lines(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
-    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-    bytes
-        .split(|&b| b == b'\n')
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.strip_suffix(b"\r").unwrap_or(l)))
-        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+/// A line of input, or the start of one longer than the limit (the rest of which is skipped).
+enum Line {
+    Bytes(Vec<u8>),
+    TooLong,
+}
+
+/// Reads lines (without `\n` or `\r\n`) with 1-based numbers, at most `max` bytes each, holding
+/// no more than one line in memory. Blank and whitespace-only lines are skipped (their numbers
+/// too); a UTF-8 byte-order mark at the start is skipped.
+struct Lines<R: BufRead> {
+    r: R,
+    max: usize,
+    number: usize,
+    /// The current line went over `max` and was reported: skip to its end first.
+    skipping: bool,
+}
+
+impl<R: BufRead> Lines<R> {
+    fn new(r: R, max: usize) -> Self {
+        Self { r, max, number: 0, skipping: false }
+    }
+
+    /// Lines read so far (blank ones included).
+    fn count(&self) -> usize {
+        self.number
+    }
+
+    /// Appends the rest of the current line to `buf` (nothing when `buf` is `None`) up to
+    /// `max` bytes. Returns whether anything was read, and whether the limit was passed (then
+    /// reading stopped there).
+    fn read_line(&mut self, mut buf: Option<&mut Vec<u8>>) -> std::io::Result<(bool, bool)> {
+        let mut any = false;
+        loop {
+            let avail = self.r.fill_buf()?;
+            if avail.is_empty() {
+                return Ok((any, false));
+            }
+            any = true;
+            let newline = avail.iter().position(|&b| b == b'\n');
+            let part = newline.unwrap_or(avail.len());
+            if let Some(b) = buf.as_deref_mut() {
+                // One byte of slack for the `\r` of a `\r\n` line end.
+                if b.len() + part > self.max.saturating_add(1) {
+                    self.r.consume(part);
+                    return Ok((true, true));
+                }
+                b.extend_from_slice(&avail[..part]);
+            }
+            let used = newline.map_or(part, |i| i + 1);
+            self.r.consume(used);
+            if newline.is_some() {
+                return Ok((true, false));
+            }
+        }
+    }
+
+    /// The next non-blank line with its number, or `None` at the end of the input.
+    fn next_line(&mut self) -> std::io::Result<Option<(usize, Line)>> {
+        if std::mem::take(&mut self.skipping) {
+            self.read_line(None)?;
+        }
+        loop {
+            let mut buf = Vec::new();
+            let (any, too_long) = self.read_line(Some(&mut buf))?;
+            if !any {
+                return Ok(None);
+            }
+            self.number += 1;
+            if buf.ends_with(b"\r") {
+                buf.pop();
+            }
+            if too_long || buf.len() > self.max {
+                self.skipping = too_long;
+                return Ok(Some((self.number, Line::TooLong)));
+            }
+            if self.number == 1 && buf.starts_with(b"\xef\xbb\xbf") {
+                buf.drain(..3);
+            }
+            if !buf.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Some((self.number, Line::Bytes(buf))));
+            }
+        }
+    }
+}
+
+/// The lines of `input` (`-`: stdin).
+fn input_lines(input: &str, max: usize) -> Result<Lines<Box<dyn BufRead>>> {
+    let r: Box<dyn BufRead> = if input == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(BufReader::new(std::fs::File::open(input).with_context(|| format!("reading {input}"))?))
+    };
+    Ok(Lines::new(r, max))
+}
+
+/// A line's bytes, or the error of an over-long line.
+fn line_bytes(n: usize, line: &Line, max: usize) -> Result<&[u8]> {
+    match line {
+        Line::Bytes(b) => Ok(b),
+        Line::TooLong => bail!("line {n}: longer than {max} bytes (--max-line-bytes)"),
+    }
 }
 
 fn utf8_line(n: usize, line: &[u8]) -> Result<&str> {
@@ -178,9 +282,19 @@ fn prediction_json(n: usize, id: Option<Value>, p: &Prediction) -> Value {
 }
 
 /// One JSON line per non-blank input line. A reader that closes stdout (`ckd-edge predict ... |
-/// head -1`) ends the run with success: nobody is left to read the rest.
-fn predict(engine: &Engine, input: &str, lenient: bool) -> Result<()> {
-    let bytes = read_input(input)?;
+/// head -1`) ends the run with success: nobody is left to read the rest. With `lenient`, ends
+/// with a one-line count on stderr.
+fn predict(engine: &Engine, input: &str, lenient: bool, max_line: usize) -> Result<()> {
+    let mut lines = input_lines(input, max_line)?;
+    let (mut predicted, mut failed) = (0usize, 0usize);
+    let summary = |lines: &Lines<_>, predicted, failed| {
+        if lenient {
+            note(format_args!(
+                "ckd-edge predict: {} lines read, {predicted} predicted, {failed} failed",
+                lines.count()
+            ));
+        }
+    };
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let written = |r: std::io::Result<()>| -> Result<bool> {
@@ -190,19 +304,31 @@ fn predict(engine: &Engine, input: &str, lenient: bool) -> Result<()> {
             Err(e) => Err(e).context("writing stdout"),
         }
     };
-    for (n, line) in numbered_lines(&bytes) {
+    while let Some((n, line)) = lines.next_line().with_context(|| format!("reading {input}"))? {
         let rec = (|| -> Result<Value> {
-            let line = utf8_line(n, line)?;
-            let p = match parse_item(n, line)? {
-                Item::Text { id, text } => (id, engine.predict_text(&text)),
-                Item::Visit { id, visit } => (id, engine.predict(&visit)),
-            };
-            let pred = p.1.map_err(|e| anyhow::anyhow!("line {n}: {e}"))?;
-            Ok(prediction_json(n, p.0, &pred))
+            let line = utf8_line(n, line_bytes(n, &line, max_line)?)?;
+            let at_line = |e: &dyn std::fmt::Display| anyhow::anyhow!("line {n}: {e}");
+            match parse_item(n, line)? {
+                Item::Text { id, text } => {
+                    Ok(prediction_json(n, id, &engine.predict_text(&text).map_err(|e| at_line(&e))?))
+                }
+                Item::Visit { id, visit } => {
+                    let (visit, bare) = visit.resolve_titles().map_err(|e| at_line(&e))?;
+                    let mut rec = prediction_json(n, id, &engine.predict(&visit).map_err(|e| at_line(&e))?);
+                    rec["unknown_codes"] = json!(bare);
+                    Ok(rec)
+                }
+            }
         })();
         let rec = match rec {
-            Ok(r) => r,
-            Err(e) if lenient => json!({"line": n, "error": ckd_core::error_chain::one_line(&*e)}),
+            Ok(r) => {
+                predicted += 1;
+                r
+            }
+            Err(e) if lenient => {
+                failed += 1;
+                json!({"line": n, "error": ckd_core::error_chain::one_line(&*e)})
+            }
             Err(e) => {
                 written(out.flush())?;
                 return Err(e.context(format!("input {input}")));
@@ -211,10 +337,12 @@ fn predict(engine: &Engine, input: &str, lenient: bool) -> Result<()> {
         let mut line = serde_json::to_vec(&rec)?;
         line.push(b'\n');
         if !written(out.write_all(&line))? {
+            summary(&lines, predicted, failed);
             return Ok(());
         }
     }
     written(out.flush())?;
+    summary(&lines, predicted, failed);
     Ok(())
 }
 
@@ -265,15 +393,17 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-fn eval(bundle: &Path, opts: &EngineOptions, data: &Path, json_out: Option<&Path>) -> Result<()> {
+fn eval(bundle: &Path, opts: &EngineOptions, data: &Path, json_out: Option<&Path>, max_line: usize) -> Result<()> {
     let engine = open(bundle, opts)?;
-    let bytes = std::fs::read(data).with_context(|| format!("reading {}", data.display()))?;
+    let file = std::fs::File::open(data).with_context(|| format!("reading {}", data.display()))?;
+    let mut lines = Lines::new(BufReader::new(file), max_line);
     let mut probs = Vec::new();
     let mut labels = Vec::new();
     let mut times_ms = Vec::new();
     let mut truncated = 0usize;
-    for (n, line) in numbered_lines(&bytes) {
-        let line = utf8_line(n, line).with_context(|| data.display().to_string())?;
+    while let Some((n, line)) = lines.next_line().with_context(|| format!("reading {}", data.display()))? {
+        let line =
+            line_bytes(n, &line, max_line).and_then(|l| utf8_line(n, l)).with_context(|| data.display().to_string())?;
         let rec = ckd_core::jsonl::parse_line(line, n)
             .with_context(|| data.display().to_string())?
             .with_context(|| format!("{}: line {n}: blank", data.display()))?;
