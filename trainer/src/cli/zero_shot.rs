@@ -1,7 +1,7 @@
 //! `ckd teacher zero-shot`: a frozen LLM's zero-shot scores per visit, kept line by line in
 //! `OUT.scores.jsonl` (so an interrupted run resumes), turned into probabilities without labels
 //! (`teacher::zero_shot::probabilities`) in `OUT`; when the samples carry labels, the macro-AUC of
-//! the raw and the corrected scores with 95% patient-bootstrap intervals, and the phenotypes it
+//! the raw and the visit-centred scores with 95% patient-bootstrap intervals, and the phenotypes it
 //! ranks best and worst.
 
 use std::collections::HashMap;
@@ -99,8 +99,8 @@ fn read_scores(path: &std::path::Path, key: &str) -> Result<HashMap<String, Vec<
     Ok(out)
 }
 
-/// Macro-AUC of the raw and corrected scores with patient-bootstrap intervals, and the five
-/// best and worst phenotypes (corrected), when the samples carry labels.
+/// Macro-AUC of the raw and visit-centred scores with patient-bootstrap intervals, and the five
+/// best and worst phenotypes, when the samples carry labels.
 fn report(samples: &[Sample], raw: &[f32], p: &[f32]) {
     let targets: Vec<u8> = samples.iter().flat_map(|s| s.labels.to_dense().map(|v| v as u8)).collect();
     let subjects: Vec<u64> = samples.iter().map(|s| s.subject).collect();
@@ -112,9 +112,21 @@ fn report(samples: &[Sample], raw: &[f32], p: &[f32]) {
             idx.iter().flat_map(|&i| targets[i * NUM_LABELS..(i + 1) * NUM_LABELS].iter().copied()).collect();
         metrics::roc_auc(&s, &t, NUM_LABELS).ok().and_then(|a| a.macro_avg)
     };
-    for (name, scores) in
-        [("raw (mean log-probability of the name)", raw), ("corrected (minus the visit-free score)", p)]
-    {
+    // Each visit's scores minus their mean over the 25 names: removes how readily the model
+    // answers at all after this visit (the visit-free correction, a constant per phenotype,
+    // cannot change a phenotype's ranking, so its macro-AUC is the raw one).
+    let centred: Vec<f32> = raw
+        .chunks(NUM_LABELS)
+        .flat_map(|r| {
+            let m = r.iter().sum::<f32>() / NUM_LABELS as f32;
+            r.iter().map(move |x| x - m)
+        })
+        .collect();
+    let named = [
+        ("raw (mean log-probability of the name; the same ranking as the written probabilities)", raw),
+        ("visit-centred (minus the visit's mean over the 25 names)", &centred[..]),
+    ];
+    for (name, scores) in named {
         match bootstrap::interval(samples.len(), &res, |idx| auc(scores, idx)) {
             Some(iv) => note!("zero-shot {name}: macro-AUC {:.3} [{:.3}, {:.3}]", iv.estimate, iv.lo, iv.hi),
             None => note!("zero-shot {name}: macro-AUC undefined (no label with both classes)"),

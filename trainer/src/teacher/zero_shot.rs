@@ -10,9 +10,10 @@
 //! names as one right-padded batch on copies of that KV cache ([`KvCache::repeat_batch`]). A test
 //! checks the scores against a full forward pass of each prompt + name.
 //!
-//! The raw score mixes what the visit shows with how readily the model says a name at all; the
-//! visit-free score ([`visit_free_scores`], the same prompt around an empty visit) is what a
-//! caller subtracts to keep the first part.
+//! The raw score mixes what the visit shows with how readily the model says a name at all. The
+//! visit-free score ([`visit_free_scores`], the same prompt around an empty visit) is a constant
+//! per phenotype: subtracting it puts the 25 names on one scale ([`probabilities`]) but cannot
+//! change any phenotype's ranking of the visits, so it leaves the macro-AUC as it is.
 //!
 //! Shapes: scores `[N * 25]` row-major, label order.
 
