@@ -16,7 +16,8 @@ fn main() -> anyhow::Result<()> {
         Some(l) => l.split(',').map(|x| x.parse()).collect::<Result<_, _>>()?,
         None => vec![6, 12, 18, 24],
     };
-    let (model, prompts, key) = load_frozen(&PathBuf::from(&a[1]), ckd_trainer::teacher::DeviceSpec::Cpu, 768)?;
+    let (model, prompts, key) =
+        load_frozen(&PathBuf::from(&a[1]), ckd_trainer::teacher::DeviceSpec::Cpu, 768, Default::default())?;
     let file = ckd_trainer::ingest::read_samples(&PathBuf::from(&a[2]))?;
     let out = PathBuf::from(&a[4]);
     std::fs::create_dir_all(&out)?;

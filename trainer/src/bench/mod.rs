@@ -167,7 +167,12 @@ impl BenchSpec {
     /// The frozen LLM of the grid, if any.
     pub fn llm_spec(&self) -> Option<teachers::LlmSpec> {
         let path = self.llm.clone()?;
-        Some(teachers::LlmSpec { path, layers: self.llm_layers.clone(), max_len: self.llm_max_len })
+        Some(teachers::LlmSpec {
+            path,
+            layers: self.llm_layers.clone(),
+            max_len: self.llm_max_len,
+            weights: Default::default(),
+        })
     }
 
     /// Whether `setting` trains at `fraction`: a setting distilled from the pipeline teacher

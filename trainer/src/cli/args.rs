@@ -78,11 +78,29 @@ pub enum TeacherCmd {
     ZeroShot(ZeroShotArgs),
 }
 
+/// A frozen base LLM: the file, where it runs and how its weights are held.
 #[derive(clap::Args)]
-pub struct ZeroShotArgs {
+pub struct FrozenBaseArgs {
     /// Base: a Qwen2 GGUF file or HF safetensors directory.
     #[arg(long)]
     pub base: PathBuf,
+    /// Maximum prompt tokens (longer visit texts are cut at their end).
+    #[arg(long, default_value_t = 768, value_parser = parse::max_len)]
+    pub max_len: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: ckd_trainer::teacher::DeviceSpec,
+    /// auto: a GGUF's own quantized weights where the CPU has int8 dot products (AVX-512 VNNI or
+    /// AVX-VNNI), else f32; quantized: always; f32: every weight dequantized (the path LoRA
+    /// fine-tuning uses).
+    #[arg(long, default_value = "auto")]
+    pub base_weights: ckd_trainer::teacher::BaseWeights,
+}
+
+#[derive(clap::Args)]
+pub struct ZeroShotArgs {
+    #[command(flatten)]
+    pub frozen: FrozenBaseArgs,
     /// Samples: `samples.bin` (the `--split` part) or CKD-EHR JSONL (all records).
     #[arg(long)]
     pub data: PathBuf,
@@ -93,22 +111,15 @@ pub struct ZeroShotArgs {
     /// interrupted run resumes.
     #[arg(long)]
     pub out: PathBuf,
-    /// Maximum prompt tokens (longer visit texts are cut at their end).
-    #[arg(long, default_value_t = 768)]
-    pub max_len: usize,
     /// Only the first N samples.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: ckd_trainer::teacher::DeviceSpec,
 }
 
 #[derive(clap::Args)]
 pub struct StatesArgs {
-    /// Base: a Qwen2 GGUF file or HF safetensors directory.
-    #[arg(long)]
-    pub base: PathBuf,
+    #[command(flatten)]
+    pub frozen: FrozenBaseArgs,
     /// `samples.bin` (`ckd ingest` / `ckd demo`); its train, val and test splits are run.
     #[arg(long)]
     pub data: PathBuf,
@@ -121,15 +132,9 @@ pub struct StatesArgs {
     /// Prompts per chunk file.
     #[arg(long, default_value_t = 32)]
     pub chunk: usize,
-    /// Maximum prompt tokens (longer visit texts are cut at their end).
-    #[arg(long, default_value_t = 768)]
-    pub max_len: usize,
     /// Only the first N samples of each split (a quick look; the chunks stay valid for a full run).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: ckd_trainer::teacher::DeviceSpec,
 }
 
 #[derive(clap::Args)]

@@ -167,7 +167,7 @@ pub fn teacher_label(a: &LabelArgs) -> Result<()> {
 
 pub fn teacher_states(a: &StatesArgs) -> Result<()> {
     use ckd_trainer::teacher::{load_frozen, states};
-    let (model, prompts, key) = load_frozen(&a.base, a.device, a.max_len)?;
+    let (model, prompts, key) = load_frozen(&a.frozen.base, a.frozen.device, a.frozen.max_len, a.frozen.base_weights)?;
     let cfg = states::StatesConfig { layers: a.layers.clone(), chunk: a.chunk };
     for split in [Split::Train, Split::Val, Split::Test] {
         let (mut samples, _, _) = load_samples(&a.data, split)?;

@@ -19,7 +19,7 @@ use super::args::ZeroShotArgs;
 use super::data::load_samples;
 
 pub fn run(a: &ZeroShotArgs) -> Result<()> {
-    let (model, prompts, key) = load_frozen(&a.base, a.device, a.max_len)?;
+    let (model, prompts, key) = load_frozen(&a.frozen.base, a.frozen.device, a.frozen.max_len, a.frozen.base_weights)?;
     let (mut samples, _, _) = load_samples(&a.data, a.split.split())?;
     if let Some(n) = a.limit {
         samples.truncate(n);

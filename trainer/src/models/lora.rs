@@ -44,6 +44,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::models::common::DropoutRng;
+use crate::models::qlinear::QuantWeight;
 
 /// The linear modules of a Qwen2 decoder layer that can carry an adapter (PEFT names).
 pub const PEFT_TARGET_MODULES: [&str; 7] =
@@ -206,11 +207,29 @@ struct Adapter {
     dropout: f64,
 }
 
+/// The base weight W [out, in] of a [`LoraLinear`].
+#[derive(Debug, Clone)]
+enum BaseWeight {
+    /// A plain tensor (any float dtype; trainable only when built by [`LoraLinear::trainable`]).
+    Dense(Tensor),
+    /// Quantized, frozen, f32 activations ([`QuantWeight`]).
+    Quantized(QuantWeight),
+}
+
+impl BaseWeight {
+    fn dims(&self) -> candle_core::Result<(usize, usize)> {
+        match self {
+            BaseWeight::Dense(w) => w.dims2(),
+            BaseWeight::Quantized(q) => Ok(q.dims()),
+        }
+    }
+}
+
 /// A frozen linear layer with an optional LoRA adapter (see the module docs for the formula).
 #[derive(Debug, Clone)]
 pub struct LoraLinear {
     /// [out, in]; detached (frozen) unless built by [`LoraLinear::trainable`].
-    weight: Tensor,
+    weight: BaseWeight,
     /// [out]; detached like `weight`.
     bias: Option<Tensor>,
     adapter: Option<Adapter>,
@@ -250,13 +269,19 @@ impl LoraLinear {
     /// Plain frozen linear (no adapter). weight [out, in], bias [out]. Both are detached, so
     /// even a Var's tensor passed here is frozen.
     pub fn frozen(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight: weight.detach(), bias: bias.map(|b| b.detach()), adapter: None }
+        Self { weight: BaseWeight::Dense(weight.detach()), bias: bias.map(|b| b.detach()), adapter: None }
+    }
+
+    /// Frozen linear on a quantized weight [out, in] (inference only: activations run in f32),
+    /// bias [out] f32.
+    pub fn quantized(weight: QuantWeight, bias: Option<Tensor>) -> Self {
+        Self { weight: BaseWeight::Quantized(weight), bias: bias.map(|b| b.detach()), adapter: None }
     }
 
     /// Plain linear whose weight and bias stay tracked (full fine-tuning of a model trained from
     /// scratch, such as the demo teacher). weight [out, in], bias [out].
     pub fn trainable(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias, adapter: None }
+        Self { weight: BaseWeight::Dense(weight), bias, adapter: None }
     }
 
     /// [`LoraLinear::with_adapter_seeded`] with seed 0.
@@ -291,7 +316,7 @@ impl LoraLinear {
         if !(0.0..1.0).contains(&dropout) {
             candle_core::bail!("LoRA dropout = {dropout} is not in [0, 1) ({})", vb.prefix())
         }
-        let (out_dim, in_dim) = self.weight.dims2()?;
+        let (out_dim, in_dim) = self.weight.dims()?;
         let a = adapter_tensor(&vb, (r, in_dim), LORA_A, Some(1.0 / (in_dim as f64).sqrt()), seed)?;
         let b = adapter_tensor(&vb, (out_dim, r), LORA_B, None, seed)?;
         self.adapter = Some(Adapter { a, b, scale: alpha / r as f64, dropout });
@@ -303,7 +328,7 @@ impl LoraLinear {
     /// (masks drawn from `rng`), `None` is eval. x must have W's dtype; the adapter branch runs
     /// in the adapter's dtype and is cast back.
     pub fn forward_t(&self, x: &Tensor, dropout: Option<&mut DropoutRng>) -> candle_core::Result<Tensor> {
-        let (out_dim, in_dim) = self.weight.dims2()?;
+        let (out_dim, in_dim) = self.weight.dims()?;
         let dims = x.dims().to_vec();
         let Some((&last, lead)) = dims.split_last() else {
             candle_core::bail!("LoraLinear: input is a scalar, expected [.., {in_dim}]")
@@ -313,7 +338,10 @@ impl LoraLinear {
         }
         let n: usize = lead.iter().product();
         let x2 = x.reshape((n, in_dim))?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
+        let mut y = match &self.weight {
+            BaseWeight::Dense(w) => x2.matmul(&w.t()?)?,
+            BaseWeight::Quantized(q) => q.forward(&x2)?.to_dtype(x2.dtype())?,
+        };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }
@@ -344,11 +372,14 @@ impl LoraLinear {
         let Some(ad) = &self.adapter else {
             return Ok(());
         };
+        let BaseWeight::Dense(weight) = &self.weight else {
+            candle_core::bail!("cannot merge a LoRA adapter into quantized weights: load the base in f32")
+        };
         let a = ad.a.detach().to_dtype(DType::F32)?;
         let b = ad.b.detach().to_dtype(DType::F32)?;
-        let delta = b.matmul(&a)?.affine(ad.scale, 0.0)?.to_device(self.weight.device())?;
-        let merged = (self.weight.to_dtype(DType::F32)? + delta)?.to_dtype(self.weight.dtype())?;
-        self.weight = merged.detach();
+        let delta = b.matmul(&a)?.affine(ad.scale, 0.0)?.to_device(weight.device())?;
+        let merged = (weight.to_dtype(DType::F32)? + delta)?.to_dtype(weight.dtype())?;
+        self.weight = BaseWeight::Dense(merged.detach());
         self.adapter = None;
         Ok(())
     }
@@ -357,9 +388,17 @@ impl LoraLinear {
         self.adapter.is_some()
     }
 
-    /// The frozen base weight [out, in].
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
+    /// The base weight [out, in] when it is a plain tensor; `None` when quantized.
+    pub fn weight(&self) -> Option<&Tensor> {
+        match &self.weight {
+            BaseWeight::Dense(w) => Some(w),
+            BaseWeight::Quantized(_) => None,
+        }
+    }
+
+    /// (out, in).
+    pub fn dims(&self) -> candle_core::Result<(usize, usize)> {
+        self.weight.dims()
     }
 
     /// The frozen base bias [out].
@@ -548,7 +587,7 @@ pub(crate) mod tests {
         let base = [[1.5f32, 1.5, 3.0], [-0.5, 0.0, -0.5]];
         assert_eq!(layer.forward(&x).unwrap().to_vec2::<f32>().unwrap(), base);
         assert_eq!(
-            LoraLinear::frozen(layer.weight().clone(), layer.bias().cloned())
+            LoraLinear::frozen(layer.weight().unwrap().clone(), layer.bias().cloned())
                 .forward(&x)
                 .unwrap()
                 .to_vec2::<f32>()
@@ -631,7 +670,7 @@ pub(crate) mod tests {
         let gb = grads.get(vb_.as_tensor()).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
         assert_eq!(ga, 0.0);
         assert!(gb > 0.0);
-        assert!(grads.get(layer.weight()).is_none() && grads.get(layer.bias().unwrap()).is_none());
+        assert!(grads.get(layer.weight().unwrap()).is_none() && grads.get(layer.bias().unwrap()).is_none());
         assert!(grads.get(&w).is_none());
 
         // B != 0: A receives a non-zero gradient too; the optimizer finds a gradient for every
@@ -642,10 +681,10 @@ pub(crate) mod tests {
         assert!(ga > 0.0);
         let mut opt = crate::optim::AdamW::new(&vm, crate::optim::AdamWConfig::default()).unwrap();
         assert_eq!(opt.vars().len(), 2);
-        let before = layer.weight().to_vec2::<f32>().unwrap();
+        let before = layer.weight().unwrap().to_vec2::<f32>().unwrap();
         let a_before = va.as_tensor().to_vec2::<f32>().unwrap();
         opt.step(&grads, 1e-2).unwrap();
-        assert_eq!(layer.weight().to_vec2::<f32>().unwrap(), before);
+        assert_eq!(layer.weight().unwrap().to_vec2::<f32>().unwrap(), before);
         assert_ne!(va.as_tensor().to_vec2::<f32>().unwrap(), a_before);
         // The layer sees the updated Var (shared storage).
         assert_eq!(layer.lora_a().unwrap().to_vec2::<f32>().unwrap(), va.as_tensor().to_vec2::<f32>().unwrap());
@@ -667,12 +706,12 @@ pub(crate) mod tests {
         var_of(&vm, "m.lora_B.weight").set(&input(&[6, 3], 22)).unwrap();
         let x = input(&[2, 4, 8], 23);
         let before = layer.forward(&x).unwrap();
-        let w_before = layer.weight().clone();
+        let w_before = layer.weight().unwrap().clone();
         layer.merge().unwrap();
         assert!(!layer.has_adapter() && layer.lora_a().is_none() && layer.scale().is_none());
         let after = layer.forward(&x).unwrap();
         assert!(max_abs_diff(&before, &after) < 1e-5, "{}", max_abs_diff(&before, &after));
-        assert!(max_abs_diff(&w_before, layer.weight()) > 1e-3);
+        assert!(max_abs_diff(&w_before, layer.weight().unwrap()) > 1e-3);
         // Merging again is a no-op.
         layer.merge().unwrap();
         assert_eq!(max_abs_diff(&after, &layer.forward(&x).unwrap()), 0.0);
@@ -708,7 +747,7 @@ pub(crate) mod tests {
         assert_eq!(y.to_vec2::<f32>().unwrap(), [[-0.5f32, -2.5, 3.0]]);
         let mut merged = layer.clone();
         merged.merge().unwrap();
-        assert_eq!(merged.weight().dtype(), DType::F32);
+        assert_eq!(merged.weight().unwrap().dtype(), DType::F32);
         assert_eq!(merged.forward(&t2(&[&[1., 2.]])).unwrap().to_vec2::<f32>().unwrap(), [[-0.5f32, -2.5, 3.0]]);
     }
 }

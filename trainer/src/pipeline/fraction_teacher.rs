@@ -129,6 +129,8 @@ pub struct LlmSpec {
     pub layers: Vec<usize>,
     /// Maximum prompt tokens.
     pub max_len: usize,
+    /// How the base's weights are held (a GGUF's quantized weights by default).
+    pub weights: crate::teacher::BaseWeights,
 }
 
 /// The LLM's pooled states of the three splits.
@@ -150,7 +152,7 @@ pub(crate) fn llm_states(
     const SS: &str = "llm-states";
     let Some(spec) = spec else { return Ok(None) };
     let (model, prompts, key) =
-        crate::teacher::load_frozen(&spec.path, up.device, spec.max_len).map_err(stage_err(SS))?;
+        crate::teacher::load_frozen(&spec.path, up.device, spec.max_len, spec.weights).map_err(stage_err(SS))?;
     let scfg = StatesConfig { layers: spec.layers.clone(), chunk: 32 };
     let dir = cfg.out.join("llm-states");
     let mut h = Sha256::new();

@@ -13,8 +13,8 @@ use super::demo::{self, DemoConfig};
 use super::head::{self, HeadConfig};
 use super::sft::{self, SftConfig};
 use super::{
-    io_err, label_space_hex, load_base, save_manifest, sha256_hex, BaseRef, DeviceSpec, PromptEncoder, Result,
-    TeacherDir, TeacherError, TeacherManifest, TEACHER_FORMAT, TEACHER_VERSION,
+    io_err, label_space_hex, load_base, load_base_quantized, save_manifest, sha256_hex, BaseRef, BaseWeights,
+    DeviceSpec, PromptEncoder, Result, TeacherDir, TeacherError, TeacherManifest, TEACHER_FORMAT, TEACHER_VERSION,
 };
 use crate::io::{pretty_json, write_atomic};
 use crate::models::lora::LoraConfig;
@@ -82,6 +82,13 @@ pub struct TeacherReport {
     pub trainable_params: usize,
 }
 
+/// A GGUF base that is not fine-tuned (`sft.epochs == 0`) runs on its own quantized weights where
+/// [`BaseWeights::Auto`] says so, with no adapter (the manifest then has no LoRA config, and
+/// [`super::load_teacher`] loads it the same way).
+fn frozen_quantized(path: &Path, cfg: &TrainTeacherConfig) -> bool {
+    path.is_file() && cfg.sft.epochs == 0 && BaseWeights::Auto.quantized_on(cfg.device)
+}
+
 /// Trains a teacher into `out` and returns its manifest and report.
 pub fn train_teacher(
     train: &[Sample],
@@ -120,6 +127,10 @@ pub fn train_teacher(
             let name = format!("demo-qwen2-h{}-l{}", d.hidden_size, d.layers);
             (model, config, tok, BaseRef::Demo, name, None)
         }
+        BaseChoice::Pretrained(path) if frozen_quantized(path, cfg) => {
+            let q = load_base_quantized(path)?;
+            (q.model, q.config, q.tokenizer, q.base, q.name, None)
+        }
         BaseChoice::Pretrained(path) => {
             let b = load_base(path, &dev, cfg.device.dtype())?;
             let model = Qwen2ForCausalLM::from_tensors(b.tensors, &b.config, cfg.device.dtype(), &dev)?;
@@ -147,6 +158,8 @@ pub fn train_teacher(
     write_atomic(&td.tokenizer(), tok_json.as_bytes()).map_err(io_err(&td.tokenizer()))?;
     let mut weight_files: Vec<&str> = vec!["head.safetensors", "tokenizer.json"];
     let model_key = match &lora_cfg {
+        // A frozen pretrained base: nothing was trained; the file's hash names the weights.
+        None if base != BaseRef::Demo => format!("quantized {base:?}"),
         None => {
             let mut tensors = crate::student::named_vars(&varmap).map_err(|e| TeacherError::Invalid(e.to_string()))?;
             tensors.retain(|k, _| !k.starts_with(sft::AUX_PREFIX));

@@ -55,16 +55,19 @@ use crate::models::checkpoint::CheckpointError;
 pub use crate::models::checkpoint::{Incompatibility, ShapeMismatch};
 use crate::models::common::{dropout, softmax_last_dim, DropoutRng, MASK_NEG};
 use crate::models::lora::{LoraConfig, LoraError, LoraLinear};
+use crate::models::qlinear::TokenTable;
 use crate::models::seeded;
 
 mod config;
 mod gguf;
+mod quantized;
 #[cfg(test)]
 mod tests;
 mod tokenizer;
 
 pub use config::{Config, HiddenAct, TokenIds};
 pub use gguf::{gguf_config, gguf_to_hf_name, hf_to_gguf_name, load_gguf, read_gguf_tensors, GgufQwen2};
+pub use quantized::quantized_model;
 pub use tokenizer::{gguf_tokenizer, read_tokenizer_json, ENDOFTEXT, IM_END, IM_START, QWEN2_SPLIT_REGEX};
 
 // ---------------------------------------------------------------------------------------------
@@ -379,7 +382,7 @@ fn projection_path(layer: usize, name: &str) -> String {
 /// HF `Qwen2Model` (`model.*`): token embedding, decoder layers, final norm.
 #[derive(Debug, Clone)]
 pub struct Qwen2Model {
-    embed_tokens: Tensor,
+    embed_tokens: TokenTable,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
 }
@@ -387,7 +390,7 @@ pub struct Qwen2Model {
 impl Qwen2Model {
     /// `vb` is rooted at `model.`.
     pub fn load(vb: VarBuilder, cfg: &Config) -> candle_core::Result<Self> {
-        let embed_tokens = vb.pp("embed_tokens").get((cfg.vocab_size, cfg.hidden_size), "weight")?;
+        let embed_tokens = TokenTable::Dense(vb.pp("embed_tokens").get((cfg.vocab_size, cfg.hidden_size), "weight")?);
         let lvb = vb.pp("layers");
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::load(lvb.pp(i), cfg))
@@ -459,7 +462,7 @@ pub struct Qwen2Output {
 pub struct Qwen2ForCausalLM {
     model: Qwen2Model,
     /// [V, H]; `None` when tied to `model.embed_tokens.weight`.
-    lm_head: Option<Tensor>,
+    lm_head: Option<TokenTable>,
     cfg: Config,
 }
 
@@ -473,7 +476,7 @@ impl Qwen2ForCausalLM {
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
-            Some(vb.pp("lm_head").get((cfg.vocab_size, cfg.hidden_size), "weight")?)
+            Some(TokenTable::Dense(vb.pp("lm_head").get((cfg.vocab_size, cfg.hidden_size), "weight")?))
         };
         Ok(Self { model, lm_head, cfg: cfg.clone() })
     }
@@ -486,7 +489,7 @@ impl Qwen2ForCausalLM {
         for (i, layer) in m.model.layers.iter_mut().enumerate() {
             for (name, slot) in layer.projections_mut() {
                 let pvb = vb.pp(projection_path(i, name));
-                let w = pvb.get(slot.weight().dims(), "weight")?;
+                let w = pvb.get(slot.dims()?, "weight")?;
                 let b = match slot.bias() {
                     Some(b) => Some(pvb.get(b.dims(), "bias")?),
                     None => None,
@@ -693,7 +696,7 @@ impl Qwen2ForCausalLM {
             return Err(Qwen2Error::InvalidInput("hidden is a scalar, expected [.., H]".into()));
         };
         let n: usize = lead.iter().product();
-        let logits = hidden.reshape((n, h))?.matmul(&w.t()?)?;
+        let logits = w.logits(&hidden.reshape((n, h))?)?;
         let mut out = lead.to_vec();
         out.push(self.cfg.vocab_size);
         Ok(logits.reshape(out)?)
@@ -734,7 +737,7 @@ impl Qwen2ForCausalLM {
     /// [B, T] u32 ids -> [B, T, H] embeddings.
     fn embed(&self, input_ids: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
-        let flat = self.model.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?;
+        let flat = self.model.embed_tokens.rows(&input_ids.flatten_all()?)?;
         flat.reshape((b, t, self.cfg.hidden_size))
     }
 
