@@ -75,9 +75,9 @@ pub fn ingest(a: &IngestArgs) -> Result<()> {
         knowledge: !a.no_knowledge,
         knowledge_min_support: a.knowledge_min_support,
         lenient: a.lenient,
+        refuse_duplicates: a.refuse_duplicates,
     }
     .to_config();
-    let cfg = ingest::IngestConfig { refuse_duplicates: a.refuse_duplicates, ..cfg };
     let t = Instant::now();
     let ing = match (&a.mimic, &a.jsonl) {
         (Some(dir), _) => {
