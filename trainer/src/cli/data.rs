@@ -203,10 +203,11 @@ pub fn read_soft_labels(path: &Path, samples: &[Sample]) -> Result<Teacher> {
         return Ok(soft_labels::read_hands(path, samples)?);
     }
     if path.extension().is_some_and(|e| e == "jsonl") {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = io::read_regular(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = String::from_utf8(bytes).with_context(|| format!("reading {}", path.display()))?;
         Ok(Teacher::from_jsonl(&text, path)?)
     } else {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = io::read_regular(path).with_context(|| format!("reading {}", path.display()))?;
         let file =
             ckd_core::evidence::EvidenceFile::from_bytes(&bytes).with_context(|| format!("{}", path.display()))?;
         file.validate().with_context(|| format!("{}", path.display()))?;
