@@ -128,7 +128,15 @@ fn pack_refuses_its_own_input_and_existing_outputs() {
     let packed = d.path().join("b.ckdb");
     let ps = packed.to_str().unwrap();
     let ok = ckd(&["pack", "--bundle", bs, "--out", ps], Stdio::piped());
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let err = String::from_utf8_lossy(&ok.stderr);
+    assert_eq!(ok.status.code(), Some(0), "{err}");
+    // Issue 30, section 4: one line per packed file, not Rust `Debug` (`[("manifest.bin", 2044), ...]`).
+    assert!(!err.contains("[(\""), "{err}");
+    let manifest_len = fs::metadata(b.join("manifest.bin")).unwrap().len();
+    assert!(
+        err.lines().any(|l| l.starts_with("  manifest.bin ") && l.ends_with(&format!("({manifest_len} bytes)"))),
+        "{err}"
+    );
     let first = fs::read(&packed).unwrap();
     let again = ckd(&["pack", "--bundle", bs, "--out", ps], Stdio::piped());
     assert_eq!(again.status.code(), Some(1));
@@ -330,6 +338,19 @@ fn a_second_ingest_into_a_busy_output_says_another_run_holds_it() {
     drop(held);
     let out = ckd(&["ingest", "--jsonl", &good, "--out", out_dir.to_str().unwrap()], Stdio::piped());
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Issue 30, section 4: logs to a file or a pipe carry no colour codes, and other crates' INFO
+/// lines stay out by default while ours stay in.
+#[test]
+fn logs_to_a_pipe_are_plain_text() {
+    let d = tempfile::tempdir().unwrap();
+    let out_dir = d.path().join("cohort");
+    let out = ckd(&["synth", "--patients", "30", "--out", out_dir.to_str().unwrap()], Stdio::piped());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains('\u{1b}'), "ANSI escape in {err:?}");
+    assert!(err.lines().any(|l| l.contains(" INFO ckd_trainer::")), "{err}");
 }
 
 /// Issue 30.3: the same shard given twice to `ckd teacher merge` is one summary line (the count
