@@ -340,6 +340,30 @@ fn a_second_ingest_into_a_busy_output_says_another_run_holds_it() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Issue 30, section 4: `ckd explain --list` prints the ids that can be explained (the data's
+/// samples with an evidence record), and an unknown id points to it.
+#[test]
+fn explain_lists_the_ids_it_can_explain() {
+    let d = tempfile::tempdir().unwrap();
+    let good = jsonl(d.path(), "good.jsonl", &["Shock", "None", "Shock"]);
+    let out_dir = d.path().join("out");
+    let out = ckd(&["ingest", "--jsonl", &good, "--out", out_dir.to_str().unwrap()], Stdio::piped());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let samples = out_dir.join("samples.bin");
+    let ev = evidence_of(d.path(), &["L3".into(), "L1".into(), "elsewhere".into()]);
+    let base = ["explain", "--evidence", ev.to_str().unwrap(), "--data", samples.to_str().unwrap()];
+    let out = ckd(&[&base[..], &["--list"]].concat(), Stdio::piped());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "L1\nL3\n");
+    let out = ckd(&[&base[..], &["--id", "10006-142345"]].concat(), Stdio::piped());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no sample 10006-142345 (`ckd explain --list` prints the ids)"), "{err}");
+    // --id or --list, not both, not neither.
+    assert_eq!(ckd(&base, Stdio::piped()).status.code(), Some(2));
+    assert_eq!(ckd(&[&base[..], &["--list", "--id", "L1"]].concat(), Stdio::piped()).status.code(), Some(2));
+}
+
 /// Issue 30, section 4: logs to a file or a pipe carry no colour codes, and other crates' INFO
 /// lines stay out by default while ours stay in.
 #[test]

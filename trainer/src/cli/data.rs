@@ -143,14 +143,23 @@ pub fn gen_tables(a: &GenTablesArgs) -> Result<()> {
 pub fn explain(a: &ExplainArgs) -> Result<()> {
     let ev = teacher_label::read_evidence(&a.evidence)?;
     let f = read_sample_file(&a.data)?;
-    let id = &a.id;
-    let sample =
-        f.samples.iter().find(|s| &s.id == id).with_context(|| format!("{}: no sample {id}", a.data.display()))?;
-    let rec = ev
-        .by_id()
+    let by = ev.by_id();
+    let Some(id) = &a.id else {
+        // `--list`: the samples of the data that have a record, in the data's order.
+        let ids: String =
+            f.samples.iter().filter(|s| by.contains_key(s.id.as_str())).map(|s| format!("{}\n", s.id)).collect();
+        return Ok(print::out_text(&ids)?);
+    };
+    let hint = "(`ckd explain --list` prints the ids)";
+    let sample = f
+        .samples
+        .iter()
+        .find(|s| &s.id == id)
+        .with_context(|| format!("{}: no sample {id} {hint}", a.data.display()))?;
+    let rec = by
         .get(id.as_str())
         .copied()
-        .with_context(|| format!("{}: no record for sample {id}", a.evidence.display()))?;
+        .with_context(|| format!("{}: no record for sample {id} {hint}", a.evidence.display()))?;
     let thresholds = match &a.teacher {
         Some(t) => {
             let text = std::fs::read_to_string(t.join("teacher.json"))
