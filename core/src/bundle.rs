@@ -375,7 +375,7 @@ impl PackedIndex {
         for f in &index.files {
             let n = f.name.as_str();
             if n.is_empty() || n == "." || n == ".." || n.contains(['/', '\\', '\0']) {
-                return Err(BundleError::BadFileName(f.name.clone()));
+                return Err(bad(alloc::format!("entry {n:?} is not a plain file name")));
             }
             if !names.insert(n) {
                 return Err(bad(alloc::format!("{n} is packed twice")));
@@ -527,7 +527,10 @@ mod tests {
         assert_eq!(packed[full as usize - 1], 3);
         let mut n = idx;
         n.files[1].name = "../x".into();
-        assert_eq!(PackedIndex::from_bytes(&n.to_bytes().unwrap(), full), Err(BundleError::BadFileName("../x".into())));
+        // A bad name in the index is the index's fault, not manifest.bin's.
+        let e = PackedIndex::from_bytes(&n.to_bytes().unwrap(), full).unwrap_err();
+        assert_eq!(e, BundleError::Packed("entry \"../x\" is not a plain file name".into()));
+        assert_eq!(e.to_string(), "packed bundle index: entry \"../x\" is not a plain file name");
     }
 
     #[test]

@@ -132,6 +132,10 @@ pub fn parse_line(raw: &str, line_no: usize) -> Result<Option<JsonlRecord>, Json
     if body.trim().is_empty() {
         return Ok(None);
     }
+    if let Some(kind) = not_an_object(body) {
+        let msg = format!("the line is {kind}, expected an object with string fields instruction, input, output");
+        return Err(JsonlError::Json { line: line_no, msg });
+    }
     let w: Wire = serde_json::from_str(body).map_err(|e| JsonlError::Json { line: line_no, msg: format!("{e}") })?;
     let labels = parse_output(&w.output, line_no)?;
     Ok(Some(JsonlRecord {
@@ -141,6 +145,20 @@ pub fn parse_line(raw: &str, line_no: usize) -> Result<Option<JsonlRecord>, Json
         labels,
         line: String::from(raw),
     }))
+}
+
+/// What kind of JSON value `body` starts with when it is not an object (`a JSON array`, ...);
+/// `None` for an object or for text that is not JSON at all (the parser names its error). A
+/// record must be an object: serde would read an array of three strings as one.
+fn not_an_object(body: &str) -> Option<&'static str> {
+    match body.trim_start().bytes().next()? {
+        b'[' => Some("a JSON array"),
+        b'"' => Some("a JSON string"),
+        b'-' | b'0'..=b'9' => Some("a JSON number"),
+        b't' | b'f' => Some("a JSON boolean"),
+        b'n' => Some("JSON null"),
+        _ => None,
+    }
 }
 
 /// Splits text into lines that keep their terminators (the last may have none).
@@ -273,5 +291,26 @@ mod tests {
     fn errors_name_the_line() {
         let e = parse("\n{\"instruction\": 1}\n").unwrap_err();
         assert!(matches!(e, JsonlError::Json { line: 2, .. }), "{e:?}");
+        // A line that is not an object says what it is (an array of strings said "expected a
+        // string", and one of three strings was read as a record).
+        let obj =
+            "{\"instruction\": \"i\", \"input\": \"t\", \"output\": \"Disease that the patient may acquire: None\"}";
+        for (line, kind) in [
+            ("[1, 2]", "a JSON array"),
+            ("[\"i\", \"t\", \"Disease that the patient may acquire: None\"]", "a JSON array"),
+            ("\"text\"", "a JSON string"),
+            ("-3", "a JSON number"),
+            ("true", "a JSON boolean"),
+            ("null", "JSON null"),
+        ] {
+            let e = parse(&format!("{obj}\n{line}\n")).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "line 2: not a CKD-EHR record: the line is {kind}, expected an object with string fields \
+                     instruction, input, output"
+                )
+            );
+        }
     }
 }

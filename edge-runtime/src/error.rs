@@ -41,6 +41,11 @@ pub enum EdgeError {
         /// Index of the input in the batch.
         index: usize,
     },
+    /// A visit with no diagnosis, medication or procedure. The model's answer to it would be its
+    /// prior alone, and a threshold tuned on validation can sit below a label's prior (an empty
+    /// visit came back positive for "Shock"), so it is refused rather than predicted.
+    #[error("visit: no diagnoses, medications or procedures; an empty visit carries nothing to predict from")]
+    EmptyVisit,
     /// A visit item that would vanish from the text (no code and no title, an empty drug name).
     #[error("visit: {0}")]
     Visit(#[from] ckd_core::visit::EmptyItem),

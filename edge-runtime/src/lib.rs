@@ -182,8 +182,12 @@ impl Engine {
 
     /// Renders a visit exactly as in training (titles resolved from codes by
     /// [`Visit::resolve_titles`], knowledge clauses from the bundle's table) and predicts. An
-    /// item with neither code nor title is an error naming it.
+    /// item with neither code nor title is an error naming it; a visit with no item at all is
+    /// [`EdgeError::EmptyVisit`] (its answer would be the model's prior, not a prediction).
     pub fn predict(&self, visit: &Visit) -> Result<Prediction, EdgeError> {
+        if visit.diagnoses.is_empty() && visit.medications.is_empty() && visit.procedures.is_empty() {
+            return Err(EdgeError::EmptyVisit);
+        }
         let (visit, _) = visit.resolve_titles()?;
         let clauses = self.manifest.knowledge.as_ref().map(|k| k.clauses(visit.phenotypes())).unwrap_or_default();
         self.predict_text(&render(&visit, &clauses).text)

@@ -270,6 +270,11 @@ mod tests {
             t
         });
         assert!(e.contains("1 bytes after the last file"), "{e}");
+        // Issue 30.3: a bad name in the index is the index's fault (it was blamed on manifest.bin).
+        let bad_name = PackedIndex::pack(&[(ckd_core::bundle::MANIFEST_FILE, b"abc"), ("../x", b"y")]).unwrap();
+        let e = open_error("n.ckdb", &bad_name);
+        assert!(e.contains("n.ckdb: packed bundle index: entry \"../x\" is not a plain file name"), "{e}");
+        assert!(!e.contains(ckd_core::bundle::MANIFEST_FILE), "{e}");
         // An index longer than the maximum is refused before it is read.
         let huge = ckd_core::format::encode_envelope(
             ckd_core::bundle::PACKED_MAGIC,

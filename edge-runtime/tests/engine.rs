@@ -41,6 +41,13 @@ fn inputs_empty_long_and_batched() {
     }
     let e = engine.predict_batch(&["Diseases: Essential hypertension.", ""]).err().unwrap();
     assert!(matches!(e, EdgeError::EmptyInput { index: 1 }), "{e}");
+    // A visit with no item is refused, not answered with the model's prior (it came back
+    // positive for "Shock"); one item is enough.
+    let e = engine.predict(&ckd_core::visit::Visit::default()).err().unwrap();
+    assert!(matches!(e, EdgeError::EmptyVisit), "{e}");
+    assert!(e.to_string().contains("no diagnoses, medications or procedures"), "{e}");
+    let one = ckd_core::visit::Visit { medications: vec!["Heparin".into()], ..Default::default() };
+    engine.predict(&one).unwrap();
 
     // Over-long: cut to max_len tokens, ending in [SEP], flagged.
     let texts = row_texts();

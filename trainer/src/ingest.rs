@@ -290,8 +290,8 @@ impl<'a> Table<'a> {
         debug_assert!(names.len() <= MAX_COLS);
         let (path, rd): (PathBuf, Box<dyn BufRead + 'a>) = match src {
             Source::Dir(dir) => {
-                let path = find_table(dir, table)
-                    .ok_or_else(|| IngestError::MissingTable { dir: dir.to_path_buf(), table })?;
+                let found = find_table(dir, table).map_err(|(file, source)| IngestError::Io { file, source })?;
+                let path = found.ok_or_else(|| IngestError::MissingTable { dir: dir.to_path_buf(), table })?;
                 let rd = open_maybe_gz(&path).map_err(|source| IngestError::Io { file: path.clone(), source })?;
                 (path, rd)
             }
@@ -302,7 +302,10 @@ impl<'a> Table<'a> {
         let mut rows = CsvRows::new(rd);
         let header: Vec<Vec<u8>> =
             match rows.next_line().map_err(|source| IngestError::Io { file: path.clone(), source })? {
-                None => Vec::new(),
+                None => {
+                    let msg = format!("the file is empty (no header line; expected columns {})", names.join(", "));
+                    return Err(IngestError::Unusable { file: path, msg });
+                }
                 Some((_, Line::Row(f))) => (0..f.len()).map(|i| f.get(i).unwrap_or_default().to_vec()).collect(),
                 Some((line, Line::UnclosedQuote)) => {
                     return Err(IngestError::Row { file: path, line, column: "-".into(), msg: UNCLOSED_QUOTE.into() })
@@ -673,7 +676,7 @@ pub fn attach_knowledge_fdr(samples: &mut [Sample], cfg: KnowledgeConfig, fdr: f
 }
 
 fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), IngestError> {
-    let mut f = std::fs::File::open(path).map_err(|source| IngestError::Io { file: path.to_path_buf(), source })?;
+    let mut f = crate::io::open_regular(path).map_err(|source| IngestError::Io { file: path.to_path_buf(), source })?;
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = f.read(&mut buf).map_err(|source| IngestError::Io { file: path.to_path_buf(), source })?;
@@ -694,7 +697,7 @@ fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), IngestError> {
 /// A UTF-8 byte-order mark at the start is skipped. A line that is not valid UTF-8 is an error
 /// naming the line (with `lenient`, skipped as "invalid UTF-8"); the other lines are read.
 pub fn ingest_jsonl(path: &Path, cfg: &IngestConfig) -> Result<Ingested, IngestError> {
-    let bytes = std::fs::read(path).map_err(|source| IngestError::Io { file: path.to_path_buf(), source })?;
+    let bytes = crate::io::read_regular(path).map_err(|source| IngestError::Io { file: path.to_path_buf(), source })?;
     ingest_jsonl_bytes(path, &bytes, cfg)
 }
 
@@ -890,6 +893,6 @@ pub fn write_outputs(ing: &Ingested, out: &Path) -> Result<(), IngestError> {
 
 /// Reads and checks a `samples.bin`.
 pub fn read_samples(path: &Path) -> Result<SampleFile, IngestError> {
-    let bytes = std::fs::read(path).map_err(|source| IngestError::Io { file: path.to_path_buf(), source })?;
+    let bytes = crate::io::read_regular(path).map_err(|source| IngestError::Io { file: path.to_path_buf(), source })?;
     SampleFile::from_bytes(&bytes).map_err(|source| IngestError::Format { file: path.to_path_buf(), source })
 }

@@ -77,17 +77,77 @@ pub fn pretty_json<T: serde::Serialize + ?Sized>(v: &T) -> String {
 }
 
 /// Finds table `name` (e.g. `ADMISSIONS`) in `dir` as `NAME.csv`, `NAME.csv.gz`, `name.csv` or
-/// `name.csv.gz`. Returns `None` when none exists.
-pub fn find_table(dir: &Path, name: &str) -> Option<PathBuf> {
+/// `name.csv.gz`: the first of these that exists (symlinks followed), `None` when none does. A
+/// candidate that exists but is not a regular file (a device, a FIFO, a directory) is an error
+/// with its path, saying what it is.
+pub fn find_table(dir: &Path, name: &str) -> Result<Option<PathBuf>, (PathBuf, io::Error)> {
     let lower = name.to_ascii_lowercase();
-    [format!("{name}.csv"), format!("{name}.csv.gz"), format!("{lower}.csv"), format!("{lower}.csv.gz")]
-        .into_iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.is_file())
+    for f in [format!("{name}.csv"), format!("{name}.csv.gz"), format!("{lower}.csv"), format!("{lower}.csv.gz")] {
+        let p = dir.join(f);
+        if fs::metadata(&p).is_ok() {
+            return match check_regular(&p) {
+                Ok(()) => Ok(Some(p)),
+                Err(e) => Err((p, e)),
+            };
+        }
+    }
+    Ok(None)
 }
 
-/// Opens a file for buffered streaming, decompressing it when its name ends in `.gz`.
+/// What `path` is when it exists and is not a regular file (symlinks followed): `a directory`,
+/// `a FIFO (named pipe)`, `a character device`, ...; `None` for a regular file or when it
+/// cannot be examined (opening it then gives the real error).
+pub fn not_regular(path: &Path) -> Option<&'static str> {
+    let t = fs::metadata(path).ok()?.file_type();
+    if t.is_file() {
+        return None;
+    }
+    if t.is_dir() {
+        return Some("a directory");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        for (is, what) in [
+            (t.is_fifo(), "a FIFO (named pipe)"),
+            (t.is_char_device(), "a character device"),
+            (t.is_block_device(), "a block device"),
+            (t.is_socket(), "a socket"),
+        ] {
+            if is {
+                return Some(what);
+            }
+        }
+    }
+    Some("not a regular file")
+}
+
+/// `Ok` unless `path` exists and is not a regular file; then an `InvalidInput` error saying what
+/// it is ("is a character device, not a regular file"). Reading a FIFO or a device can block or
+/// never end, so data and model files must be regular files.
+pub fn check_regular(path: &Path) -> io::Result<()> {
+    match not_regular(path) {
+        None => Ok(()),
+        Some(what) => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("is {what}, not a regular file"))),
+    }
+}
+
+/// [`File::open`] of a regular file only (see [`check_regular`]).
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    check_regular(path)?;
+    File::open(path)
+}
+
+/// [`fs::read`] of a regular file only (see [`check_regular`]).
+pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    check_regular(path)?;
+    fs::read(path)
+}
+
+/// Opens a file for buffered streaming, decompressing it when its name ends in `.gz`; a path
+/// that is not a regular file is refused ([`check_regular`]).
 pub fn open_maybe_gz(path: &Path) -> io::Result<Box<dyn BufRead>> {
+    check_regular(path)?;
     let f = File::open(path)?;
     if path.extension().is_some_and(|e| e == "gz") {
         Ok(Box::new(BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(BufReader::new(f)))))
@@ -115,12 +175,12 @@ mod tests {
     #[test]
     fn finds_gz_and_lowercase() {
         let d = tempfile::tempdir().unwrap();
-        assert!(find_table(d.path(), "ADMISSIONS").is_none());
+        assert!(find_table(d.path(), "ADMISSIONS").unwrap().is_none());
         let p = d.path().join("admissions.csv.gz");
         let mut gz = flate2::write::GzEncoder::new(File::create(&p).unwrap(), flate2::Compression::fast());
         gz.write_all(b"a,b\n1,2\n").unwrap();
         gz.finish().unwrap();
-        assert_eq!(find_table(d.path(), "ADMISSIONS"), Some(p.clone()));
+        assert_eq!(find_table(d.path(), "ADMISSIONS").unwrap(), Some(p.clone()));
         let mut s = String::new();
         open_maybe_gz(&p).unwrap().read_to_string(&mut s).unwrap();
         assert_eq!(s, "a,b\n1,2\n");

@@ -289,7 +289,8 @@ pub struct Speedup {
     pub size: Option<f64>,
 }
 
-/// One example explanation: the concepts that most supported a predicted phenotype.
+/// One example explanation: a sample's most probable predicted phenotype and the concepts with
+/// the most attention evidence (the sample's, shared by every phenotype).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Explanation {
     /// Sample id.

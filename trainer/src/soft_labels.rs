@@ -96,8 +96,9 @@ pub fn teacher_from_hands(text: &str, path: &Path, samples: &[Sample]) -> Result
 
 /// Reads a soft-label file and pairs it with `samples` ([`teacher_from_hands`]).
 pub fn read_hands(path: &Path, samples: &[Sample]) -> Result<Teacher, SoftLabelError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| SoftLabelError::Io { path: path.to_path_buf(), source })?;
+    let text = crate::io::read_regular(path)
+        .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+        .map_err(|source| SoftLabelError::Io { path: path.to_path_buf(), source })?;
     teacher_from_hands(&text, path, samples)
 }
 

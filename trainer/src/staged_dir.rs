@@ -26,6 +26,65 @@ pub struct StagedDir {
     target: PathBuf,
     staging: PathBuf,
     committed: bool,
+    /// The staging directory, opened and exclusively locked (`flock`) for the life of the run.
+    _lock: fs::File,
+}
+
+/// The error of a run that finds another live run writing `target`.
+fn busy(target: &Path, staging: &Path) -> io::Error {
+    let msg = format!(
+        "{}: another run is writing this output now (its staging directory {} is locked); wait for it to \
+         finish, or write elsewhere",
+        target.display(),
+        staging.display()
+    );
+    io::Error::new(io::ErrorKind::ResourceBusy, msg)
+}
+
+/// Creates `staging` empty and returns it open with an exclusive lock held. A staging directory
+/// locked by another live run is an error saying so ([`busy`]); one left by a killed run (no
+/// lock) is removed and made anew. Two runs racing for one path: exactly one gets the lock on
+/// the directory the path names at the end; the other gets [`busy`].
+fn claim_staging(staging: &Path, target: &Path) -> io::Result<fs::File> {
+    let try_lock = |f: &fs::File| match f.try_lock() {
+        Ok(()) => Ok(()),
+        Err(fs::TryLockError::WouldBlock) => Err(busy(target, staging)),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    };
+    // Held (on the old directory) until the new one is locked, so a third run sees it busy.
+    let _old = match fs::File::open(staging) {
+        Ok(old) => {
+            try_lock(&old)?;
+            match fs::remove_dir_all(staging) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => Some(old),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    match fs::create_dir(staging) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(busy(target, staging)),
+        r => r?,
+    }
+    let dir = fs::File::open(staging)?;
+    try_lock(&dir)?;
+    // Another run may have replaced the directory between our create and our lock.
+    if !same_file(&dir.metadata()?, &fs::metadata(staging)?) {
+        return Err(busy(target, staging));
+    }
+    Ok(dir)
+}
+
+#[cfg(unix)]
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &fs::Metadata, _: &fs::Metadata) -> bool {
+    true
 }
 
 fn refuse(target: &Path, why: &str) -> io::Error {
@@ -61,13 +120,8 @@ impl StagedDir {
         staging_name.push(name);
         staging_name.push(".staging");
         let staging = parent.join(staging_name);
-        match fs::remove_dir_all(&staging) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        fs::create_dir(&staging)?;
-        Ok(StagedDir { target: target.to_path_buf(), staging, committed: false })
+        let lock = claim_staging(&staging, target)?;
+        Ok(StagedDir { target: target.to_path_buf(), staging, committed: false, _lock: lock })
     }
 
     /// Where to write the new contents.
@@ -86,7 +140,7 @@ impl StagedDir {
             let _ = d.sync_all();
         }
         if !self.target.exists() {
-            fs::rename(&self.staging, &self.target)?;
+            fs::rename(&self.staging, &self.target).map_err(|e| self.appeared(e))?;
         } else if exchange(&self.staging, &self.target).is_err() {
             // No atomic exchange here: move the old directory aside first.
             let mut aside = self.staging.clone().into_os_string();
@@ -104,6 +158,22 @@ impl StagedDir {
             let _ = parent.sync_all();
         }
         Ok(())
+    }
+}
+
+impl StagedDir {
+    /// The error of the rename into a target that did not exist a moment before: a directory
+    /// there now (ENOTEMPTY, EEXIST) was written by someone else meanwhile.
+    fn appeared(&self, e: io::Error) -> io::Error {
+        if !matches!(e.kind(), io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists) {
+            return e;
+        }
+        let msg = format!(
+            "{}: another run wrote this output while this one was writing it; this run's output was not \
+             installed",
+            self.target.display()
+        );
+        io::Error::new(io::ErrorKind::AlreadyExists, msg)
     }
 }
 
@@ -175,6 +245,29 @@ mod tests {
         fs::create_dir(d.path().join(".o.staging")).unwrap();
         let s = StagedDir::new(&out, &["samples.bin"]).unwrap();
         assert!(names(s.path()).is_empty());
+    }
+
+    /// Two runs writing one output: the second is told another run holds it (it said "Directory
+    /// not empty (os error 39)" when it lost the final rename); the first is undisturbed.
+    #[test]
+    fn a_second_run_on_the_same_output_is_refused_while_the_first_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("o");
+        let first = StagedDir::new(&out, &["samples.bin"]).unwrap();
+        fs::write(first.path().join("samples.bin"), b"first").unwrap();
+        let e = StagedDir::new(&out, &["samples.bin"]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ResourceBusy);
+        assert!(e.to_string().contains("another run is writing this output now"), "{e}");
+        assert!(e.to_string().contains(".o.staging is locked"), "{e}");
+        first.commit().unwrap();
+        assert_eq!(fs::read(out.join("samples.bin")).unwrap(), b"first");
+        // Once the first run is done the path is free again.
+        StagedDir::new(&out, &["samples.bin"]).unwrap().commit().unwrap();
+        // The final rename failing on a target that appeared meanwhile (written by something that
+        // takes no lock) says so.
+        let s = StagedDir::new(&d.path().join("p"), &["samples.bin"]).unwrap();
+        let r = s.appeared(io::Error::from(io::ErrorKind::DirectoryNotEmpty));
+        assert!(r.to_string().contains("another run wrote this output while this one was writing it"), "{r}");
     }
 
     #[test]

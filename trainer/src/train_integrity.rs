@@ -154,7 +154,8 @@ fn parse_tensors(path: &Path, bytes: &[u8]) -> Result<HashMap<String, Tensor>> {
 
 /// Reads a safetensors file (no checksum known); errors name `path`.
 pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let bytes = std::fs::read(path).map_err(|source| IntegrityError::Io { path: path.to_path_buf(), source })?;
+    let bytes =
+        crate::io::read_regular(path).map_err(|source| IntegrityError::Io { path: path.to_path_buf(), source })?;
     parse_tensors(path, &bytes)
 }
 
@@ -239,13 +240,14 @@ impl Verified {
     pub fn open_kind(dir: &Path, kind: SealedKind) -> Result<Self> {
         let path = dir.join(SUMS_FILE);
         let sums_err = |msg: String| IntegrityError::Sums { path: path.clone(), msg, remedy: kind.remedy() };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(sums_err(format!("missing: this {} cannot be verified", kind.name())))
-            }
-            Err(source) => return Err(IntegrityError::Io { path, source }),
-        };
+        let text =
+            match crate::io::read_regular(&path).and_then(|b| String::from_utf8(b).map_err(std::io::Error::other)) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(sums_err(format!("missing: this {} cannot be verified", kind.name())))
+                }
+                Err(source) => return Err(IntegrityError::Io { path, source }),
+            };
         let sums: Sums = serde_json::from_str(&text).map_err(|e| sums_err(format!("malformed: {e}")))?;
         if sums.version != SUMS_VERSION {
             return Err(sums_err(format!("version {} (this build reads {SUMS_VERSION})", sums.version)));
@@ -266,7 +268,8 @@ impl Verified {
             msg: format!("no checksum for {name}"),
             remedy: self.kind.remedy(),
         })?;
-        let bytes = std::fs::read(&path).map_err(|source| IntegrityError::Io { path: path.clone(), source })?;
+        let bytes =
+            crate::io::read_regular(&path).map_err(|source| IntegrityError::Io { path: path.clone(), source })?;
         let found = hex(&Sha256::digest(&bytes));
         if &found != expected {
             return Err(IntegrityError::Checksum { path, expected: expected.clone(), found });

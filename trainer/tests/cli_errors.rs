@@ -128,7 +128,15 @@ fn pack_refuses_its_own_input_and_existing_outputs() {
     let packed = d.path().join("b.ckdb");
     let ps = packed.to_str().unwrap();
     let ok = ckd(&["pack", "--bundle", bs, "--out", ps], Stdio::piped());
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let err = String::from_utf8_lossy(&ok.stderr);
+    assert_eq!(ok.status.code(), Some(0), "{err}");
+    // Issue 30, section 4: one line per packed file, not Rust `Debug` (`[("manifest.bin", 2044), ...]`).
+    assert!(!err.contains("[(\""), "{err}");
+    let manifest_len = fs::metadata(b.join("manifest.bin")).unwrap().len();
+    assert!(
+        err.lines().any(|l| l.starts_with("  manifest.bin ") && l.ends_with(&format!("({manifest_len} bytes)"))),
+        "{err}"
+    );
     let first = fs::read(&packed).unwrap();
     let again = ckd(&["pack", "--bundle", bs, "--out", ps], Stdio::piped());
     assert_eq!(again.status.code(), Some(1));
@@ -249,4 +257,171 @@ fn demo_with_qwen_names_the_fetch_script_when_the_gguf_is_missing() {
     }
     let out = ckd(&["demo", "--gguf", "x.gguf", "--out", out_dir.to_str().unwrap()], Stdio::piped());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--teacher qwen"));
+}
+
+/// Runs `ckd` with a time limit: a command that would block reading a FIFO must not hang the
+/// test; it is killed, and the test fails.
+fn ckd_bounded(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ckd"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("ckd {args:?} hung (reading a FIFO?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 30 (sections 2 and 3): data files that are a FIFO or a device are refused saying what
+/// they are, never read (a FIFO blocked, `/dev/zero` never ended, a device was "missing").
+#[cfg(unix)]
+#[test]
+fn non_regular_data_files_are_refused_saying_what_they_are() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("pipe.jsonl");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    let fs_ = fifo.to_str().unwrap();
+    let out_dir = d.path().join("out");
+    let good = jsonl(d.path(), "good.jsonl", &["Shock", "None"]);
+    let out = ckd_bounded(&["ingest", "--jsonl", fs_, "--out", out_dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{fs_}: is a FIFO (named pipe), not a regular file")), "{err}");
+    let out = ckd_bounded(&["ingest", "--jsonl", &good, "--out", out_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let samples = out_dir.join("samples.bin");
+    // An evidence file that is a FIFO (`ckd explain`, `ckd teacher merge`).
+    let args = ["explain", "--evidence", fs_, "--data", samples.to_str().unwrap(), "--id", "L1"];
+    let out = ckd_bounded(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is a FIFO (named pipe), not a regular file"), "{err}");
+    let out = ckd_bounded(&["teacher", "merge", fs_, "--out", d.path().join("m.bin").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is a FIFO (named pipe), not a regular file"), "{err}");
+    // A samples file that is a character device.
+    let ev = evidence_file(d.path(), 1);
+    let out = ckd_bounded(&["explain", "--evidence", ev.to_str().unwrap(), "--data", "/dev/zero", "--id", "s0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("/dev/zero: is a character device, not a regular file"), "{err}");
+}
+
+/// Issue 30.3: the loser of two concurrent `ckd ingest` into one `--out` said "Directory not
+/// empty (os error 39)"; now a run that finds another writing the same output says so and
+/// leaves it alone.
+#[test]
+fn a_second_ingest_into_a_busy_output_says_another_run_holds_it() {
+    let d = tempfile::tempdir().unwrap();
+    let good = jsonl(d.path(), "good.jsonl", &["Shock", "None"]);
+    let out_dir = d.path().join("out");
+    // The first run's staging directory, locked as a live run holds it.
+    let staging = d.path().join(".out.staging");
+    fs::create_dir(&staging).unwrap();
+    let held = fs::File::open(&staging).unwrap();
+    held.try_lock().unwrap();
+    let out = ckd(&["ingest", "--jsonl", &good, "--out", out_dir.to_str().unwrap()], Stdio::piped());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("another run is writing this output now"), "{err}");
+    assert!(staging.is_dir() && !out_dir.exists(), "the other run's files are left alone");
+    drop(held);
+    let out = ckd(&["ingest", "--jsonl", &good, "--out", out_dir.to_str().unwrap()], Stdio::piped());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Issue 30, section 4: `ckd explain --list` prints the ids that can be explained (the data's
+/// samples with an evidence record), and an unknown id points to it.
+#[test]
+fn explain_lists_the_ids_it_can_explain() {
+    let d = tempfile::tempdir().unwrap();
+    let good = jsonl(d.path(), "good.jsonl", &["Shock", "None", "Shock"]);
+    let out_dir = d.path().join("out");
+    let out = ckd(&["ingest", "--jsonl", &good, "--out", out_dir.to_str().unwrap()], Stdio::piped());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let samples = out_dir.join("samples.bin");
+    let ev = evidence_of(d.path(), &["L3".into(), "L1".into(), "elsewhere".into()]);
+    let base = ["explain", "--evidence", ev.to_str().unwrap(), "--data", samples.to_str().unwrap()];
+    let out = ckd(&[&base[..], &["--list"]].concat(), Stdio::piped());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "L1\nL3\n");
+    let out = ckd(&[&base[..], &["--id", "10006-142345"]].concat(), Stdio::piped());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no sample 10006-142345 (`ckd explain --list` prints the ids)"), "{err}");
+    // --id or --list, not both, not neither.
+    assert_eq!(ckd(&base, Stdio::piped()).status.code(), Some(2));
+    assert_eq!(ckd(&[&base[..], &["--list", "--id", "L1"]].concat(), Stdio::piped()).status.code(), Some(2));
+}
+
+/// Issue 30, section 4: logs to a file or a pipe carry no colour codes, and other crates' INFO
+/// lines stay out by default while ours stay in.
+#[test]
+fn logs_to_a_pipe_are_plain_text() {
+    let d = tempfile::tempdir().unwrap();
+    let out_dir = d.path().join("cohort");
+    let out = ckd(&["synth", "--patients", "30", "--out", out_dir.to_str().unwrap()], Stdio::piped());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains('\u{1b}'), "ANSI escape in {err:?}");
+    assert!(err.lines().any(|l| l.contains(" INFO ckd_trainer::")), "{err}");
+}
+
+/// Issue 30.3: the same shard given twice to `ckd teacher merge` is one summary line (the count
+/// and the first five ids), not one line per sample.
+#[test]
+fn merge_summarises_repeated_samples() {
+    let d = tempfile::tempdir().unwrap();
+    let p = evidence_file(d.path(), 40);
+    let ps = p.to_str().unwrap();
+    let out = ckd(&["teacher", "merge", ps, ps, "--out", d.path().join("m.bin").to_str().unwrap()], Stdio::piped());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.lines().count() <= 4, "{err}");
+    assert!(err.contains("40 sample(s) appear more than once: s0 in "), "{err}");
+}
+
+/// An unsharded evidence file `all.bin` in `dir` with records `s0`..`s{n-1}`.
+fn evidence_file(dir: &Path, n: usize) -> std::path::PathBuf {
+    let ids: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+    evidence_of(dir, &ids)
+}
+
+/// An unsharded evidence file `all.bin` in `dir` with a record for each of `ids`.
+fn evidence_of(dir: &Path, ids: &[String]) -> std::path::PathBuf {
+    let file = ckd_core::evidence::EvidenceFile {
+        teacher: ckd_core::evidence::TeacherIdentity {
+            model: "m".into(),
+            config_hash: "c".repeat(64),
+            adapter_hash: None,
+            temperature: 1.0,
+            last_k_layers: 1,
+        },
+        shard: None,
+        records: ids.iter().map(|id| record(id)).collect(),
+        data: None,
+    };
+    let p = dir.join("all.bin");
+    fs::write(&p, file.to_bytes().unwrap()).unwrap();
+    p
+}
+
+fn record(id: &str) -> ckd_core::evidence::SampleEvidence {
+    ckd_core::evidence::SampleEvidence {
+        id: id.into(),
+        probs: vec![0.5; ckd_core::NUM_LABELS],
+        words: vec![0.25; 4],
+        concepts: vec![1.0],
+        fields: [0.25; 4],
+    }
 }

@@ -146,6 +146,39 @@ fn missing_table_and_column_are_named() {
     assert!(e.to_string().contains("ADMISSIONS.csv: header has no column ADMITTIME"), "{e}");
 }
 
+/// A table that is a device (here a symlink to /dev/zero) is named for what it is, not "not
+/// found"; a 0-byte table is said to be empty, not blamed on its first column.
+#[cfg(unix)]
+#[test]
+fn device_and_empty_tables_say_what_was_found() {
+    let d = tempfile::tempdir().unwrap();
+    tiny_mimic(d.path());
+    fs::remove_file(d.path().join("ADMISSIONS.csv")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", d.path().join("ADMISSIONS.csv")).unwrap();
+    let e = ingest::ingest_mimic(d.path(), &no_knowledge(), &mut |_, _| {}).err().unwrap();
+    assert!(e.to_string().ends_with("ADMISSIONS.csv: is a character device, not a regular file"), "{e}");
+    fs::remove_file(d.path().join("ADMISSIONS.csv")).unwrap();
+    write(d.path(), "ADMISSIONS.csv", "");
+    let e = ingest::ingest_mimic(d.path(), &no_knowledge(), &mut |_, _| {}).err().unwrap();
+    assert!(
+        e.to_string().ends_with(
+            "ADMISSIONS.csv: the file is empty (no header line; expected columns SUBJECT_ID, HADM_ID, ADMITTIME, \
+             DISCHTIME)"
+        ),
+        "{e}"
+    );
+    // A JSONL input that is a device is refused before it is read (reading /dev/zero never ends).
+    let e = ingest::ingest_jsonl(Path::new("/dev/zero"), &no_knowledge()).err().unwrap();
+    assert_eq!(e.to_string(), "/dev/zero: is a character device, not a regular file");
+    // A JSONL line that is an array is named with file and line, as an array.
+    let rows = d.path().join("rows.jsonl");
+    fs::write(&rows, "\n[\"i\", \"t\", \"o\"]\n").unwrap();
+    let e = ingest::ingest_jsonl(&rows, &no_knowledge()).err().unwrap();
+    let want =
+        format!("{}: line 2: not a CKD-EHR record: the line is a JSON array, expected an object", rows.display());
+    assert!(e.to_string().starts_with(&want), "{e}");
+}
+
 #[test]
 fn mimic_demo_and_jsonl_roundtrip() {
     let Some(dir) = common::data_path("CKD_MIMIC_DEMO", "../shared/data/mimic-iii-demo") else { return };
@@ -323,11 +356,14 @@ fn bytes_entry_points_read_like_the_file_readers() {
         .to_vec();
     let e = ingest::ingest_mimic_bytes(&tables(&bad), &no_knowledge(), &mut |_, _| {}).err().unwrap();
     assert!(e.to_string().starts_with("ADMISSIONS.csv:2: column ADMITTIME: "), "{e}");
-    // A missing table is an empty one: its header lacks the columns.
+    // A missing table is an empty one: said to be empty, not blamed on a column.
     let mut empty = raw.clone();
     empty[3].clear();
     let e = ingest::ingest_mimic_bytes(&tables(&empty), &no_knowledge(), &mut |_, _| {}).err().unwrap();
-    assert_eq!(e.to_string(), "PRESCRIPTIONS.csv: header has no column HADM_ID");
+    assert!(
+        e.to_string().starts_with("PRESCRIPTIONS.csv: the file is empty (no header line; expected columns "),
+        "{e}"
+    );
 
     // JSONL: bytes and file give the same result, errors name the path given.
     let jsonl = "\u{feff}{\"instruction\": \"i\", \"input\": \"t\", \"output\": \"Disease that the patient may acquire: Shock\"}\r\n\

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use ckd_trainer::pipeline::{PipelineConfig, PipelineError, SynthSpec};
+use ckd_trainer::pipeline::{IngestSpec, PipelineConfig, PipelineError, SynthSpec};
 use ckd_trainer::teacher::train::Hidden;
 
 fn tiny(out: &Path) -> PipelineConfig {
@@ -146,6 +146,16 @@ fn pipeline_settings_are_checked() {
     assert!(e.to_string().contains("tpu"), "{e}");
     let c = PipelineConfig::from_toml("out = \"o\"\n[data]\njsonl = \"d.jsonl\"\n", base).unwrap();
     assert_eq!(c.data.jsonl.as_deref(), Some(Path::new("/x/d.jsonl")));
+    assert!(!c.ingest.to_config().refuse_duplicates);
+    // `[ingest] refuse_duplicates` is `ckd ingest --refuse-duplicates`; off, it leaves the
+    // samples stage's key as it was before the setting existed.
+    let c = PipelineConfig::from_toml(
+        "out = \"o\"\n[data]\njsonl = \"d.jsonl\"\n[ingest]\nrefuse_duplicates = true\n",
+        base,
+    )
+    .unwrap();
+    assert!(c.ingest.to_config().refuse_duplicates);
+    assert!(!serde_json::to_string(&IngestSpec::default()).unwrap().contains("refuse_duplicates"));
     // The shipped example parses.
     let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipeline.toml");
     PipelineConfig::from_toml(&std::fs::read_to_string(&ex).unwrap(), ex.parent().unwrap()).unwrap();

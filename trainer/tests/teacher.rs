@@ -192,11 +192,12 @@ fn demo_teacher_trains_labels_shards_merges_and_explains() {
     let s = &train[0];
     let ex = explain::explain(s, by[s.id.as_str()], &t.manifest.thresholds, 3).unwrap();
     assert!(!ex.phenotypes.is_empty());
+    assert!(ex.concepts.len() <= 3);
+    for c in &ex.concepts {
+        assert!(s.text().contains(&c.text), "{} not in the text", c.text);
+    }
     for p in &ex.phenotypes {
-        assert!(p.concepts.len() <= 3);
-        for c in &p.concepts {
-            assert!(s.text().contains(&c.text), "{} not in the text", c.text);
-        }
+        assert!(p.linked_concepts.iter().all(|t| ex.concepts.iter().any(|c| &c.text == t)));
     }
     assert!(explain::format(&ex).contains(&s.id));
 

@@ -97,7 +97,8 @@ fn edge_code(e: &EdgeError) -> i32 {
         | EdgeError::InputTooLong { .. }
         | EdgeError::Encode { .. }
         | EdgeError::Options(_)
-        | EdgeError::Visit(_) => CKD_ERR_INPUT,
+        | EdgeError::Visit(_)
+        | EdgeError::EmptyVisit => CKD_ERR_INPUT,
         EdgeError::Model(_) => CKD_ERR_MODEL,
     }
 }

@@ -106,7 +106,16 @@ fn bad_lines_are_named_or_reported() {
     let good = serde_json::to_string(&rows()[1]).unwrap();
     let empty = r#"{"instruction": "i", "input": "   ", "output": ""}"#;
     let mut input = Vec::new();
-    for l in [good.as_bytes(), b"not json", b"{\"input\": \"caf\xe9\"}", empty.as_bytes(), b"[1, 2]", br#"{"x": 1}"#] {
+    let empty_visit = br#"{"diagnoses": [], "medications": [], "procedures": []}"#;
+    for l in [
+        good.as_bytes(),
+        b"not json",
+        b"{\"input\": \"caf\xe9\"}",
+        empty.as_bytes(),
+        b"[1, 2]",
+        br#"{"x": 1}"#,
+        empty_visit,
+    ] {
         input.extend_from_slice(l);
         input.push(b'\n');
     }
@@ -120,7 +129,7 @@ fn bad_lines_are_named_or_reported() {
     let lenient = run(&["predict", "--bundle", b.to_str().unwrap(), "--lenient"], &input);
     assert!(lenient.status.success(), "{}", String::from_utf8_lossy(&lenient.stderr));
     let recs = jsonl(&lenient.stdout);
-    assert_eq!(recs.len(), 6);
+    assert_eq!(recs.len(), 7);
     assert!(recs[0].get("error").is_none());
     let errors: Vec<String> = recs[1..].iter().map(|r| r["error"].as_str().unwrap().to_string()).collect();
     assert!(errors[0].starts_with("line 2: not JSON"), "{errors:?}");
@@ -128,7 +137,12 @@ fn bad_lines_are_named_or_reported() {
     assert!(errors[2].contains("line 4: input 0: empty text"), "{errors:?}");
     assert!(errors[3].contains("line 5: expected a JSON object"), "{errors:?}");
     assert!(errors[4].contains("line 6: neither a CKD-EHR row"), "{errors:?}");
-    assert_eq!(recs.iter().map(|r| r["line"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+    // An empty visit is refused (it was answered with the model's prior, positive for "Shock").
+    assert_eq!(
+        errors[5],
+        "line 7: visit: no diagnoses, medications or procedures; an empty visit carries nothing to predict from"
+    );
+    assert_eq!(recs.iter().map(|r| r["line"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7]);
 }
 
 #[test]

@@ -442,9 +442,13 @@ pub struct ExplainArgs {
     /// Samples (`samples.bin` or CKD-EHR JSONL) holding the sample.
     #[arg(long)]
     pub data: PathBuf,
-    /// Sample id.
+    /// Sample id: `SUBJECT-HADM-NEXT_HADM` for MIMIC-III and the synthetic cohort (the visit
+    /// and the next one), `L<line>` for CKD-EHR JSONL; `--list` prints them.
+    #[arg(long, required_unless_present = "list", conflicts_with = "list")]
+    pub id: Option<String>,
+    /// Print the ids of the samples that have an evidence record, one per line, and stop.
     #[arg(long)]
-    pub id: String,
+    pub list: bool,
     /// Teacher directory, for its decision thresholds (default 0.5).
     #[arg(long)]
     pub teacher: Option<PathBuf>,

@@ -75,9 +75,9 @@ pub fn ingest(a: &IngestArgs) -> Result<()> {
         knowledge: !a.no_knowledge,
         knowledge_min_support: a.knowledge_min_support,
         lenient: a.lenient,
+        refuse_duplicates: a.refuse_duplicates,
     }
     .to_config();
-    let cfg = ingest::IngestConfig { refuse_duplicates: a.refuse_duplicates, ..cfg };
     let t = Instant::now();
     let ing = match (&a.mimic, &a.jsonl) {
         (Some(dir), _) => {
@@ -143,14 +143,23 @@ pub fn gen_tables(a: &GenTablesArgs) -> Result<()> {
 pub fn explain(a: &ExplainArgs) -> Result<()> {
     let ev = teacher_label::read_evidence(&a.evidence)?;
     let f = read_sample_file(&a.data)?;
-    let id = &a.id;
-    let sample =
-        f.samples.iter().find(|s| &s.id == id).with_context(|| format!("{}: no sample {id}", a.data.display()))?;
-    let rec = ev
-        .by_id()
+    let by = ev.by_id();
+    let Some(id) = &a.id else {
+        // `--list`: the samples of the data that have a record, in the data's order.
+        let ids: String =
+            f.samples.iter().filter(|s| by.contains_key(s.id.as_str())).map(|s| format!("{}\n", s.id)).collect();
+        return Ok(print::out_text(&ids)?);
+    };
+    let hint = "(`ckd explain --list` prints the ids)";
+    let sample = f
+        .samples
+        .iter()
+        .find(|s| &s.id == id)
+        .with_context(|| format!("{}: no sample {id} {hint}", a.data.display()))?;
+    let rec = by
         .get(id.as_str())
         .copied()
-        .with_context(|| format!("{}: no record for sample {id}", a.evidence.display()))?;
+        .with_context(|| format!("{}: no record for sample {id} {hint}", a.evidence.display()))?;
     let thresholds = match &a.teacher {
         Some(t) => {
             let text = std::fs::read_to_string(t.join("teacher.json"))
@@ -203,10 +212,11 @@ pub fn read_soft_labels(path: &Path, samples: &[Sample]) -> Result<Teacher> {
         return Ok(soft_labels::read_hands(path, samples)?);
     }
     if path.extension().is_some_and(|e| e == "jsonl") {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = io::read_regular(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = String::from_utf8(bytes).with_context(|| format!("reading {}", path.display()))?;
         Ok(Teacher::from_jsonl(&text, path)?)
     } else {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = io::read_regular(path).with_context(|| format!("reading {}", path.display()))?;
         let file =
             ckd_core::evidence::EvidenceFile::from_bytes(&bytes).with_context(|| format!("{}", path.display()))?;
         file.validate().with_context(|| format!("{}", path.display()))?;

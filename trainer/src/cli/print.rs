@@ -47,6 +47,37 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::cli::print::out(format_args!($($arg)*)) };
 }
 
+/// Samples per split as text, in split order: `train 166, val 17, test 17`.
+pub fn split_counts(counts: &std::collections::BTreeMap<&'static str, u64>) -> String {
+    let order = ["train", "val", "test"];
+    let rank = |k: &str| order.iter().position(|o| *o == k).unwrap_or(order.len());
+    let mut v: Vec<(&&str, &u64)> = counts.iter().collect();
+    v.sort_by_key(|(k, _)| rank(k));
+    v.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// A size for people: `512 B`, `2.0 KiB`, `11.3 MiB`, `1.20 GiB`.
+pub fn human_size(bytes: u64) -> String {
+    const K: f64 = 1024.0;
+    let b = bytes as f64;
+    if b < K {
+        format!("{bytes} B")
+    } else if b < K * K {
+        format!("{:.1} KiB", b / K)
+    } else if b < K * K * K {
+        format!("{:.1} MiB", b / (K * K))
+    } else {
+        format!("{:.2} GiB", b / (K * K * K))
+    }
+}
+
+/// One line per file of a bundle (indented name, size for people, exact bytes), for `ckd
+/// export` and `ckd pack`.
+pub fn file_lines(files: &[(String, u64)]) -> Vec<String> {
+    let width = files.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    files.iter().map(|(n, b)| format!("  {n:<width$}  {:>10}  ({b} bytes)", human_size(*b))).collect()
+}
+
 /// The per-table counts of an ingest (stderr).
 pub fn ingest_summary(s: &IngestSummary, out: &Path, secs: f64) {
     note!("{:<18} {:>10} {:>10} {:>10}  skipped because", "table", "read", "used", "skipped");
@@ -64,10 +95,10 @@ pub fn ingest_summary(s: &IngestSummary, out: &Path, secs: f64) {
         note!("{:<18} {:>10} {:>10} {:>10}  {}", name, t.rows_read, t.rows_used, skipped, why.join(", "));
     }
     note!(
-        "{} patients, {} admissions -> samples: {:?}; admissions without diagnoses: {}; diagnoses without category title: {}; procedures without title: {}",
+        "{} patients, {} admissions -> samples: {}; admissions without diagnoses: {}; diagnoses without category title: {}; procedures without title: {}",
         s.patients,
         s.admissions,
-        s.samples,
+        split_counts(&s.samples),
         s.admissions_without_diagnoses,
         s.diagnoses_without_category_title,
         s.procedures_without_title
@@ -110,4 +141,23 @@ pub fn per_label(r: &Report) -> Result<(), StdoutError> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sizes and counts are printed for people, not as Rust `Debug` (`[("manifest.bin", 2044)]`).
+    #[test]
+    fn sizes_and_counts_read_as_text() {
+        let files = vec![("manifest.bin".to_string(), 2044), ("model.onnx.data".to_string(), 11_842_560)];
+        assert_eq!(
+            file_lines(&files),
+            ["  manifest.bin        2.0 KiB  (2044 bytes)", "  model.onnx.data    11.3 MiB  (11842560 bytes)"]
+        );
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(3 << 30), "3.00 GiB");
+        let counts = [("test", 17), ("train", 166), ("val", 17)].into_iter().collect();
+        assert_eq!(split_counts(&counts), "train 166, val 17, test 17");
+    }
 }

@@ -217,11 +217,13 @@ pub fn export(a: &ExportArgs) -> Result<()> {
         ..ckd_trainer::export::BuildOptions::new(a.precision)
     };
     let r = ckd_trainer::bundle::write_bundle_with(&a.model, &a.out, build)?;
+    let total: u64 = r.bytes.iter().map(|(_, b)| b).sum();
+    note!("bundle {} ({}, {}):", r.dir.display(), a.precision.as_str(), super::print::human_size(total));
+    for line in super::print::file_lines(&r.bytes) {
+        note!("{line}");
+    }
     note!(
-        "bundle {} ({}): {:?}; probe vs candle: max |logit diff| {:.2e}, max |prob diff| {:.2e}",
-        r.dir.display(),
-        a.precision.as_str(),
-        r.bytes,
+        "probe vs candle: max |logit diff| {:.2e}, max |prob diff| {:.2e}",
         r.export.probe.max_abs_logit_diff,
         r.export.probe.max_abs_prob_diff
     );
@@ -230,6 +232,9 @@ pub fn export(a: &ExportArgs) -> Result<()> {
 
 pub fn pack(a: &PackArgs) -> Result<()> {
     let r = ckd_trainer::bundle::pack_bundle_with(&a.bundle, &a.out, a.force)?;
-    note!("packed {} ({} bytes): {:?}", r.path.display(), r.bytes, r.files);
+    note!("packed {} ({}, {} bytes), holding:", r.path.display(), super::print::human_size(r.bytes), r.bytes);
+    for line in super::print::file_lines(&r.files) {
+        note!("{line}");
+    }
     Ok(())
 }

@@ -143,6 +143,7 @@ pub fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, 
     let mut out = HashMap::new();
     let mut by_file: HashMap<PathBuf, BTreeSet<String>> = HashMap::new();
     for file in &files {
+        crate::io::check_regular(file).map_err(|source| CheckpointError::Io { path: file.clone(), source })?;
         let tensors = candle_core::safetensors::load(file, device)
             .map_err(|source| CheckpointError::Read { path: file.clone(), source: Box::new(source) })?;
         by_file.insert(file.clone(), tensors.keys().cloned().collect());

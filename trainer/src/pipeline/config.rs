@@ -62,6 +62,11 @@ pub struct IngestSpec {
     pub knowledge_min_support: u32,
     /// Skip and count malformed rows instead of failing.
     pub lenient: bool,
+    /// Refuse exact duplicate JSONL records instead of keeping each in the split of its first
+    /// occurrence (`ckd ingest --refuse-duplicates`). Left out of the stage key while false, so
+    /// runs made before the setting existed keep their samples stage.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub refuse_duplicates: bool,
 }
 
 impl Default for IngestSpec {
@@ -73,6 +78,7 @@ impl Default for IngestSpec {
             knowledge: true,
             knowledge_min_support: 5,
             lenient: false,
+            refuse_duplicates: false,
         }
     }
 }
@@ -86,7 +92,7 @@ impl IngestSpec {
             knowledge: self
                 .knowledge
                 .then_some(KnowledgeConfig { min_support: self.knowledge_min_support, ..Default::default() }),
-            refuse_duplicates: false,
+            refuse_duplicates: self.refuse_duplicates,
         }
     }
 }

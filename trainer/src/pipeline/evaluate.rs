@@ -208,7 +208,7 @@ pub(crate) fn write_report(
                 sample_id: s.id.clone(),
                 phenotype: p.phenotype.to_string(),
                 prob: p.prob,
-                concepts: p.concepts.iter().map(|c| (format!("[{}] {}", c.field, c.text), c.weight)).collect(),
+                concepts: ex.concepts.iter().map(|c| (format!("[{}] {}", c.field, c.text), c.weight)).collect(),
             });
         }
     }

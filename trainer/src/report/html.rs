@@ -97,7 +97,11 @@ fn explanations(out: &mut String, r: &ReportJson) {
         out.push_str("<p class=\"small\">No explanations were given.</p>\n");
         return;
     }
-    out.push_str("<table>\n<tr><th>sample</th><th>phenotype</th><th>probability</th><th>supporting concepts (weight)</th></tr>\n");
+    out.push_str(
+        "<p class=\"small\">The teacher's attention evidence is one distribution per sample, shared by every \
+         phenotype: the concepts it read most, not a per-phenotype attribution.</p>\n",
+    );
+    out.push_str("<table>\n<tr><th>sample</th><th>most probable phenotype</th><th>probability</th><th>concepts with the most attention evidence (weight)</th></tr>\n");
     for e in &r.explanations {
         let concepts: Vec<String> = e.concepts.iter().map(|(c, w)| format!("{} ({:.3})", escape(c), w)).collect();
         let _ = writeln!(

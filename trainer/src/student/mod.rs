@@ -937,7 +937,7 @@ pub fn load_student(dir: &Path) -> Result<Student> {
 
 /// SHA-256 (hex) of a file, for provenance.
 pub fn file_sha256(path: &Path) -> Result<String> {
-    let b = std::fs::read(path).map_err(io_err(path))?;
+    let b = crate::io::read_regular(path).map_err(io_err(path))?;
     Ok(ckd_core::format::hex(&Sha256::digest(&b)))
 }
 

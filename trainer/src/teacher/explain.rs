@@ -3,9 +3,9 @@
 //!
 //! The evidence is the attention of the last prompt token (the one the head reads), so it is one
 //! distribution per sample, shared by every phenotype: it says what the teacher looked at, not why
-//! one label in particular. To make it useful per phenotype, each listed concept is marked
-//! `linked` when it is tied to that phenotype by the data itself: a diagnosis whose ICD-9 code
-//! maps to the phenotype in the HCUP-CCS table, or a knowledge clause about the phenotype.
+//! one label in particular. So the concepts are listed once per sample, and each names the
+//! listed phenotypes the data itself ties it to (`linked_to`): a diagnosis whose ICD-9 code maps
+//! to the phenotype in the HCUP-CCS table, or a knowledge clause about the phenotype.
 
 use ckd_core::evidence::SampleEvidence;
 use ckd_core::visit::{Field, Sample};
@@ -24,11 +24,11 @@ pub struct ConceptEvidence {
     pub text: String,
     /// Share of the concept-level evidence (the concepts of a sample sum to 1).
     pub weight: f32,
-    /// Whether the data ties this concept to the phenotype (see the module docs).
-    pub linked: bool,
+    /// The listed phenotypes the data ties this concept to (see the module docs).
+    pub linked_to: Vec<&'static str>,
 }
 
-/// One phenotype of the explanation.
+/// One listed phenotype of the explanation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PhenotypeExplanation {
     /// Official name.
@@ -37,8 +37,9 @@ pub struct PhenotypeExplanation {
     pub prob: f32,
     /// Decision threshold.
     pub threshold: f32,
-    /// The concepts with the most evidence, most first.
-    pub concepts: Vec<ConceptEvidence>,
+    /// Texts of the listed concepts (see [`Explanation::concepts`]) that the data ties to this
+    /// phenotype, most evidence first.
+    pub linked_concepts: Vec<String>,
 }
 
 /// Explanation of one sample.
@@ -48,6 +49,11 @@ pub struct Explanation {
     pub id: String,
     /// Field-level evidence (diagnoses, medications, procedures, knowledge).
     pub fields: [f32; 4],
+    /// The concepts with the most attention evidence, most first. One list for the sample: the
+    /// evidence is shared by every phenotype, not a per-phenotype attribution.
+    pub concepts: Vec<ConceptEvidence>,
+    /// Always true: says so in the JSON too, where the field names alone might suggest otherwise.
+    pub evidence_shared_by_phenotypes: bool,
     /// Predicted phenotypes (probability >= threshold), most probable first; when none is
     /// predicted, the single most probable one.
     pub phenotypes: Vec<PhenotypeExplanation>,
@@ -111,50 +117,110 @@ pub fn explain(sample: &Sample, ev: &SampleEvidence, thresholds: &[f32], top: us
             _ => false,
         }
     };
-    let phenotypes = labels
-        .into_iter()
-        .map(|l| PhenotypeExplanation {
-            phenotype: PHENOTYPES[l].name,
-            prob: ev.probs[l],
-            threshold: th(l),
-            concepts: ranked
-                .iter()
-                .take(top)
-                .map(|&ci| {
-                    let c = &r.concepts[ci];
-                    ConceptEvidence {
-                        field: field_name(c.field),
-                        text: r.text[c.start..c.end].to_string(),
-                        weight: ev.concepts[ci],
-                        linked: linked(ci, l),
-                    }
-                })
-                .collect(),
+    let names: Vec<(usize, &'static str)> = labels.iter().map(|&l| (l, PHENOTYPES[l].name)).collect();
+    let concepts: Vec<ConceptEvidence> = ranked
+        .iter()
+        .take(top)
+        .map(|&ci| {
+            let c = &r.concepts[ci];
+            ConceptEvidence {
+                field: field_name(c.field),
+                text: r.text[c.start..c.end].to_string(),
+                weight: ev.concepts[ci],
+                linked_to: names.iter().filter(|(l, _)| linked(ci, *l)).map(|(_, n)| *n).collect(),
+            }
         })
         .collect();
-    Ok(Explanation { id: sample.id.clone(), fields: ev.fields, phenotypes, none_predicted })
+    let phenotypes = names
+        .iter()
+        .map(|&(l, name)| PhenotypeExplanation {
+            phenotype: name,
+            prob: ev.probs[l],
+            threshold: th(l),
+            linked_concepts: concepts.iter().filter(|c| c.linked_to.contains(&name)).map(|c| c.text.clone()).collect(),
+        })
+        .collect();
+    Ok(Explanation {
+        id: sample.id.clone(),
+        fields: ev.fields,
+        concepts,
+        evidence_shared_by_phenotypes: true,
+        phenotypes,
+        none_predicted,
+    })
 }
 
-/// Plain-text rendering for the terminal.
+/// Plain-text rendering for the terminal: the sample's evidence once, then the phenotypes with
+/// the listed concepts the data ties to each.
 pub fn format(e: &Explanation) -> String {
     let mut s = format!(
         "sample {}: evidence by field: diagnoses {:.2}, medications {:.2}, procedures {:.2}, knowledge {:.2}\n",
         e.id, e.fields[0], e.fields[1], e.fields[2], e.fields[3]
     );
-    if e.none_predicted {
-        s.push_str("no phenotype reaches its threshold; the most probable one:\n");
+    s.push_str(
+        "concepts with the most attention evidence (one distribution for the sample, shared by every phenotype \
+         below: what the teacher read, not why it chose one phenotype):\n",
+    );
+    for c in &e.concepts {
+        s.push_str(&format!("    {:.3}  [{}] {}\n", c.weight, c.field, c.text));
     }
+    s.push_str(if e.none_predicted {
+        "no phenotype reaches its threshold; the most probable one:\n"
+    } else {
+        "predicted phenotypes:\n"
+    });
     for p in &e.phenotypes {
-        s.push_str(&format!("{} (p = {:.3}, threshold {:.3})\n", p.phenotype, p.prob, p.threshold));
-        for c in &p.concepts {
-            s.push_str(&format!(
-                "    {:.3}  [{}] {}{}\n",
-                c.weight,
-                c.field,
-                c.text,
-                if c.linked { "  <- linked to this phenotype" } else { "" }
-            ));
+        s.push_str(&format!("  {} (p = {:.3}, threshold {:.3})", p.phenotype, p.prob, p.threshold));
+        if p.linked_concepts.is_empty() {
+            s.push_str("; no listed concept is tied to it by the data\n");
+        } else {
+            s.push_str(&format!("; tied to it by the data: {}\n", p.linked_concepts.join("; ")));
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shared evidence is printed once, not repeated under every phenotype as if it were
+    /// per phenotype; each phenotype names only the concepts tied to it.
+    #[test]
+    fn shared_evidence_is_printed_once() {
+        let concept = |text: &str, weight, linked_to| ConceptEvidence {
+            field: "diagnosis",
+            text: text.into(),
+            weight,
+            linked_to,
+        };
+        let (a, b) = (PHENOTYPES[0].name, PHENOTYPES[1].name);
+        let e = Explanation {
+            id: "1-2-3".into(),
+            fields: [0.5, 0.2, 0.2, 0.1],
+            concepts: vec![concept("Heart failure", 0.4, vec![a]), concept("Pneumonia", 0.3, vec![])],
+            evidence_shared_by_phenotypes: true,
+            phenotypes: vec![
+                PhenotypeExplanation {
+                    phenotype: a,
+                    prob: 0.9,
+                    threshold: 0.5,
+                    linked_concepts: vec!["Heart failure".into()],
+                },
+                PhenotypeExplanation { phenotype: b, prob: 0.7, threshold: 0.5, linked_concepts: vec![] },
+            ],
+            none_predicted: false,
+        };
+        let text = format(&e);
+        assert_eq!(text.matches("Pneumonia").count(), 1, "{text}");
+        assert!(text.contains("shared by every phenotype"), "{text}");
+        assert!(
+            text.contains(&format!("  {a} (p = 0.900, threshold 0.500); tied to it by the data: Heart failure\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("  {b} (p = 0.700, threshold 0.500); no listed concept is tied to it")),
+            "{text}"
+        );
+    }
 }

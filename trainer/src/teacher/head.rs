@@ -34,6 +34,7 @@ pub struct Head {
 impl Head {
     /// Reads `head.safetensors` (`weight` [25, hidden], `bias` [25]) onto `device`.
     pub fn load(path: &Path, hidden: usize, device: &Device) -> Result<Self> {
+        crate::io::check_regular(path).map_err(|e| super::fmt_err(path, e))?;
         let t = candle_core::safetensors::load(path, device)
             .map_err(|e| super::fmt_err(path, format!("reading the head: {e}")))?;
         let get = |name: &str, shape: &[usize]| -> Result<Tensor> {

@@ -135,7 +135,7 @@ pub fn label(
     let mut file =
         EvidenceFile { teacher: identity.clone(), shard: cfg.shard, records: Vec::new(), data: Some(data.clone()) };
     if out.is_file() {
-        let bytes = std::fs::read(out).map_err(io_err(out))?;
+        let bytes = crate::io::read_regular(out).map_err(io_err(out))?;
         let old = EvidenceFile::from_bytes(&bytes).map_err(|e| super::fmt_err(out, e))?;
         check_resumable(out, &old, &file, &mine)?;
         file.records = old.records;
@@ -247,7 +247,7 @@ pub fn write_evidence(path: &Path, file: &EvidenceFile) -> Result<()> {
 
 /// Reads and validates an evidence file.
 pub fn read_evidence(path: &Path) -> Result<EvidenceFile> {
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let bytes = crate::io::read_regular(path).map_err(io_err(path))?;
     let f = EvidenceFile::from_bytes(&bytes).map_err(|e| super::fmt_err(path, e))?;
     f.validate().map_err(|e| super::fmt_err(path, e))?;
     Ok(f)
@@ -320,26 +320,24 @@ pub fn merge(files: &[(PathBuf, EvidenceFile)], expected: Option<&[String]>) -> 
         }
     }
     let mut by_id: BTreeMap<&str, (&SampleEvidence, &Path)> = BTreeMap::new();
+    let (mut misplaced, mut repeated) = (Vec::new(), Vec::new());
     for (p, f) in files {
         for r in &f.records {
             if let Some((i, n)) = f.shard {
                 if shard_of(&r.id, n) != i {
-                    problems.push(format!(
-                        "{}: record {} belongs to shard {}/{n}",
-                        p.display(),
-                        r.id,
-                        shard_of(&r.id, n)
-                    ));
+                    misplaced.push(format!("{} in {} belongs to shard {}/{n}", r.id, p.display(), shard_of(&r.id, n)));
                 }
             }
             if let Err(e) = r.validate() {
                 problems.push(format!("{}: {e}", p.display()));
             }
             if let Some((_, prev)) = by_id.insert(&r.id, (r, p)) {
-                problems.push(format!("sample {} appears twice: {} and {}", r.id, prev.display(), p.display()));
+                repeated.push(format!("{} in {} and {}", r.id, prev.display(), p.display()));
             }
         }
     }
+    problems.extend(summary(&misplaced, "record(s) are in the wrong shard"));
+    problems.extend(summary(&repeated, "sample(s) appear more than once"));
     let records: Vec<SampleEvidence> = match expected {
         Some(ids) => {
             let want: HashSet<&str> = ids.iter().map(String::as_str).collect();
@@ -365,6 +363,12 @@ pub fn merge(files: &[(PathBuf, EvidenceFile)], expected: Option<&[String]>) -> 
         return Err(MergeError { problems });
     }
     Ok(EvidenceFile { teacher: first.teacher.clone(), shard: None, records, data: first.data.clone() })
+}
+
+/// One line for a list of like problems: the count and the first five, or nothing when empty.
+fn summary(items: &[String], what: &str) -> Option<String> {
+    let more = if items.len() > 5 { ", ..." } else { "" };
+    (!items.is_empty()).then(|| format!("{} {what}: {}{more}", items.len(), items[..items.len().min(5)].join("; ")))
 }
 
 fn short(t: &TeacherIdentity) -> String {

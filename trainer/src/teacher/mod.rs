@@ -298,7 +298,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// SHA-256 (hex) of a file, streamed.
 pub fn file_sha256(path: &Path) -> Result<String> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut f = crate::io::open_regular(path).map_err(io_err(path))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -519,6 +519,9 @@ fn open_gguf(path: &Path) -> Result<GgufFile> {
 
 /// Loads a pretrained base: a `.gguf` file or an HF safetensors directory.
 pub fn load_base(path: &Path, device: &Device, dtype: DType) -> Result<Base> {
+    if let Some(what) = crate::io::not_regular(path).filter(|w| *w != "a directory") {
+        return Err(fmt_err(path, format!("is {what}, not a GGUF file or a model directory")));
+    }
     if path.is_file() {
         let mut g = open_gguf(path)?;
         let tensors = qwen2::read_gguf_tensors(&g.content, &mut g.reader, device)?

@@ -166,7 +166,7 @@ fn chunk_path(dir: &Path, index: usize, key: &str) -> PathBuf {
 }
 
 fn read_chunk(path: &Path, key: &str, ids: &[String], layers: &[usize], hidden: usize) -> Result<Vec<f32>> {
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let bytes = crate::io::read_regular(path).map_err(io_err(path))?;
     let c: Chunk = ckd_core::format::decode(&bytes, MAGIC, VERSION).map_err(|e| fmt_err(path, e))?;
     let want_layers: Vec<u32> = layers.iter().map(|&k| k as u32).collect();
     if c.key != key || c.ids != ids || c.layers != want_layers || c.hidden as usize != hidden {

@@ -93,7 +93,14 @@ fn merge_reports_every_problem() {
     files.push(files[0].clone());
     let MergeError { problems } = merge(&files, None).unwrap_err();
     assert!(problems.iter().any(|p| p.contains("shard 0 given twice")), "{problems:?}");
-    assert!(problems.iter().any(|p| p.contains("appears twice")), "{problems:?}");
+    // One line for all repeated samples (the count and the first five), not one per sample.
+    let repeated: Vec<&String> = problems.iter().filter(|p| p.contains("appear more than once")).collect();
+    let n0 = files[0].1.records.len();
+    assert_eq!(repeated.len(), 1, "{problems:?}");
+    assert!(repeated[0].starts_with(&format!("{n0} sample(s) appear more than once: ")), "{problems:?}");
+    assert_eq!(repeated[0].matches(" and ").count(), 5, "{problems:?}");
+    assert!(repeated[0].ends_with(", ..."), "{problems:?}");
+    assert_eq!(problems.len(), 2, "{problems:?}");
     // Another teacher.
     let mut files = shard_files(&ids, 2, "m");
     files[1].1.teacher = identity("other");
@@ -104,7 +111,13 @@ fn merge_reports_every_problem() {
     let stray = (0..).map(|i| format!("x{i}")).find(|id| shard_of(id, 2) == 1).unwrap();
     files[0].1.records.push(record(&stray));
     let MergeError { problems } = merge(&files, Some(&ids)).unwrap_err();
-    assert!(problems.iter().any(|p| p.contains(&format!("record {stray} belongs to shard 1/2"))), "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p
+                .contains(&format!("1 record(s) are in the wrong shard: {stray} in shard-0.bin belongs to shard 1/2"))),
+        "{problems:?}"
+    );
     assert!(problems.iter().any(|p| p.contains("not among the expected samples")), "{problems:?}");
     // Different shard counts.
     let mut files = shard_files(&ids, 2, "m");

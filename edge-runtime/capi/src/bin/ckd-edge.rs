@@ -7,7 +7,8 @@
 //!   `--lenient` (a UTF-8 byte-order mark at the start is skipped too). A visit's titles are
 //!   resolved from its codes as `ckd ingest` renders them (`Visit::resolve_titles`); its record
 //!   lists under `unknown_codes` the items rendered as a bare code (`{"item": "diagnoses[0]",
-//!   "code": "99999"}`), and an item with neither code nor title is a bad line. A line over
+//!   "code": "99999"}`); an item with neither code nor title, and a visit with no item at all,
+//!   are bad lines. A line over
 //!   `--max-line-bytes` (default 1 MiB) is a bad line, and no more of it is read or held. A bad
 //!   line stops the run with an error naming the line; with `--lenient` it gives a
 //!   `{"line": N, "error": ...}` record instead and the run goes on (exit status 0), ending with
