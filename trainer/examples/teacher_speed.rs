@@ -11,7 +11,7 @@
 //! `OUT.<way>.f32` ([N, H] little-endian) and the prompts' token ids as `OUT.ids.json` (what
 //! `scripts/bench_teacher_cpu.py` feeds llama.cpp).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
@@ -29,7 +29,7 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn load(way: &str, gguf: &PathBuf) -> anyhow::Result<(Qwen2ForCausalLM, PromptEncoder)> {
+fn load(way: &str, gguf: &Path) -> anyhow::Result<(Qwen2ForCausalLM, PromptEncoder)> {
     let packing = match way {
         "f32" => {
             let (m, p, _) = load_frozen(gguf, DeviceSpec::Cpu, 768, BaseWeights::F32)?;

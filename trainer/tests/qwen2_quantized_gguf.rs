@@ -12,7 +12,7 @@
 //! Ignored unless run with `--ignored` and `CKD_QWEN_GGUF` set (about 3 GB of RAM for the f32
 //! side). `--nocapture` prints the figures.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use ckd_core::evidence::SampleEvidence;
@@ -36,8 +36,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     dot / (norm(a) * norm(b))
 }
 
-/// (last-token state, top concept index) of each sample, and the states as one [8, H] tensor.
-fn run(path: &PathBuf, weights: BaseWeights, samples: &[Sample]) -> (Vec<Vec<f32>>, Vec<usize>) {
+/// (last-token state, top concept index) of each sample.
+fn run(path: &Path, weights: BaseWeights, samples: &[Sample]) -> (Vec<Vec<f32>>, Vec<usize>) {
     let (model, prompts, _) = load_frozen(path, DeviceSpec::Cpu, 768, weights).unwrap();
     let mut states = Vec::new();
     let mut tops = Vec::new();
