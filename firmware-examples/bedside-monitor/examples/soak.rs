@@ -6,14 +6,16 @@
 //! the next frame, so an answer is always attributable). One frame in `--corrupt-every` is
 //! corrupt, the four kinds in turn: random bytes, a frame cut short, a frame with one data bit
 //! flipped (bad CRC), and an oversize frame. The valid frames carry visits drawn from a seeded
-//! pool (empty visits and one at every wire bound included).
+//! pool (an empty visit, which the board refuses with an error, and one at every wire bound
+//! included).
 //!
 //! Checks, each a failure of the run (exit status 1):
 //! - every frame gets exactly one answer, and it is the one the board's own code gives in this
 //!   process ([`ckd_bedside_monitor::answer`] on the same bytes, the same bundle): predictions
 //!   equal to the bit, errors with the same code and id; an answer that does not come within
 //!   30 s is a lost request, an answer after the last one a duplicate;
-//! - every corrupt frame is answered with an error, and the board logs one error line for each;
+//! - every corrupt frame is answered with an error, and so is every valid frame that carries the
+//!   empty visit (and nothing else is); the board logs one error line for each;
 //! - the board's resident memory (`VmRSS`) after warm-up (the first `--warmup-percent` of the
 //!   requests) grows by less than `--max-growth-kib` up to the end, at any sample (every 1000
 //!   requests) and at the end;
@@ -312,6 +314,8 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let mut lat_corrupt = Vec::with_capacity((n / args.corrupt_every.max(1)) as usize + 1);
     let mut kind_counts = [0u64; 4];
     let (mut errors_answered, mut predictions) = (0u64, 0u64);
+    // Valid frames answered with an error: the empty visit, which the engine refuses.
+    let mut refused_valid = 0u64;
     let mut failures: Vec<String> = Vec::new();
     let (mut rss_warm, mut rss_peak_after) = (0i64, 0i64);
     let mut sent = 0u64;
@@ -344,7 +348,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
                         lat_corrupt.push(ns);
                         kind_counts[kind] += 1;
                     }
-                    None => lat_valid.push(ns),
+                    None => {
+                        lat_valid.push(ns);
+                        refused_valid += u64::from(matches!(got.reply, Reply::Error { .. }));
+                    }
                 }
                 if matches!(got.reply, Reply::Error { .. }) {
                     errors_answered += 1;
@@ -396,8 +403,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     }
     let corrupt_sent: u64 = kind_counts.iter().sum();
     if failures.is_empty() {
-        if errors_answered != corrupt_sent {
-            failures.push(format!("{errors_answered} error answers for {corrupt_sent} corrupt frames"));
+        if errors_answered != corrupt_sent + refused_valid {
+            failures.push(format!(
+                "{errors_answered} error answers for {corrupt_sent} corrupt frames and {refused_valid} empty visits"
+            ));
         }
         if logged_errors != errors_answered {
             failures.push(format!("the board logged {logged_errors} errors, answered {errors_answered}"));
