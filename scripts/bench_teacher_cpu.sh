@@ -30,7 +30,7 @@ if ! "$venv/bin/python" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version_
   CMAKE_ARGS="-DGGML_NATIVE=ON" "$venv/bin/pip" install -q "llama-cpp-python==$LLAMA_VERSION" "numpy==$NUMPY_VERSION"
 fi
 log "building the release binaries"
-cargo build -q --release --workspace --bins --examples
+cargo build -q --release --workspace --bin ckd --example teacher_speed
 bin="$CARGO_TARGET_DIR/release"
 mkdir -p "$work"
 if [ ! -f "$work/data/samples.bin" ]; then
