@@ -20,7 +20,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ckd_core::bundle::{Manifest, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE};
+use ckd_core::bundle::{Manifest, Precision, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE};
 use ckd_core::visit::{render, Visit};
 use ckd_core::{LabelSet, NUM_LABELS};
 use tract_onnx::prelude::multithread::Executor;
@@ -86,9 +86,10 @@ pub struct EngineOptions {
     /// (the calling thread waits) and splits tract's matrix products and the fused ops over
     /// those threads (needs the `threads` feature, else [`Engine::open_with`] fails). 0 means 1.
     pub threads: usize,
-    /// Run int8 linears with ckd-edge's fused kernel ([`qlinear`]) where the CPU has it
-    /// (x86_64 with AVX-512 VNNI; the default). `false` keeps tract's own int8 path, which
-    /// gives the same values (for comparisons).
+    /// Run int8 linears with ckd-edge's fused kernel ([`qlinear`]) where the CPU has one
+    /// (x86_64 with AVX-512 VNNI or AVX2; the default; [`qlinear::KERNEL_ENV`] can force one,
+    /// or tract's path). `false` keeps tract's own int8 path, which gives the same values (for
+    /// comparisons).
     pub int8_kernel: bool,
 }
 
@@ -178,6 +179,26 @@ impl Engine {
     /// The verified manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The kernel each fused op of the plan runs on this CPU, as (op, kernel) pairs: the int8
+    /// linears' [`qlinear::Int8Kernel::name`] (`tract` when tract's own int8 path runs them, `none`
+    /// when the model has none), then the float ops' instruction set.
+    pub fn kernels(&self) -> Vec<(&'static str, &'static str)> {
+        let fused = self.plan.model().nodes.iter().find_map(|n| n.op_as::<qlinear::QLinear>());
+        let int8 = match fused {
+            Some(op) => op.packed.kernel().map_or("portable", |k| k.name()),
+            None if self.manifest.precision == Precision::Int8 => "tract",
+            None => "none",
+        };
+        let float = kernels::float_variant();
+        vec![
+            ("int8 linear", int8),
+            ("DynamicQuantizeLinear", float),
+            ("LayerNorm", float),
+            ("attention softmax", float),
+            ("GELU", float),
+        ]
     }
 
     /// Renders a visit exactly as in training (titles resolved from codes by

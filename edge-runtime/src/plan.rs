@@ -52,7 +52,9 @@ pub(crate) fn executor(threads: usize) -> Result<Executor, EdgeError> {
 /// 2. With `drop_mask`, [`unpadded::drop_zero_mask_adds`]; when it removed the mask adds,
 ///    [`attention::fuse_attention`] after it.
 /// 3. LayerNorms become [`layer_norm`] ops.
-/// 4. With `int8_kernel`, on a CPU that has it, the int8 linears become [`qlinear`] ops.
+/// 4. With `int8_kernel`, where [`qlinear::Int8Kernel::from_env`] chooses a kernel (the best
+///    this CPU has, unless [`qlinear::KERNEL_ENV`] says otherwise), the int8 linears become
+///    [`qlinear`] ops on that kernel.
 /// 5. After tract's optimization, same-shape f32 adds become [`same_shape_add`] ops.
 ///
 /// Returns the plan and whether it removed the attention-mask adds (then the plan is exact for
@@ -80,10 +82,12 @@ pub(crate) fn load_plan(
     if let Some(g) = proto.graph.as_mut() {
         layer_norm::fuse_layer_norms(g);
     }
-    if int8_kernel && qlinear::fast_kernel_available() {
+    let kernel = if int8_kernel { qlinear::Int8Kernel::from_env().map_err(EdgeError::Options)? } else { None };
+    if let Some(kernel) = kernel {
         qlinear::register(&mut fw);
         if let Some(g) = proto.graph.as_mut() {
             qlinear::fuse_int8_linears(g);
+            qlinear::set_kernel(g, kernel);
         }
     }
     let parsed = fw.parse(&proto, Some(&dir)).map_err(model_err)?;
@@ -265,7 +269,7 @@ mod tests {
             |plan: &Arc<TypedRunnableModel>| plan.model().nodes.iter().filter(|n| n.op.name() == "QLinear").count();
         assert_eq!(count(&tract_path), 0);
         if !qlinear::fast_kernel_available() {
-            eprintln!("no AVX-512 VNNI here: the engine keeps tract's int8 path");
+            eprintln!("no fast int8 kernel here: the engine keeps tract's int8 path");
             assert_eq!(count(&fused), 0);
             return;
         }

@@ -11,7 +11,7 @@
 //! tokens (or the nearest below), and times `Engine::predict_text` on it (batch 1: tokenization,
 //! the tract plan and thresholding) and `Engine::tokenize` alone. It prints one JSON object on
 //! stdout: `{"runtime": "tract (ckd-edge)", "threads": N, "results": [{"seq", "tokens",
-//! "runs_ms", "median_ms", "tokenize_ms"}]}`. `--ids-out` writes the token ids of each length
+//! "runs_ms", "median_ms", "tokenize_ms"}], "kernels": {op: kernel}}`. `--ids-out` writes the token ids of each length
 //! (`{"128": [ids...], ...}`) so onnxruntime runs exactly the same inputs.
 //!
 //! `profile` prints where one prediction's time goes (`Engine::profile_text`): milliseconds per
@@ -185,6 +185,7 @@ fn time(
     let doc = serde_json::json!({
         "runtime": "tract (ckd-edge)", "threads": threads.max(1), "open_ms": open_ms,
         "precision": format!("{:?}", engine.manifest().precision), "results": results,
+        "kernels": engine.kernels().into_iter().map(|(op, k)| (op.to_string(), serde_json::json!(k))).collect::<serde_json::Map<_, _>>(),
     });
     println!("{doc}");
     Ok(())

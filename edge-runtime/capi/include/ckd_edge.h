@@ -101,6 +101,20 @@ int32_t ckd_predict_text(const struct CkdEngine *engine,
                          size_t positive_len,
                          bool *truncated);
 
+// Writes the kernel each fused op of `engine`'s plan runs on this CPU, as one line of
+// `op=kernel` pairs separated by `; ` (for example `int8 linear=avx2; LayerNorm=avx2; ...`),
+// NUL-terminated, into `buf` (`buf_len` bytes). When `needed` is not NULL it is set to the
+// line's length without the NUL. A buffer too small for the line and its NUL returns
+// `CKD_ERR_BUFFER` and writes nothing (`needed` is still set).
+//
+// # Safety
+// `engine` must come from `ckd_engine_open`; `buf` must point to `buf_len` writable bytes;
+// `needed` (if not NULL) to one writable `size_t`.
+int32_t ckd_engine_kernels(const struct CkdEngine *engine,
+                           char *buf,
+                           size_t buf_len,
+                           size_t *needed);
+
 // The message of the last failed call on this thread (NUL-terminated UTF-8; empty when none).
 // Valid until the next failing call on this thread; do not free it.
 const char *ckd_last_error(void);

@@ -225,6 +225,51 @@ pub unsafe extern "C" fn ckd_predict_text(
     })
 }
 
+/// Writes the kernel each fused op of `engine`'s plan runs on this CPU, as one line of
+/// `op=kernel` pairs separated by `; ` (for example `int8 linear=avx2; LayerNorm=avx2; ...`),
+/// NUL-terminated, into `buf` (`buf_len` bytes). When `needed` is not NULL it is set to the
+/// line's length without the NUL. A buffer too small for the line and its NUL returns
+/// `CKD_ERR_BUFFER` and writes nothing (`needed` is still set).
+///
+/// # Safety
+/// `engine` must come from `ckd_engine_open`; `buf` must point to `buf_len` writable bytes;
+/// `needed` (if not NULL) to one writable `size_t`.
+#[no_mangle]
+pub unsafe extern "C" fn ckd_engine_kernels(
+    engine: *const CkdEngine,
+    buf: *mut c_char,
+    buf_len: usize,
+    needed: *mut usize,
+) -> i32 {
+    guard(|| {
+        if engine.is_null() || buf.is_null() {
+            return Err((CKD_ERR_NULL, "ckd_engine_kernels: engine and buf must not be NULL".into()));
+        }
+        // SAFETY: caller's contract (non-NULL checked above).
+        let engine = unsafe { &(*engine).engine };
+        let line = engine.kernels().iter().map(|(op, k)| format!("{op}={k}")).collect::<Vec<_>>().join("; ");
+        if !needed.is_null() {
+            // SAFETY: caller's contract.
+            unsafe { *needed = line.len() };
+        }
+        if line.len() >= buf_len {
+            return Err((
+                CKD_ERR_BUFFER,
+                format!(
+                    "ckd_engine_kernels: the line needs {} bytes with its NUL, buf_len is {buf_len}",
+                    line.len() + 1
+                ),
+            ));
+        }
+        // SAFETY: line.len() + 1 <= buf_len bytes, writable by the caller's contract.
+        unsafe {
+            std::ptr::copy_nonoverlapping(line.as_ptr(), buf as *mut u8, line.len());
+            *buf.add(line.len()) = 0;
+        }
+        Ok(())
+    })
+}
+
 /// The message of the last failed call on this thread (NUL-terminated UTF-8; empty when none).
 /// Valid until the next failing call on this thread; do not free it.
 #[no_mangle]
@@ -258,6 +303,15 @@ pub extern "C" fn ckd_version() -> *const c_char {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The test bundle `testdata/tiny/bundle`, opened through the C API.
+    fn open_tiny() -> *mut CkdEngine {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/tiny/bundle");
+        let dir = CString::new(dir.to_str().unwrap()).unwrap();
+        let engine = unsafe { ckd_engine_open(dir.as_ptr()) };
+        assert!(!engine.is_null(), "{}", last_error());
+        engine
+    }
 
     fn last_error() -> String {
         // SAFETY: ckd_last_error returns a valid NUL-terminated string.
@@ -308,10 +362,7 @@ mod tests {
     /// Issue 30, section 2: a text over `CKD_MAX_INPUT_BYTES` is an input error, not an abort.
     #[test]
     fn over_long_text_is_an_input_error() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/tiny/bundle");
-        let dir = CString::new(dir.to_str().unwrap()).unwrap();
-        let engine = unsafe { ckd_engine_open(dir.as_ptr()) };
-        assert!(!engine.is_null(), "{}", last_error());
+        let engine = open_tiny();
         let mut probs = [0f32; NUM_LABELS];
         let predict = |text: &[u8], probs: &mut [f32]| unsafe {
             let (null, len) = (std::ptr::null_mut(), probs.len());
@@ -321,6 +372,30 @@ mod tests {
         assert_eq!(predict(over.as_bytes(), &mut probs), CKD_ERR_INPUT);
         assert!(last_error().contains("over the maximum of 1048576"), "{}", last_error());
         assert_eq!(predict(&over.as_bytes()[..CKD_MAX_INPUT_BYTES], &mut probs), CKD_OK, "{}", last_error());
+        unsafe { ckd_engine_free(engine) };
+    }
+
+    /// The kernel line names the int8 linear's kernel, fits exactly with its NUL, and a buffer
+    /// one byte short is a buffer error that writes nothing.
+    #[test]
+    fn kernels_line_fits_caller_buffers() {
+        let engine = open_tiny();
+        let mut needed = 0usize;
+        let mut buf = vec![b'x' as c_char; 512];
+        assert_eq!(unsafe { ckd_engine_kernels(engine, buf.as_mut_ptr(), buf.len(), &mut needed) }, CKD_OK);
+        let line = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap().to_string();
+        assert_eq!(line.len(), needed);
+        assert!(line.starts_with("int8 linear="), "{line}");
+        let mut short = vec![b'x' as c_char; needed];
+        let rc = unsafe { ckd_engine_kernels(engine, short.as_mut_ptr(), short.len(), std::ptr::null_mut()) };
+        assert_eq!(rc, CKD_ERR_BUFFER);
+        assert!(short.iter().all(|&c| c == b'x' as c_char), "nothing written on error");
+        let mut exact = vec![0 as c_char; needed + 1];
+        assert_eq!(
+            unsafe { ckd_engine_kernels(engine, exact.as_mut_ptr(), exact.len(), std::ptr::null_mut()) },
+            CKD_OK
+        );
+        assert_eq!(unsafe { ckd_engine_kernels(std::ptr::null(), exact.as_mut_ptr(), 1, &mut needed) }, CKD_ERR_NULL);
         unsafe { ckd_engine_free(engine) };
     }
 

@@ -1,7 +1,7 @@
 //! GELU (erf form) in place, for the int8 linears that end in one: exactly tract 0.23.9's
 //! `GeluExact` (its erf kernel, the same operations in the same order), so a fused linear + GELU
-//! gives the bits of the unfused plan. The two elementwise loops are also built for AVX-512F,
-//! picked at run time.
+//! gives the bits of the unfused plan. The two elementwise loops are also built for AVX-512F and
+//! AVX2 (the same operations per element, so the same bits), picked at run time.
 
 use tract_onnx::tract_core::tract_linalg::Func;
 use tract_onnx::tract_hir::internal::TractResult;
@@ -23,7 +23,7 @@ pub(crate) fn gelu_in_place(xs: &mut [f32]) -> TractResult<()> {
 }
 
 /// The two elementwise loops of [`gelu_in_place`] (`finish`: the second), built for AVX-512F
-/// too and picked at run time.
+/// and AVX2 too and picked at run time.
 fn gelu_loops(x: &mut [f32], s: &mut [f32], c: f32, finish: bool) {
     #[inline(always)]
     fn body(x: &mut [f32], s: &mut [f32], c: f32, finish: bool) {
@@ -39,9 +39,19 @@ fn gelu_loops(x: &mut [f32], s: &mut [f32], c: f32, finish: bool) {
         body(x, s, c, finish)
     }
     #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn body_256(x: &mut [f32], s: &mut [f32], c: f32, finish: bool) {
+        body(x, s, c, finish)
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F (checked just above).
         return unsafe { body_512(x, s, c, finish) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { body_256(x, s, c, finish) };
     }
     body(x, s, c, finish)
 }

@@ -8,14 +8,12 @@
 //! practice, checked at packing), so results are bit-identical to tract's unfused plan (tested
 //! below, in `ops::qlinear` and on a whole bundle).
 //!
-//! Kernel (x86_64 with AVX-512F/BW/VNNI, detected at run time): a tile of [`MR`] rows x
-//! [`NR`] columns keeps 24 i32 accumulators in zmm registers; per 4 values of K it loads
-//! three 64-byte weight vectors (16 columns x 4 K values each, the packed layout) and
-//! broadcasts 4 activation bytes per row, straight from the row-major u8 activations (no
-//! activation packing). The epilogue (zero point, convert, rescale, bias) runs on the tile in
-//! registers and stores the f32 outputs. Rows are split over the engine's thread pool, one
+//! Kernels ([`Int8Kernel`], chosen when the layer is packed: the best this CPU has, or the one
+//! [`KERNEL_ENV`] names): AVX-512 VNNI (`int8_avx512`) and AVX2 (`int8_avx2`), each with its
+//! tile and loop order described there. Rows are split over the engine's thread pool, one
 //! chunk per thread ([`super::parallel`]; inline with one thread). Elsewhere a portable loop
-//! computes the same values (slowly), so a graph holding the op runs anywhere.
+//! computes the same values (slowly), so a graph holding the op runs anywhere; the engine only
+//! fuses int8 linears where a fast kernel exists.
 
 use tract_onnx::tract_hir::internal::*;
 
@@ -26,35 +24,102 @@ use super::parallel::for_row_chunks;
 /// (`ops::qlinear::OP_TYPE`; a test there checks that the two agree).
 pub(crate) const OP_TYPE: &str = "CkdQLinear";
 
-/// Rows of one kernel tile.
+/// Rows of one AVX-512 kernel tile (the row granule of the thread split).
 pub const MR: usize = 8;
-/// Columns of one kernel tile (three 16-lane vectors): the width of a weight panel.
+/// Columns of one weight panel (three 16-column quads; one AVX-512 tile).
 pub const NR: usize = 48;
-/// Columns per 64-byte weight vector.
-const LANES: usize = 16;
-/// Weight vectors per panel and K group.
-const VECS: usize = NR / LANES;
+/// Columns per 64-byte weight quad.
+pub(super) const LANES: usize = 16;
+/// Weight quads per panel and K group.
+pub(super) const VECS: usize = NR / LANES;
 /// Largest K accepted: the i32 accumulator cannot overflow below it (255 * 128 * 2^16 < 2^31).
 pub const MAX_K: usize = 1 << 16;
 
-/// Whether this CPU runs the fast kernel (x86_64 with AVX-512F, AVX-512BW and AVX-512 VNNI).
+/// Environment variable that picks the int8 kernel for engines opened after it is set:
+/// `auto` (or unset: the best this CPU has), a kernel's [`Int8Kernel::name`], or `tract` (no
+/// fused int8 linears: tract's own int8 path). A kernel this CPU lacks is an error.
+pub const KERNEL_ENV: &str = "CKD_EDGE_INT8_KERNEL";
+
+/// A fast kernel of the int8 product, for one CPU family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Int8Kernel {
+    /// x86_64 with AVX-512F, AVX-512BW and AVX-512 VNNI: `vpdpbusd` on 512-bit vectors.
+    Avx512Vnni,
+    /// x86_64 with AVX2: both operands widened to i16, `vpmaddwd` (exact, no i16 saturation).
+    Avx2,
+}
+
+impl Int8Kernel {
+    /// Every kernel, fastest first.
+    pub const ALL: [Int8Kernel; 2] = [Int8Kernel::Avx512Vnni, Int8Kernel::Avx2];
+
+    /// The kernel's name, as [`KERNEL_ENV`] takes it and `ckd-edge info` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Kernel::Avx512Vnni => "avx512-vnni",
+            Int8Kernel::Avx2 => "avx2",
+        }
+    }
+
+    /// Whether this CPU has the instructions the kernel uses.
+    pub fn available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            match self {
+                Int8Kernel::Avx512Vnni => has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
+                Int8Kernel::Avx2 => has!("avx2"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// The fastest kernel this CPU has, if any.
+    pub fn best() -> Option<Int8Kernel> {
+        Int8Kernel::ALL.into_iter().find(|k| k.available())
+    }
+
+    /// The kernel [`KERNEL_ENV`] asks for (see there); `Ok(None)` means tract's own int8 path.
+    /// Errors name the variable, the value and what is wrong with it.
+    pub fn from_env() -> Result<Option<Int8Kernel>, String> {
+        match std::env::var(KERNEL_ENV) {
+            Ok(v) => Int8Kernel::choose(Some(&v)),
+            Err(std::env::VarError::NotPresent) => Int8Kernel::choose(None),
+            Err(e) => Err(format!("{KERNEL_ENV}: {e}")),
+        }
+    }
+
+    /// [`Int8Kernel::from_env`] for the variable's value `value` (`None`: unset).
+    pub fn choose(value: Option<&str>) -> Result<Option<Int8Kernel>, String> {
+        match value.map(str::trim) {
+            None | Some("" | "auto") => Ok(Int8Kernel::best()),
+            Some("tract") => Ok(None),
+            Some(name) => {
+                let names: Vec<&str> = Int8Kernel::ALL.iter().map(|k| k.name()).collect();
+                let kernel = Int8Kernel::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| {
+                    format!("{KERNEL_ENV}={name:?}: expected auto, tract or one of {}", names.join(", "))
+                })?;
+                if !kernel.available() {
+                    return Err(format!("{KERNEL_ENV}={name}: this CPU lacks the instructions of that kernel"));
+                }
+                Ok(Some(kernel))
+            }
+        }
+    }
+}
+
+/// Whether this CPU has a fast kernel ([`Int8Kernel::best`]).
 pub fn fast_kernel_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Int8Kernel::best().is_some()
 }
 
 /// 16 columns x 4 K values of s8 weights: byte `4 * j + t` is `W[4 g + t, col0 + j]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C, align(64))]
-struct Quad([i8; 64]);
+pub(super) struct Quad([i8; 64]);
 
 /// One int8 linear's constants, packed for the kernel.
 ///
@@ -63,23 +128,24 @@ struct Quad([i8; 64]);
 /// so are `colsum`, `w_scale` and `bias` past N (length `panels * NR`).
 #[derive(Debug, Clone)]
 pub struct PackedLinear {
-    k: usize,
-    n: usize,
-    groups: usize,
-    panels: usize,
-    quads: Vec<Quad>,
-    colsum: Vec<i32>,
-    w_scale: Vec<f32>,
-    bias: Vec<f32>,
+    pub(super) k: usize,
+    pub(super) n: usize,
+    pub(super) groups: usize,
+    pub(super) panels: usize,
+    pub(super) quads: Vec<Quad>,
+    pub(super) colsum: Vec<i32>,
+    pub(super) w_scale: Vec<f32>,
+    pub(super) bias: Vec<f32>,
     gelu: bool,
+    kernel: Option<Int8Kernel>,
 }
 
 /// Equal when every value is (floats compared by their bits, so that `Eq` holds).
 impl PartialEq for PackedLinear {
     fn eq(&self, other: &Self) -> bool {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        (self.k, self.n, self.gelu, &self.quads, &self.colsum)
-            == (other.k, other.n, other.gelu, &other.quads, &other.colsum)
+        (self.k, self.n, self.gelu, self.kernel, &self.quads, &self.colsum)
+            == (other.k, other.n, other.gelu, other.kernel, &other.quads, &other.colsum)
             && bits(&self.w_scale) == bits(&other.w_scale)
             && bits(&self.bias) == bits(&other.bias)
     }
@@ -88,7 +154,8 @@ impl PartialEq for PackedLinear {
 impl Eq for PackedLinear {}
 
 impl PackedLinear {
-    /// Packs `w` ([k, n] row-major s8), `w_scale` [n] and `bias` [n].
+    /// Packs `w` ([k, n] row-major s8), `w_scale` [n] and `bias` [n], to run on
+    /// [`Int8Kernel::best`] ([`PackedLinear::with_kernel`] picks another).
     pub fn new(w: &[i8], k: usize, n: usize, w_scale: &[f32], bias: &[f32]) -> TractResult<Self> {
         ensure!(k <= MAX_K, "{OP_TYPE}: K = {k} is over {MAX_K}");
         ensure!(
@@ -120,7 +187,18 @@ impl PackedLinear {
             p.resize(padded, 0.0);
             p
         };
-        Ok(PackedLinear { k, n, groups, panels, quads, colsum, w_scale: pad(w_scale), bias: pad(bias), gelu: false })
+        Ok(PackedLinear {
+            k,
+            n,
+            groups,
+            panels,
+            quads,
+            colsum,
+            w_scale: pad(w_scale),
+            bias: pad(bias),
+            gelu: false,
+            kernel: Int8Kernel::best(),
+        })
     }
 
     /// The same layer followed by GELU (erf form), `y = (y * 0.5) * (1 + erf(y / sqrt 2))`,
@@ -129,6 +207,18 @@ impl PackedLinear {
     pub fn with_gelu(mut self) -> Self {
         self.gelu = true;
         self
+    }
+
+    /// The same layer on `kernel` (`None`: the portable loop). A kernel this CPU lacks runs
+    /// the portable loop too.
+    pub fn with_kernel(mut self, kernel: Option<Int8Kernel>) -> Self {
+        self.kernel = kernel.filter(|k| k.available());
+        self
+    }
+
+    /// The kernel [`PackedLinear::run`] uses (`None`: the portable loop).
+    pub fn kernel(&self) -> Option<Int8Kernel> {
+        self.kernel
     }
 
     /// Whether GELU follows the product ([`PackedLinear::with_gelu`]).
@@ -147,12 +237,13 @@ impl PackedLinear {
     }
 
     /// `out [m, N] = f32(x_q [m, K] . W - x_zp * colsum) * (x_scale * w_scale) + bias` (then
-    /// GELU when [`PackedLinear::with_gelu`]), with the fast kernel where the CPU has it. Rows are split over the current tract executor.
+    /// GELU when [`PackedLinear::with_gelu`]), on [`PackedLinear::kernel`]. Rows are split over
+    /// the current tract executor.
     pub fn run(&self, x_q: &[u8], m: usize, x_scale: f32, x_zp: u8, out: &mut [f32]) -> TractResult<()> {
-        self.run_with(x_q, m, x_scale, x_zp, out, fast_kernel_available())
+        self.run_with(x_q, m, x_scale, x_zp, out, self.kernel)
     }
 
-    /// [`PackedLinear::run`], choosing the kernel (`fast` is ignored where the CPU lacks it).
+    /// [`PackedLinear::run`] on `kernel` (`None`, or a kernel this CPU lacks: the portable loop).
     pub fn run_with(
         &self,
         x_q: &[u8],
@@ -160,7 +251,7 @@ impl PackedLinear {
         x_scale: f32,
         x_zp: u8,
         out: &mut [f32],
-        fast: bool,
+        kernel: Option<Int8Kernel>,
     ) -> TractResult<()> {
         let (k, n) = (self.k, self.n);
         ensure!(
@@ -172,22 +263,20 @@ impl PackedLinear {
         if out.is_empty() {
             return Ok(());
         }
-        let fast = fast && fast_kernel_available();
+        let kernel = kernel.filter(|k| k.available());
         for_row_chunks(out, n, MR, 2 * MR, |first_row, chunk| {
             let rows = chunk.len() / n;
             let a = &x_q[first_row * k..(first_row + rows) * k];
-            #[cfg(target_arch = "x86_64")]
-            if fast {
-                // SAFETY: the CPU has the kernel's features (checked just above); `a` holds
-                // rows x K and `chunk` rows x N values.
-                unsafe { vnni::rows(self, a, rows, x_scale, x_zp, chunk) };
-            } else {
-                self.rows_portable(a, rows, x_scale, x_zp, chunk);
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            {
-                let _ = fast;
-                self.rows_portable(a, rows, x_scale, x_zp, chunk);
+            match kernel {
+                // SAFETY (both kernels): the CPU has the kernel's features (checked above); `a`
+                // holds rows x K and `chunk` rows x N values.
+                #[cfg(target_arch = "x86_64")]
+                Some(Int8Kernel::Avx512Vnni) => unsafe {
+                    super::int8_avx512::rows(self, a, rows, x_scale, x_zp, chunk)
+                },
+                #[cfg(target_arch = "x86_64")]
+                Some(Int8Kernel::Avx2) => unsafe { super::int8_avx2::rows(self, a, rows, x_scale, x_zp, chunk) },
+                _ => self.rows_portable(a, rows, x_scale, x_zp, chunk),
             }
             if self.gelu {
                 gelu_in_place(chunk)?;
@@ -215,95 +304,6 @@ impl PackedLinear {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod vnni {
-    use std::arch::x86_64::*;
-
-    use super::{PackedLinear, LANES, MR, NR, VECS};
-
-    /// All panels for `rows` rows of `a` ([rows, K] u8) into `out` ([rows, N]).
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F, AVX-512BW and AVX-512 VNNI; `a.len() == rows * K`,
-    /// `out.len() == rows * N`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn rows(pw: &PackedLinear, a: &[u8], rows: usize, x_scale: f32, x_zp: u8, out: &mut [f32]) {
-        let k = pw.k;
-        for p in 0..pw.panels {
-            let mut r0 = 0;
-            while r0 < rows {
-                let mv = MR.min(rows - r0);
-                // Rows past the last one read the last one again (their results are dropped).
-                let a_rows: [*const u8; MR] = std::array::from_fn(|i| a.as_ptr().add((r0 + i.min(mv - 1)) * k));
-                // SAFETY: as for this function; row r0 + i < rows for every pointer.
-                unsafe { tile(pw, p, &a_rows, mv, x_scale, x_zp, out.as_mut_ptr().add(r0 * pw.n)) };
-                r0 += mv;
-            }
-        }
-    }
-
-    /// One MR x NR tile: panel `p`, rows `a_rows` (the first `mv` are stored), output row 0
-    /// at `out` (row stride N).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    #[inline]
-    unsafe fn tile(
-        pw: &PackedLinear,
-        p: usize,
-        a_rows: &[*const u8; MR],
-        mv: usize,
-        x_scale: f32,
-        x_zp: u8,
-        out: *mut f32,
-    ) {
-        let mut acc = [[_mm512_setzero_si512(); VECS]; MR];
-        let full = pw.k / 4;
-        let mut b = pw.quads.as_ptr().add(p * pw.groups * VECS) as *const __m512i;
-        for g in 0..full {
-            let b0 = _mm512_load_si512(b);
-            let b1 = _mm512_load_si512(b.add(1));
-            let b2 = _mm512_load_si512(b.add(2));
-            for i in 0..MR {
-                let av = _mm512_set1_epi32(std::ptr::read_unaligned(a_rows[i].add(4 * g) as *const i32));
-                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], av, b0);
-                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], av, b1);
-                acc[i][2] = _mm512_dpbusd_epi32(acc[i][2], av, b2);
-            }
-            b = b.add(VECS);
-        }
-        let rest = pw.k % 4;
-        if rest != 0 {
-            // The last K group: missing bytes are 0 (as are their packed weights).
-            let bv: [__m512i; VECS] = std::array::from_fn(|v| _mm512_load_si512(b.add(v)));
-            for i in 0..MR {
-                let mut bytes = [0u8; 4];
-                std::ptr::copy_nonoverlapping(a_rows[i].add(4 * full), bytes.as_mut_ptr(), rest);
-                let av = _mm512_set1_epi32(i32::from_le_bytes(bytes));
-                for v in 0..VECS {
-                    acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], av, bv[v]);
-                }
-            }
-        }
-        let zp = _mm512_set1_epi32(i32::from(x_zp));
-        let xs = _mm512_set1_ps(x_scale);
-        let n = pw.n;
-        for v in 0..VECS {
-            let col = p * NR + v * LANES;
-            if col >= n {
-                break;
-            }
-            let mask: __mmask16 = if n - col >= LANES { 0xffff } else { (1u16 << (n - col)) - 1 };
-            let zc = _mm512_mullo_epi32(zp, _mm512_loadu_si512(pw.colsum.as_ptr().add(col) as *const __m512i));
-            let scale = _mm512_mul_ps(xs, _mm512_loadu_ps(pw.w_scale.as_ptr().add(col)));
-            let bias = _mm512_loadu_ps(pw.bias.as_ptr().add(col));
-            for (i, row) in acc.iter().enumerate().take(mv) {
-                let y = _mm512_cvtepi32_ps(_mm512_sub_epi32(row[v], zc));
-                let y = _mm512_add_ps(_mm512_mul_ps(y, scale), bias);
-                _mm512_mask_storeu_ps(out.add(i * n + col), mask, y);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,27 +323,83 @@ mod tests {
         out
     }
 
-    #[test]
-    fn both_kernels_equal_the_formula_bit_for_bit() {
-        if !fast_kernel_available() {
-            eprintln!("this CPU has no AVX-512 VNNI: only the portable path is checked");
+    /// Every kernel this CPU has, and the portable loop (`None`); the others are named as skipped.
+    fn kernels_here() -> Vec<Option<Int8Kernel>> {
+        let mut here = vec![None];
+        for k in Int8Kernel::ALL {
+            if k.available() {
+                here.push(Some(k));
+            } else {
+                eprintln!("this CPU lacks the {} kernel: not checked here", k.name());
+            }
         }
-        // Tails in every direction: K not a multiple of 4, N not of 16 or 48, rows not of MR.
+        here
+    }
+
+    /// `out` equals `expected` bit for bit on every kernel here.
+    #[allow(clippy::too_many_arguments)]
+    fn check_kernels(a: &[u8], w: &[i8], m: usize, k: usize, n: usize, xs: f32, zp: u8, ws: &[f32], b: &[f32]) {
+        let packed = PackedLinear::new(w, k, n, ws, b).unwrap();
+        let expected = reference(a, w, m, k, n, xs, zp, ws, b);
+        for kernel in kernels_here() {
+            let mut out = vec![f32::NAN; m * n];
+            packed.run_with(a, m, xs, zp, &mut out, kernel).unwrap();
+            let same = out.iter().zip(&expected).all(|(x, y)| x.to_bits() == y.to_bits());
+            let name = kernel.map_or("portable", |k| k.name());
+            assert!(same, "m {m} k {k} n {n} {name}: {:?} vs {:?}", &out[..n.min(4)], &expected[..n.min(4)]);
+        }
+    }
+
+    #[test]
+    fn every_kernel_equals_the_formula_bit_for_bit() {
+        // Tails in every direction: K not a multiple of 4, N not of 8, 16 or 48, rows not of
+        // either kernel's tile.
         for &(m, k, n) in &[(1, 1, 1), (3, 5, 17), (8, 4, 48), (9, 37, 49), (17, 64, 100), (20, 384, 96), (5, 3, 130)] {
             let a = bytes(m * k, 1 + k as u64);
             // Full range of s8, including -128 (the exporter's weights stay in [-127, 127]).
             let w: Vec<i8> = bytes(k * n, 2 + n as u64).into_iter().map(|x| x as i8).collect();
             let ws: Vec<f32> = (0..n).map(|c| 0.001 + c as f32 * 1e-4).collect();
             let b: Vec<f32> = (0..n).map(|c| c as f32 * 0.25 - 3.0).collect();
-            let (xs, zp) = (0.0123f32, 117u8);
-            let packed = PackedLinear::new(&w, k, n, &ws, &b).unwrap();
-            let expected = reference(&a, &w, m, k, n, xs, zp, &ws, &b);
-            for fast in [false, true] {
-                let mut out = vec![f32::NAN; m * n];
-                packed.run_with(&a, m, xs, zp, &mut out, fast).unwrap();
-                let same = out.iter().zip(&expected).all(|(x, y)| x.to_bits() == y.to_bits());
-                assert!(same, "m {m} k {k} n {n} fast {fast}: {:?} vs {:?}", &out[..n.min(4)], &expected[..n.min(4)]);
+            check_kernels(&a, &w, m, k, n, 0.0123, 117, &ws, &b);
+        }
+    }
+
+    /// The products that overflow an i16 pair sum (255 x -128 twice is -65,280; 255 x 127 twice
+    /// 64,770), over a K long enough that only an exact i32 sum gets them right.
+    #[test]
+    fn extreme_values_do_not_saturate() {
+        let (m, k, n) = (7, 4099, 53);
+        let a = vec![255u8; m * k];
+        let ws = vec![1.0f32; n];
+        let b = vec![0.0f32; n];
+        for (w_value, zp) in [(-128i8, 0u8), (127, 0), (-128, 255), (127, 1)] {
+            let w = vec![w_value; k * n];
+            check_kernels(&a, &w, m, k, n, 1.0, zp, &ws, &b);
+        }
+        // Alternating signs along K and down the columns.
+        let w: Vec<i8> = (0..k * n).map(|i| if (i / n + i % n) % 2 == 0 { -128 } else { 127 }).collect();
+        check_kernels(&a, &w, m, k, n, 1.0, 0, &ws, &b);
+    }
+
+    #[test]
+    fn the_environment_variable_picks_or_refuses_a_kernel() {
+        assert_eq!(Int8Kernel::choose(None), Ok(Int8Kernel::best()));
+        assert_eq!(Int8Kernel::choose(Some(" auto ")), Ok(Int8Kernel::best()));
+        assert_eq!(Int8Kernel::choose(Some("tract")), Ok(None));
+        for k in Int8Kernel::ALL {
+            let chosen = Int8Kernel::choose(Some(k.name()));
+            if k.available() {
+                assert_eq!(chosen, Ok(Some(k)));
+            } else {
+                assert!(chosen.unwrap_err().contains("lacks"));
             }
+        }
+        let err = Int8Kernel::choose(Some("sse9")).unwrap_err();
+        assert!(err.contains(KERNEL_ENV) && err.contains("\"sse9\"") && err.contains("avx2"), "{err}");
+        // A kernel this CPU lacks runs the portable loop rather than faulting.
+        let p = PackedLinear::new(&[1; 8], 2, 4, &[1.0; 4], &[0.5; 4]).unwrap();
+        for k in Int8Kernel::ALL {
+            assert_eq!(p.clone().with_kernel(Some(k)).kernel(), Some(k).filter(|k| k.available()));
         }
     }
 

@@ -5,9 +5,28 @@
 
 pub(crate) mod attend;
 mod gelu;
+#[cfg(target_arch = "x86_64")]
+mod int8_avx2;
+#[cfg(target_arch = "x86_64")]
+mod int8_avx512;
 pub(crate) mod int8_dot;
 mod lanes;
 pub(crate) mod normalize;
 pub(crate) mod parallel;
 pub(crate) mod quantize;
 pub(crate) mod softmax;
+
+/// The instruction set the float kernels (DynamicQuantizeLinear, LayerNorm, the attention's
+/// softmax, GELU) run on here: `avx512f`, `avx2` or `portable`, as each entry point picks it.
+pub(crate) fn float_variant() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512f";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return "avx2";
+        }
+    }
+    "portable"
+}

@@ -13,6 +13,17 @@ pub fn normalize_rows(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
         // SAFETY: the CPU has AVX-512F (checked just above).
         return unsafe { normalize_rows_512(x, gamma, beta, eps) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { normalize_rows_256(x, gamma, beta, eps) };
+    }
+    normalize_rows_body(x, gamma, beta, eps)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn normalize_rows_256(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     normalize_rows_body(x, gamma, beta, eps)
 }
 

@@ -4,7 +4,8 @@
 //!
 //! Variants, picked at run time: x86_64 with AVX-512F, one pass for the max and one that
 //! computes, stores and sums the exponentials with an exp of its own (within 2 ulp);
-//! elsewhere vectorizable max, subtract and sum loops around tract's exp kernel.
+//! elsewhere vectorizable max, subtract and sum loops (built for AVX2 too, picked at run time)
+//! around tract's exp kernel.
 
 use tract_onnx::tract_core::tract_linalg::Func;
 use tract_onnx::tract_hir::internal::TractResult;
@@ -24,10 +25,24 @@ pub(crate) fn softmax_numerators(s: &mut [f32], t: usize, sums: &mut [f32]) -> T
         }
         return Ok(());
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { softmax_numerators_256(s, t, sums) };
+    }
+    softmax_numerators_portable(s, t, sums)
+}
+
+/// [`softmax_numerators_portable`] with its max, subtract and sum loops built for AVX2 (the
+/// same operations per lane: the same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn softmax_numerators_256(s: &mut [f32], t: usize, sums: &mut [f32]) -> TractResult<()> {
     softmax_numerators_portable(s, t, sums)
 }
 
 /// [`softmax_numerators`] without the AVX-512 kernel.
+#[inline(always)]
 fn softmax_numerators_portable(s: &mut [f32], t: usize, sums: &mut [f32]) -> TractResult<()> {
     let exp = Func::Exp.ew_f32()?;
     for (row, z) in s.chunks_exact_mut(t).zip(sums.iter_mut()) {

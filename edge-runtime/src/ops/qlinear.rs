@@ -25,10 +25,11 @@
 //! the q, k and v linears alike).
 //!
 //! The arithmetic is [`PackedLinear::run`] (in `kernels::int8_dot`, re-exported here with its
-//! tile sizes and [`fast_kernel_available`]): bit-identical to tract's unfused plan (tested
-//! there against the formula, here against tract on a graph, and on a whole bundle). The
-//! engine rewrites the graph only where [`fast_kernel_available`] (else tract's own int8 path
-//! is faster than the portable loop).
+//! tile sizes and [`Int8Kernel`]): bit-identical to tract's unfused plan (tested there against
+//! the formula, here against tract on a graph for every kernel this CPU has, and on a whole
+//! bundle). The engine rewrites the graph only where a fast kernel is chosen (else tract's own
+//! int8 path is faster than the portable loop); [`set_kernel`] records that choice in the fused
+//! nodes (attribute `kernel`, an [`Int8Kernel::name`]; absent: [`Int8Kernel::best`]).
 
 use std::sync::Arc;
 
@@ -37,7 +38,7 @@ use tract_onnx::pb::{attribute_proto::AttributeType, tensor_proto::DataType, Att
 use tract_onnx::tract_hir::internal::*;
 
 use crate::fuse::graph_rewrite::{rewrite, Fusion, Index};
-pub use crate::kernels::int8_dot::{fast_kernel_available, PackedLinear, MAX_K, MR, NR};
+pub use crate::kernels::int8_dot::{fast_kernel_available, Int8Kernel, PackedLinear, KERNEL_ENV, MAX_K, MR, NR};
 
 /// ONNX op type of the fused node (only ever in a graph rewritten in memory by this crate).
 pub const OP_TYPE: &str = "CkdQLinear";
@@ -45,12 +46,21 @@ pub const OP_TYPE: &str = "CkdQLinear";
 /// Registers the builder of [`OP_TYPE`] nodes in `onnx`.
 pub fn register(onnx: &mut tract_onnx::Onnx) {
     onnx.op_register.insert(OP_TYPE, |_ctx: &ParsingContext, node: &NodeProto| {
-        let gelu = match node.attribute.iter().find(|a| a.name == "activation").map(|a| a.s.as_slice()) {
+        let attr = |name: &str| node.attribute.iter().find(|a| a.name == name).map(|a| a.s.as_slice());
+        let gelu = match attr("activation") {
             None => false,
             Some(b"gelu") => true,
             Some(other) => bail!("{}: {OP_TYPE} with activation {:?}", node.name, String::from_utf8_lossy(other)),
         };
-        Ok((expand(QLinearExpansion { gelu }), vec![]))
+        let kernel = match attr("kernel") {
+            None => Int8Kernel::best(),
+            Some(name) => {
+                Some(Int8Kernel::ALL.into_iter().find(|k| k.name().as_bytes() == name).with_context(|| {
+                    format!("{}: {OP_TYPE} with kernel {:?}", node.name, String::from_utf8_lossy(name))
+                })?)
+            }
+        };
+        Ok((expand(QLinearExpansion { gelu, kernel }), vec![]))
     });
 }
 
@@ -60,6 +70,8 @@ pub fn register(onnx: &mut tract_onnx::Onnx) {
 struct QLinearExpansion {
     /// GELU (erf form) after the bias (attribute `activation = "gelu"`).
     gelu: bool,
+    /// The kernel that runs the product (attribute `kernel`; `None`: the portable loop).
+    kernel: Option<Int8Kernel>,
 }
 
 impl QLinearExpansion {
@@ -104,6 +116,7 @@ impl QLinearExpansion {
             bias.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?,
         )
         .with_context(|| prefix.to_string())?;
+        let packed = packed.with_kernel(self.kernel);
         let packed = if self.gelu { packed.with_gelu() } else { packed };
         target.wire_node(prefix, QLinear { packed: Arc::new(packed) }, &inputs[..3])
     }
@@ -120,9 +133,10 @@ pub struct QLinear {
 }
 
 impl QLinear {
-    /// The plan's line about the node: its sizes and whether GELU follows.
+    /// The plan's line about the node: its sizes, whether GELU follows, and the kernel.
     fn describe(&self) -> String {
-        format!("K = {}, N = {}, GELU: {}", self.packed.k(), self.packed.n(), self.packed.gelu())
+        let kernel = self.packed.kernel().map_or("portable", |k| k.name());
+        format!("K = {}, N = {}, GELU: {}, kernel: {kernel}", self.packed.k(), self.packed.n(), self.packed.gelu())
     }
 
     /// The op's `eval`: x_q [.., K] to y [.., N] ([`PackedLinear::run`]).
@@ -174,6 +188,23 @@ plan_op!(QLinear, "QLinear", info: describe);
 /// output.
 pub fn fuse_int8_linears(graph: &mut GraphProto) -> usize {
     rewrite(graph, |index, i| (index.node(i).op_type == "MatMulInteger").then(|| index.match_int8_linear(i)).flatten())
+}
+
+/// Makes every [`OP_TYPE`] node of `graph` run on `kernel` (its `kernel` attribute). Returns
+/// how many nodes it set.
+pub fn set_kernel(graph: &mut GraphProto, kernel: Int8Kernel) -> usize {
+    let mut set = 0;
+    for node in graph.node.iter_mut().filter(|n| n.op_type == OP_TYPE) {
+        node.attribute.retain(|a| a.name != "kernel");
+        node.attribute.push(AttributeProto {
+            name: "kernel".into(),
+            r#type: AttributeType::String as i32,
+            s: kernel.name().as_bytes().to_vec(),
+            ..Default::default()
+        });
+        set += 1;
+    }
+    set
 }
 
 impl<'g> Index<'g> {
@@ -378,6 +409,42 @@ mod tests {
             let same = plain.iter().zip(&fused).all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "seq {t}: fused differs from tract's plan");
         }
+    }
+
+    /// Each kernel this CPU has, named in the fused node, gives tract's plan bit for bit (and
+    /// an unknown kernel name is an error naming the node).
+    #[test]
+    fn every_kernel_here_matches_tracts_plan() {
+        for kernel in Int8Kernel::ALL {
+            if !kernel.available() {
+                eprintln!("this CPU lacks the {} kernel: not checked here", kernel.name());
+                continue;
+            }
+            for graph in [linear(), linear_gelu()] {
+                let mut g = graph.clone();
+                assert_eq!(fuse_int8_linears(&mut g), 1);
+                assert_eq!(set_kernel(&mut g, kernel), 1);
+                let p = plan(g, register);
+                let line = p.model().nodes.iter().find(|n| n.op.name() == "QLinear").unwrap().op.info().unwrap();
+                assert!(line[0].ends_with(&format!("kernel: {}", kernel.name())), "{line:?}");
+                for t in [1, 7, 30] {
+                    let x = Tensor::from_shape(&[1, t, K], &values(t * K, 5)).unwrap();
+                    let fused = p.run(tvec!(x.clone().into())).unwrap();
+                    let plain = plan(graph.clone(), register).run(tvec!(x.into())).unwrap();
+                    let bits = |o: &TValue| {
+                        o.to_plain_array_view::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                    };
+                    assert_eq!(bits(&fused[0]), bits(&plain[0]), "{} seq {t}", kernel.name());
+                }
+            }
+        }
+        let mut g = linear();
+        fuse_int8_linears(&mut g);
+        g.node[1].attribute.push(AttributeProto { name: "kernel".into(), s: b"sse9".to_vec(), ..Default::default() });
+        let mut fw = tract_onnx::onnx();
+        register(&mut fw);
+        let err = fw.parse(&model(g), None).err().unwrap();
+        assert!(format!("{err:?}").contains("kernel \"sse9\""), "{err:?}");
     }
 
     /// [`linear`] followed by the exporter's GELU: y = Mul(Mul(lin, Add(Erf(Mul(lin, c)), 1)), 0.5).

@@ -152,13 +152,14 @@ pub fn teacher_label(a: &LabelArgs) -> Result<()> {
     };
     bar.finish_and_clear();
     note!(
-        "teacher label: {} samples in {}, {} kept from a previous run, {} labelled ({:.2} samples/s, {:.0} prompt tokens/s), {} prompts cut -> {}",
+        "teacher label: {} samples in {}, {} kept from a previous run, {} labelled ({:.2} samples/s, {:.0} prompt tokens/s on {}), {} prompts cut -> {}",
         o.in_shard,
         a.shard.map_or("all".to_string(), |(i, n)| format!("shard {i}/{n}")),
         o.resumed,
         o.labelled,
         o.labelled as f64 / o.seconds.max(1e-9),
         o.tokens as f64 / o.seconds.max(1e-9),
+        t.kernel,
         o.truncated,
         a.out.display()
     );

@@ -670,6 +670,7 @@ pub fn load_frozen(
         BaseRef::Demo => "demo".to_string(),
     };
     let model = Qwen2ForCausalLM::from_tensors(b.tensors, &b.config, dtype, &dev)?;
+    tracing::info!("{}: {}", path.display(), dense_kernel_description(&dev, dtype));
     Ok((model, PromptEncoder::new(b.tokenizer, max_len)?, key))
 }
 
@@ -687,6 +688,8 @@ pub struct LoadedTeacher {
     pub config_hash: String,
     /// Hash (hex) over the manifest's weight-file hashes (adapter or demo weights, and head).
     pub weights_hash: String,
+    /// The weights' layout and the matmul kernels they run on, for progress lines.
+    pub kernel: String,
 }
 
 impl LoadedTeacher {
@@ -741,7 +744,8 @@ pub fn load_teacher(dir: &Path, base_override: Option<&Path>, device: DeviceSpec
             let prompts =
                 PromptEncoder::new(q.tokenizer, manifest.max_len)?.with_instruction(manifest.prompt_instruction());
             let config_hash = sha256_hex(cfg_text.as_bytes());
-            return Ok(LoadedTeacher { manifest, model: q.model, head, prompts, config_hash, weights_hash });
+            let kernel = format!("quantized weights, {}", crate::models::qlinear::kernel_description(q.packing));
+            return Ok(LoadedTeacher { manifest, model: q.model, head, prompts, config_hash, weights_hash, kernel });
         }
         BaseRef::Gguf { path, sha256 } | BaseRef::Safetensors { path, sha256 } => {
             let p = base_override.unwrap_or(path);
@@ -764,7 +768,16 @@ pub fn load_teacher(dir: &Path, base_override: Option<&Path>, device: DeviceSpec
     }
     let head = head::Head::load(&td.head(), config.hidden_size, &dev)?;
     let prompts = PromptEncoder::new(tokenizer, manifest.max_len)?.with_instruction(manifest.prompt_instruction());
-    Ok(LoadedTeacher { manifest, model, head, prompts, config_hash: sha256_hex(cfg_text.as_bytes()), weights_hash })
+    let kernel = dense_kernel_description(&dev, dtype);
+    let config_hash = sha256_hex(cfg_text.as_bytes());
+    Ok(LoadedTeacher { manifest, model, head, prompts, config_hash, weights_hash, kernel })
+}
+
+/// One line naming the kernels a model on dense `dtype` weights runs on `dev`.
+pub fn dense_kernel_description(dev: &Device, dtype: DType) -> String {
+    let on =
+        if dev.is_cpu() { "the CPU (candle's dense matmul, gemm crate)" } else { "the GPU (candle's CUDA matmul)" };
+    format!("dense {} weights on {on}", format!("{dtype:?}").to_lowercase())
 }
 
 /// The base file `p` is the one the teacher was trained on (`want` = the manifest's hash).

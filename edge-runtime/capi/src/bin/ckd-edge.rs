@@ -369,6 +369,7 @@ fn info(bundle: &Path, opts: &EngineOptions) -> Result<()> {
             "sep_id": m.tokenizer.sep_id,
         },
         "knowledge_table": m.knowledge.is_some(),
+        "kernels": engine.kernels().into_iter().map(|(op, k)| (op.to_string(), json!(k))).collect::<Map<String, Value>>(),
         "files": files,
         "provenance": {
             "data_hash": m.provenance.data_hash,
