@@ -99,6 +99,13 @@ impl Groups {
     }
 }
 
+/// Median of unsorted values (the mean of the middle two for an even count); NaN when empty.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    percentile_sorted(&v, 0.5)
+}
+
 /// Linear-interpolation percentile (`q` in `[0, 1]`) of sorted values; NaN when empty.
 pub fn percentile_sorted(sorted: &[f64], q: f64) -> f64 {
     match sorted.len() {
@@ -171,6 +178,14 @@ mod tests {
         assert!((percentile_sorted(&v, 0.5) - 2.5).abs() < 1e-12);
         assert!((percentile_sorted(&v, 0.975) - 3.925).abs() < 1e-12);
         assert!(percentile_sorted(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn median_of_unsorted_values() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[7.0]), 7.0);
+        assert!(median(&[]).is_nan());
     }
 
     #[test]

@@ -75,12 +75,12 @@ pub fn write_bundle_with(
     let model_path = staged.join(MODEL_FILE);
     let opts = ExportOptions { build, external_data: true };
     let export = export::export_student_with(student_dir, &model_path, &opts)?;
-    let model = std::fs::read(&model_path).map_err(io_err(&model_path))?;
+    let model = crate::io::read_regular(&model_path).map_err(io_err(&model_path))?;
     let data_path = staged.join(MODEL_DATA_FILE);
     if export.external_data.as_ref().map(|d| d.path.as_path()) != Some(data_path.as_path()) {
         return Err(BundleWriteError::Manifest(format!("the export did not write {}", data_path.display())));
     }
-    let data = std::fs::read(&data_path).map_err(io_err(&data_path))?;
+    let data = crate::io::read_regular(&data_path).map_err(io_err(&data_path))?;
     let tokenizer = st.encoder.to_json().map_err(StudentError::from)?.into_bytes();
     let tok_path = staged.join(TOKENIZER_FILE);
     write_atomic(&tok_path, &tokenizer).map_err(io_err(&tok_path))?;

@@ -144,6 +144,35 @@ pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
     fs::read(path)
 }
 
+/// SHA-256 (lower-case hex) of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    ckd_core::format::hex(&Sha256::digest(bytes))
+}
+
+/// SHA-256 (lower-case hex) of a regular file, streamed in 1 MiB reads.
+pub fn file_sha256(path: &Path) -> io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = open_regular(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(ckd_core::format::hex(&h.finalize()))
+}
+
+/// [`fs::read_to_string`] of a regular file only (see [`check_regular`]).
+pub fn read_to_string_regular(path: &Path) -> io::Result<String> {
+    check_regular(path)?;
+    fs::read_to_string(path)
+}
+
 /// Opens a file for buffered streaming, decompressing it when its name ends in `.gz`; a path
 /// that is not a regular file is refused ([`check_regular`]).
 pub fn open_maybe_gz(path: &Path) -> io::Result<Box<dyn BufRead>> {

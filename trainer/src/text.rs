@@ -83,6 +83,7 @@ impl TextEncoder {
 
     /// Loads a `tokenizer.json` and clears its built-in padding and truncation.
     pub fn from_file(path: &Path, max_len: usize) -> Result<Self, TextError> {
+        crate::io::check_regular(path).map_err(|e| TextError::Tokenizer(format!("{}: {e}", path.display())))?;
         let tok = Tokenizer::from_file(path).map_err(|e| TextError::Tokenizer(format!("{}: {e}", path.display())))?;
         Self::new(tok, max_len)
     }

@@ -309,6 +309,16 @@ fn non_regular_data_files_are_refused_saying_what_they_are() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("is a FIFO (named pipe), not a regular file"), "{err}");
+    // Small files read whole: a pipeline config, the CCS table, a teacher's tokenizer.
+    let out_rs = d.path().join("x.rs");
+    for args in
+        [vec!["pipeline", "--config", fs_], vec!["gen-tables", "--ccs-yaml", fs_, "--out", out_rs.to_str().unwrap()]]
+    {
+        let out = ckd_bounded(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(fs_) && err.contains("is a FIFO (named pipe), not a regular file"), "{args:?}: {err}");
+    }
     // A samples file that is a character device.
     let ev = evidence_file(d.path(), 1);
     let out = ckd_bounded(&["explain", "--evidence", ev.to_str().unwrap(), "--data", "/dev/zero", "--id", "s0"]);

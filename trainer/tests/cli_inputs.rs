@@ -345,3 +345,26 @@ fn eval_role_follows_provenance_and_writes_only_where_asked() {
     ok(&["eval", "--model", s(&f.path("student")), "--data", s(&f.bin()), "--out", s(&plain)]);
     assert_eq!(student_role(&json(&plain)), "student");
 }
+
+#[test]
+fn an_int8_export_stores_int8_word_embeddings_unless_asked_for_f32() {
+    let f = fixture();
+    let data = |name: &str, extra: &[&str]| -> u64 {
+        let out = f.path(name);
+        let _ = fs::remove_dir_all(&out);
+        let student = f.path("student");
+        let mut args = vec!["export", "--model", s(&student), "--out", s(&out)];
+        args.extend_from_slice(extra);
+        let o = ok(&args);
+        let words = if extra.contains(&"--f32-embeddings") { "f32" } else { "int8" };
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&format!("word embeddings {words}")), "{args:?}: {err}");
+        fs::metadata(out.join("model.onnx.data")).unwrap().len()
+    };
+    let (int8, f32) = (data("bundle-default", &[]), data("bundle-f32-emb", &["--f32-embeddings"]));
+    assert!(int8 < f32, "int8 word embeddings: {int8} bytes of tensors, f32: {f32}");
+    assert_eq!(
+        ckd(&["export", "--model", "x", "--out", "y", "--int8-embeddings", "--f32-embeddings"]).status.code(),
+        Some(2)
+    );
+}

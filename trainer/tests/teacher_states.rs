@@ -1,7 +1,8 @@
 //! Pooled LLM states (`teacher::states`) on a tiny random Qwen2: the shared-prefix path equals
 //! a full forward pass, chunks resume, a damaged chunk is refused with its name, and a changed
 //! prompt recomputes only its own chunk. Zero-shot scores (`teacher::zero_shot`) on the shared
-//! cache equal a full forward pass of each prompt + answer prefix + name.
+//! cache equal a full forward pass of each prompt + answer prefix + name, and the yes/no scores
+//! a full forward pass of each prompt + question.
 
 use candle_core::{DType, Device, Tensor};
 use ckd_core::visit::{Sample, Split};
@@ -128,7 +129,7 @@ fn zero_shot_scores_on_the_shared_cache_equal_a_full_forward() {
     assert_eq!(cont.names.len(), 25);
     assert!(!cont.prefix.is_empty() && cont.names.iter().all(|n| !n.is_empty()));
     let bar = ProgressBar::hidden();
-    let scores = zero_shot::score_samples(&model, &enc, &s[..3], &bar).unwrap();
+    let scores = zero_shot::score_samples(&model, &enc, &cont, &s[..3], &bar).unwrap();
     assert_eq!(scores.len(), 3 * 25);
     // Against full forward passes (two visits, every fourth phenotype: a full pass per name).
     for (i, smp) in s[..3].iter().enumerate().skip(1) {
@@ -151,7 +152,42 @@ fn zero_shot_scores_on_the_shared_cache_equal_a_full_forward() {
         }
     }
     // Log-probabilities; the visit-free prompt scores differently from a visit.
-    let free = zero_shot::visit_free_scores(&model, &enc, &s[0]).unwrap();
+    let free = zero_shot::visit_free_scores(&model, &enc, &cont, &s[0]).unwrap();
     assert!(free.iter().all(|x| *x < 0.0) && free.len() == 25);
     assert!(free.iter().zip(&scores[..25]).any(|(a, b)| (a - b).abs() > 1e-4));
+}
+
+#[test]
+fn yes_no_scores_on_the_shared_cache_equal_a_full_forward() {
+    let s = samples();
+    let (model, enc) = setup(&s);
+    let cont = zero_shot::Continuations::with_scoring(enc.tokenizer(), zero_shot::Scoring::YesNo).unwrap();
+    assert_eq!(cont.names.len(), 25);
+    let (yes, no) = &cont.answers;
+    assert!(!yes.is_empty() && !no.is_empty() && yes.iter().all(|t| !no.contains(t)));
+    // The question up to the name is shared; each row ends with the assistant's turn.
+    let tail = enc.tokenizer().encode("<|im_end|>\n<|im_start|>assistant\n", false).unwrap().get_ids().to_vec();
+    assert!(cont.names.iter().all(|n| n.ends_with(&tail)), "{:?}", cont.names[0]);
+    let scores = zero_shot::score_samples(&model, &enc, &cont, &s[..3], &ProgressBar::hidden()).unwrap();
+    assert_eq!(scores.len(), 3 * 25);
+    for (i, smp) in s[..3].iter().enumerate().skip(1) {
+        let p = enc.encode(smp).unwrap();
+        for (j, row) in cont.names.iter().enumerate().step_by(6) {
+            let mut ids = p.ids.clone();
+            ids.extend_from_slice(&cont.prefix);
+            ids.extend_from_slice(row);
+            let x = Tensor::from_slice(&ids, (1, ids.len()), &Device::Cpu).unwrap();
+            let out = model.forward(&x, None).unwrap();
+            let logits = model.logits_at(&out.hidden, &[(0, ids.len() - 1)]).unwrap();
+            let lsm = candle_nn::ops::log_softmax(&logits, 1).unwrap().to_vec2::<f32>().unwrap();
+            let lse = |t: &[u32]| t.iter().map(|&k| (lsm[0][k as usize] as f64).exp()).sum::<f64>().ln();
+            let want = (lse(yes) - lse(no)) as f32;
+            let got = scores[i * 25 + j];
+            assert!((got - want).abs() < 1e-4, "sample {i}, phenotype {j}: {got} vs {want}");
+        }
+    }
+    // Another scoring, other numbers.
+    let names = zero_shot::Continuations::new(enc.tokenizer()).unwrap();
+    let by_name = zero_shot::score_samples(&model, &enc, &names, &s[..1], &ProgressBar::hidden()).unwrap();
+    assert!(by_name.iter().zip(&scores[..25]).any(|(a, b)| (a - b).abs() > 1e-3));
 }

@@ -27,6 +27,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use ckd_core::bootstrap::median;
 use ckd_edge::{Engine, EngineOptions};
 use ckd_trainer::export::{model_tensors, BuildOptions, Precision};
 use ckd_trainer::models::bert::{BertForMultiLabel, Config, HeadConfig};
@@ -134,12 +135,6 @@ fn text_of_len(engine: &Engine, seq: usize) -> Result<(String, Vec<u32>)> {
     }
     let ids = tokens(lo)?;
     Ok((text(lo), ids))
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s[s.len() / 2]
 }
 
 fn time(

@@ -23,6 +23,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use ckd_core::bootstrap::median;
 use ckd_trainer::models::common::DropoutRng;
 use ckd_trainer::models::lora::LoraConfig;
 use ckd_trainer::models::qwen2::{init_random, Config, Qwen2ForCausalLM};
@@ -124,20 +125,6 @@ fn parse_config(s: &str) -> Result<Config> {
 fn parse_shape(s: &str) -> Result<(usize, usize)> {
     let (b, t) = s.split_once('x').with_context(|| format!("shape {s:?} is not BxT"))?;
     Ok((b.trim().parse().context("batch size")?, t.trim().parse().context("sequence length")?))
-}
-
-/// Median of a non-empty sample (mean of the middle two for an even count).
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 const GIB: f64 = (1u64 << 30) as f64;

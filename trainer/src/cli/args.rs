@@ -71,10 +71,10 @@ pub enum TeacherCmd {
     /// Pooled hidden states of a frozen pretrained LLM for every split of a `samples.bin`
     /// (last token and mean over the visit's tokens, at chosen layers); resumable by chunk.
     States(StatesArgs),
-    /// Zero-shot phenotype probabilities from a frozen pretrained LLM, no labels: the mean
-    /// log-probability of each phenotype's name after the answer prefix, minus the same score
-    /// for an empty visit, standardized per phenotype. Writes JSON lines `{"id", "p"}` (soft
-    /// labels for `ckd student train --teacher`); resumable.
+    /// Zero-shot phenotype probabilities from a frozen pretrained LLM, no labels: each visit's 25
+    /// scores (`--scoring`) centred, then standardized per phenotype across the visits. Writes
+    /// JSON lines `{"id", "p"}` (soft labels for `ckd student train --soft-labels`) and, when the
+    /// samples carry labels, `OUT.report.json`; resumable.
     ZeroShot(ZeroShotArgs),
 }
 
@@ -114,6 +114,26 @@ pub struct ZeroShotArgs {
     /// Only the first N samples.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// names: mean log-probability of each phenotype's name after the answer prefix; yes-no:
+    /// log-odds of Yes against No after one question per phenotype.
+    #[arg(long, value_enum, default_value_t = ZeroShotScoring::Names)]
+    pub scoring: ZeroShotScoring,
+}
+
+/// `ckd teacher zero-shot --scoring`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ZeroShotScoring {
+    Names,
+    YesNo,
+}
+
+impl ZeroShotScoring {
+    pub fn scoring(self) -> ckd_trainer::teacher::zero_shot::Scoring {
+        match self {
+            Self::Names => ckd_trainer::teacher::zero_shot::Scoring::Names,
+            Self::YesNo => ckd_trainer::teacher::zero_shot::Scoring::YesNo,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -413,10 +433,22 @@ pub struct ExportArgs {
     /// Precision of the exported model.
     #[arg(long, value_enum, default_value = "int8")]
     pub precision: ckd_trainer::export::Precision,
-    /// Store the word embedding table as int8 (per-row scales): a quarter of its size, for
-    /// devices short of memory (MiniLM: 47 -> 12 MB); a small accuracy cost, see BENCHMARKS.md.
-    #[arg(long)]
+    /// Store the word embedding table as int8 (per-row scales): a quarter of its size (MiniLM:
+    /// 47 -> 12 MB) at a small accuracy cost (BENCHMARKS.md). The default with `--precision
+    /// int8`; this flag asks for it with `--precision f32` too.
+    #[arg(long, conflicts_with = "f32_embeddings")]
     pub int8_embeddings: bool,
+    /// Keep the word embedding table in f32 in an int8 export (the int8 form that the ONNX
+    /// export specifies: only the encoder's linears in int8).
+    #[arg(long)]
+    pub f32_embeddings: bool,
+}
+
+impl ExportArgs {
+    /// Whether the word embeddings are stored as int8 (see the flags).
+    pub fn int8_embeddings(&self) -> bool {
+        self.int8_embeddings || (self.precision == ckd_trainer::export::Precision::Int8 && !self.f32_embeddings)
+    }
 }
 
 // `ckd pack`.

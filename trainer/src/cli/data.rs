@@ -133,7 +133,7 @@ fn write_ingest_outputs(ing: &ingest::Ingested, out: &Path) -> Result<()> {
 }
 
 pub fn gen_tables(a: &GenTablesArgs) -> Result<()> {
-    let yaml = std::fs::read_to_string(&a.ccs_yaml).with_context(|| format!("reading {}", a.ccs_yaml.display()))?;
+    let yaml = io::read_to_string_regular(&a.ccs_yaml).with_context(|| format!("reading {}", a.ccs_yaml.display()))?;
     let src = codegen::ccs_table_source(&yaml)?;
     io::write_atomic(&a.out, src.as_bytes()).with_context(|| format!("writing {}", a.out.display()))?;
     note!("wrote {}", a.out.display());
@@ -162,7 +162,7 @@ pub fn explain(a: &ExplainArgs) -> Result<()> {
         .with_context(|| format!("{}: no record for sample {id} {hint}", a.evidence.display()))?;
     let thresholds = match &a.teacher {
         Some(t) => {
-            let text = std::fs::read_to_string(t.join("teacher.json"))
+            let text = io::read_to_string_regular(&t.join("teacher.json"))
                 .with_context(|| format!("reading {}", t.join("teacher.json").display()))?;
             serde_json::from_str::<ckd_trainer::teacher::TeacherManifest>(&text)?.thresholds
         }

@@ -90,7 +90,8 @@ fn default_qwen_gguf() -> Result<PathBuf> {
 }
 
 pub fn pipeline(a: &PipelineArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&a.config).with_context(|| format!("reading {}", a.config.display()))?;
+    let text = ckd_trainer::io::read_to_string_regular(&a.config)
+        .with_context(|| format!("reading {}", a.config.display()))?;
     let base = a.config.parent().map(Path::to_path_buf).unwrap_or_default();
     let cfg = pipeline::PipelineConfig::from_toml(&text, &base).with_context(|| format!("{}", a.config.display()))?;
     run_pipeline(&cfg)
@@ -109,7 +110,8 @@ fn run_pipeline(cfg: &pipeline::PipelineConfig) -> Result<()> {
 pub fn bench(a: &BenchArgs) -> Result<()> {
     let (mut cfg, mut spec) = match &a.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text =
+                ckd_trainer::io::read_to_string_regular(path).with_context(|| format!("reading {}", path.display()))?;
             let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
             ckd_trainer::bench::from_toml(&text, &base).with_context(|| format!("{}", path.display()))?
         }

@@ -214,12 +214,18 @@ pub fn teacher_merge(a: &MergeArgs) -> Result<()> {
 
 pub fn export(a: &ExportArgs) -> Result<()> {
     let build = ckd_trainer::export::BuildOptions {
-        int8_embeddings: a.int8_embeddings,
+        int8_embeddings: a.int8_embeddings(),
         ..ckd_trainer::export::BuildOptions::new(a.precision)
     };
     let r = ckd_trainer::bundle::write_bundle_with(&a.model, &a.out, build)?;
     let total: u64 = r.bytes.iter().map(|(_, b)| b).sum();
-    note!("bundle {} ({}, {}):", r.dir.display(), a.precision.as_str(), super::print::human_size(total));
+    let words = if build.int8_embeddings { "int8" } else { "f32" };
+    note!(
+        "bundle {} ({}, word embeddings {words}, {}):",
+        r.dir.display(),
+        a.precision.as_str(),
+        super::print::human_size(total)
+    );
     for line in super::print::file_lines(&r.bytes) {
         note!("{line}");
     }

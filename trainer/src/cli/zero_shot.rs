@@ -1,8 +1,8 @@
 //! `ckd teacher zero-shot`: a frozen LLM's zero-shot scores per visit, kept line by line in
 //! `OUT.scores.jsonl` (so an interrupted run resumes), turned into probabilities without labels
 //! (`teacher::zero_shot::probabilities`) in `OUT`; when the samples carry labels, the macro-AUC of
-//! the raw and the visit-centred scores with 95% patient-bootstrap intervals, and the phenotypes it
-//! ranks best and worst.
+//! the raw and the visit-centred scores and each phenotype's AUC, with 95% patient-bootstrap
+//! intervals, printed (best and worst five) and written to `OUT.report.json`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -20,6 +20,12 @@ use super::data::load_samples;
 
 pub fn run(a: &ZeroShotArgs) -> Result<()> {
     let (model, prompts, key) = load_frozen(&a.frozen.base, a.frozen.device, a.frozen.max_len, a.frozen.base_weights)?;
+    let scoring = a.scoring.scoring();
+    // Scores of one model under one scoring resume each other only.
+    let key = match scoring {
+        zero_shot::Scoring::Names => key,
+        other => format!("{key}|{}", other.name()),
+    };
     let (mut samples, _, _) = load_samples(&a.data, a.split.split())?;
     if let Some(n) = a.limit {
         samples.truncate(n);
@@ -27,7 +33,7 @@ pub fn run(a: &ZeroShotArgs) -> Result<()> {
     anyhow::ensure!(!samples.is_empty(), "{}: no {} samples", a.data.display(), a.split.split().name());
     let scores_path = PathBuf::from(format!("{}.scores.jsonl", a.out.display()));
     let mut done = read_scores(&scores_path, &key)?;
-    let cont = zero_shot::Continuations::new(prompts.tokenizer())?;
+    let cont = zero_shot::Continuations::with_scoring(prompts.tokenizer(), scoring)?;
     let encoded = samples.iter().map(|s| prompts.encode(s)).collect::<Result<Vec<_>, _>>()?;
     let shared = states::shared_prefix(&encoded);
     let cache = states::prefill(&model, &encoded[0].ids, shared)?;
@@ -38,7 +44,8 @@ pub fn run(a: &ZeroShotArgs) -> Result<()> {
         .with_context(|| format!("opening {}", scores_path.display()))?;
     let todo: Vec<usize> = (0..samples.len()).filter(|&i| !done.contains_key(&samples[i].id)).collect();
     note!(
-        "zero-shot: {} samples, {} already scored, shared prefix {shared} tokens",
+        "zero-shot ({}): {} samples, {} already scored, shared prefix {shared} tokens",
+        scoring.name(),
         samples.len(),
         samples.len() - todo.len()
     );
@@ -58,17 +65,29 @@ pub fn run(a: &ZeroShotArgs) -> Result<()> {
     if !todo.is_empty() {
         note!("zero-shot: {:.2} s per visit", t0.elapsed().as_secs_f64() / todo.len() as f64);
     }
-    let free = zero_shot::visit_free_scores(&model, &prompts, &samples[0])?;
+    let free = zero_shot::visit_free_scores(&model, &prompts, &cont, &samples[0])?;
     let raw: Vec<f32> = samples.iter().flat_map(|s| done[&s.id].clone()).collect();
-    let p = zero_shot::probabilities(&raw, &free)?;
+    let p = zero_shot::probabilities(&raw)?;
     let mut text = String::new();
     for (s, row) in samples.iter().zip(p.chunks(NUM_LABELS)) {
         text.push_str(&serde_json::json!({"id": s.id, "p": row}).to_string());
         text.push('\n');
     }
     io::write_atomic(&a.out, text.as_bytes()).with_context(|| format!("writing {}", a.out.display()))?;
-    report(&samples, &raw, &p);
     note!("wrote {} ({} samples; raw scores in {})", a.out.display(), samples.len(), scores_path.display());
+    if let Some(rep) = report(&samples, &raw, &p) {
+        let path = PathBuf::from(format!("{}.report.json", a.out.display()));
+        let rep = serde_json::json!({
+            "scoring": scoring.name(),
+            "split": a.split.split().name(),
+            "samples": samples.len(),
+            "visit_free_scores": free,
+            "report": rep,
+        });
+        io::write_atomic(&path, io::pretty_json(&rep).as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        note!("wrote {}", path.display());
+    }
     Ok(())
 }
 
@@ -99,48 +118,61 @@ fn read_scores(path: &std::path::Path, key: &str) -> Result<HashMap<String, Vec<
     Ok(out)
 }
 
-/// Macro-AUC of the raw and visit-centred scores with patient-bootstrap intervals, and the five
-/// best and worst phenotypes, when the samples carry labels.
-fn report(samples: &[Sample], raw: &[f32], p: &[f32]) {
+/// Macro-AUC of the raw and visit-centred scores, and each phenotype's AUC, with
+/// patient-bootstrap intervals (1,000 resamples), printed and returned as JSON; `None` when no
+/// phenotype has both classes among the samples.
+fn report(samples: &[Sample], raw: &[f32], p: &[f32]) -> Option<serde_json::Value> {
     let targets: Vec<u8> = samples.iter().flat_map(|s| s.labels.to_dense().map(|v| v as u8)).collect();
     let subjects: Vec<u64> = samples.iter().map(|s| s.subject).collect();
     let res = Groups::by_subject(&subjects).resamples(1000, 7);
-    let auc = |scores: &[f32], idx: &[usize]| -> Option<f64> {
-        let s: Vec<f32> =
-            idx.iter().flat_map(|&i| scores[i * NUM_LABELS..(i + 1) * NUM_LABELS].iter().copied()).collect();
-        let t: Vec<u8> =
-            idx.iter().flat_map(|&i| targets[i * NUM_LABELS..(i + 1) * NUM_LABELS].iter().copied()).collect();
-        metrics::roc_auc(&s, &t, NUM_LABELS).ok().and_then(|a| a.macro_avg)
+    let rows = |m: &[f32], idx: &[usize], j: Option<usize>| -> (Vec<f32>, Vec<u8>, usize) {
+        let (lo, k) = match j {
+            Some(j) => (j, 1),
+            None => (0, NUM_LABELS),
+        };
+        let pick = |v: &[f32], i: usize| v[i * NUM_LABELS + lo..i * NUM_LABELS + lo + k].to_vec();
+        let s = idx.iter().flat_map(|&i| pick(m, i)).collect();
+        let t = idx.iter().flat_map(|&i| targets[i * NUM_LABELS + lo..i * NUM_LABELS + lo + k].to_vec()).collect();
+        (s, t, k)
     };
-    // Each visit's scores minus their mean over the 25 names: removes how readily the model
-    // answers at all after this visit (the visit-free correction, a constant per phenotype,
-    // cannot change a phenotype's ranking, so its macro-AUC is the raw one).
-    let centred: Vec<f32> = raw
-        .chunks(NUM_LABELS)
-        .flat_map(|r| {
-            let m = r.iter().sum::<f32>() / NUM_LABELS as f32;
-            r.iter().map(move |x| x - m)
+    let auc = |m: &[f32], idx: &[usize], j: Option<usize>| -> Option<f64> {
+        let (s, t, k) = rows(m, idx, j);
+        metrics::roc_auc(&s, &t, k).ok().and_then(|a| a.macro_avg)
+    };
+    // The visit-free correction, a constant per phenotype, cannot change a phenotype's ranking,
+    // so its macro-AUC is the raw one; centring each visit's scores can.
+    let centred = zero_shot::centred(raw);
+    let json = |iv: &bootstrap::Interval| serde_json::json!({"auc": iv.estimate, "lo": iv.lo, "hi": iv.hi});
+    let mut out = serde_json::Map::new();
+    for (key, name, scores) in
+        [("raw", "raw", raw), ("centred", "visit-centred (the ranking of the written probabilities)", &centred[..])]
+    {
+        let iv = bootstrap::interval(samples.len(), &res, |idx| auc(scores, idx, None))?;
+        note!("zero-shot {name}: macro-AUC {:.3} [{:.3}, {:.3}]", iv.estimate, iv.lo, iv.hi);
+        out.insert(format!("macro_{key}"), json(&iv));
+    }
+    let mut per: Vec<(bootstrap::Interval, &str)> = (0..NUM_LABELS)
+        .filter_map(|j| {
+            let iv = bootstrap::interval(samples.len(), &res, |idx| auc(p, idx, Some(j)))?;
+            Some((iv, ckd_core::labels::PHENOTYPES[j].authors))
         })
         .collect();
-    let named = [
-        ("raw (mean log-probability of the name; the same ranking as the written probabilities)", raw),
-        ("visit-centred (minus the visit's mean over the 25 names)", &centred[..]),
-    ];
-    for (name, scores) in named {
-        match bootstrap::interval(samples.len(), &res, |idx| auc(scores, idx)) {
-            Some(iv) => note!("zero-shot {name}: macro-AUC {:.3} [{:.3}, {:.3}]", iv.estimate, iv.lo, iv.hi),
-            None => note!("zero-shot {name}: macro-AUC undefined (no label with both classes)"),
-        }
-    }
-    let Ok(per) = metrics::roc_auc(p, &targets, NUM_LABELS) else { return };
-    let mut named: Vec<(f64, &str)> = per
-        .per_label
+    per.sort_by(|a, b| b.0.estimate.total_cmp(&a.0.estimate));
+    let fmt = |v: &[(bootstrap::Interval, &str)]| {
+        v.iter().map(|(iv, n)| format!("{n} {:.2}", iv.estimate)).collect::<Vec<_>>().join("; ")
+    };
+    note!("zero-shot best five: {}", fmt(&per[..per.len().min(5)]));
+    note!("zero-shot worst five: {}", fmt(&per[per.len().saturating_sub(5)..]));
+    let below = per.iter().filter(|(iv, _)| iv.hi < 0.5).count();
+    note!("zero-shot: {} of {} phenotypes with an interval below 0.5", below, per.len());
+    let per: Vec<serde_json::Value> = per
         .iter()
-        .enumerate()
-        .filter_map(|(j, a)| a.map(|a| (a, ckd_core::labels::PHENOTYPES[j].authors)))
+        .map(|(iv, n)| {
+            let mut v = json(iv);
+            v["phenotype"] = serde_json::json!(n);
+            v
+        })
         .collect();
-    named.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let fmt = |v: &[(f64, &str)]| v.iter().map(|(a, n)| format!("{n} {a:.2}")).collect::<Vec<_>>().join("; ");
-    note!("zero-shot best five: {}", fmt(&named[..named.len().min(5)]));
-    note!("zero-shot worst five: {}", fmt(&named[named.len().saturating_sub(5)..]));
+    out.insert("per_phenotype".into(), serde_json::Value::Array(per));
+    Some(serde_json::Value::Object(out))
 }

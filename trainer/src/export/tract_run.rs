@@ -89,12 +89,12 @@ impl Profile {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// Median of `v` ([`ckd_core::bootstrap::median`]), 0 when empty.
+fn median(v: &[f64]) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    ckd_core::bootstrap::median(v)
 }
 
 impl TractModel {
@@ -181,7 +181,7 @@ impl TractModel {
             self.plan.run(inputs.clone()).map_err(tract_err)?;
             runs_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         }
-        let median_ms = median(&mut runs_ms.clone());
+        let median_ms = median(&runs_ms);
 
         let model = self.plan.model();
         let mut per_node: Vec<Vec<f64>> = vec![Vec::new(); model.nodes.len()];

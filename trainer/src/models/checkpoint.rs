@@ -118,7 +118,8 @@ pub fn safetensors_files(path: &Path) -> Result<CheckpointFiles, CheckpointError
     } else {
         return Ok(CheckpointFiles { files: vec![path.to_path_buf()], weight_map: None });
     };
-    let text = std::fs::read_to_string(&index).map_err(|source| CheckpointError::Io { path: index.clone(), source })?;
+    let text = crate::io::read_to_string_regular(&index)
+        .map_err(|source| CheckpointError::Io { path: index.clone(), source })?;
     let bad = |message: String| CheckpointError::ShardIndex { path: index.clone(), message };
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no `weight_map` object".into()))?;

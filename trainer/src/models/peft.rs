@@ -9,10 +9,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use crate::io::sha256_hex;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::models::lora::{
     adapter_tensors, check_adapter_tensors, mismatch, AdapterMismatch, LoraConfig, LoraError, PEFT_TARGET_MODULES,
@@ -54,11 +54,6 @@ pub struct LoadedAdapter {
     pub base_model_name_or_path: Option<String>,
     /// sha256 hex of `adapter_model.safetensors`.
     pub hash: String,
-}
-
-/// Lower-case hex sha256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// An f64 as JSON, written as an integer when it is one (PEFT writes `lora_alpha: 16`).
@@ -308,9 +303,9 @@ pub fn save_adapter(dir: &Path, varmap: &VarMap, cfg: &LoraConfig, base_model_na
 /// Reads a PEFT adapter directory: config, tensors (our names, CPU), base model name, hash.
 pub fn load_adapter_info(dir: &Path) -> Result<LoadedAdapter, LoraError> {
     let config_path = dir.join(ADAPTER_CONFIG_FILE);
-    let config_json = std::fs::read_to_string(&config_path).map_err(io_err(&config_path))?;
+    let config_json = crate::io::read_to_string_regular(&config_path).map_err(io_err(&config_path))?;
     let weights_path = dir.join(ADAPTER_WEIGHTS_FILE);
-    let weights = std::fs::read(&weights_path).map_err(io_err(&weights_path))?;
+    let weights = crate::io::read_regular(&weights_path).map_err(io_err(&weights_path))?;
     decode_adapter(&config_json, &weights)
 }
 
@@ -323,7 +318,7 @@ pub fn load_adapter(dir: &Path) -> Result<(LoraConfig, HashMap<String, Tensor>),
 /// The adapter's identity: sha256 hex of `dir/adapter_model.safetensors`.
 pub fn adapter_hash(dir: &Path) -> Result<String, LoraError> {
     let path = dir.join(ADAPTER_WEIGHTS_FILE);
-    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+    let bytes = crate::io::read_regular(&path).map_err(io_err(&path))?;
     Ok(sha256_hex(&bytes))
 }
 

@@ -12,13 +12,13 @@ use super::{msg_err, stage_err, Result};
 use crate::export::tract_run::TractModel;
 use crate::text::TextEncoder;
 
-/// Median of `v` (0 when empty).
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+/// Median of `v` ([`ckd_core::bootstrap::median`]), 0 when empty (the report's latency fields
+/// are numbers).
+pub(crate) fn median(v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    ckd_core::bootstrap::median(&v)
 }
 
 /// Bytes of the files directly in `p`.

@@ -935,12 +935,6 @@ pub fn load_student(dir: &Path) -> Result<Student> {
     Ok(Student { model: loaded.model, encoder, config: cfg, thresholds, training })
 }
 
-/// SHA-256 (hex) of a file, for provenance.
-pub fn file_sha256(path: &Path) -> Result<String> {
-    let b = crate::io::read_regular(path).map_err(io_err(path))?;
-    Ok(ckd_core::format::hex(&Sha256::digest(&b)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::Training;

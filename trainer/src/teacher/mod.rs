@@ -290,25 +290,11 @@ impl TeacherDir {
     }
 }
 
-/// SHA-256 (hex) of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    ckd_core::format::hex(&Sha256::digest(bytes))
-}
+pub use crate::io::sha256_hex;
 
-/// SHA-256 (hex) of a file, streamed.
+/// SHA-256 (hex) of a file ([`crate::io::file_sha256`]), the error naming the file.
 pub fn file_sha256(path: &Path) -> Result<String> {
-    use std::io::Read;
-    let mut f = crate::io::open_regular(path).map_err(io_err(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(ckd_core::format::hex(&h.finalize()))
+    crate::io::file_sha256(path).map_err(io_err(path))
 }
 
 /// The label-space hash as the manifests write it.
@@ -506,7 +492,7 @@ struct GgufFile {
 
 fn open_gguf(path: &Path) -> Result<GgufFile> {
     let sha256 = file_sha256(path)?;
-    let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(io_err(path))?);
+    let mut reader = std::io::BufReader::new(crate::io::open_regular(path).map_err(io_err(path))?);
     let content = candle_core::quantized::gguf_file::Content::read(&mut reader).map_err(|e| fmt_err(path, e))?;
     let config = qwen2::gguf_config(&content)?;
     let tokenizer = qwen2::gguf_tokenizer(&content)?;
@@ -532,7 +518,7 @@ pub fn load_base(path: &Path, device: &Device, dtype: DType) -> Result<Base> {
         Ok(Base { base, name: g.name, config: g.config, tensors, tokenizer: g.tokenizer })
     } else if path.is_dir() {
         let cfg_path = path.join("config.json");
-        let cfg_text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
+        let cfg_text = crate::io::read_to_string_regular(&cfg_path).map_err(io_err(&cfg_path))?;
         let config = Config::from_json(&cfg_text)?;
         let files = checkpoint::safetensors_files(path)?;
         let mut h = Sha256::new();
@@ -711,7 +697,7 @@ impl LoadedTeacher {
 pub fn load_teacher(dir: &Path, base_override: Option<&Path>, device: DeviceSpec) -> Result<LoadedTeacher> {
     let td = TeacherDir(dir.to_path_buf());
     let mpath = td.manifest();
-    let text = std::fs::read_to_string(&mpath).map_err(io_err(&mpath))?;
+    let text = crate::io::read_to_string_regular(&mpath).map_err(io_err(&mpath))?;
     let manifest = TeacherManifest::parse(&text, &mpath)?;
     let mut all = Sha256::new();
     for (rel, want) in &manifest.files {
@@ -727,7 +713,7 @@ pub fn load_teacher(dir: &Path, base_override: Option<&Path>, device: DeviceSpec
     let dev = device.open()?;
     let dtype = device.dtype();
     let cfg_path = td.config();
-    let cfg_text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
+    let cfg_text = crate::io::read_to_string_regular(&cfg_path).map_err(io_err(&cfg_path))?;
     let config = Config::from_json(&cfg_text)?;
     let (tensors, tokenizer) = match &manifest.base {
         BaseRef::Demo => {

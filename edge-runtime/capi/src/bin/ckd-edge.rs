@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use ckd_core::bootstrap::median;
 use ckd_core::metrics::{self, Report};
 use ckd_core::visit::Visit;
 use ckd_core::{NUM_LABELS, PHENOTYPES};
@@ -386,15 +387,6 @@ fn info(bundle: &Path, opts: &EngineOptions) -> Result<()> {
     Ok(())
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
-    }
-}
-
 fn eval(bundle: &Path, opts: &EngineOptions, data: &Path, json_out: Option<&Path>, max_line: usize) -> Result<()> {
     let engine = open(bundle, opts)?;
     let file = std::fs::File::open(data).with_context(|| format!("reading {}", data.display()))?;
@@ -422,7 +414,7 @@ fn eval(bundle: &Path, opts: &EngineOptions, data: &Path, json_out: Option<&Path
     let report = metrics::evaluate_label_sets(&probs, &labels, &engine.manifest().thresholds, ECE_BINS)
         .context("computing metrics")?;
     let total_ms: f64 = times_ms.iter().sum();
-    let median_ms = median(&mut times_ms);
+    let median_ms = median(&times_ms);
     // A closed stdout (`ckd-edge eval ... | head`) ends the table, not the run: the JSON below
     // is still written.
     match print_report(&report, truncated, median_ms) {

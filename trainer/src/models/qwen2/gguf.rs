@@ -187,7 +187,7 @@ pub struct GgufQwen2 {
 /// its embedded tokenizer.
 pub fn load_gguf(path: &Path, dtype: DType, device: &Device) -> Result<GgufQwen2, Qwen2Error> {
     let io = |source| Qwen2Error::Io { path: path.to_path_buf(), source };
-    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let mut file = std::io::BufReader::new(crate::io::open_regular(path).map_err(io)?);
     let content =
         gguf_file::Content::read(&mut file).map_err(|e| Qwen2Error::Gguf(format!("{}: {e}", path.display())))?;
     let config = gguf_config(&content)?;

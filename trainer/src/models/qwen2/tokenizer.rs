@@ -110,5 +110,6 @@ pub fn gguf_tokenizer(content: &gguf_file::Content) -> Result<tokenizers::Tokeni
 
 /// Reads a `tokenizer.json` (thin I/O driver).
 pub fn read_tokenizer_json(path: &Path) -> Result<tokenizers::Tokenizer, Qwen2Error> {
+    crate::io::check_regular(path).map_err(|e| Qwen2Error::Tokenizer(format!("{}: {e}", path.display())))?;
     tokenizers::Tokenizer::from_file(path).map_err(|e| Qwen2Error::Tokenizer(format!("{}: {e}", path.display())))
 }
