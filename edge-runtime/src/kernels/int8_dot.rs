@@ -131,6 +131,8 @@ pub struct PackedLinear {
     pub(super) k: usize,
     pub(super) n: usize,
     pub(super) groups: usize,
+    // Read by the x86_64 kernels only.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(super) panels: usize,
     pub(super) quads: Vec<Quad>,
     pub(super) colsum: Vec<i32>,
