@@ -2,7 +2,8 @@
 //! a full forward pass, chunks resume, a damaged chunk is refused with its name, and a changed
 //! prompt recomputes only its own chunk. Zero-shot scores (`teacher::zero_shot`) on the shared
 //! cache equal a full forward pass of each prompt + answer prefix + name, and the yes/no scores
-//! a full forward pass of each prompt + question.
+//! a full forward pass of each prompt + question; `ckd teacher zero-shot` resumes from its raw
+//! scores and refuses scores of another scoring.
 
 use candle_core::{DType, Device, Tensor};
 use ckd_core::visit::{Sample, Split};
@@ -190,4 +191,54 @@ fn yes_no_scores_on_the_shared_cache_equal_a_full_forward() {
     let names = zero_shot::Continuations::new(enc.tokenizer()).unwrap();
     let by_name = zero_shot::score_samples(&model, &enc, &names, &s[..1], &ProgressBar::hidden()).unwrap();
     assert!(by_name.iter().zip(&scores[..25]).any(|(a, b)| (a - b).abs() > 1e-3));
+}
+
+/// `ckd teacher zero-shot` on a tiny random Qwen2 saved as a safetensors base: a second run with
+/// more samples scores only the new ones and keeps the old lines; another scoring into the same
+/// output is refused.
+#[test]
+fn zero_shot_cli_resumes_and_refuses_another_scoring() {
+    let d = tempfile::tempdir().unwrap();
+    let c = generate(&SynthConfig { patients: 300, seed: 9, ..Default::default() });
+    write_cohort(&c, &d.path().join("cohort")).unwrap();
+    let ing = ingest_mimic(&d.path().join("cohort"), &IngestConfig::default(), &mut |_, _| {}).unwrap();
+    ckd_trainer::ingest::write_outputs(&ing, &d.path().join("samples")).unwrap();
+    let train: Vec<Sample> = ing.file.samples.iter().filter(|x| x.split == Split::Train).take(11).cloned().collect();
+    let (_, enc) = setup(&train);
+    let base = d.path().join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    enc.tokenizer().save(base.join("tokenizer.json"), false).unwrap();
+    let dc = DemoConfig { vocab_size: 400, hidden_size: 32, intermediate_size: 64, layers: 3, heads: 4, seed: 1 };
+    let cfg = dc.qwen2(enc.tokenizer().get_vocab_size(true), 2048);
+    std::fs::write(base.join("config.json"), serde_json::to_string(&cfg).unwrap()).unwrap();
+    let t = qwen2::init_random(&cfg, 3, &Device::Cpu).unwrap();
+    candle_core::safetensors::save(&t, base.join("model.safetensors")).unwrap();
+
+    let out = d.path().join("zs.jsonl");
+    let scores = d.path().join("zs.jsonl.scores.jsonl");
+    let samples = d.path().join("samples/samples.bin");
+    let run = |limit: &str, scoring: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ckd"))
+            .args(["teacher", "zero-shot", "--base", base.to_str().unwrap(), "--data"])
+            .args([samples.to_str().unwrap(), "--split", "train", "--limit", limit, "--scoring", scoring])
+            .args(["--out", out.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let o = run("2", "yes-no");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let first = std::fs::read_to_string(&scores).unwrap();
+    assert_eq!(first.lines().count(), 2);
+    let o = run("3", "yes-no");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("3 samples, 2 already scored"), "{err}");
+    let second = std::fs::read_to_string(&scores).unwrap();
+    assert!(second.starts_with(&first) && second.lines().count() == 3, "{second}");
+    let probs = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(probs.lines().count(), 3);
+    let o = run("3", "names");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("scores of another model or prompt"), "{err}");
+    assert_eq!(std::fs::read_to_string(&scores).unwrap(), second, "a refused run changes nothing");
 }
