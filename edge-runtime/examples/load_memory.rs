@@ -1,5 +1,6 @@
 //! Resident memory of the edge runtime: after opening a bundle and after one prediction of
-//! `--tokens` tokens (Linux: `VmRSS` and its peak `VmHWM` from /proc/self/status).
+//! `--tokens` tokens (Linux: `VmRSS` and its peak `VmHWM` from /proc/self/status), and the
+//! wall time of `Engine::open_with` (drop the page cache first for a cold open).
 //!
 //! ```text
 //! cargo run --release -p ckd-edge --example load_memory -- BUNDLE_DIR [TOKENS] [THREADS]
@@ -30,8 +31,11 @@ fn main() -> anyhow::Result<()> {
         println!("mmap threshold fixed: {}", ckd_edge::memory::use_mmap_for_large_allocations());
     }
     status("start");
+    let t0 = std::time::Instant::now();
     let engine = Engine::open_with(&dir, &EngineOptions { threads, ..Default::default() })?;
+    let open_ms = t0.elapsed().as_secs_f64() * 1e3;
     status("opened");
+    println!("open {open_ms:.1} ms");
     // "visit" tokenizes to about one token per word with a BERT WordPiece vocabulary.
     let text = vec!["visit"; tokens.saturating_sub(2).max(1)].join(" ");
     let p = engine.predict_text(&text)?;

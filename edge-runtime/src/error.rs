@@ -62,6 +62,14 @@ pub enum EdgeError {
     /// An [`EngineOptions`](crate::EngineOptions) value this build cannot honour.
     #[error("engine options: {0}")]
     Options(String),
+    /// A benchmark asked for an input longer than the bundle accepts ([`crate::bench`]).
+    #[error("cannot make a {requested}-token input: the bundle truncates inputs at {max} tokens")]
+    BenchLength {
+        /// Token count asked for.
+        requested: usize,
+        /// The bundle's maximum, special tokens included.
+        max: usize,
+    },
     /// Tokenization failed.
     #[error("input {index}: tokenizer: {msg}")]
     Encode {

@@ -15,7 +15,7 @@
 //! adds, each with the matcher that rewrites a graph to use it; `kernels` their arithmetic on
 //! slices, the variant for this CPU picked at run time; [`fuse`] the ONNX graph rewrites
 //! shared by the ops and the removal of the attention-mask adds; [`memory`] the allocator
-//! settings.
+//! settings; [`bench`] the latency measurement behind `ckd-edge bench`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,6 +28,7 @@ use tract_onnx::prelude::TypedRunnableModel;
 
 pub use ckd_core;
 
+pub mod bench;
 mod error;
 pub mod fuse;
 mod kernels;

@@ -23,9 +23,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::Device;
 use ckd_core::bootstrap::median;
 use ckd_edge::{Engine, EngineOptions};
@@ -94,49 +94,6 @@ enum Cmd {
     },
 }
 
-/// Words of a CKD-EHR-style input, repeated to make long texts.
-const WORDS: &str = "The patient-acquired disease is Septicemia, Pneumonia, organism unspecified, Acute kidney \
-failure, Other and unspecified disorders of metabolism. The patient had used the following medication: Vancomycin, \
-Piperacillin-Tazobactam, Norepinephrine, Sodium Chloride 0.9% Flush, Heparin. The surgical operation performed by \
-the patient: Insert endotracheal tube, Cont inv mec ven <96 hrs, Arterial catheterization. The medications that \
-maybe have therapeutic effect on Septicemia (except in labor) are Vancomycin, Piperacillin-Tazobactam, \
-Norepinephrine, Cefepime, Metronidazole.";
-
-/// The longest prefix of repeated [`WORDS`] that tokenizes to at most `seq` tokens (special
-/// tokens included), with its token count.
-fn text_of_len(engine: &Engine, seq: usize) -> Result<(String, Vec<u32>)> {
-    let words: Vec<&str> = WORDS.split_whitespace().collect();
-    let text = |n: usize| (0..n).map(|i| words[i % words.len()]).collect::<Vec<_>>().join(" ");
-    let tokens = |n: usize| -> Result<Vec<u32>> { Ok(engine.tokenize(&text(n))?.0) };
-    // Token counts grow with the word count (up to the bundle's truncation): find a word count
-    // with at least `seq` tokens, then the largest one with at most `seq`.
-    let (mut lo, mut hi) = (1usize, 1usize);
-    loop {
-        let (ids, truncated) = engine.tokenize(&text(hi))?;
-        if ids.len() == seq {
-            return Ok((text(hi), ids));
-        }
-        if ids.len() > seq {
-            break;
-        }
-        if truncated {
-            bail!("cannot reach {seq} tokens: the bundle truncates inputs at {}", ids.len());
-        }
-        lo = hi;
-        hi *= 2;
-    }
-    while hi - lo > 1 {
-        let mid = (lo + hi) / 2;
-        if tokens(mid)?.len() <= seq {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    let ids = tokens(lo)?;
-    Ok((text(lo), ids))
-}
-
 fn time(
     bundle: &Path,
     seqs: &[usize],
@@ -152,16 +109,8 @@ fn time(
     let mut results = Vec::new();
     let mut ids_of = BTreeMap::new();
     for &seq in seqs {
-        let (text, ids) = text_of_len(&engine, seq)?;
-        for _ in 0..warmup {
-            engine.predict_text(&text)?;
-        }
-        let mut runs_ms = Vec::with_capacity(runs);
-        for _ in 0..runs.max(1) {
-            let t = Instant::now();
-            engine.predict_text(&text)?;
-            runs_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        }
+        let (text, ids) = ckd_edge::bench::text_of_len(&engine, seq)?;
+        let runs_ms = ckd_edge::bench::time_predictions(&engine, &text, warmup, runs.max(1), Duration::MAX)?;
         let mut tok_ms = Vec::with_capacity(runs);
         for _ in 0..runs.max(1) {
             let t = Instant::now();
@@ -189,7 +138,7 @@ fn time(
 fn profile(bundle: &Path, seq: usize, runs: usize, top: usize, threads: usize) -> Result<()> {
     let engine = Engine::open_with(bundle, &EngineOptions { threads, ..Default::default() })
         .with_context(|| format!("opening {}", bundle.display()))?;
-    let (text, ids) = text_of_len(&engine, seq)?;
+    let (text, ids) = ckd_edge::bench::text_of_len(&engine, seq)?;
     let nodes = engine.profile_text(&text, runs)?;
     let total: f64 = nodes.iter().map(|n| n.ms).sum();
     println!("{}: {} tokens, {threads} thread(s), sum of node medians {total:.2} ms", bundle.display(), ids.len());

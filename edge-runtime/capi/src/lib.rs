@@ -97,6 +97,7 @@ fn edge_code(e: &EdgeError) -> i32 {
         | EdgeError::InputTooLong { .. }
         | EdgeError::Encode { .. }
         | EdgeError::Options(_)
+        | EdgeError::BenchLength { .. }
         | EdgeError::Visit(_)
         | EdgeError::EmptyVisit => CKD_ERR_INPUT,
         EdgeError::Model(_) => CKD_ERR_MODEL,

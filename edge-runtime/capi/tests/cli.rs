@@ -423,3 +423,39 @@ fn a_fifo_bundle_file_is_refused_not_read() {
         );
     }
 }
+
+/// `ckd-edge bench`: one row per path x token count, inputs of exactly the asked token count,
+/// the kernels the engine picked (the stock path names tract), every timing in the JSON; a
+/// token count over the bundle's maximum length is an error naming both.
+#[test]
+fn bench_times_each_path_and_token_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let b = bundle();
+    let args = ["bench", "--bundle", b.to_str().unwrap(), "--seq", "16,30", "--runs", "4", "--warmup", "1", "--json"];
+    let out = run(&[&args[..], &[json.to_str().unwrap()]].concat(), b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| fused") || l.starts_with("| stock")).collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let results = doc["results"].as_array().unwrap();
+    let got: Vec<(&str, u64)> =
+        results.iter().map(|r| (r["path"].as_str().unwrap(), r["tokens"].as_u64().unwrap())).collect();
+    assert_eq!(got, [("fused", 16), ("fused", 30), ("stock", 16), ("stock", 30)]);
+    for r in results {
+        let runs = r["runs_ms"].as_array().unwrap();
+        assert_eq!(runs.len(), 4);
+        assert!(runs.iter().all(|x| x.as_f64().unwrap() > 0.0));
+        let (min, p50, p99) =
+            (r["min_ms"].as_f64().unwrap(), r["p50_ms"].as_f64().unwrap(), r["p99_ms"].as_f64().unwrap());
+        assert!(min <= p50 && p50 <= p99, "{r}");
+    }
+    assert_eq!(results[2]["kernels"]["int8 linear"], "tract");
+    assert!(doc["peak_rss_kb"].as_u64().is_some_and(|kb| kb > 0) || !cfg!(target_os = "linux"));
+
+    let out = run(&["bench", "--bundle", b.to_str().unwrap(), "--seq", "5000", "--paths", "fused"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot make a 5000-token input") && err.contains("truncates inputs at 64 tokens"), "{err}");
+}

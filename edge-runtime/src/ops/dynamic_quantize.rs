@@ -67,6 +67,8 @@ impl FastDynamicQuantizeLinearU8 {
         let input = inputs[0].cast_to::<f32>()?;
         let xs = input.try_as_plain_ram()?.as_slice::<f32>()?;
         let (scale, zp) = scale_and_zero_point(xs);
+        // SAFETY: u8 has no invalid bit patterns, and `quantize` writes every element of `dst`
+        // (the same shape as the input, so as long as `xs`) before the tensor is read.
         let mut dst = unsafe { Tensor::uninitialized_dt(u8::datum_type(), input.shape())? };
         quantize(xs, scale, zp, dst.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?);
         Ok(tvec!(dst.into_tvalue(), tensor0(scale).into(), tensor0(zp).into()))

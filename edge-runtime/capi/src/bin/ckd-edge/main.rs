@@ -18,10 +18,13 @@
 //!   (such as the trainer's `test.jsonl`), one sample at a time, and computes the metrics of
 //!   `ckd_core::metrics` at the bundle's thresholds against the rows' `output` labels, with the
 //!   median latency per sample.
+//! - `ckd-edge bench --bundle B [--seq 128,256,512] [--thread-counts 1,2] [--paths fused,stock]`: the
+//!   latency of one prediction at each token count, thread count and int8 path, as percentiles,
+//!   with the kernels picked, the open time and the resident memory (`bench.rs`).
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ckd_core::bootstrap::median;
@@ -31,6 +34,8 @@ use ckd_core::{NUM_LABELS, PHENOTYPES};
 use ckd_edge::{Engine, EngineOptions, Prediction};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Map, Value};
+
+mod bench;
 
 /// Calibration bins of the ECE (as `ckd eval`).
 const ECE_BINS: usize = 10;
@@ -90,6 +95,34 @@ enum Cmd {
         #[arg(long, default_value_t = DEFAULT_MAX_LINE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
         max_line_bytes: u64,
     },
+    /// Time predictions on this device: every int8 path x thread count x token count, as
+    /// latency percentiles, with the kernels picked, the open time and resident memory.
+    Bench {
+        /// Bundle directory or single-file bundle (its maximum length must cover `--seq`).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Token counts; each input is made to tokenize to exactly that many tokens.
+        #[arg(long, value_delimiter = ',', default_value = "128,256,512")]
+        seq: Vec<usize>,
+        /// Thread counts (more than 1 needs the `threads` feature); default 1.
+        #[arg(long = "thread-counts", value_delimiter = ',', default_value = "1")]
+        thread_counts: Vec<usize>,
+        /// int8 paths: `fused` (ckd-edge's kernels) and `stock` (tract's own int8 path).
+        #[arg(long, value_delimiter = ',', default_value = "fused,stock")]
+        paths: Vec<bench::Int8Path>,
+        /// Untimed predictions before each token count.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Timed predictions per token count (at most).
+        #[arg(long, default_value_t = 21)]
+        runs: usize,
+        /// Seconds per token count after which timing stops (after at least 3 runs).
+        #[arg(long, default_value_t = 20.0)]
+        max_secs: f64,
+        /// Also write every timing as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 /// Default of `--max-line-bytes` (1 MiB).
@@ -122,6 +155,10 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Info { bundle } => info(&bundle, &opts),
         Cmd::Eval { bundle, data, json, max_line_bytes } => {
             eval(&bundle, &opts, &data, json.as_deref(), as_len(max_line_bytes))
+        }
+        Cmd::Bench { bundle, seq, thread_counts, paths, warmup, runs, max_secs, json } => {
+            let budget = Duration::try_from_secs_f64(max_secs).context("--max-secs: not a duration")?;
+            bench::run(&bench::Options { bundle, seq, threads: thread_counts, paths, warmup, runs, budget, json })
         }
     }
 }
