@@ -23,6 +23,7 @@
 //! (the `mimic-csv` and `jsonl` fuzz targets of `fuzz/` go in through them).
 
 mod csv_rows;
+mod mimic;
 mod timestamp;
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,7 +31,6 @@ use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use ckd_core::format::{hex, SampleFile};
-use ckd_core::icd;
 use ckd_core::jsonl;
 use ckd_core::knowledge::{KnowledgeConfig, KnowledgeTable};
 use ckd_core::split::SplitConfig;
@@ -395,23 +395,6 @@ impl<'a> Table<'a> {
 
 const UNCLOSED_QUOTE: &str = "a quoted field is not closed on this line (a stray `\"`?)";
 
-fn parse_id(file: &Path, line: u64, column: &str, s: &str) -> Result<u64, IngestError> {
-    s.parse::<u64>().map_err(|_| IngestError::Row {
-        file: file.to_path_buf(),
-        line,
-        column: column.into(),
-        msg: format!("expected a non-negative integer, found {s:?}"),
-    })
-}
-
-struct Admission {
-    subject: u64,
-    time: String,
-    dx: Vec<(u32, String)>,
-    px: Vec<(u32, String)>,
-    meds: Vec<u32>,
-}
-
 /// The output of an ingest: samples plus accounting.
 pub struct Ingested {
     /// Samples and provenance, ready to be written as `samples.bin`.
@@ -438,198 +421,22 @@ pub fn ingest_mimic_bytes(
 }
 
 fn ingest_tables(src: Source<'_>, cfg: &IngestConfig, progress: Progress<'_>) -> Result<Ingested, IngestError> {
-    let mut summary = IngestSummary::default();
-    let mut hasher = Sha256::new();
-    let lenient = cfg.lenient;
-
+    let mut tables =
+        mimic::Tables { src, hasher: Sha256::new(), lenient: cfg.lenient, progress, summary: IngestSummary::default() };
     // Dictionaries first: they are small.
-    let mut dx_titles: HashMap<String, String> = HashMap::new();
-    {
-        let mut t = Table::open(src, &mut hasher, "D_ICD_DIAGNOSES", &["ICD9_CODE", "SHORT_TITLE"])?;
-        let mut st = TableStats::default();
-        t.for_each(&mut st, lenient, progress, "D_ICD_DIAGNOSES", |f, line, st| {
-            match icd::normalize(f[0]) {
-                Some(c) => {
-                    dx_titles.insert(c, f[1].to_string());
-                    st.rows_used += 1;
-                }
-                None => st.skip("empty code", line),
-            }
-            Ok(())
-        })?;
-        check_rows(&t.path, "D_ICD_DIAGNOSES", &st, &mut summary)?;
-        summary.tables.insert("D_ICD_DIAGNOSES".into(), st);
-    }
-    let mut px_titles: HashMap<String, String> = HashMap::new();
-    {
-        let mut t = Table::open(src, &mut hasher, "D_ICD_PROCEDURES", &["ICD9_CODE", "SHORT_TITLE"])?;
-        let mut st = TableStats::default();
-        t.for_each(&mut st, lenient, progress, "D_ICD_PROCEDURES", |f, line, st| {
-            match icd::normalize(f[0]) {
-                Some(c) => {
-                    px_titles.insert(c, f[1].to_string());
-                    st.rows_used += 1;
-                }
-                None => st.skip("empty code", line),
-            }
-            Ok(())
-        })?;
-        check_rows(&t.path, "D_ICD_PROCEDURES", &st, &mut summary)?;
-        summary.tables.insert("D_ICD_PROCEDURES".into(), st);
-    }
-
-    let mut adm: HashMap<u64, Admission> = HashMap::new();
-    let admissions_path;
-    {
-        let mut t = Table::open(src, &mut hasher, "ADMISSIONS", &["SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME"])?;
-        let path = t.path.clone();
-        admissions_path = t.path.clone();
-        let mut st = TableStats::default();
-        t.for_each(&mut st, lenient, progress, "ADMISSIONS", |f, line, st| {
-            let subject = parse_id(&path, line, "SUBJECT_ID", f[0])?;
-            let hadm = parse_id(&path, line, "HADM_ID", f[1])?;
-            // Real instants only (they are what admissions are ordered by), and a discharge
-            // that does not precede its admission.
-            let row_err =
-                |column: &str, msg: String| IngestError::Row { file: path.clone(), line, column: column.into(), msg };
-            timestamp::check(f[2]).map_err(|m| row_err("ADMITTIME", m))?;
-            timestamp::check(f[3]).map_err(|m| row_err("DISCHTIME", m))?;
-            if f[3] < f[2] {
-                return Err(row_err("DISCHTIME", format!("{} is before ADMITTIME {}", f[3], f[2])));
-            }
-            if adm.contains_key(&hadm) {
-                st.skip("duplicate HADM_ID", line);
-                return Ok(());
-            }
-            adm.insert(
-                hadm,
-                Admission { subject, time: f[2].to_string(), dx: Vec::new(), px: Vec::new(), meds: Vec::new() },
-            );
-            st.rows_used += 1;
-            Ok(())
-        })?;
-        check_rows(&t.path, "ADMISSIONS", &st, &mut summary)?;
-        summary.tables.insert("ADMISSIONS".into(), st);
-    }
-
+    let dx_titles = tables.titles("D_ICD_DIAGNOSES")?;
+    let px_titles = tables.titles("D_ICD_PROCEDURES")?;
+    let (mut adm, admissions_path) = tables.admissions()?;
     for (table, is_dx) in [("DIAGNOSES_ICD", true), ("PROCEDURES_ICD", false)] {
-        let mut t = Table::open(src, &mut hasher, table, &["HADM_ID", "SEQ_NUM", "ICD9_CODE"])?;
-        let path = t.path.clone();
-        let mut st = TableStats::default();
-        t.for_each(&mut st, lenient, progress, table, |f, line, st| {
-            let hadm = parse_id(&path, line, "HADM_ID", f[0])?;
-            // SEQ_NUM is empty for some MIMIC rows; those sort last.
-            let seq = if f[1].is_empty() { u32::MAX } else { parse_id(&path, line, "SEQ_NUM", f[1])? as u32 };
-            let Some(code) = icd::normalize(f[2]) else {
-                st.skip("empty code", line);
-                return Ok(());
-            };
-            let Some(a) = adm.get_mut(&hadm) else {
-                st.skip("unknown HADM_ID", line);
-                return Ok(());
-            };
-            if is_dx { &mut a.dx } else { &mut a.px }.push((seq, code));
-            st.rows_used += 1;
-            Ok(())
-        })?;
-        check_rows(&t.path, table, &st, &mut summary)?;
-        summary.tables.insert(table.into(), st);
+        tables.codes(table, is_dx, &mut adm)?;
     }
+    let drugs = tables.prescriptions(&mut adm)?;
+    let mimic::Tables { hasher, mut summary, .. } = tables;
 
-    let mut drugs: Vec<String> = Vec::new();
-    {
-        let mut drug_ids: HashMap<String, u32> = HashMap::new();
-        let mut t = Table::open(src, &mut hasher, "PRESCRIPTIONS", &["HADM_ID", "DRUG"])?;
-        let path = t.path.clone();
-        let mut st = TableStats::default();
-        t.for_each(&mut st, lenient, progress, "PRESCRIPTIONS", |f, line, st| {
-            let hadm = parse_id(&path, line, "HADM_ID", f[0])?;
-            if f[1].is_empty() {
-                st.skip("empty DRUG", line);
-                return Ok(());
-            }
-            let Some(a) = adm.get_mut(&hadm) else {
-                st.skip("unknown HADM_ID", line);
-                return Ok(());
-            };
-            let id = match drug_ids.get(f[1]) {
-                Some(&id) => id,
-                None => {
-                    let id = drugs.len() as u32;
-                    drugs.push(f[1].to_string());
-                    drug_ids.insert(f[1].to_string(), id);
-                    id
-                }
-            };
-            if a.meds.contains(&id) {
-                st.skip("repeated drug in admission", line);
-            } else {
-                a.meds.push(id);
-                st.rows_used += 1;
-            }
-            Ok(())
-        })?;
-        check_rows(&t.path, "PRESCRIPTIONS", &st, &mut summary)?;
-        summary.tables.insert("PRESCRIPTIONS".into(), st);
-    }
-
-    // Visits.
-    let mut visits: HashMap<u64, Visit> = HashMap::with_capacity(adm.len());
-    let mut by_subject: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
-    for (hadm, mut a) in adm {
-        a.dx.sort_by_key(|(s, _)| *s);
-        a.px.sort_by_key(|(s, _)| *s);
-        if a.dx.is_empty() {
-            summary.admissions_without_diagnoses += 1;
-        }
-        let diagnoses =
-            a.dx.into_iter()
-                .map(|(_, code)| {
-                    let title = match icd::category_of(&code).and_then(icd::category_title) {
-                        Some(t) => t.to_string(),
-                        None => {
-                            summary.diagnoses_without_category_title += 1;
-                            dx_titles.get(&code).cloned().unwrap_or_else(|| code.clone())
-                        }
-                    };
-                    Coded { code, title }
-                })
-                .collect();
-        let procedures =
-            a.px.into_iter()
-                .map(|(_, code)| {
-                    let title = px_titles.get(&code).cloned().unwrap_or_else(|| {
-                        summary.procedures_without_title += 1;
-                        code.clone()
-                    });
-                    Coded { code, title }
-                })
-                .collect();
-        let medications = a.meds.iter().map(|&i| drugs[i as usize].clone()).collect();
-        visits.insert(hadm, Visit { diagnoses, medications, procedures });
-        by_subject.entry(a.subject).or_default().push((a.time, hadm));
-    }
+    let (visits, by_subject) = mimic::visits(adm, &dx_titles, &px_titles, &drugs, &mut summary);
     summary.admissions = visits.len() as u64;
     summary.patients = by_subject.len() as u64;
-
-    let mut samples = Vec::new();
-    for (subject, mut adms) in by_subject {
-        adms.sort();
-        let split = cfg.split.assign(subject);
-        for w in adms.windows(2) {
-            let (h0, h1) = (w[0].1, w[1].1);
-            let labels = visits[&h1].phenotypes();
-            samples.push(Sample {
-                id: format!("{subject}-{h0}-{h1}"),
-                subject,
-                split,
-                visit: visits[&h0].clone(),
-                knowledge: Vec::new(),
-                labels,
-                raw: None,
-            });
-        }
-    }
+    let mut samples = mimic::next_visit_samples(&visits, by_subject, cfg.split);
     if samples.is_empty() {
         return Err(IngestError::Unusable {
             file: admissions_path,
