@@ -404,7 +404,6 @@ pub fn build_model(
     if head.num_labels == 0 {
         return Err(ExportError::Graph("num_labels must be > 0".into()));
     }
-    let (h, nh, dh, inter) = (cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim(), cfg.intermediate_size);
     let mut b = Builder {
         g: GraphBuilder::new(),
         w: Weights { tensors },
@@ -416,128 +415,20 @@ pub fn build_model(
     let io_dims = [Dim::Param("batch"), Dim::Param("seq")];
     let ids = b.g.input(INPUT_IDS, DataType::Int64, &io_dims)?;
     let mask = b.g.input(ATTENTION_MASK, DataType::Int64, &io_dims)?;
-
-    // Embeddings.
-    let word = b.w.get("embeddings.word_embeddings.weight", &[cfg.vocab_size, h])?;
-    let pos = b.w.get("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, h])?;
-    let types = b.w.get("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, h])?;
-    let pos = b.g.const_f32("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, h], &pos)?;
-    let type0 = b.g.const_f32("embeddings.token_type_embeddings.row0", &[h], &types[..h])?;
-    let words = if opts.int8_embeddings {
-        // words = Cast<f32>(Gather(codes [V, H] s8, ids)) * Gather(scales [V, 1], ids).
-        let (q, scales) = quantize_table_rows(&word, cfg.vocab_size, h)
-            .ok_or_else(|| ExportError::Graph("cannot quantize embeddings.word_embeddings.weight".into()))?;
-        let q = b.g.const_i8("embeddings.word_embeddings.weight_q", &[cfg.vocab_size, h], &q)?;
-        let s = b.g.const_f32("embeddings.word_embeddings.weight_scale", &[cfg.vocab_size, 1], &scales)?;
-        let axis0 = || vec![attr_int("axis", 0)];
-        let wq = b.g.node("Gather", &[&q, &ids], "embeddings.words_q", axis0())?;
-        let ws = b.g.node("Gather", &[&s, &ids], "embeddings.words_scale", axis0())?;
-        let to_f32 = vec![attr_int("to", DataType::Float as i64)];
-        let wf = b.g.node("Cast", &[&wq], "embeddings.words_q_f32", to_f32)?;
-        b.g.node("Mul", &[&wf, &ws], "embeddings.words", vec![])?
-    } else {
-        let word = b.g.const_f32("embeddings.word_embeddings.weight", &[cfg.vocab_size, h], &word)?;
-        b.g.node("Gather", &[&word, &ids], "embeddings.words", vec![attr_int("axis", 0)])?
-    };
-    let x = b.g.node("Add", &[&words, &type0], "embeddings.words_types", vec![])?;
-    let seq = b.g.node("Shape", &[&ids], "embeddings.seq_len", vec![attr_int("start", 1), attr_int("end", 2)])?;
-    let zero1 = b.g.const_i64("const.zero_1d", &[1], &[0])?;
-    let one1 = b.g.const_i64("const.one_1d", &[1], &[1])?;
-    let positions = b.g.node("Slice", &[&pos, &zero1, &seq, &zero1], "embeddings.positions", vec![])?;
-    let x = b.g.node("Add", &[&x, &positions], "embeddings.sum", vec![])?;
-    let mut x = b.layer_norm(&x, "embeddings.LayerNorm", h, cfg.layer_norm_eps)?;
-
-    // Additive attention mask [B, 1, 1, T].
-    let maskf = b.g.node("Cast", &[&mask], "mask.f32", vec![attr_int("to", DataType::Float as i64)])?;
-    let big = b.g.const_f32("const.mask_scale", &[], &[-MASK_NEG])?;
-    let neg = b.g.const_f32("const.mask_neg", &[], &[MASK_NEG])?;
-    let m = b.g.node("Mul", &[&maskf, &big], "mask.scaled", vec![])?;
-    let m = b.g.node("Add", &[&m, &neg], "mask.additive", vec![])?;
-    let axes12 = b.g.const_i64("const.axes_1_2", &[2], &[1, 2])?;
-    let ext = b.g.node("Unsqueeze", &[&m, &axes12], "mask.extended", vec![])?;
-
-    let split_shape = b.g.const_i64("const.split_heads_shape", &[4], &[0, 0, nh as i64, dh as i64])?;
-    let merge_shape = b.g.const_i64("const.merge_heads_shape", &[3], &[0, 0, h as i64])?;
-    let scale = b.g.const_f32("const.attn_scale", &[], &[(1.0 / (dh as f64).sqrt()) as f32])?;
-    let inv_sqrt2 = b.g.const_f32("const.inv_sqrt2", &[], &[std::f32::consts::FRAC_1_SQRT_2])?;
-    let one = b.g.const_f32("const.one", &[], &[1.0])?;
-    let half = b.g.const_f32("const.half", &[], &[0.5])?;
-
+    let (mut x, zero1, one1) = b.embeddings(cfg, &ids)?;
+    let (maskf, ext) = b.attention_mask(&mask)?;
+    let c = b.layer_consts(cfg, zero1, one1, ext)?;
     for l in 0..cfg.num_hidden_layers {
-        let p = format!("encoder.layer.{l}");
-        let heads = |b: &mut Builder, v: &str, what: &str, perm: &[i64]| -> Result<String, ExportError> {
-            let r = b.g.node("Reshape", &[v, &split_shape], format!("{p}.attention.{what}.split"), vec![])?;
-            b.g.node("Transpose", &[&r], format!("{p}.attention.{what}.heads"), vec![attr_ints("perm", perm)])
-        };
         // Only [CLS] (position 0) leaves the encoder, so the last layer's queries, attention
         // output and feed-forward run on that row alone ([batch, 1, H]); its keys and values
         // still see every position. Exact: the other rows of the last layer feed nothing.
         // (In int8 the [CLS] row is quantized on its own range for the query.) Mean pooling
         // reads every row, so there the last layer runs in full.
-        let rows = if l + 1 == cfg.num_hidden_layers && head.pooling == Pooling::Cls {
-            b.g.node("Slice", &[&x, &zero1, &one1, &one1], format!("{p}.cls_row"), vec![])?
-        } else {
-            x.clone()
-        };
-        let q = b.encoder_linear(&rows, &p, LinearKind::Query, h, h)?;
-        let k = b.encoder_linear(&x, &p, LinearKind::Key, h, h)?;
-        let v = b.encoder_linear(&x, &p, LinearKind::Value, h, h)?;
-        let qh = heads(&mut b, &q, "q", &[0, 2, 1, 3])?;
-        let kt = heads(&mut b, &k, "k", &[0, 2, 3, 1])?;
-        let vh = heads(&mut b, &v, "v", &[0, 2, 1, 3])?;
-        let s = b.g.node("MatMul", &[&qh, &kt], format!("{p}.attention.scores"), vec![])?;
-        let s = b.g.node("Mul", &[&s, &scale], format!("{p}.attention.scaled"), vec![])?;
-        let s = b.g.node("Add", &[&s, &ext], format!("{p}.attention.masked"), vec![])?;
-        let probs = b.g.node("Softmax", &[&s], format!("{p}.attention.probs"), vec![attr_int("axis", -1)])?;
-        let ctx = b.g.node("MatMul", &[&probs, &vh], format!("{p}.attention.context"), vec![])?;
-        let ctx =
-            b.g.node("Transpose", &[&ctx], format!("{p}.attention.context_t"), vec![attr_ints("perm", &[0, 2, 1, 3])])?;
-        let ctx = b.g.node("Reshape", &[&ctx, &merge_shape], format!("{p}.attention.context_merged"), vec![])?;
-        let o = b.encoder_linear(&ctx, &p, LinearKind::AttentionOutput, h, h)?;
-        let o = b.g.node("Add", &[&o, &rows], format!("{p}.attention.residual"), vec![])?;
-        let a = b.layer_norm(&o, &format!("{p}.attention.output.LayerNorm"), h, cfg.layer_norm_eps)?;
-
-        let i = b.encoder_linear(&a, &p, LinearKind::Intermediate, h, inter)?;
-        let e = b.g.node("Mul", &[&i, &inv_sqrt2], format!("{p}.intermediate.gelu_div"), vec![])?;
-        let e = b.g.node("Erf", &[&e], format!("{p}.intermediate.gelu_erf"), vec![])?;
-        let e = b.g.node("Add", &[&e, &one], format!("{p}.intermediate.gelu_add"), vec![])?;
-        let e = b.g.node("Mul", &[&i, &e], format!("{p}.intermediate.gelu_mul"), vec![])?;
-        let act = b.g.node("Mul", &[&e, &half], format!("{p}.intermediate.gelu"), vec![])?;
-
-        let o = b.encoder_linear(&act, &p, LinearKind::Output, inter, h)?;
-        let o = b.g.node("Add", &[&o, &a], format!("{p}.output.residual"), vec![])?;
-        x = b.layer_norm(&o, &format!("{p}.output.LayerNorm"), h, cfg.layer_norm_eps)?;
+        let cls_only = l + 1 == cfg.num_hidden_layers && head.pooling == Pooling::Cls;
+        x = b.encoder_layer(cfg, l, &x, cls_only, &c)?;
     }
-
-    let mut cls = match head.pooling {
-        // Head on [CLS] (position 0; the last layer kept that row only, [batch, 1, H]).
-        Pooling::Cls => {
-            let zero = b.g.const_i64("const.zero", &[], &[0])?;
-            b.g.node("Gather", &[&x, &zero], "head.cls", vec![attr_int("axis", 1)])?
-        }
-        // Masked mean over positions: sum_t(x * m) / max(sum_t(m), 1), [batch, H].
-        Pooling::Mean => {
-            let axis2 = b.g.const_i64("const.axis_2", &[1], &[2])?;
-            let m3 = b.g.node("Unsqueeze", &[&maskf, &axis2], "head.mask", vec![])?;
-            let xm = b.g.node("Mul", &[&x, &m3], "head.masked", vec![])?;
-            let keep0 = vec![attr_int("keepdims", 0)];
-            let sum = b.g.node("ReduceSum", &[&xm, &one1], "head.sum", keep0.clone())?;
-            let n = b.g.node("ReduceSum", &[&m3, &one1], "head.count", keep0)?;
-            let n = b.g.node("Max", &[&n, &one], "head.count_min1", vec![])?;
-            b.g.node("Div", &[&sum, &n], "head.mean", vec![])?
-        }
-    };
-    if head.use_pooler {
-        let pooled = b.linear(&cls, "pooler.dense", h, h, false)?;
-        cls = b.g.node("Tanh", &[&pooled], "pooler.tanh", vec![])?;
-    }
-    let w = b.w.get("classifier.weight", &[head.num_labels, h])?;
-    let bias = b.w.get("classifier.bias", &[head.num_labels])?;
-    let wt = b.g.const_f32("classifier.weight_t", &[h, head.num_labels], &transpose(&w, head.num_labels, h))?;
-    let bias = b.g.const_f32("classifier.bias", &[head.num_labels], &bias)?;
-    let y = b.g.node("MatMul", &[&cls, &wt], "classifier.matmul", vec![])?;
-    b.stats.f32_linears += 1;
-    let logits = b.g.node("Add", &[&y, &bias], LOGITS, vec![])?;
+    let pooled = b.pool(cfg, head, &x, &maskf, &c)?;
+    let logits = b.classifier(cfg, head, &pooled)?;
     b.g.output(&logits, DataType::Float, &[Dim::Param("batch"), Dim::Fixed(head.num_labels as i64)])?;
 
     b.stats.nodes = b.g.node_count();
@@ -552,4 +443,218 @@ pub fn build_model(
         ("ckd.int8_embeddings", opts.int8_embeddings.to_string()),
     ];
     Ok((b.g.finish("ckd_bert_multilabel", &meta), b.stats))
+}
+
+/// Values every encoder layer (and the mean pooling) reads.
+struct LayerConsts {
+    /// `[0]` and `[1]` (i64, 1-d): slice bounds and the sequence axis.
+    zero1: String,
+    one1: String,
+    /// The additive attention mask [B, 1, 1, T].
+    ext: String,
+    /// Reshape targets [0, 0, N, Dh] and [0, 0, H].
+    split_shape: String,
+    merge_shape: String,
+    /// Dh^-0.5, 1/sqrt 2, 1 and 0.5 (f32 scalars).
+    scale: String,
+    inv_sqrt2: String,
+    one: String,
+    half: String,
+}
+
+impl Builder<'_> {
+    /// `LayerNorm(Gather(word_emb, ids) + type_emb[0] + Slice(pos_emb, 0, T))` [B, T, H] (the
+    /// word table per-row int8 with [`BuildOptions::int8_embeddings`]), and the constants `[0]`
+    /// and `[1]` (i64, 1-d) it made for the slice.
+    fn embeddings(&mut self, cfg: &Config, ids: &str) -> Result<(String, String, String), ExportError> {
+        let h = cfg.hidden_size;
+        let word = self.w.get("embeddings.word_embeddings.weight", &[cfg.vocab_size, h])?;
+        let pos = self.w.get("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, h])?;
+        let types = self.w.get("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, h])?;
+        let pos = self.g.const_f32("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, h], &pos)?;
+        let type0 = self.g.const_f32("embeddings.token_type_embeddings.row0", &[h], &types[..h])?;
+        let words = self.word_embeddings(cfg, &word, ids)?;
+        let x = self.g.node("Add", &[&words, &type0], "embeddings.words_types", vec![])?;
+        let seq = self.g.node("Shape", &[ids], "embeddings.seq_len", vec![attr_int("start", 1), attr_int("end", 2)])?;
+        let zero1 = self.g.const_i64("const.zero_1d", &[1], &[0])?;
+        let one1 = self.g.const_i64("const.one_1d", &[1], &[1])?;
+        let positions = self.g.node("Slice", &[&pos, &zero1, &seq, &zero1], "embeddings.positions", vec![])?;
+        let x = self.g.node("Add", &[&x, &positions], "embeddings.sum", vec![])?;
+        let x = self.layer_norm(&x, "embeddings.LayerNorm", h, cfg.layer_norm_eps)?;
+        Ok((x, zero1, one1))
+    }
+
+    /// The rows of the word table `word` [V, H] at `ids`, f32 [B, T, H].
+    fn word_embeddings(&mut self, cfg: &Config, word: &[f32], ids: &str) -> Result<String, ExportError> {
+        let h = cfg.hidden_size;
+        if self.opts.int8_embeddings {
+            // words = Cast<f32>(Gather(codes [V, H] s8, ids)) * Gather(scales [V, 1], ids).
+            let (q, scales) = quantize_table_rows(word, cfg.vocab_size, h)
+                .ok_or_else(|| ExportError::Graph("cannot quantize embeddings.word_embeddings.weight".into()))?;
+            let q = self.g.const_i8("embeddings.word_embeddings.weight_q", &[cfg.vocab_size, h], &q)?;
+            let s = self.g.const_f32("embeddings.word_embeddings.weight_scale", &[cfg.vocab_size, 1], &scales)?;
+            let axis0 = || vec![attr_int("axis", 0)];
+            let wq = self.g.node("Gather", &[&q, ids], "embeddings.words_q", axis0())?;
+            let ws = self.g.node("Gather", &[&s, ids], "embeddings.words_scale", axis0())?;
+            let to_f32 = vec![attr_int("to", DataType::Float as i64)];
+            let wf = self.g.node("Cast", &[&wq], "embeddings.words_q_f32", to_f32)?;
+            self.g.node("Mul", &[&wf, &ws], "embeddings.words", vec![])
+        } else {
+            let word = self.g.const_f32("embeddings.word_embeddings.weight", &[cfg.vocab_size, h], word)?;
+            self.g.node("Gather", &[&word, ids], "embeddings.words", vec![attr_int("axis", 0)])
+        }
+    }
+
+    /// The mask as f32 [B, T], and the additive attention mask [B, 1, 1, T]:
+    /// `m * 1e9 + (-1e9)`, 0 for real keys.
+    fn attention_mask(&mut self, mask: &str) -> Result<(String, String), ExportError> {
+        let maskf = self.g.node("Cast", &[mask], "mask.f32", vec![attr_int("to", DataType::Float as i64)])?;
+        let big = self.g.const_f32("const.mask_scale", &[], &[-MASK_NEG])?;
+        let neg = self.g.const_f32("const.mask_neg", &[], &[MASK_NEG])?;
+        let m = self.g.node("Mul", &[&maskf, &big], "mask.scaled", vec![])?;
+        let m = self.g.node("Add", &[&m, &neg], "mask.additive", vec![])?;
+        let axes12 = self.g.const_i64("const.axes_1_2", &[2], &[1, 2])?;
+        let ext = self.g.node("Unsqueeze", &[&m, &axes12], "mask.extended", vec![])?;
+        Ok((maskf, ext))
+    }
+
+    /// Emits the layers' shape and scalar constants.
+    fn layer_consts(
+        &mut self,
+        cfg: &Config,
+        zero1: String,
+        one1: String,
+        ext: String,
+    ) -> Result<LayerConsts, ExportError> {
+        let (h, nh, dh) = (cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim());
+        let split_shape = self.g.const_i64("const.split_heads_shape", &[4], &[0, 0, nh as i64, dh as i64])?;
+        let merge_shape = self.g.const_i64("const.merge_heads_shape", &[3], &[0, 0, h as i64])?;
+        let scale = self.g.const_f32("const.attn_scale", &[], &[(1.0 / (dh as f64).sqrt()) as f32])?;
+        let inv_sqrt2 = self.g.const_f32("const.inv_sqrt2", &[], &[std::f32::consts::FRAC_1_SQRT_2])?;
+        let one = self.g.const_f32("const.one", &[], &[1.0])?;
+        let half = self.g.const_f32("const.half", &[], &[0.5])?;
+        Ok(LayerConsts { zero1, one1, ext, split_shape, merge_shape, scale, inv_sqrt2, one, half })
+    }
+
+    /// Encoder layer `l` on `x` [B, T, H]; with `cls_only`, its queries, attention output and
+    /// feed-forward run on row 0 alone (the result is [B, 1, H]).
+    fn encoder_layer(
+        &mut self,
+        cfg: &Config,
+        l: usize,
+        x: &str,
+        cls_only: bool,
+        c: &LayerConsts,
+    ) -> Result<String, ExportError> {
+        let p = format!("encoder.layer.{l}");
+        let rows = if cls_only {
+            self.g.node("Slice", &[x, &c.zero1, &c.one1, &c.one1], format!("{p}.cls_row"), vec![])?
+        } else {
+            x.to_string()
+        };
+        let a = self.self_attention(cfg, &p, x, &rows, c)?;
+        self.feed_forward(cfg, &p, &a, c)
+    }
+
+    /// `LayerNorm(lin_o(merge(Softmax(q k^T * Dh^-0.5 + ext) v)) + rows)` of the layer `p`:
+    /// queries from `rows`, keys and values from `x`.
+    fn self_attention(
+        &mut self,
+        cfg: &Config,
+        p: &str,
+        x: &str,
+        rows: &str,
+        c: &LayerConsts,
+    ) -> Result<String, ExportError> {
+        let h = cfg.hidden_size;
+        let q = self.encoder_linear(rows, p, LinearKind::Query, h, h)?;
+        let k = self.encoder_linear(x, p, LinearKind::Key, h, h)?;
+        let v = self.encoder_linear(x, p, LinearKind::Value, h, h)?;
+        let qh = self.heads(p, &q, "q", &[0, 2, 1, 3], c)?;
+        let kt = self.heads(p, &k, "k", &[0, 2, 3, 1], c)?;
+        let vh = self.heads(p, &v, "v", &[0, 2, 1, 3], c)?;
+        let s = self.g.node("MatMul", &[&qh, &kt], format!("{p}.attention.scores"), vec![])?;
+        let s = self.g.node("Mul", &[&s, &c.scale], format!("{p}.attention.scaled"), vec![])?;
+        let s = self.g.node("Add", &[&s, &c.ext], format!("{p}.attention.masked"), vec![])?;
+        let probs = self.g.node("Softmax", &[&s], format!("{p}.attention.probs"), vec![attr_int("axis", -1)])?;
+        let ctx = self.g.node("MatMul", &[&probs, &vh], format!("{p}.attention.context"), vec![])?;
+        let ctx = self.g.node(
+            "Transpose",
+            &[&ctx],
+            format!("{p}.attention.context_t"),
+            vec![attr_ints("perm", &[0, 2, 1, 3])],
+        )?;
+        let ctx = self.g.node("Reshape", &[&ctx, &c.merge_shape], format!("{p}.attention.context_merged"), vec![])?;
+        let o = self.encoder_linear(&ctx, p, LinearKind::AttentionOutput, h, h)?;
+        let o = self.g.node("Add", &[&o, rows], format!("{p}.attention.residual"), vec![])?;
+        self.layer_norm(&o, &format!("{p}.attention.output.LayerNorm"), h, cfg.layer_norm_eps)
+    }
+
+    /// `v` [B, T, H] split into heads [B, N, T, Dh] and transposed by `perm`.
+    fn heads(&mut self, p: &str, v: &str, what: &str, perm: &[i64], c: &LayerConsts) -> Result<String, ExportError> {
+        let r = self.g.node("Reshape", &[v, &c.split_shape], format!("{p}.attention.{what}.split"), vec![])?;
+        self.g.node("Transpose", &[&r], format!("{p}.attention.{what}.heads"), vec![attr_ints("perm", perm)])
+    }
+
+    /// `LayerNorm(lin_out(GELU_erf(lin_i(a))) + a)` of the layer `p`.
+    fn feed_forward(&mut self, cfg: &Config, p: &str, a: &str, c: &LayerConsts) -> Result<String, ExportError> {
+        let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
+        let i = self.encoder_linear(a, p, LinearKind::Intermediate, h, inter)?;
+        let e = self.g.node("Mul", &[&i, &c.inv_sqrt2], format!("{p}.intermediate.gelu_div"), vec![])?;
+        let e = self.g.node("Erf", &[&e], format!("{p}.intermediate.gelu_erf"), vec![])?;
+        let e = self.g.node("Add", &[&e, &c.one], format!("{p}.intermediate.gelu_add"), vec![])?;
+        let e = self.g.node("Mul", &[&i, &e], format!("{p}.intermediate.gelu_mul"), vec![])?;
+        let act = self.g.node("Mul", &[&e, &c.half], format!("{p}.intermediate.gelu"), vec![])?;
+        let o = self.encoder_linear(&act, p, LinearKind::Output, inter, h)?;
+        let o = self.g.node("Add", &[&o, a], format!("{p}.output.residual"), vec![])?;
+        self.layer_norm(&o, &format!("{p}.output.LayerNorm"), h, cfg.layer_norm_eps)
+    }
+
+    /// The pooled encoder output [B, H] (`maskf`: the f32 mask [B, T]), through the pooler when
+    /// the head has one.
+    fn pool(
+        &mut self,
+        cfg: &Config,
+        head: &HeadConfig,
+        x: &str,
+        maskf: &str,
+        c: &LayerConsts,
+    ) -> Result<String, ExportError> {
+        let cls = match head.pooling {
+            // Head on [CLS] (position 0; the last layer kept that row only, [batch, 1, H]).
+            Pooling::Cls => {
+                let zero = self.g.const_i64("const.zero", &[], &[0])?;
+                self.g.node("Gather", &[x, &zero], "head.cls", vec![attr_int("axis", 1)])?
+            }
+            // Masked mean over positions: sum_t(x * m) / max(sum_t(m), 1), [batch, H].
+            Pooling::Mean => {
+                let axis2 = self.g.const_i64("const.axis_2", &[1], &[2])?;
+                let m3 = self.g.node("Unsqueeze", &[maskf, &axis2], "head.mask", vec![])?;
+                let xm = self.g.node("Mul", &[x, &m3], "head.masked", vec![])?;
+                let keep0 = vec![attr_int("keepdims", 0)];
+                let sum = self.g.node("ReduceSum", &[&xm, &c.one1], "head.sum", keep0.clone())?;
+                let n = self.g.node("ReduceSum", &[&m3, &c.one1], "head.count", keep0)?;
+                let n = self.g.node("Max", &[&n, &c.one], "head.count_min1", vec![])?;
+                self.g.node("Div", &[&sum, &n], "head.mean", vec![])?
+            }
+        };
+        if head.use_pooler {
+            let h = cfg.hidden_size;
+            let pooled = self.linear(&cls, "pooler.dense", h, h, false)?;
+            return self.g.node("Tanh", &[&pooled], "pooler.tanh", vec![]);
+        }
+        Ok(cls)
+    }
+
+    /// The logits [B, L] (always f32): `MatMul(pooled, W^T) + b`.
+    fn classifier(&mut self, cfg: &Config, head: &HeadConfig, pooled: &str) -> Result<String, ExportError> {
+        let (h, n) = (cfg.hidden_size, head.num_labels);
+        let w = self.w.get("classifier.weight", &[n, h])?;
+        let bias = self.w.get("classifier.bias", &[n])?;
+        let wt = self.g.const_f32("classifier.weight_t", &[h, n], &transpose(&w, n, h))?;
+        let bias = self.g.const_f32("classifier.bias", &[n], &bias)?;
+        let y = self.g.node("MatMul", &[pooled, &wt], "classifier.matmul", vec![])?;
+        self.stats.f32_linears += 1;
+        self.g.node("Add", &[&y, &bias], LOGITS, vec![])
+    }
 }
