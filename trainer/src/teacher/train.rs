@@ -111,34 +111,7 @@ pub fn train_teacher(
 
     // 1. Base model, trainable variables, tokenizer.
     let varmap = VarMap::new();
-    let (mut model, config, tokenizer, base, name, lora_cfg) = match &cfg.base {
-        BaseChoice::Demo(d) => {
-            let tok = demo::train_tokenizer(train, d.vocab_size)?;
-            let config = d.qwen2(tok.get_vocab_size(true), cfg.max_len);
-            let init = qwen2::init_random(&config, d.seed, &dev)?;
-            {
-                let mut data =
-                    varmap.data().lock().map_err(|_| TeacherError::Invalid("VarMap lock poisoned".into()))?;
-                for (k, v) in init {
-                    data.insert(k, candle_core::Var::from_tensor(&v)?);
-                }
-            }
-            let model = Qwen2ForCausalLM::load_trainable(VarBuilder::from_varmap(&varmap, DType::F32, &dev), &config)?;
-            let name = format!("demo-qwen2-h{}-l{}", d.hidden_size, d.layers);
-            (model, config, tok, BaseRef::Demo, name, None)
-        }
-        BaseChoice::Pretrained(path) if frozen_quantized(path, cfg) => {
-            let q = load_base_quantized(path)?;
-            (q.model, q.config, q.tokenizer, q.base, q.name, None)
-        }
-        BaseChoice::Pretrained(path) => {
-            let b = load_base(path, &dev, cfg.device.dtype())?;
-            let model = Qwen2ForCausalLM::from_tensors(b.tensors, &b.config, cfg.device.dtype(), &dev)?;
-            let model =
-                model.with_lora(VarBuilder::from_varmap(&varmap, cfg.device.dtype(), &dev), &cfg.lora, cfg.sft.seed)?;
-            (model, b.config, b.tokenizer, b.base, b.name, Some(cfg.lora.clone()))
-        }
-    };
+    let Start { mut model, config, tokenizer, base, name, lora: lora_cfg } = start(train, cfg, &varmap, &dev)?;
     let prompts = PromptEncoder::new(tokenizer, cfg.max_len)?;
     let trainable_params: usize = {
         let data = varmap.data().lock().map_err(|_| TeacherError::Invalid("VarMap lock poisoned".into()))?;
@@ -152,80 +125,23 @@ pub fn train_teacher(
     let t_sft = t0.elapsed().as_secs_f64();
 
     // 3. Save what was trained, then freeze (merge adapters).
-    let cfg_json = pretty_json(&config);
-    write_atomic(&td.config(), cfg_json.as_bytes()).map_err(io_err(&td.config()))?;
-    let tok_json = prompts.tokenizer().to_string(true).map_err(|e| TeacherError::Tokenizer(e.to_string()))?;
-    write_atomic(&td.tokenizer(), tok_json.as_bytes()).map_err(io_err(&td.tokenizer()))?;
-    let mut weight_files: Vec<&str> = vec!["head.safetensors", "tokenizer.json"];
-    let model_key = match &lora_cfg {
-        // A frozen pretrained base: nothing was trained; the file's hash names the weights.
-        None if base != BaseRef::Demo => format!("quantized {base:?}"),
-        None => {
-            let mut tensors = crate::student::named_vars(&varmap).map_err(|e| TeacherError::Invalid(e.to_string()))?;
-            tensors.retain(|k, _| !k.starts_with(sft::AUX_PREFIX));
-            super::save_tensors(&tensors, &td.weights())?;
-            weight_files.push("model.safetensors");
-            super::file_sha256(&td.weights())?
-        }
-        Some(l) => {
-            let dir = td.adapter();
-            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-            let h = peft::save_adapter(&dir, &varmap, l, &name)?;
-            weight_files.push("adapter/adapter_model.safetensors");
-            weight_files.push("adapter/adapter_config.json");
-            model.merge_lora()?;
-            h
-        }
-    };
-    // The features depend on the prompts too: the instruction is part of the key.
-    let model_key = sha256_hex(format!("{cfg_json}{model_key}{:?}{}", base, prompts.default_instruction()).as_bytes());
+    let trained = Trained { varmap: &varmap, config: &config, prompts: &prompts, base: &base, name: &name };
+    let (model_key, weight_files) = save_trained(&td, &trained, lora_cfg.as_ref(), &mut model)?;
 
     // 4. Features (cached) and head.
     let t1 = std::time::Instant::now();
-    let h = config.hidden_size;
-    let mut cached = [false; 2];
-    let mut feats = Vec::new();
-    for (k, (split, samples)) in [("train", train), ("val", val)].into_iter().enumerate() {
-        let key = head::cache_key(&model_key, samples, cfg.max_len);
-        let bar = bars.bar(&format!("teacher features ({split})"));
-        let (f, hit) = head::cached_features(
-            &td.features(),
-            split,
-            &key,
-            || head::features(&model, &prompts, samples, cfg.feature_batch, &bar),
-            samples.len(),
-            h,
-        )?;
-        bar.finish_and_clear();
-        cached[k] = hit;
-        feats.push(f);
-    }
+    let (feats, cached) = split_features(&td, &trained, &model, [train, val], &model_key, cfg, bars)?;
     let t_feat = t1.elapsed().as_secs_f64();
     let t2 = std::time::Instant::now();
     let train_labels: Vec<_> = train.iter().map(|s| s.labels).collect();
     let val_labels: Vec<_> = val.iter().map(|s| s.labels).collect();
-    let (hd, head_out) = head::train_head(&feats[0], &train_labels, &feats[1], &val_labels, h, &cfg.head)?;
+    let (hd, head_out) =
+        head::train_head(&feats[0], &train_labels, &feats[1], &val_labels, config.hidden_size, &cfg.head)?;
     hd.save(&td.head())?;
     let t_head = t2.elapsed().as_secs_f64();
 
     // 5. Curves and manifest (written last).
-    let mut curve = sft_out.curve.clone();
-    let sft_steps = sft_out.steps;
-    for e in &head_out.epochs {
-        curve.push(CurvePoint::Epoch {
-            epoch: e.epoch,
-            step: sft_steps,
-            val_macro_f1: e.val_macro_f1,
-            val_macro_auc: e.val_macro_auc,
-            train_loss: e.train_loss,
-        });
-    }
-    let mut lines = String::new();
-    for p in &curve {
-        lines.push_str(&serde_json::to_string(p).map_err(|e| TeacherError::Invalid(e.to_string()))?);
-        lines.push('\n');
-    }
-    write_atomic(&td.curves(), lines.as_bytes()).map_err(io_err(&td.curves()))?;
+    write_curves(&td, &sft_out, &head_out)?;
     let report = TeacherReport {
         sft: sft_out,
         head: head_out,
@@ -254,4 +170,164 @@ pub fn train_teacher(
     };
     let manifest = save_manifest(out, manifest, &weight_files)?;
     Ok((manifest, report))
+}
+
+/// The model fine-tuning starts from, its tokenizer, what the manifest records of its base, its
+/// display name, and the LoRA settings (`None`: no adapter, the whole model or nothing trains).
+struct Start {
+    model: Qwen2ForCausalLM,
+    config: qwen2::Config,
+    tokenizer: tokenizers::Tokenizer,
+    base: BaseRef,
+    name: String,
+    lora: Option<LoraConfig>,
+}
+
+/// Step 1: the demo model from random weights (every weight a variable of `varmap`), a frozen
+/// quantized GGUF base (see [`frozen_quantized`]), or a pretrained base with LoRA adapters (the
+/// adapters are `varmap`'s variables).
+fn start(train: &[Sample], cfg: &TrainTeacherConfig, varmap: &VarMap, dev: &candle_core::Device) -> Result<Start> {
+    Ok(match &cfg.base {
+        BaseChoice::Demo(d) => {
+            let tok = demo::train_tokenizer(train, d.vocab_size)?;
+            let config = d.qwen2(tok.get_vocab_size(true), cfg.max_len);
+            let init = qwen2::init_random(&config, d.seed, dev)?;
+            {
+                let mut data =
+                    varmap.data().lock().map_err(|_| TeacherError::Invalid("VarMap lock poisoned".into()))?;
+                for (k, v) in init {
+                    data.insert(k, candle_core::Var::from_tensor(&v)?);
+                }
+            }
+            let model = Qwen2ForCausalLM::load_trainable(VarBuilder::from_varmap(varmap, DType::F32, dev), &config)?;
+            let name = format!("demo-qwen2-h{}-l{}", d.hidden_size, d.layers);
+            Start { model, config, tokenizer: tok, base: BaseRef::Demo, name, lora: None }
+        }
+        BaseChoice::Pretrained(path) if frozen_quantized(path, cfg) => {
+            let q = load_base_quantized(path)?;
+            Start { model: q.model, config: q.config, tokenizer: q.tokenizer, base: q.base, name: q.name, lora: None }
+        }
+        BaseChoice::Pretrained(path) => {
+            let b = load_base(path, dev, cfg.device.dtype())?;
+            let model = Qwen2ForCausalLM::from_tensors(b.tensors, &b.config, cfg.device.dtype(), dev)?;
+            let model =
+                model.with_lora(VarBuilder::from_varmap(varmap, cfg.device.dtype(), dev), &cfg.lora, cfg.sft.seed)?;
+            Start {
+                model,
+                config: b.config,
+                tokenizer: b.tokenizer,
+                base: b.base,
+                name: b.name,
+                lora: Some(cfg.lora.clone()),
+            }
+        }
+    })
+}
+
+/// What step 3 saves: the trained variables, the model config, the prompts (their tokenizer and
+/// instruction), the base and the model's name.
+struct Trained<'a> {
+    varmap: &'a VarMap,
+    config: &'a qwen2::Config,
+    prompts: &'a PromptEncoder,
+    base: &'a BaseRef,
+    name: &'a str,
+}
+
+/// Step 3: writes `config.json`, `tokenizer.json` and the trained weights (the whole demo model,
+/// or the LoRA adapter, which is then merged into `model`; nothing for a frozen base). Returns
+/// the key the cached features are stored under (a hash of the config, the weights, the base and
+/// the prompt instruction) and the files the manifest lists.
+fn save_trained(
+    td: &TeacherDir,
+    t: &Trained<'_>,
+    lora_cfg: Option<&LoraConfig>,
+    model: &mut Qwen2ForCausalLM,
+) -> Result<(String, Vec<&'static str>)> {
+    let base = t.base;
+    let cfg_json = pretty_json(t.config);
+    write_atomic(&td.config(), cfg_json.as_bytes()).map_err(io_err(&td.config()))?;
+    let tok_json = t.prompts.tokenizer().to_string(true).map_err(|e| TeacherError::Tokenizer(e.to_string()))?;
+    write_atomic(&td.tokenizer(), tok_json.as_bytes()).map_err(io_err(&td.tokenizer()))?;
+    let mut weight_files: Vec<&str> = vec!["head.safetensors", "tokenizer.json"];
+    let model_key = match lora_cfg {
+        // A frozen pretrained base: nothing was trained; the file's hash names the weights.
+        None if *base != BaseRef::Demo => format!("quantized {base:?}"),
+        None => {
+            let mut tensors = crate::student::named_vars(t.varmap).map_err(|e| TeacherError::Invalid(e.to_string()))?;
+            tensors.retain(|k, _| !k.starts_with(sft::AUX_PREFIX));
+            super::save_tensors(&tensors, &td.weights())?;
+            weight_files.push("model.safetensors");
+            super::file_sha256(&td.weights())?
+        }
+        Some(l) => {
+            let dir = td.adapter();
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            let h = peft::save_adapter(&dir, t.varmap, l, t.name)?;
+            weight_files.push("adapter/adapter_model.safetensors");
+            weight_files.push("adapter/adapter_config.json");
+            model.merge_lora()?;
+            h
+        }
+    };
+    // The features depend on the prompts too: the instruction is part of the key.
+    let model_key =
+        sha256_hex(format!("{cfg_json}{model_key}{:?}{}", base, t.prompts.default_instruction()).as_bytes());
+    Ok((model_key, weight_files))
+}
+
+/// Step 4's features of the training and validation samples (`sets`: `[train, val]`; each
+/// samples x `t.config.hidden_size`, row-major), read from the feature cache when there (keyed
+/// by `model_key`, the samples and `max_len`), else computed and cached; with whether each came
+/// from the cache.
+fn split_features(
+    td: &TeacherDir,
+    t: &Trained<'_>,
+    model: &Qwen2ForCausalLM,
+    sets: [&[Sample]; 2],
+    model_key: &str,
+    cfg: &TrainTeacherConfig,
+    bars: &dyn Bars,
+) -> Result<(Vec<Vec<f32>>, [bool; 2])> {
+    let (h, prompts) = (t.config.hidden_size, t.prompts);
+    let mut cached = [false; 2];
+    let mut feats = Vec::new();
+    for (k, (split, samples)) in ["train", "val"].into_iter().zip(sets).enumerate() {
+        let key = head::cache_key(model_key, samples, cfg.max_len);
+        let bar = bars.bar(&format!("teacher features ({split})"));
+        let (f, hit) = head::cached_features(
+            &td.features(),
+            split,
+            &key,
+            || head::features(model, prompts, samples, cfg.feature_batch, &bar),
+            samples.len(),
+            h,
+        )?;
+        bar.finish_and_clear();
+        cached[k] = hit;
+        feats.push(f);
+    }
+    Ok((feats, cached))
+}
+
+/// Writes `curves.jsonl`: the fine-tuning curve, then one point per head epoch (at the last
+/// fine-tuning step).
+fn write_curves(td: &TeacherDir, sft_out: &sft::SftOutcome, head_out: &head::HeadOutcome) -> Result<()> {
+    let mut curve = sft_out.curve.clone();
+    let sft_steps = sft_out.steps;
+    for e in &head_out.epochs {
+        curve.push(CurvePoint::Epoch {
+            epoch: e.epoch,
+            step: sft_steps,
+            val_macro_f1: e.val_macro_f1,
+            val_macro_auc: e.val_macro_auc,
+            train_loss: e.train_loss,
+        });
+    }
+    let mut lines = String::new();
+    for p in &curve {
+        lines.push_str(&serde_json::to_string(p).map_err(|e| TeacherError::Invalid(e.to_string()))?);
+        lines.push('\n');
+    }
+    write_atomic(&td.curves(), lines.as_bytes()).map_err(io_err(&td.curves()))
 }
