@@ -14,6 +14,7 @@
 //! [`job`] wraps a run with the tokenizer, the model's construction and the saved directory.
 
 pub mod job;
+mod training;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,7 +34,7 @@ use crate::distill::{self, AttnInputs, DistillConfig, GranularityInputs, LossPar
 use crate::io::{pretty_json, write_atomic};
 use crate::models::bert::{BertError, BertForMultiLabel, Config, HeadConfig};
 use crate::models::common::DropoutRng;
-use crate::optim::{clip_grad_norm, lr_at, AdamW, AdamWConfig};
+use crate::optim::{lr_at, AdamW, AdamWConfig};
 use crate::text::{pad_batch, Encoded, TextEncoder, TextError};
 use crate::train_integrity::{Seal, SealedKind, Verified, SUMS_FILE};
 
@@ -627,30 +628,9 @@ fn validate(run: &Run<'_>) -> Result<(f64, Option<f64>, Vec<f32>)> {
 /// variables then hold the best epoch's weights (also in `DIR/best.safetensors`).
 pub fn train(run: &Run<'_>, resume: bool) -> Result<TrainOutcome> {
     let cfg = run.cfg;
-    cfg.distill.validate()?;
-    if run.train.is_empty() || run.val.is_empty() {
-        return Err(StudentError::Invalid(format!(
-            "need training and validation samples (got {} and {})",
-            run.train.len(),
-            run.val.len()
-        )));
-    }
-    if cfg.batch_size == 0 || cfg.epochs == 0 {
-        return Err(StudentError::Invalid("batch size and epochs must be > 0".into()));
-    }
-    std::fs::create_dir_all(run.dir).map_err(io_err(run.dir))?;
-    let mut opt = AdamW::new(run.varmap, cfg.adamw)?;
-    if cfg.head_lr_scale != 1.0 {
-        opt.scale_lr("classifier.", cfg.head_lr_scale);
-        opt.scale_lr("pooler.", cfg.head_lr_scale);
-    }
+    training::check_and_create(run)?;
+    let (mut opt, mut st) = training::optimizer(run, resume)?;
     let vars = opt.vars();
-    let mut st = LoopState::default();
-    if resume {
-        if let Some(s) = Checkpoint::load(run.dir, run.varmap, &mut opt)? {
-            st = s;
-        }
-    }
     let best_path = run.dir.join("best.safetensors");
     let lengths: Vec<usize> = run.train.enc.iter().map(|e| e.ids.len()).collect();
     let batches_per_epoch = run.train.len().div_ceil(cfg.batch_size);
@@ -658,44 +638,18 @@ pub fn train(run: &Run<'_>, resume: bool) -> Result<TrainOutcome> {
     let warmup = (total_steps as f64 * cfg.warmup_frac).round() as u64;
     run.progress.set_length(total_steps);
     run.progress.set_position(st.step);
-    let t0 = std::time::Instant::now();
-    let mut steps_here = 0u64;
-    let mut samples_here = 0u64;
-    let mut window: Vec<LossParts> = Vec::new();
-    let mut window_norm = 0f64;
+    let mut rate = training::Rate { t0: std::time::Instant::now(), steps: 0, samples: 0 };
+    let mut window = training::Window::default();
 
     while !st.done && st.epoch < cfg.epochs {
         let batches = crate::text::length_buckets(&lengths, cfg.batch_size, cfg.seed ^ (st.epoch as u64 + 1), true);
         while st.batch < batches.len() {
             let idx = &batches[st.batch];
             let lr = lr_at(st.step, total_steps, warmup, cfg.lr);
-            let mut dropout = DropoutRng::new(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ st.step);
-            let mut parts = batch_loss(run, idx, &mut dropout)?;
-            let mut grads = parts.total.backward()?;
-            // `total` owns the step's whole autograd graph (every intermediate activation);
-            // the loss window below must keep only its value, or ten steps' activations stay
-            // alive at once (what made MiniLM training run out of memory).
-            parts.total = parts.total.detach();
-            let norm = clip_grad_norm(&mut grads, &vars, cfg.clip_norm)?;
-            // A non-finite loss or gradient would poison every weight: stop here instead.
-            crate::train_integrity::ensure_finite_step(st.step + 1, parts.total_value, norm)?;
-            opt.step(&grads, lr)?;
-            st.step += 1;
-            st.batch += 1;
-            steps_here += 1;
-            samples_here += idx.len() as u64;
-            st.epoch_loss_sum += parts.total_value as f64;
-            st.epoch_loss_n += 1;
-            window_norm += norm;
-            window.push(parts);
-            if window.len() >= cfg.log_every.max(1) {
-                st.curve.push(mean_point(&window, window_norm, st.step, st.epoch, lr));
-                let loss = window.iter().map(|p| p.total_value).sum::<f32>() / window.len() as f32;
-                let sps = samples_here as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-                run.progress.set_message(format!("epoch {} loss {loss:.4} {sps:.1} samples/s", st.epoch + 1));
-                window.clear();
-                window_norm = 0.0;
-            }
+            let (parts, norm) = training::optimizer_step(run, &mut opt, &vars, &mut st, idx, lr)?;
+            rate.steps += 1;
+            rate.samples += idx.len() as u64;
+            window.push(parts, norm, run, &mut st, &rate, lr);
             run.progress.set_position(st.step);
             if cfg.checkpoint_every > 0
                 && st.step.is_multiple_of(cfg.checkpoint_every as u64)
@@ -706,65 +660,14 @@ pub fn train(run: &Run<'_>, resume: bool) -> Result<TrainOutcome> {
             if cfg.max_steps.is_some_and(|m| st.step >= m) && st.batch < batches.len() {
                 Checkpoint::save(run.dir, run.varmap, &opt, &st)?;
                 write_curve(run.dir, &st.curve)?;
-                return Ok(TrainOutcome {
-                    steps: st.step,
-                    best_val_macro_f1: st.best_f1,
-                    best_epoch: st.best_epoch,
-                    stopped_early: false,
-                    thresholds: Vec::new(),
-                    samples_per_sec: samples_here as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-                    truncated_train: run.train.truncated,
-                    finished: false,
-                });
+                return Ok(training::paused(run, &st, &rate));
             }
         }
         // Epoch end: validate, keep the best, maybe stop.
-        let (f1, auc, _) = validate(run)?;
-        let train_loss = st.epoch_loss_sum / st.epoch_loss_n.max(1) as f64;
-        st.curve.push(CurvePoint::Epoch {
-            epoch: st.epoch,
-            step: st.step,
-            val_macro_f1: f1,
-            val_macro_auc: auc,
-            train_loss,
-        });
-        if st.best_f1.is_none_or(|b| f1 > b) {
-            st.best_f1 = Some(f1);
-            st.best_epoch = Some(st.epoch);
-            st.epochs_since_best = 0;
-            save_tensors(&named_vars(run.varmap)?, &best_path)?;
-        } else {
-            st.epochs_since_best += 1;
-        }
-        st.epoch += 1;
-        st.batch = 0;
-        st.epoch_loss_sum = 0.0;
-        st.epoch_loss_n = 0;
-        if cfg.patience > 0 && st.epochs_since_best >= cfg.patience && st.epoch < cfg.epochs {
-            st.stopped_early = true;
-            st.done = true;
-        }
-        if st.epoch >= cfg.epochs {
-            st.done = true;
-        }
-        Checkpoint::save(run.dir, run.varmap, &opt, &st)?;
-        write_curve(run.dir, &st.curve)?;
+        training::end_epoch(run, &opt, &mut st, &best_path)?;
     }
     // Restore the best weights and tune thresholds with them.
-    let best = crate::train_integrity::read_tensors(&best_path)?;
-    set_vars(run.varmap, &best)?;
-    let (_, _, thresholds) = validate(run)?;
-    write_curve(run.dir, &st.curve)?;
-    Ok(TrainOutcome {
-        steps: st.step,
-        best_val_macro_f1: st.best_f1,
-        best_epoch: st.best_epoch,
-        stopped_early: st.stopped_early,
-        thresholds,
-        samples_per_sec: if steps_here > 0 { samples_here as f64 / t0.elapsed().as_secs_f64().max(1e-9) } else { 0.0 },
-        truncated_train: run.train.truncated,
-        finished: true,
-    })
+    training::finish(run, &st, &best_path, &rate)
 }
 
 fn mean_point(w: &[LossParts], norm_sum: f64, step: u64, epoch: usize, lr: f64) -> CurvePoint {
