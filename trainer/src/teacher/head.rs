@@ -215,6 +215,38 @@ pub fn train_head(
     }
     let dev = Device::Cpu;
     // Standardization statistics from the training features.
+    let (mean, std) = standardization(train, n, hidden);
+    let xt = standardize(train, n, hidden, &mean, &std)?;
+    let xv = standardize(val, m, hidden, &mean, &std)?;
+    let (yt, yv) = (dense_labels(train_labels)?, dense_labels(val_labels)?);
+
+    let (varmap, w, b) = init_weights(cfg.seed, hidden)?;
+    let mut opt = AdamW::new(&varmap, AdamWConfig { weight_decay: cfg.weight_decay, ..AdamWConfig::default() })?;
+    let mut epochs = Vec::new();
+    let mut best: Option<(f64, usize, Tensor, Tensor)> = None;
+    let mut rng_state = cfg.seed;
+    for epoch in 0..cfg.epochs.max(1) {
+        let train_loss = train_epoch(&xt, &yt, (&w, &b), cfg, &mut opt, &mut rng_state)?;
+        let e = validation_epoch(epoch, train_loss, &xv, &yv, val_labels, (&w, &b))?;
+        let val_loss = e.val_loss;
+        epochs.push(e);
+        if best.as_ref().is_none_or(|(l, ..)| val_loss < *l) {
+            best = Some((val_loss, epoch, w.copy()?, b.copy()?));
+        }
+    }
+    let (_, best_epoch, bw, bb) = best.ok_or_else(|| TeacherError::Invalid("head: no epoch ran".into()))?;
+    let head = fold_standardization(&bw, bb, &mean, &std)?;
+    let vprobs = candle_nn::ops::sigmoid(&head.logits(&Tensor::from_slice(val, (m, hidden), &dev)?)?)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let thresholds = metrics::tune_thresholds_label_sets(&vprobs, val_labels)?;
+    let rep = metrics::evaluate_label_sets(&vprobs, val_labels, &thresholds, 10)?;
+    Ok((head, HeadOutcome { best_epoch, epochs, thresholds, val_macro_f1: rep.macro_f1, val_macro_auc: rep.macro_auc }))
+}
+
+/// Per-feature mean and standard deviation (population, at least 1e-6) of the `n` rows of
+/// `train` [n * hidden], accumulated in f64.
+fn standardization(train: &[f32], n: usize, hidden: usize) -> (Vec<f32>, Vec<f32>) {
     let mut mean = vec![0f64; hidden];
     let mut var = vec![0f64; hidden];
     for row in train.chunks(hidden) {
@@ -230,21 +262,30 @@ pub fn train_head(
     }
     let std: Vec<f32> = var.iter().map(|v| ((v / n as f64).sqrt() as f32).max(1e-6)).collect();
     let mean: Vec<f32> = mean.iter().map(|&x| x as f32).collect();
-    let standardize = |x: &[f32], rows: usize| -> Result<Tensor> {
-        let t = Tensor::from_slice(x, (rows, hidden), &dev)?;
-        let mu = Tensor::from_slice(&mean, (1, hidden), &dev)?;
-        let sd = Tensor::from_slice(&std, (1, hidden), &dev)?;
-        Ok(t.broadcast_sub(&mu)?.broadcast_div(&sd)?)
-    };
-    let xt = standardize(train, n)?;
-    let xv = standardize(val, m)?;
-    let yt =
-        Tensor::from_vec(train_labels.iter().flat_map(|l| l.to_dense()).collect::<Vec<f32>>(), (n, NUM_LABELS), &dev)?;
-    let yv =
-        Tensor::from_vec(val_labels.iter().flat_map(|l| l.to_dense()).collect::<Vec<f32>>(), (m, NUM_LABELS), &dev)?;
+    (mean, std)
+}
 
+/// `(x - mean) / std` of features `x` [rows * hidden], as a [rows, hidden] tensor.
+fn standardize(x: &[f32], rows: usize, hidden: usize, mean: &[f32], std: &[f32]) -> Result<Tensor> {
+    let dev = Device::Cpu;
+    let t = Tensor::from_slice(x, (rows, hidden), &dev)?;
+    let mu = Tensor::from_slice(mean, (1, hidden), &dev)?;
+    let sd = Tensor::from_slice(std, (1, hidden), &dev)?;
+    Ok(t.broadcast_sub(&mu)?.broadcast_div(&sd)?)
+}
+
+/// Label sets as 0/1 targets [N, 25].
+fn dense_labels(labels: &[LabelSet]) -> Result<Tensor> {
+    let dense: Vec<f32> = labels.iter().flat_map(|l| l.to_dense()).collect();
+    Ok(Tensor::from_vec(dense, (labels.len(), NUM_LABELS), &Device::Cpu)?)
+}
+
+/// The head's variables, `head.weight` [25, hidden] ~ N(0, 0.01) from `seed` and `head.bias`
+/// [25] at zero, with their tensors (the variables' storage: they see every update).
+fn init_weights(seed: u64, hidden: usize) -> Result<(VarMap, Tensor, Tensor)> {
+    let dev = Device::Cpu;
     let varmap = VarMap::new();
-    let w0 = seeded_normal(cfg.seed, NUM_LABELS * hidden, 0.01);
+    let w0 = seeded_normal(seed, NUM_LABELS * hidden, 0.01);
     {
         let mut data = varmap.data().lock().map_err(|_| TeacherError::Invalid("VarMap lock poisoned".into()))?;
         data.insert(
@@ -258,58 +299,74 @@ pub fn train_head(
         Ok(data[name].as_tensor().clone())
     };
     let (w, b) = (get("head.weight")?, get("head.bias")?);
-    let forward = |x: &Tensor| -> Result<Tensor> { Ok(x.matmul(&w.t()?)?.broadcast_add(&b)?) };
-    let mut opt = AdamW::new(&varmap, AdamWConfig { weight_decay: cfg.weight_decay, ..AdamWConfig::default() })?;
-    let mut epochs = Vec::new();
-    let mut best: Option<(f64, usize, Tensor, Tensor)> = None;
-    let mut rng_state = cfg.seed;
-    for epoch in 0..cfg.epochs.max(1) {
-        let mut order: Vec<usize> = (0..n).collect();
-        shuffle(&mut order, &mut rng_state);
-        let mut loss_sum = 0f64;
-        let mut batches = 0usize;
-        for chunk in order.chunks(cfg.batch_size.max(1)) {
-            let idx = Tensor::from_vec(chunk.iter().map(|&i| i as u32).collect::<Vec<_>>(), chunk.len(), &dev)?;
-            let x = xt.index_select(&idx, 0)?;
-            let y = yt.index_select(&idx, 0)?;
-            let mut loss = hard_loss(&forward(&x)?, &y, None)?;
-            if cfg.l2 > 0.0 {
-                loss = (loss + (w.sqr()?.sum_all()? * (0.5 * cfg.l2 / NUM_LABELS as f64))?)?;
-            }
-            loss_sum += loss.to_scalar::<f32>()? as f64;
-            batches += 1;
-            let grads = loss.backward()?;
-            opt.step(&grads, cfg.lr)?;
+    Ok((varmap, w, b))
+}
+
+/// Logits `x W^T + b` [rows, 25] of standardized features `x` [rows, hidden].
+fn forward(x: &Tensor, (w, b): (&Tensor, &Tensor)) -> Result<Tensor> {
+    Ok(x.matmul(&w.t()?)?.broadcast_add(b)?)
+}
+
+/// One pass over the standardized training features `xt` / targets `yt` in an order shuffled
+/// from `rng_state` (advanced), one optimizer step per batch of `batch_size`; the loss is the
+/// mean BCE plus the `l2` penalty. Returns the mean loss over the batches.
+fn train_epoch(
+    xt: &Tensor,
+    yt: &Tensor,
+    (w, b): (&Tensor, &Tensor),
+    cfg: &HeadConfig,
+    opt: &mut AdamW,
+    rng_state: &mut u64,
+) -> Result<f64> {
+    let dev = Device::Cpu;
+    let mut order: Vec<usize> = (0..xt.dim(0)?).collect();
+    shuffle(&mut order, rng_state);
+    let mut loss_sum = 0f64;
+    let mut batches = 0usize;
+    for chunk in order.chunks(cfg.batch_size.max(1)) {
+        let idx = Tensor::from_vec(chunk.iter().map(|&i| i as u32).collect::<Vec<_>>(), chunk.len(), &dev)?;
+        let x = xt.index_select(&idx, 0)?;
+        let y = yt.index_select(&idx, 0)?;
+        let mut loss = hard_loss(&forward(&x, (w, b))?, &y, None)?;
+        if cfg.l2 > 0.0 {
+            loss = (loss + (w.sqr()?.sum_all()? * (0.5 * cfg.l2 / NUM_LABELS as f64))?)?;
         }
-        let vl = forward(&xv)?;
-        let val_loss = hard_loss(&vl, &yv, None)?.to_scalar::<f32>()? as f64;
-        let probs = candle_nn::ops::sigmoid(&vl)?.flatten_all()?.to_vec1::<f32>()?;
-        let th = metrics::tune_thresholds_label_sets(&probs, val_labels)?;
-        let rep = metrics::evaluate_label_sets(&probs, val_labels, &th, 10)?;
-        epochs.push(HeadEpoch {
-            epoch,
-            train_loss: loss_sum / batches.max(1) as f64,
-            val_loss,
-            val_macro_f1: rep.macro_f1,
-            val_macro_auc: rep.macro_auc,
-        });
-        if best.as_ref().is_none_or(|(l, ..)| val_loss < *l) {
-            best = Some((val_loss, epoch, w.copy()?, b.copy()?));
-        }
+        loss_sum += loss.to_scalar::<f32>()? as f64;
+        batches += 1;
+        let grads = loss.backward()?;
+        opt.step(&grads, cfg.lr)?;
     }
-    let (_, best_epoch, bw, bb) = best.ok_or_else(|| TeacherError::Invalid("head: no epoch ran".into()))?;
-    // Fold the standardization: W' = W / std, b' = b - W' mean.
-    let sd = Tensor::from_slice(&std, (1, hidden), &dev)?;
-    let mu = Tensor::from_slice(&mean, (hidden, 1), &dev)?;
+    Ok(loss_sum / batches.max(1) as f64)
+}
+
+/// Epoch `epoch`'s figures: its mean training loss, and the validation BCE, macro-F1
+/// (thresholds tuned on validation) and macro-AUC of the head on the standardized `xv`.
+fn validation_epoch(
+    epoch: usize,
+    train_loss: f64,
+    xv: &Tensor,
+    yv: &Tensor,
+    val_labels: &[LabelSet],
+    wb: (&Tensor, &Tensor),
+) -> Result<HeadEpoch> {
+    let vl = forward(xv, wb)?;
+    let val_loss = hard_loss(&vl, yv, None)?.to_scalar::<f32>()? as f64;
+    let probs = candle_nn::ops::sigmoid(&vl)?.flatten_all()?.to_vec1::<f32>()?;
+    let th = metrics::tune_thresholds_label_sets(&probs, val_labels)?;
+    let rep = metrics::evaluate_label_sets(&probs, val_labels, &th, 10)?;
+    Ok(HeadEpoch { epoch, train_loss, val_loss, val_macro_f1: rep.macro_f1, val_macro_auc: rep.macro_auc })
+}
+
+/// The head on raw features from weights `bw` [25, hidden] / `bb` [25] trained on standardized
+/// ones: W' = W / std, b' = b - W' mean.
+fn fold_standardization(bw: &Tensor, bb: Tensor, mean: &[f32], std: &[f32]) -> Result<Head> {
+    let dev = Device::Cpu;
+    let hidden = mean.len();
+    let sd = Tensor::from_slice(std, (1, hidden), &dev)?;
+    let mu = Tensor::from_slice(mean, (hidden, 1), &dev)?;
     let weight = bw.broadcast_div(&sd)?;
     let bias = (bb - weight.matmul(&mu)?.squeeze(D::Minus1)?)?;
-    let head = Head { weight, bias };
-    let vprobs = candle_nn::ops::sigmoid(&head.logits(&Tensor::from_slice(val, (m, hidden), &dev)?)?)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let thresholds = metrics::tune_thresholds_label_sets(&vprobs, val_labels)?;
-    let rep = metrics::evaluate_label_sets(&vprobs, val_labels, &thresholds, 10)?;
-    Ok((head, HeadOutcome { best_epoch, epochs, thresholds, val_macro_f1: rep.macro_f1, val_macro_auc: rep.macro_auc }))
+    Ok(Head { weight, bias })
 }
 
 /// Probabilities sigmoid(logits / T) [N * 25] of features [N * H].
