@@ -187,20 +187,7 @@ pub fn finetune(
     let seqs = encode_all(prompts, train)?;
     let pad = prompts.pad_id()?;
     let lengths: Vec<usize> = seqs.ids.iter().map(Vec::len).collect();
-    let aux = if cfg.aux_head_weight > 0.0 {
-        let h = model.config().hidden_size;
-        let dev = model.device();
-        // Zero init: deterministic, and the gradient is still non-zero (hidden states are not).
-        let w = candle_core::Var::from_tensor(&Tensor::zeros((ckd_core::NUM_LABELS, h), DType::F32, dev)?)?;
-        let b = candle_core::Var::from_tensor(&Tensor::zeros(ckd_core::NUM_LABELS, DType::F32, dev)?)?;
-        let (wt, bt) = (w.as_tensor().clone(), b.as_tensor().clone());
-        let mut data = varmap.data().lock().map_err(|_| TeacherError::Invalid("VarMap lock poisoned".into()))?;
-        data.insert(format!("{AUX_PREFIX}weight"), w);
-        data.insert(format!("{AUX_PREFIX}bias"), b);
-        Some((wt, bt, cfg.aux_head_weight))
-    } else {
-        None
-    };
+    let aux = aux_head(model, varmap, cfg)?;
     let mut opt = AdamW::new(varmap, AdamWConfig { weight_decay: cfg.weight_decay, ..AdamWConfig::default() })?;
     let vars = opt.vars();
     if vars.is_empty() {
@@ -211,61 +198,123 @@ pub fn finetune(
     let warmup = (total as f64 * cfg.warmup_frac).round() as u64;
     progress.set_length(total);
     let val = &val[..val.len().min(val_limit)];
-    let t0 = std::time::Instant::now();
-    let mut step = 0u64;
-    let mut samples_done = 0usize;
-    let mut curve = Vec::new();
+    let mut s = Steps::new(total, cfg.log_every);
     let mut val_loss = Vec::new();
-    let (mut win_loss, mut win_norm, mut win_n) = (0f32, 0f64, 0usize);
     'epochs: for epoch in 0..cfg.epochs {
         let batches = crate::text::length_buckets(&lengths, cfg.batch_size, cfg.seed ^ (epoch as u64 + 1), true);
         for idx in &batches {
-            if step >= total {
+            if s.step >= total {
                 break 'epochs;
             }
-            let lr = lr_at(step, total, warmup, cfg.lr);
-            let mut rng = DropoutRng::new(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step);
+            let lr = lr_at(s.step, total, warmup, cfg.lr);
+            let mut rng = DropoutRng::new(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ s.step);
             let loss = batch_loss(model, &seqs, idx, pad, Some(&mut rng), aux.as_ref())?;
             let mut grads = loss.backward()?;
             let norm = clip_grad_norm(&mut grads, &vars, cfg.clip_norm)?;
             opt.step(&grads, lr)?;
-            step += 1;
-            samples_done += idx.len();
-            win_loss += loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-            win_norm += norm;
-            win_n += 1;
-            if win_n >= cfg.log_every.max(1) {
-                let l = win_loss / win_n as f32;
-                curve.push(CurvePoint::Step {
-                    step,
-                    epoch,
-                    lr,
-                    loss: l,
-                    hard: None,
-                    soft: None,
-                    attn: [None; 3],
-                    grad_norm: win_norm / win_n as f64,
-                });
-                let sps = samples_done as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-                progress.set_message(format!("epoch {} answer NLL {l:.3} {sps:.1} seq/s", epoch + 1));
-                if progress.is_hidden() {
-                    tracing::info!(step, total, loss = l, seq_per_s = sps, "teacher fine-tuning");
-                }
-                (win_loss, win_norm, win_n) = (0.0, 0.0, 0);
-            }
-            progress.set_position(step);
+            s.record(idx.len(), &loss, norm, (epoch, lr), progress)?;
         }
         if !val.is_empty() {
             val_loss.push(eval_loss(model, prompts, val, cfg.batch_size)?);
         }
     }
     Ok(SftOutcome {
-        steps: step,
+        steps: s.step,
         val_loss,
-        samples_per_sec: samples_done as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+        samples_per_sec: s.samples_done as f64 / s.t0.elapsed().as_secs_f64().max(1e-9),
         truncated: seqs.truncated,
-        curve,
+        curve: s.curve,
     })
+}
+
+/// With `aux_head_weight > 0`: a phenotype head on the hidden states ([25, H] weight, [25]
+/// bias, both zero), added to `varmap` under [`AUX_PREFIX`] so that it trains with the model;
+/// its tensors and the weight of its loss.
+fn aux_head(model: &Qwen2ForCausalLM, varmap: &VarMap, cfg: &SftConfig) -> Result<Option<Aux>> {
+    if cfg.aux_head_weight > 0.0 {
+        let h = model.config().hidden_size;
+        let dev = model.device();
+        // Zero init: deterministic, and the gradient is still non-zero (hidden states are not).
+        let w = candle_core::Var::from_tensor(&Tensor::zeros((ckd_core::NUM_LABELS, h), DType::F32, dev)?)?;
+        let b = candle_core::Var::from_tensor(&Tensor::zeros(ckd_core::NUM_LABELS, DType::F32, dev)?)?;
+        let (wt, bt) = (w.as_tensor().clone(), b.as_tensor().clone());
+        let mut data = varmap.data().lock().map_err(|_| TeacherError::Invalid("VarMap lock poisoned".into()))?;
+        data.insert(format!("{AUX_PREFIX}weight"), w);
+        data.insert(format!("{AUX_PREFIX}bias"), b);
+        Ok(Some((wt, bt, cfg.aux_head_weight)))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Fine-tuning's running state: steps and samples done since `t0`, the curve, and the loss and
+/// gradient-norm sums of the steps since its last point.
+struct Steps {
+    step: u64,
+    samples_done: usize,
+    curve: Vec<CurvePoint>,
+    win_loss: f32,
+    win_norm: f64,
+    win_n: usize,
+    t0: std::time::Instant,
+    /// Steps of the whole run, and steps per curve point (at least 1).
+    total: u64,
+    log_every: usize,
+}
+
+impl Steps {
+    fn new(total: u64, log_every: usize) -> Self {
+        Steps {
+            step: 0,
+            samples_done: 0,
+            curve: Vec::new(),
+            win_loss: 0.0,
+            win_norm: 0.0,
+            win_n: 0,
+            t0: std::time::Instant::now(),
+            total,
+            log_every,
+        }
+    }
+
+    /// Counts a step just taken on `samples` sequences (its loss and gradient norm) in `epoch` at
+    /// rate `lr`; every `log_every` steps appends the window's mean as a curve point and shows it
+    /// (on `progress`, or through `tracing` when that is hidden).
+    fn record(
+        &mut self,
+        samples: usize,
+        loss: &Tensor,
+        norm: f64,
+        (epoch, lr): (usize, f64),
+        progress: &ProgressBar,
+    ) -> Result<()> {
+        self.step += 1;
+        self.samples_done += samples;
+        self.win_loss += loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        self.win_norm += norm;
+        self.win_n += 1;
+        if self.win_n >= self.log_every.max(1) {
+            let l = self.win_loss / self.win_n as f32;
+            self.curve.push(CurvePoint::Step {
+                step: self.step,
+                epoch,
+                lr,
+                loss: l,
+                hard: None,
+                soft: None,
+                attn: [None; 3],
+                grad_norm: self.win_norm / self.win_n as f64,
+            });
+            let sps = self.samples_done as f64 / self.t0.elapsed().as_secs_f64().max(1e-9);
+            progress.set_message(format!("epoch {} answer NLL {l:.3} {sps:.1} seq/s", epoch + 1));
+            if progress.is_hidden() {
+                tracing::info!(step = self.step, total = self.total, loss = l, seq_per_s = sps, "teacher fine-tuning");
+            }
+            (self.win_loss, self.win_norm, self.win_n) = (0.0, 0.0, 0);
+        }
+        progress.set_position(self.step);
+        Ok(())
+    }
 }
 
 /// A VarMap holding every tensor of `tensors` as a trainable Var (full fine-tuning).
