@@ -12,7 +12,7 @@ use std::path::Path;
 use crate::io::sha256_hex;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::models::lora::{
     adapter_tensors, check_adapter_tensors, mismatch, AdapterMismatch, LoraConfig, LoraError, PEFT_TARGET_MODULES,
@@ -109,29 +109,65 @@ pub fn parse_peft_config(json: &str) -> Result<(LoraConfig, Option<String>), Lor
     let Value::Object(obj) = v else {
         return Err(LoraError::InvalidConfig(format!("{ADAPTER_CONFIG_FILE} is not a JSON object")));
     };
-    let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
-    let invalid = |k: &str, want: &str| LoraError::InvalidConfig(format!("{k} = {} is not {want}", show(get(k))));
+    // Every refusal, in the order the keys are checked; a malformed value is an error at once.
     let mut unsupported = Vec::new();
-
-    match get("peft_type").and_then(Value::as_str) {
-        Some("LORA") => {}
-        _ => unsupported.push(format!("peft_type = {}; only \"LORA\" is supported", show(get("peft_type")))),
+    check_kind(&obj, &mut unsupported);
+    let (r, alpha, dropout) = lora_numbers(&obj)?;
+    let target_modules = target_modules(&obj, &mut unsupported)?;
+    check_flags(&obj, &mut unsupported)?;
+    check_extras(&obj, &mut unsupported);
+    if !unsupported.is_empty() {
+        return Err(LoraError::Unsupported(unsupported));
     }
-    match get("task_type") {
+    let base = field(&obj, "base_model_name_or_path").and_then(Value::as_str).map(str::to_string);
+    let cfg = LoraConfig { r, alpha, dropout, target_modules };
+    cfg.validate()?;
+    Ok((cfg, base))
+}
+
+/// Key `k` of an `adapter_config.json` object (`null` reads as absent).
+fn field<'a>(obj: &'a Map<String, Value>, k: &str) -> Option<&'a Value> {
+    obj.get(k).filter(|v| !v.is_null())
+}
+
+/// "`k` = <its value> is not `want`".
+fn invalid(obj: &Map<String, Value>, k: &str, want: &str) -> LoraError {
+    LoraError::InvalidConfig(format!("{k} = {} is not {want}", show(field(obj, k))))
+}
+
+/// `peft_type` must be LORA and `task_type` (when given) CAUSAL_LM.
+fn check_kind(obj: &Map<String, Value>, unsupported: &mut Vec<String>) {
+    match field(obj, "peft_type").and_then(Value::as_str) {
+        Some("LORA") => {}
+        _ => unsupported.push(format!("peft_type = {}; only \"LORA\" is supported", show(field(obj, "peft_type")))),
+    }
+    match field(obj, "task_type") {
         None => {}
         Some(Value::String(s)) if s == "CAUSAL_LM" => {}
         Some(other) => unsupported.push(format!("task_type = {other}; only \"CAUSAL_LM\" is supported")),
     }
-    let r = match get("r").and_then(Value::as_u64) {
+}
+
+/// `r` (a positive integer), `lora_alpha` (a number) and `lora_dropout` (a number, 0 when
+/// absent).
+fn lora_numbers(obj: &Map<String, Value>) -> Result<(usize, f64, f64), LoraError> {
+    let r = match field(obj, "r").and_then(Value::as_u64) {
         Some(r) if r > 0 => r as usize,
-        _ => return Err(invalid("r", "a positive integer")),
+        _ => return Err(invalid(obj, "r", "a positive integer")),
     };
-    let alpha = get("lora_alpha").and_then(Value::as_f64).ok_or_else(|| invalid("lora_alpha", "a number"))?;
-    let dropout = match get("lora_dropout") {
+    let alpha =
+        field(obj, "lora_alpha").and_then(Value::as_f64).ok_or_else(|| invalid(obj, "lora_alpha", "a number"))?;
+    let dropout = match field(obj, "lora_dropout") {
         None => 0.0,
-        Some(d) => d.as_f64().ok_or_else(|| invalid("lora_dropout", "a number"))?,
+        Some(d) => d.as_f64().ok_or_else(|| invalid(obj, "lora_dropout", "a number"))?,
     };
-    let target_modules = match get("target_modules") {
+    Ok((r, alpha, dropout))
+}
+
+/// `target_modules`: an explicit list, each one of [`PEFT_TARGET_MODULES`] (the others refused
+/// one by one); a pattern string is refused.
+fn target_modules(obj: &Map<String, Value>, unsupported: &mut Vec<String>) -> Result<Vec<String>, LoraError> {
+    Ok(match field(obj, "target_modules") {
         Some(Value::Array(items)) => {
             let mut out = Vec::with_capacity(items.len());
             for item in items {
@@ -140,7 +176,7 @@ pub fn parse_peft_config(json: &str) -> Result<(LoraConfig, Option<String>), Lor
                     Some(s) => unsupported.push(format!(
                         "target module {s:?}; only the decoder-layer linears {PEFT_TARGET_MODULES:?} can carry adapters"
                     )),
-                    None => return Err(invalid("target_modules", "a list of module names")),
+                    None => return Err(invalid(obj, "target_modules", "a list of module names")),
                 }
             }
             out
@@ -151,9 +187,13 @@ pub fn parse_peft_config(json: &str) -> Result<(LoraConfig, Option<String>), Lor
             ));
             Vec::new()
         }
-        _ => return Err(invalid("target_modules", "a list of module names")),
-    };
-    match get("bias") {
+        _ => return Err(invalid(obj, "target_modules", "a list of module names")),
+    })
+}
+
+/// `bias` must be "none", and the boolean options that change the forward pass must be false.
+fn check_flags(obj: &Map<String, Value>, unsupported: &mut Vec<String>) -> Result<(), LoraError> {
+    match field(obj, "bias") {
         None => {}
         Some(Value::String(s)) if s == "none" => {}
         Some(other) => unsupported.push(format!("bias = {other}; only \"none\" is supported (trained biases)")),
@@ -165,49 +205,48 @@ pub fn parse_peft_config(json: &str) -> Result<(LoraConfig, Option<String>), Lor
         ("lora_bias", "lora_bias = true (a trained bias on B)"),
         ("use_qalora", "use_qalora = true (QA-LoRA pooling)"),
     ] {
-        match get(key) {
+        match field(obj, key) {
             None | Some(Value::Bool(false)) => {}
             Some(Value::Bool(true)) => unsupported.push(what.to_string()),
-            Some(_) => return Err(invalid(key, "a boolean")),
+            Some(_) => return Err(invalid(obj, key, "a boolean")),
         }
     }
+    Ok(())
+}
+
+/// No extra trained parameters, no adapters on a subset or copies of the layers, no per-module
+/// ranks or alphas, and no `init_lora_weights` that rewrites the base weights.
+fn check_extras(obj: &Map<String, Value>, unsupported: &mut Vec<String>) {
     for key in ["modules_to_save", "trainable_token_indices", "target_parameters"] {
-        let empty = match get(key) {
+        let empty = match field(obj, key) {
             None => true,
             Some(Value::Array(a)) => a.is_empty(),
             Some(Value::Object(o)) => o.is_empty(),
             Some(_) => false,
         };
         if !empty {
-            unsupported.push(format!("{key} = {} (extra trained parameters)", show(get(key))));
+            unsupported.push(format!("{key} = {} (extra trained parameters)", show(field(obj, key))));
         }
     }
     for key in ["layers_to_transform", "layer_replication"] {
-        if let Some(v) = get(key) {
+        if let Some(v) = field(obj, key) {
             unsupported.push(format!("{key} = {v} (adapters on a subset or copies of the layers)"));
         }
     }
     for key in ["rank_pattern", "alpha_pattern"] {
-        match get(key) {
+        match field(obj, key) {
             None => {}
             Some(Value::Object(o)) if o.is_empty() => {}
             Some(v) => unsupported.push(format!("{key} = {v} (per-module ranks or alphas)")),
         }
     }
-    match get("init_lora_weights") {
+    match field(obj, "init_lora_weights") {
         None | Some(Value::Bool(_)) => {}
         Some(Value::String(s)) if BASE_PRESERVING_INITS.contains(&s.as_str()) => {}
         Some(other) => unsupported.push(format!(
             "init_lora_weights = {other} (an init that rewrites the base weights; the adapter needs that modified base)"
         )),
     }
-    if !unsupported.is_empty() {
-        return Err(LoraError::Unsupported(unsupported));
-    }
-    let base = get("base_model_name_or_path").and_then(Value::as_str).map(str::to_string);
-    let cfg = LoraConfig { r, alpha, dropout, target_modules };
-    cfg.validate()?;
-    Ok((cfg, base))
 }
 
 fn show(v: Option<&Value>) -> String {
