@@ -2,10 +2,11 @@
 //! through the edge runtime, the oracle), their costs, curves and explanations, written as
 //! `report.html` / `report.json` (always re-run: cheap, and it measures).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ckd_core::NUM_LABELS;
+use ckd_core::visit::Sample;
+use ckd_core::{LabelSet, NUM_LABELS};
 
 use super::edge_eval::{cpu_name, dir_size, edge_eval, median, trainer_tract_eval};
 use super::students::StudentRun;
@@ -13,7 +14,9 @@ use super::upstream::Upstream;
 use super::{msg_err, stage_err, PipelineConfig, Result};
 use crate::report::{self, CostRow, ModelResult, ReportInput, ReportJson, Role};
 use crate::student::{self, Prepared, Teacher};
-use crate::teacher::{self, explain, label};
+use crate::teacher::{self, explain, label, LoadedTeacher};
+
+const SR: &str = "report";
 
 /// Rows of 25 probabilities.
 fn rows(probs: &[f32]) -> Vec<Vec<f32>> {
@@ -26,31 +29,89 @@ pub(crate) fn write_report(
     up: &Upstream,
     students: &[StudentRun],
     kd: &Path,
-    bundles: &[std::path::PathBuf],
+    bundles: &[PathBuf],
 ) -> Result<ReportJson> {
-    const SR: &str = "report";
-    let rdir = &cfg.out;
-    let (train, val, test) = (&up.train, &up.val, &up.test);
-    let (loaded, ev_test, device) = (&up.teacher, &up.ev_test, up.device);
-    let (tdir, ldir, sdir) = (&up.teacher_dir, &up.labels_dir, &up.samples_dir);
-    let oracle_path = &up.oracle;
+    let test = &up.test;
     let test_labels: Vec<_> = test.iter().map(|s| s.labels).collect();
     let test_ids: Vec<String> = test.iter().map(|s| s.id.clone()).collect();
     // Baselines first: every model below is read against them.
-    let mut models = crate::baselines::report_rows(train, val, test).map_err(stage_err(SR))?;
+    let mut models = crate::baselines::report_rows(&up.train, &up.val, test).map_err(stage_err(SR))?;
     let n_baselines = models.len();
-    let teacher_probs = label::probs_for(ev_test, &test_ids).map_err(stage_err(SR))?;
+    let teacher_probs = label::probs_for(&up.ev_test, &test_ids).map_err(stage_err(SR))?;
     models.push(ModelResult {
-        name: format!("teacher ({})", loaded.manifest.model_name),
+        name: format!("teacher ({})", up.teacher.manifest.model_name),
         role: Role::Teacher,
         probs: rows(&teacher_probs),
         labels: test_labels.clone(),
-        thresholds: loaded.manifest.thresholds.clone(),
+        thresholds: up.teacher.manifest.thresholds.clone(),
     });
-    let mut costs = Vec::new();
     let cpu = cpu_name();
-    // Teacher latency: batch-1 forward of the prompt (features + head), median over samples.
+    // Batch-1 latencies are medians over the first `lat_n` test samples.
     let lat_n = test.len().min(15);
+    let mut costs = vec![teacher_cost(cfg, up, models[n_baselines].name.clone(), lat_n, &cpu)?];
+    for run in students {
+        let (model, cost) = evaluate_student(run, test, &test_labels, lat_n, &cpu)?;
+        costs.extend(cost);
+        models.push(model);
+    }
+    let (bundle_costs, int8_model) = evaluate_bundles(cfg, up, kd, bundles, &test_labels, &cpu)?;
+    costs.extend(bundle_costs);
+    models.extend(int8_model);
+    if let Some(op) = &up.oracle {
+        models.push(oracle_model(op, &test_ids, &test_labels)?);
+    }
+    let curves = read_curves(up, &models[n_baselines].name.clone(), students)?;
+    let explanations = explanations(up)?;
+    let notes = notes(cfg, &up.teacher, &cpu, lat_n);
+    // Every model against the logistic regression (column), and the comparisons that say what
+    // distillation added at each label fraction and what int8 cost.
+    let lr_name = models.iter().find(|m| m.name.starts_with("logistic regression")).map(|m| m.name.clone());
+    let comparisons = comparisons(&models, students);
+    let input = ReportInput {
+        title: cfg.title.clone(),
+        data_description: data_description(cfg, up),
+        notes,
+        models,
+        curves,
+        costs,
+        explanations,
+        provenance: vec![
+            ("ckd".into(), env!("CARGO_PKG_VERSION").into()),
+            ("samples.bin sha256".into(), up.samples_hash.clone()),
+            ("teacher.json sha256".into(), up.teacher_json_hash.clone()),
+            ("settings".into(), serde_json::to_string(cfg).unwrap_or_default()),
+        ],
+        subjects: test.iter().map(|s| s.subject).collect(),
+        reference: lr_name,
+        comparisons,
+    };
+    report::write(&cfg.out, &input).map_err(stage_err(SR))
+}
+
+/// The teacher's cost row (named `name`): batch-1 latency of the prompt forward (features +
+/// head), median over the first `lat_n` test samples; throughput from the labelling stage's
+/// test time (`labels/timing.json`, `[train, test]` seconds); size of its files and its base.
+fn teacher_cost(cfg: &PipelineConfig, up: &Upstream, name: String, lat_n: usize, cpu: &str) -> Result<CostRow> {
+    let test = &up.test;
+    let tl = teacher_latencies_ms(&up.teacher, test, lat_n)?;
+    let label_t: [f64; 2] = std::fs::read(up.labels_dir.join("timing.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or([0.0; 2]);
+    Ok(CostRow {
+        model: name,
+        role: Role::Teacher,
+        precision: format!("{:?}", up.device.dtype()).to_lowercase(),
+        size_bytes: teacher_size(&up.teacher, &up.teacher_dir),
+        latency_ms_median: median(tl),
+        samples_per_s: if label_t[1] > 0.0 { test.len() as f64 / label_t[1] } else { 0.0 },
+        device: format!("{} ({})", cfg.teacher.device, cpu),
+    })
+}
+
+/// Milliseconds of one batch-1 forward (prompt encoding excluded) per sample, for the first
+/// `lat_n` samples of `test`.
+fn teacher_latencies_ms(loaded: &LoadedTeacher, test: &[Sample], lat_n: usize) -> Result<Vec<f64>> {
     let mut tl = Vec::new();
     for s in test.iter().take(lat_n) {
         let p = loaded.prompts.encode(s).map_err(stage_err(SR))?;
@@ -61,79 +122,93 @@ pub(crate) fn write_report(
         let _ = loaded.head.logits(&o.last_hidden).map_err(stage_err(SR))?.to_vec2::<f32>().map_err(stage_err(SR))?;
         tl.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let label_t: [f64; 2] =
-        std::fs::read(ldir.join("timing.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or([0.0; 2]);
-    let teacher_size: u64 = loaded
-        .manifest
-        .files
-        .iter()
-        .map(|(rel, _)| std::fs::metadata(tdir.join(rel)).map_or(0, |m| m.len()))
-        .sum::<u64>()
+    Ok(tl)
+}
+
+/// Bytes of the teacher's manifest files under `tdir` plus its base model (0 for the demo base;
+/// missing files count 0).
+fn teacher_size(loaded: &LoadedTeacher, tdir: &Path) -> u64 {
+    loaded.manifest.files.iter().map(|(rel, _)| std::fs::metadata(tdir.join(rel)).map_or(0, |m| m.len())).sum::<u64>()
         + match &loaded.manifest.base {
             teacher::BaseRef::Gguf { path, .. } => std::fs::metadata(path).map_or(0, |m| m.len()),
             teacher::BaseRef::Safetensors { path, .. } => dir_size(path),
             teacher::BaseRef::Demo => 0,
-        };
-    costs.push(CostRow {
-        model: models[n_baselines].name.clone(),
-        role: Role::Teacher,
-        precision: format!("{:?}", device.dtype()).to_lowercase(),
-        size_bytes: teacher_size,
-        latency_ms_median: median(tl),
-        samples_per_s: if label_t[1] > 0.0 { test.len() as f64 / label_t[1] } else { 0.0 },
-        device: format!("{} ({})", cfg.teacher.device, cpu),
-    });
-    for run in students {
-        let (dir, name) = (&run.dir, run.display.as_str());
-        let role = if run.distilled { Role::StudentDistilled } else { Role::Student };
-        let st = student::load_student(dir).map_err(stage_err(SR))?;
-        let p = Prepared::new(test, &st.encoder).map_err(stage_err(SR))?;
+        }
+}
+
+/// One student on the test split: its model row, and its cost row (only for the distilled
+/// student at 100% labels: batch-32 throughput, batch-1 latency over the first `lat_n` samples).
+fn evaluate_student(
+    run: &StudentRun,
+    test: &[Sample],
+    test_labels: &[LabelSet],
+    lat_n: usize,
+    cpu: &str,
+) -> Result<(ModelResult, Option<CostRow>)> {
+    let (dir, name) = (&run.dir, run.display.as_str());
+    let role = if run.distilled { Role::StudentDistilled } else { Role::Student };
+    let st = student::load_student(dir).map_err(stage_err(SR))?;
+    let p = Prepared::new(test, &st.encoder).map_err(stage_err(SR))?;
+    let t = Instant::now();
+    let probs = student::predict(&st.model, &p, st.encoder.pad_id, 32).map_err(stage_err(SR))?;
+    let batch_secs = t.elapsed().as_secs_f64();
+    let mut sl = Vec::new();
+    for i in 0..lat_n {
+        let one = single(&p, i);
         let t = Instant::now();
-        let probs = student::predict(&st.model, &p, st.encoder.pad_id, 32).map_err(stage_err(SR))?;
-        let batch_secs = t.elapsed().as_secs_f64();
-        let mut sl = Vec::new();
-        for i in 0..lat_n {
-            let one = Prepared {
-                ids: vec![p.ids[i].clone()],
-                texts: vec![p.texts[i].clone()],
-                enc: vec![p.enc[i].clone()],
-                labels: vec![p.labels[i]],
-                subjects: vec![p.subjects[i]],
-                spans: vec![p.spans[i].clone()],
-                truncated: 0,
-            };
-            let t = Instant::now();
-            student::predict(&st.model, &one, st.encoder.pad_id, 1).map_err(stage_err(SR))?;
-            sl.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        if role == Role::StudentDistilled && run.fraction >= 1.0 {
-            costs.push(CostRow {
-                model: format!("{name} (candle)"),
-                role,
-                precision: "f32".into(),
-                size_bytes: std::fs::metadata(dir.join("model.safetensors")).map_or(0, |m| m.len()),
-                latency_ms_median: median(sl),
-                samples_per_s: test.len() as f64 / batch_secs.max(1e-9),
-                device: cpu.clone(),
-            });
-        }
-        models.push(ModelResult {
-            name: name.into(),
-            role,
-            probs: rows(&probs),
-            labels: test_labels.clone(),
-            thresholds: st.thresholds.clone(),
-        });
+        student::predict(&st.model, &one, st.encoder.pad_id, 1).map_err(stage_err(SR))?;
+        sl.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    // The f32 and int8 bundles through the edge runtime (the `ckd-edge` binary: the same code a
-    // device runs), or, when that binary is absent, through tract inside the trainer.
-    let kd_student = student::load_student(kd).map_err(stage_err(SR))?;
-    let edge_bin = cfg.edge.bin.clone().or_else(|| {
-        let exe = std::env::current_exe().ok()?;
-        let p = exe.parent()?.join(format!("ckd-edge{}", std::env::consts::EXE_SUFFIX));
-        p.is_file().then_some(p)
+    let cost = (role == Role::StudentDistilled && run.fraction >= 1.0).then(|| CostRow {
+        model: format!("{name} (candle)"),
+        role,
+        precision: "f32".into(),
+        size_bytes: std::fs::metadata(dir.join("model.safetensors")).map_or(0, |m| m.len()),
+        latency_ms_median: median(sl),
+        samples_per_s: test.len() as f64 / batch_secs.max(1e-9),
+        device: cpu.to_string(),
     });
-    let test_jsonl = sdir.join("test.jsonl");
+    let model = ModelResult {
+        name: name.into(),
+        role,
+        probs: rows(&probs),
+        labels: test_labels.to_vec(),
+        thresholds: st.thresholds.clone(),
+    };
+    Ok((model, cost))
+}
+
+/// Sample `i` of `p` alone (a batch of one).
+fn single(p: &Prepared, i: usize) -> Prepared {
+    Prepared {
+        ids: vec![p.ids[i].clone()],
+        texts: vec![p.texts[i].clone()],
+        enc: vec![p.enc[i].clone()],
+        labels: vec![p.labels[i]],
+        subjects: vec![p.subjects[i]],
+        spans: vec![p.spans[i].clone()],
+        truncated: 0,
+    }
+}
+
+/// The f32 and int8 bundles (`bundles[0]`, `bundles[1]`) through the edge runtime (the
+/// `ckd-edge` binary: the same code a device runs), or, when that binary is absent, through
+/// tract inside the trainer. Returns a cost row per bundle (f32 first) and the int8 model row;
+/// thresholds are those of the distilled student in `kd`.
+fn evaluate_bundles(
+    cfg: &PipelineConfig,
+    up: &Upstream,
+    kd: &Path,
+    bundles: &[PathBuf],
+    test_labels: &[LabelSet],
+    cpu: &str,
+) -> Result<(Vec<CostRow>, Option<ModelResult>)> {
+    let test = &up.test;
+    let kd_student = student::load_student(kd).map_err(stage_err(SR))?;
+    let edge_bin = edge_binary(cfg);
+    let test_jsonl = up.samples_dir.join("test.jsonl");
+    let mut costs = Vec::new();
+    let mut int8_model = None;
     for (dir, precision) in [(&bundles[0], "f32"), (&bundles[1], "int8")] {
         let (probs, lat, secs, via) = match &edge_bin {
             Some(bin) => {
@@ -159,42 +234,63 @@ pub(crate) fn write_report(
             device: format!("{cpu}, 1 thread"),
         });
         if precision == "int8" {
-            models.push(ModelResult {
+            int8_model = Some(ModelResult {
                 name: format!("student (distilled, int8 bundle, {via})"),
                 role: Role::StudentInt8,
                 probs: rows(&probs),
-                labels: test_labels.clone(),
+                labels: test_labels.to_vec(),
                 thresholds: kd_student.thresholds.clone(),
             });
         }
     }
-    if let Some(op) = &oracle_path {
-        let text = std::fs::read_to_string(op).map_err(stage_err(SR))?;
-        let o = Teacher::from_jsonl(&text, op).map_err(stage_err(SR))?;
-        let mut probs = Vec::new();
-        for id in &test_ids {
-            probs.extend_from_slice(o.probs.get(id).ok_or_else(|| msg_err(SR, format!("oracle has no sample {id}")))?);
-        }
-        let th = ckd_core::metrics::tune_thresholds_label_sets(&probs, &test_labels).map_err(stage_err(SR))?;
-        models.push(ModelResult {
-            name: "oracle (true generating probabilities)".into(),
-            role: Role::Oracle,
-            probs: rows(&probs),
-            labels: test_labels.clone(),
-            thresholds: th,
-        });
+    Ok((costs, int8_model))
+}
+
+/// `edge.bin` when set, else a `ckd-edge` executable next to the running one, else `None`.
+fn edge_binary(cfg: &PipelineConfig) -> Option<PathBuf> {
+    cfg.edge.bin.clone().or_else(|| {
+        let exe = std::env::current_exe().ok()?;
+        let p = exe.parent()?.join(format!("ckd-edge{}", std::env::consts::EXE_SUFFIX));
+        p.is_file().then_some(p)
+    })
+}
+
+/// The oracle's model row: the generating probabilities of every test sample read from the
+/// JSONL at `op`, thresholds tuned on the test labels. A sample missing from the file is an error.
+fn oracle_model(op: &Path, test_ids: &[String], test_labels: &[LabelSet]) -> Result<ModelResult> {
+    let text = std::fs::read_to_string(op).map_err(stage_err(SR))?;
+    let o = Teacher::from_jsonl(&text, op).map_err(stage_err(SR))?;
+    let mut probs = Vec::new();
+    for id in test_ids {
+        probs.extend_from_slice(o.probs.get(id).ok_or_else(|| msg_err(SR, format!("oracle has no sample {id}")))?);
     }
-    // Curves and explanations.
+    let th = ckd_core::metrics::tune_thresholds_label_sets(&probs, test_labels).map_err(stage_err(SR))?;
+    Ok(ModelResult {
+        name: "oracle (true generating probabilities)".into(),
+        role: Role::Oracle,
+        probs: rows(&probs),
+        labels: test_labels.to_vec(),
+        thresholds: th,
+    })
+}
+
+/// Training curves: the teacher's (named `teacher_name`) first, then each student's in order.
+fn read_curves(up: &Upstream, teacher_name: &str, students: &[StudentRun]) -> Result<Vec<report::Curve>> {
     let mut curves = Vec::new();
-    curves.push(
-        report::read_curves(&tdir.join("curves.jsonl"), &models[n_baselines].name.clone()).map_err(stage_err(SR))?,
-    );
+    curves.push(report::read_curves(&up.teacher_dir.join("curves.jsonl"), teacher_name).map_err(stage_err(SR))?);
     for run in students {
         curves.push(report::read_curves(&run.dir.join("curves.jsonl"), &run.display).map_err(stage_err(SR))?);
     }
-    let by = ev_test.by_id();
+    Ok(curves)
+}
+
+/// Up to 4 teacher explanations: the first test samples (in order) that have evidence and a
+/// predicted phenotype, each with its top phenotype and top-5 concepts.
+fn explanations(up: &Upstream) -> Result<Vec<report::Explanation>> {
+    let loaded = &up.teacher;
+    let by = up.ev_test.by_id();
     let mut explanations = Vec::new();
-    for s in test {
+    for s in &up.test {
         if explanations.len() >= 4 {
             break;
         }
@@ -212,9 +308,14 @@ pub(crate) fn write_report(
             });
         }
     }
-    let synthetic = cfg.data.synth.is_some();
+    Ok(explanations)
+}
+
+/// The report's notes: the synthetic cohort, the demo teacher (each when it applies), and where
+/// latencies were measured.
+fn notes(cfg: &PipelineConfig, loaded: &LoadedTeacher, cpu: &str, lat_n: usize) -> Vec<String> {
     let mut notes = Vec::new();
-    if synthetic {
+    if cfg.data.synth.is_some() {
         notes.push("The data is a synthetic cohort generated by `ckd synth` (MIMIC-III layout, no real patients); the oracle row gives the true probabilities the generator drew the labels from, the ceiling any model can reach.".to_string());
     }
     if cfg.teacher.base == "demo" {
@@ -224,9 +325,13 @@ pub(crate) fn write_report(
         ));
     }
     notes.push(format!("Latencies measured on {cpu}; batch 1, median over {lat_n} test samples. They are not a benchmark (see BENCHMARKS.md)."));
-    // Every model against the logistic regression (column), and the comparisons that say what
-    // distillation added at each label fraction and what int8 cost.
-    let lr_name = models.iter().find(|m| m.name.starts_with("logistic regression")).map(|m| m.name.clone());
+    notes
+}
+
+/// (model, against) pairs: each distilled student against the hard-label student trained on the
+/// same fraction (`students` holds them as consecutive [hard, kd] pairs), then the int8 bundle
+/// against the f32 student when there is one.
+fn comparisons(models: &[ModelResult], students: &[StudentRun]) -> Vec<(String, String)> {
     let mut comparisons = Vec::new();
     for pair in students.chunks(2) {
         if let [hard, kd] = pair {
@@ -236,35 +341,22 @@ pub(crate) fn write_report(
     if let Some(int8) = models.iter().find(|m| m.role == Role::StudentInt8) {
         comparisons.push((int8.name.clone(), "student (distilled, f32)".to_string()));
     }
-    let input = ReportInput {
-        title: cfg.title.clone(),
-        data_description: format!(
-            "{}: test split of {} samples ({} train, {} val)",
-            if synthetic {
-                "synthetic cohort"
-            } else if cfg.data.mimic.is_some() {
-                "MIMIC-III"
-            } else {
-                "CKD-EHR JSONL"
-            },
-            test.len(),
-            train.len(),
-            val.len()
-        ),
-        notes,
-        models,
-        curves,
-        costs,
-        explanations,
-        provenance: vec![
-            ("ckd".into(), env!("CARGO_PKG_VERSION").into()),
-            ("samples.bin sha256".into(), up.samples_hash.clone()),
-            ("teacher.json sha256".into(), up.teacher_json_hash.clone()),
-            ("settings".into(), serde_json::to_string(cfg).unwrap_or_default()),
-        ],
-        subjects: test.iter().map(|s| s.subject).collect(),
-        reference: lr_name,
-        comparisons,
-    };
-    report::write(rdir, &input).map_err(stage_err(SR))
+    comparisons
+}
+
+/// What the test data is, with the split sizes.
+fn data_description(cfg: &PipelineConfig, up: &Upstream) -> String {
+    format!(
+        "{}: test split of {} samples ({} train, {} val)",
+        if cfg.data.synth.is_some() {
+            "synthetic cohort"
+        } else if cfg.data.mimic.is_some() {
+            "MIMIC-III"
+        } else {
+            "CKD-EHR JSONL"
+        },
+        up.test.len(),
+        up.train.len(),
+        up.val.len()
+    )
 }
