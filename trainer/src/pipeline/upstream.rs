@@ -2,7 +2,7 @@
 //! `ckd bench`): the data (a synthetic cohort is generated), the samples, the teacher, its soft
 //! labels and evidence, and the out-of-fold soft labels of the training rows.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ckd_core::evidence::EvidenceFile;
 use ckd_core::knowledge::KnowledgeTable;
@@ -64,11 +64,38 @@ fn split_of(samples: &[Sample], split: Split) -> Vec<Sample> {
 
 /// Runs (or skips, when current) the shared stages under `cfg.out`.
 pub(crate) fn prepare(cfg: &PipelineConfig, bars: &dyn Bars, stages: &mut Stages) -> Result<Upstream> {
-    let out = &cfg.out;
+    let (data_dir, data_key, oracle) = data_stage(cfg, stages)?;
+    let s = samples_stage(cfg, stages, &data_dir, data_key)?;
+    let knowledge_score = knowledge_score(cfg, &s.knowledge);
+    let (tdir, device, teacher_json_hash) = teacher_stage(cfg, bars, stages, &s.train, &s.val, &s.hash)?;
+    let l = labels_stage(cfg, bars, stages, &tdir, device, &s, &teacher_json_hash)?;
+    Ok(Upstream {
+        train: s.train,
+        val: s.val,
+        test: s.test,
+        knowledge: s.knowledge,
+        samples_bin: s.bin,
+        samples_hash: s.hash,
+        samples_dir: s.dir,
+        teacher_dir: tdir,
+        teacher: l.loaded,
+        teacher_json_hash,
+        device,
+        labels_dir: l.dir,
+        ev_train: l.ev_train,
+        ev_train_hash: l.ev_train_hash,
+        ev_test: l.ev_test,
+        oracle,
+        knowledge_score,
+    })
+}
 
-    // 1. Data.
-    let (data_dir, data_key, oracle) = if let Some(s) = &cfg.data.synth {
-        let dir = out.join("cohort");
+/// Stage 1, the data: generates the synthetic cohort (stage `cohort`) when `data.synth` is set.
+/// Returns the MIMIC-layout directory to ingest (`None` for JSONL), the key of the data (what
+/// stage `samples` depends on), and the oracle file of a synthetic cohort.
+fn data_stage(cfg: &PipelineConfig, stages: &mut Stages) -> Result<(Option<PathBuf>, String, Option<PathBuf>)> {
+    if let Some(s) = &cfg.data.synth {
+        let dir = cfg.out.join("cohort");
         let key = key_of(&[("synth", serde_json::to_string(s).unwrap_or_default()), ("v", "1".into())]);
         stages.run("cohort", &dir, &key, || {
             let c = synth::generate(&synth::SynthConfig { patients: s.patients, seed: s.seed, ..Default::default() });
@@ -77,36 +104,62 @@ pub(crate) fn prepare(cfg: &PipelineConfig, bars: &dyn Bars, stages: &mut Stages
             Ok(())
         })?;
         let oracle = dir.join("oracle.jsonl");
-        (Some(dir), key, Some(oracle))
+        Ok((Some(dir), key, Some(oracle)))
     } else if let Some(m) = &cfg.data.mimic {
-        let mut parts = Vec::new();
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(m)
-            .map_err(|e| msg_err("samples", format!("{}: {e}", m.display())))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_file())
-            .collect();
-        entries.sort();
-        for p in entries {
-            parts.push((
-                p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-                file_hash("samples", &p)?,
-            ));
-        }
-        let parts: Vec<(&str, String)> = parts.iter().map(|(a, b)| (a.as_str(), b.clone())).collect();
-        (Some(m.clone()), key_of(&parts), None)
+        Ok((Some(m.clone()), mimic_key(m)?, None))
     } else {
         let j = cfg.data.jsonl.as_ref().ok_or_else(|| PipelineError::Config("no data".into()))?;
-        (None, key_of(&[("jsonl", file_hash("samples", j)?)]), None)
-    };
+        Ok((None, key_of(&[("jsonl", file_hash("samples", j)?)]), None))
+    }
+}
 
-    // 2. Samples.
+/// The key of a MIMIC-III directory: (file name, SHA-256) of each regular file in it, in path
+/// order.
+fn mimic_key(m: &Path) -> Result<String> {
+    let mut parts = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(m)
+        .map_err(|e| msg_err("samples", format!("{}: {e}", m.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    entries.sort();
+    for p in entries {
+        parts.push((
+            p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            file_hash("samples", &p)?,
+        ));
+    }
+    let parts: Vec<(&str, String)> = parts.iter().map(|(a, b)| (a.as_str(), b.clone())).collect();
+    Ok(key_of(&parts))
+}
+
+/// What stage `samples` gave: `samples/`, its `samples.bin` and that file's SHA-256, the
+/// knowledge table, and the three splits (each non-empty).
+struct SamplesStage {
+    dir: PathBuf,
+    bin: PathBuf,
+    hash: String,
+    knowledge: Option<KnowledgeTable>,
+    train: Vec<Sample>,
+    val: Vec<Sample>,
+    test: Vec<Sample>,
+}
+
+/// Stage 2, the samples: ingests `data_dir` (MIMIC layout) or `data.jsonl` into `samples/`,
+/// then reads them back split by split. A split without samples is an error.
+fn samples_stage(
+    cfg: &PipelineConfig,
+    stages: &mut Stages,
+    data_dir: &Option<PathBuf>,
+    data_key: String,
+) -> Result<SamplesStage> {
     const SS: &str = "samples";
-    let sdir = out.join("samples");
+    let sdir = cfg.out.join("samples");
     let ingest_cfg = cfg.ingest.to_config();
     let skey = key_of(&[("data", data_key), ("ingest", serde_json::to_string(&cfg.ingest).unwrap_or_default())]);
     stages.run(SS, &sdir, &skey, || {
-        let ing = match (&data_dir, &cfg.data.jsonl) {
+        let ing = match (data_dir, &cfg.data.jsonl) {
             (Some(d), _) => ingest::ingest_mimic(d, &ingest_cfg, &mut |_, _| {}).map_err(stage_err(SS))?,
             (None, Some(j)) => ingest::ingest_jsonl(j, &ingest_cfg).map_err(stage_err(SS))?,
             (None, None) => return Err(PipelineError::Config("no data".into())),
@@ -131,7 +184,13 @@ pub(crate) fn prepare(cfg: &PipelineConfig, bars: &dyn Bars, stages: &mut Stages
         ));
     }
     log(&format!("splits: {} train, {} val, {} test", train.len(), val.len(), test.len()));
-    let knowledge_score = match (&knowledge, &cfg.data.synth) {
+    Ok(SamplesStage { dir: sdir, bin: samples_bin, hash: samples_hash, knowledge, train, val, test })
+}
+
+/// On a synthetic cohort with a knowledge table: its clauses scored against the generator's
+/// drug effects (logged).
+fn knowledge_score(cfg: &PipelineConfig, knowledge: &Option<KnowledgeTable>) -> Option<KnowledgeScore> {
+    match (knowledge, &cfg.data.synth) {
         (Some(k), Some(_)) => {
             let s = crate::knowledge_truth::score(k, &crate::synth::therapeutic_effects());
             log(&format!(
@@ -145,11 +204,21 @@ pub(crate) fn prepare(cfg: &PipelineConfig, bars: &dyn Bars, stages: &mut Stages
             Some(s)
         }
         _ => None,
-    };
+    }
+}
 
-    // 3. Teacher.
+/// Stage 3, the teacher: trained into `teacher/` on `train` (`val` for its head). Returns
+/// `teacher/`, the device it runs on and the SHA-256 of its `teacher.json`.
+fn teacher_stage(
+    cfg: &PipelineConfig,
+    bars: &dyn Bars,
+    stages: &mut Stages,
+    train: &[Sample],
+    val: &[Sample],
+    samples_hash: &str,
+) -> Result<(PathBuf, DeviceSpec, String)> {
     const ST: &str = "teacher";
-    let tdir = out.join("teacher");
+    let tdir = cfg.out.join("teacher");
     let device: DeviceSpec = cfg.teacher.device.parse().map_err(PipelineError::Config)?;
     let tspec = teacher_config(cfg, device);
     let base_hash = match &tspec.base {
@@ -158,7 +227,7 @@ pub(crate) fn prepare(cfg: &PipelineConfig, bars: &dyn Bars, stages: &mut Stages
         BaseChoice::Pretrained(p) => p.display().to_string(),
     };
     let tkey = key_of(&[
-        ("samples", samples_hash.clone()),
+        ("samples", samples_hash.to_string()),
         ("base", base_hash),
         (
             "teacher",
@@ -175,7 +244,7 @@ pub(crate) fn prepare(cfg: &PipelineConfig, bars: &dyn Bars, stages: &mut Stages
         ),
     ]);
     stages.run(ST, &tdir, &tkey, || {
-        let (_, rep) = train_teacher(&train, &val, &tspec, &tdir, bars).map_err(stage_err(ST))?;
+        let (_, rep) = train_teacher(train, val, &tspec, &tdir, bars).map_err(stage_err(ST))?;
         log(&format!(
             "teacher: {} fine-tuning steps ({:.1} seq/s), head val macro-F1 {:.3}, macro-AUC {}",
             rep.sft.steps,
@@ -186,10 +255,35 @@ pub(crate) fn prepare(cfg: &PipelineConfig, bars: &dyn Bars, stages: &mut Stages
         Ok(())
     })?;
     let teacher_json_hash = file_hash(ST, &tdir.join("teacher.json"))?;
+    Ok((tdir, device, teacher_json_hash))
+}
 
-    // 4. Soft labels + evidence for train (distillation) and test (teacher evaluation).
+/// What stage `labels` (and `labels-oof`) gave: `labels/`, the loaded teacher, the evidence of
+/// the training rows (out-of-fold when `teacher.oof_folds > 0`) with the SHA-256 of its file,
+/// and the evidence of the test rows.
+struct LabelsStage {
+    dir: PathBuf,
+    loaded: LoadedTeacher,
+    ev_train: EvidenceFile,
+    ev_train_hash: String,
+    ev_test: EvidenceFile,
+}
+
+/// Stage 4: soft labels + evidence for train (distillation) and test (teacher evaluation) from
+/// the teacher in `tdir`, with the seconds each took in `labels/timing.json`; then, when
+/// `teacher.oof_folds > 0`, the out-of-fold soft labels of the training rows.
+fn labels_stage(
+    cfg: &PipelineConfig,
+    bars: &dyn Bars,
+    stages: &mut Stages,
+    tdir: &Path,
+    device: DeviceSpec,
+    s: &SamplesStage,
+    teacher_json_hash: &str,
+) -> Result<LabelsStage> {
     const SL: &str = "labels";
-    let ldir = out.join("labels");
+    let (train, val, test) = (&s.train, &s.val, &s.test);
+    let ldir = cfg.out.join("labels");
     let lcfg = LabelConfig {
         temperature: cfg.teacher.temperature,
         last_k_layers: cfg.teacher.last_k_layers,
@@ -198,14 +292,14 @@ pub(crate) fn prepare(cfg: &PipelineConfig, bars: &dyn Bars, stages: &mut Stages
         save_every: 20,
     };
     let lkey = key_of(&[
-        ("teacher", teacher_json_hash.clone()),
-        ("samples", samples_hash.clone()),
+        ("teacher", teacher_json_hash.to_string()),
+        ("samples", s.hash.clone()),
         ("label", format!("{} {} {}", lcfg.temperature, lcfg.last_k_layers, lcfg.batch_size)),
     ]);
-    let loaded = teacher::load_teacher(&tdir, None, device).map_err(stage_err(SL))?;
+    let loaded = teacher::load_teacher(tdir, None, device).map_err(stage_err(SL))?;
     stages.run(SL, &ldir, &lkey, || {
         let mut label_secs = [0f64; 2];
-        for (k, (name, set)) in [("train", &train), ("test", &test)].into_iter().enumerate() {
+        for (k, (name, set)) in [("train", train), ("test", test)].into_iter().enumerate() {
             let p = ldir.join(format!("evidence-{name}.bin"));
             let bar = bars.bar(&format!("teacher labels ({name})"));
             let o = label::label(&loaded, set, &lcfg, &p, &bar).map_err(stage_err(SL))?;
@@ -226,31 +320,13 @@ pub(crate) fn prepare(cfg: &PipelineConfig, bars: &dyn Bars, stages: &mut Stages
     let ev_test = label::read_evidence(&ldir.join("evidence-test.bin")).map_err(stage_err(SL))?;
     let mut ev_hash = file_hash(SL, &ldir.join("evidence-train.bin"))?;
     if cfg.teacher.oof_folds > 0 {
-        let odir = out.join("labels-oof");
+        let odir = cfg.out.join("labels-oof");
         let opath = odir.join("evidence-train.bin");
-        out_of_fold(cfg, &loaded, &train, &val, &mut ev_train, &ev_hash, bars, stages)?;
+        out_of_fold(cfg, &loaded, train, val, &mut ev_train, &ev_hash, bars, stages)?;
         ev_train = label::read_evidence(&opath).map_err(stage_err("labels-oof"))?;
         ev_hash = file_hash("labels-oof", &opath)?;
     }
-    Ok(Upstream {
-        train,
-        val,
-        test,
-        knowledge,
-        samples_bin,
-        samples_hash,
-        samples_dir: sdir,
-        teacher_dir: tdir,
-        teacher: loaded,
-        teacher_json_hash,
-        device,
-        labels_dir: ldir,
-        ev_train,
-        ev_train_hash: ev_hash,
-        ev_test,
-        oracle,
-        knowledge_score,
-    })
+    Ok(LabelsStage { dir: ldir, loaded, ev_train, ev_train_hash: ev_hash, ev_test })
 }
 
 /// The teacher library's settings from `[teacher]` (`ckd teacher train` builds the same).
