@@ -138,6 +138,8 @@ pub struct BenchJson {
 
 const FORMAT: &str = "ckd-bench";
 const VERSION: u32 = 1;
+/// Stage name in errors.
+const SB: &str = "bench";
 
 /// A model's macro-AUC on the full test set and on each resample.
 struct Cached {
@@ -277,14 +279,48 @@ fn models_to_resample(input: &SummaryInput<'_>, baselines: usize) -> u64 {
 /// Computes every figure; `bar` counts the models whose bootstrap is done (its length is set
 /// once the baselines are fitted).
 pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64, bar: &ProgressBar) -> Result<BenchJson> {
-    const SB: &str = "bench";
     let (up, spec) = (input.up, input.spec);
     let test = &up.test;
     let t = targets(test);
     let subjects: Vec<u64> = test.iter().map(|s| s.subject).collect();
     let groups = Groups::by_subject(&subjects);
     let draws = groups.resamples(spec.resamples, spec.bootstrap_seed);
+    let (baselines, logreg) = baseline_rows(input, &t, &draws, bar)?;
+    let (mut rows, means) = setting_rows(input, &t, &draws, bar);
+    fill_differences(input, &mut rows, &means, &logreg);
+    let chosen = choose(input, &rows);
+    Ok(BenchJson {
+        format: FORMAT.into(),
+        version: VERSION,
+        created_by: format!("ckd {}", env!("CARGO_PKG_VERSION")),
+        data: data_description(input),
+        test_samples: test.len(),
+        test_patients: groups.len(),
+        protocol: protocol(input),
+        spec: spec.clone(),
+        settings: input.settings.to_vec(),
+        baselines,
+        rows,
+        chosen,
+        knowledge_truth: up.knowledge_score.clone(),
+        machine: crate::pipeline::cpu_name(),
+        wall_seconds,
+    })
+}
 
+/// The baseline rows, in order: the baselines fitted on all training labels (not
+/// `all-negative`), the logistic regression on each fraction's labelled patients, the LLM
+/// teacher's heads, the pipeline teacher and the oracle. Also returns the logistic regression's
+/// cached AUCs per fraction (what `vs_logreg` is taken against). Sets `bar`'s length once the
+/// baselines are fitted.
+#[allow(clippy::type_complexity)]
+fn baseline_rows(
+    input: &SummaryInput<'_>,
+    t: &[u8],
+    draws: &[Vec<usize>],
+    bar: &ProgressBar,
+) -> Result<(Vec<BaselineRow>, Vec<(f64, Cached)>)> {
+    let up = input.up;
     // Baselines: fitted on all training labels, and the logistic regression also on each
     // fraction's labelled patients (mean over the seeds' draws, like the students).
     let mut baselines = Vec::new();
@@ -292,22 +328,39 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64, bar: &ProgressBar)
         baselines.push(BaselineRow { name, label_fraction: fraction, test_macro_auc: interval(c) })
     };
     bar.set_message("fitting the baselines");
-    let rows = crate::baselines::report_rows(&up.train, &up.val, test).map_err(stage_err(SB))?;
+    let rows = crate::baselines::report_rows(&up.train, &up.val, &up.test).map_err(stage_err(SB))?;
     let fitted: Vec<_> = rows.iter().filter(|m| m.name != "all-negative").collect();
     bar.set_length(models_to_resample(input, fitted.len()));
     bar.set_message(format!("models, {} resamples each", draws.len()));
     let mut logreg: Vec<(f64, Cached)> = Vec::new();
     for m in fitted {
         let flat: Vec<f32> = m.probs.concat();
-        let c = cache(&flat, &t, &draws, bar);
+        let c = cache(&flat, t, draws, bar);
         push(m.name.clone(), 1.0, &c);
         if m.name.starts_with("logistic regression") {
             logreg.push((1.0, c));
         }
     }
+    logreg_fraction_rows(input, t, draws, bar, &mut push, &mut logreg)?;
+    llm_teacher_rows(input, t, draws, bar, &mut push);
+    teacher_and_oracle_rows(input, t, draws, bar, &mut push)?;
+    Ok((baselines, logreg))
+}
+
+/// At each fraction below 1, the logistic regression fitted on the labelled training patients
+/// alone (what every learner at f sees), and, for reference, refitted with the validation labels
+/// too (as the 100% row is), each the mean over the seeds' draws; the former is appended to
+/// `logreg`. A seed that labels no patient is skipped (its two models still advance `bar`).
+fn logreg_fraction_rows(
+    input: &SummaryInput<'_>,
+    t: &[u8],
+    draws: &[Vec<usize>],
+    bar: &ProgressBar,
+    push: &mut impl FnMut(String, f64, &Cached),
+    logreg: &mut Vec<(f64, Cached)>,
+) -> Result<()> {
+    let (up, spec) = (input.up, input.spec);
     for &f in spec.label_fractions.iter().filter(|f| **f < 1.0) {
-        // Fitted on the labelled training patients alone (what every learner at f sees), and,
-        // for reference, refitted with the validation labels too (as the 100% row is).
         let (mut alone, mut refit) = (Vec::new(), Vec::new());
         for &seed in &spec.seeds {
             let labelled: Vec<Sample> =
@@ -317,7 +370,7 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64, bar: &ProgressBar)
                 continue;
             }
             for (out, with_val) in [(&mut alone, false), (&mut refit, true)] {
-                out.push(cache(&logreg_probs(&labelled, &up.val, test, with_val)?, &t, &draws, bar));
+                out.push(cache(&logreg_probs(&labelled, &up.val, &up.test, with_val)?, t, draws, bar));
             }
         }
         if !alone.is_empty() {
@@ -336,10 +389,22 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64, bar: &ProgressBar)
             );
         }
     }
-    llm_teacher_rows(input, &t, &draws, bar, &mut push);
-    let ids: Vec<String> = test.iter().map(|s| s.id.clone()).collect();
+    Ok(())
+}
+
+/// The pipeline teacher's row and, on a synthetic cohort, the oracle's (a test sample missing
+/// from the oracle file is an error).
+fn teacher_and_oracle_rows(
+    input: &SummaryInput<'_>,
+    t: &[u8],
+    draws: &[Vec<usize>],
+    bar: &ProgressBar,
+    push: &mut impl FnMut(String, f64, &Cached),
+) -> Result<()> {
+    let up = input.up;
+    let ids: Vec<String> = up.test.iter().map(|s| s.id.clone()).collect();
     let teacher_probs = label::probs_for(&up.ev_test, &ids).map_err(stage_err(SB))?;
-    push(format!("teacher ({})", up.teacher.manifest.model_name), 1.0, &cache(&teacher_probs, &t, &draws, bar));
+    push(format!("teacher ({})", up.teacher.manifest.model_name), 1.0, &cache(&teacher_probs, t, draws, bar));
     if let Some(op) = &up.oracle {
         let text = std::fs::read_to_string(op).map_err(stage_err(SB))?;
         let o = Teacher::from_jsonl(&text, op).map_err(stage_err(SB))?;
@@ -347,14 +412,25 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64, bar: &ProgressBar)
         for id in &ids {
             probs.extend_from_slice(o.probs.get(id).ok_or_else(|| msg_err(SB, format!("oracle has no sample {id}")))?);
         }
-        push("oracle (true generating probabilities)".into(), 1.0, &cache(&probs, &t, &draws, bar));
+        push("oracle (true generating probabilities)".into(), 1.0, &cache(&probs, t, draws, bar));
     }
+    Ok(())
+}
 
-    // Students.
-    let cached: Vec<Cached> = input.cells.iter().map(|c| cache(&c.preds.test, &t, &draws, bar)).collect();
+/// One row per (fraction, setting) that ran, fractions outer, settings in grid order, with its
+/// seeds' validation and per-seed test figures; beside each, (setting, fraction, the mean over
+/// its seeds of the cached AUCs). Intervals and differences are left `None`
+/// ([`fill_differences`] sets them).
+fn setting_rows(
+    input: &SummaryInput<'_>,
+    t: &[u8],
+    draws: &[Vec<usize>],
+    bar: &ProgressBar,
+) -> (Vec<SettingRow>, Vec<(String, f64, Cached)>) {
+    let cached: Vec<Cached> = input.cells.iter().map(|c| cache(&c.preds.test, t, draws, bar)).collect();
     let mut rows = Vec::new();
     let mut means: Vec<(String, f64, Cached)> = Vec::new();
-    for &f in &spec.label_fractions {
+    for &f in &input.spec.label_fractions {
         for (si, s) in input.settings.iter().enumerate() {
             let idx: Vec<usize> = (0..input.cells.len())
                 .filter(|&i| input.cells[i].setting == si && input.cells[i].fraction == f)
@@ -363,7 +439,8 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64, bar: &ProgressBar)
                 continue; // a setting that does not run at this fraction (the pipeline teacher below 100%)
             }
             let refs: Vec<&Cached> = idx.iter().map(|&i| &cached[i]).collect();
-            let val: Vec<Option<f64>> = idx.iter().map(|&i| macro_auc(&input.cells[i].preds.val, &up.val)).collect();
+            let val: Vec<Option<f64>> =
+                idx.iter().map(|&i| macro_auc(&input.cells[i].preds.val, &input.up.val)).collect();
             let val_mean: Option<Vec<f64>> = val.into_iter().collect();
             rows.push(SettingRow {
                 setting: s.name.clone(),
@@ -383,8 +460,21 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64, bar: &ProgressBar)
             means.push((s.name.clone(), f, mean_of(&refs)));
         }
     }
+    (rows, means)
+}
+
+/// Sets each row's interval and its paired differences against `none`, its twin and the
+/// logistic regression at its fraction; and, for the LLM settings, against the demo-teacher
+/// setting with the best validation macro-AUC at the same fraction. `means[i]` belongs to
+/// `rows[i]`.
+fn fill_differences(
+    input: &SummaryInput<'_>,
+    rows: &mut [SettingRow],
+    means: &[(String, f64, Cached)],
+    logreg: &[(f64, Cached)],
+) {
     let find = |name: &str, f: f64| means.iter().find(|(n, g, _)| n == name && *g == f).map(|(_, _, c)| c);
-    for (row, (_, f, c)) in rows.iter_mut().zip(&means) {
+    for (row, (_, f, c)) in rows.iter_mut().zip(means) {
         row.test_macro_auc = interval(c);
         if row.setting != NONE {
             row.vs_none = find(NONE, *f).and_then(|n| difference(c, n));
@@ -395,23 +485,28 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64, bar: &ProgressBar)
         row.vs_logreg = logreg.iter().find(|(g, _)| g == f).and_then(|(_, l)| difference(c, l));
     }
     let source_of = |name: &str| input.settings.iter().find(|s| s.name == name).map(|s| s.teacher);
-    for &f in &spec.label_fractions {
+    for &f in &input.spec.label_fractions {
         let demo = rows
             .iter()
             .filter(|r| r.label_fraction == f && source_of(&r.setting) == Some(TeacherSource::Demo))
             .filter_map(|r| r.val_macro_auc.map(|v| (r.setting.clone(), v)))
             .max_by(|a, b| a.1.total_cmp(&b.1));
         let Some(demo) = demo.and_then(|(n, _)| find(&n, f)) else { continue };
-        for (row, (_, g, c)) in rows.iter_mut().zip(&means) {
+        for (row, (_, g, c)) in rows.iter_mut().zip(means) {
             if *g == f && source_of(&row.setting) == Some(TeacherSource::Llm) {
                 row.vs_demo_teacher = difference(c, demo);
             }
         }
     }
+}
+
+/// At each fraction, the distilled with-knowledge setting with the best mean validation
+/// macro-AUC (fractions without one are left out).
+fn choose(input: &SummaryInput<'_>, rows: &[SettingRow]) -> Vec<Choice> {
     let names: Vec<&str> =
         input.settings.iter().filter(|s| s.distilled() && s.knowledge).map(|s| s.name.as_str()).collect();
     let mut chosen = Vec::new();
-    for &f in &spec.label_fractions {
+    for &f in &input.spec.label_fractions {
         let best = rows
             .iter()
             .filter(|r| r.label_fraction == f && names.contains(&r.setting.as_str()))
@@ -427,10 +522,15 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64, bar: &ProgressBar)
             });
         }
     }
-    let synthetic = input.cfg.data.synth.is_some();
-    let data = format!(
+    chosen
+}
+
+/// `bench.json`'s `data`: the source and the split sizes.
+fn data_description(input: &SummaryInput<'_>) -> String {
+    let up = input.up;
+    format!(
         "{}: {} train, {} val, {} test samples",
-        if synthetic {
+        if input.cfg.data.synth.is_some() {
             format!("synthetic cohort ({} patients)", input.cfg.data.synth.as_ref().map_or(0, |s| s.patients))
         } else if input.cfg.data.mimic.is_some() {
             "MIMIC-III".into()
@@ -439,8 +539,13 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64, bar: &ProgressBar)
         },
         up.train.len(),
         up.val.len(),
-        test.len()
-    );
+        up.test.len()
+    )
+}
+
+/// `bench.json`'s `protocol`: how the figures were made, one non-empty paragraph each.
+fn protocol(input: &SummaryInput<'_>) -> Vec<String> {
+    let (up, spec) = (input.up, input.spec);
     let protocol = vec![
         format!(
             "Teacher: {}, trained on all training labels; the students' soft labels for training rows are {}.",
@@ -482,24 +587,7 @@ pub fn summarize(input: &SummaryInput<'_>, wall_seconds: f64, bar: &ProgressBar)
         ),
         "Baselines at 100% are fitted on train + validation labels as in every report; below 100% the logistic regression is fitted on that fraction's labelled training patients alone (validation tunes only its thresholds), which is the row every 'vs LR, same labels' difference is taken against; the same model refitted with all validation labels is shown beside it.".into(),
     ];
-    let protocol: Vec<String> = protocol.into_iter().filter(|p| !p.is_empty()).collect();
-    Ok(BenchJson {
-        format: FORMAT.into(),
-        version: VERSION,
-        created_by: format!("ckd {}", env!("CARGO_PKG_VERSION")),
-        data,
-        test_samples: test.len(),
-        test_patients: groups.len(),
-        protocol,
-        spec: spec.clone(),
-        settings: input.settings.to_vec(),
-        baselines,
-        rows,
-        chosen,
-        knowledge_truth: up.knowledge_score.clone(),
-        machine: crate::pipeline::cpu_name(),
-        wall_seconds,
-    })
+    protocol.into_iter().filter(|p| !p.is_empty()).collect()
 }
 
 /// One line per fraction: does the student distilled from the LLM teacher (the LLM setting with
