@@ -345,8 +345,42 @@ pub fn run(cfg: &PipelineConfig, spec: &BenchSpec, bars: &dyn Bars) -> Result<Be
         provenance: serde_json::json!({"samples": up.samples_bin, "samples_sha256": up.samples_hash, "knowledge": "removed"}),
         evidence_key: &up.ev_train_hash,
     };
-    // The LLM teacher at every fraction and seed (heads on the labelled patients only).
-    let llm = teachers::llm_states(cfg, &spec.llm_spec(), &up, bars)?;
+    let fraction_teachers = fraction_teachers(cfg, spec, &up, &settings, bars, &mut stages)?;
+    let fraction_soft: Vec<Teacher> = fraction_teachers.iter().map(|(t, _)| t.teacher()).collect();
+    let grid = Grid {
+        cfg,
+        spec,
+        up: &up,
+        bars,
+        with_k,
+        no_k,
+        bare_test: &bare[2],
+        teacher: &teacher,
+        fraction_teachers: &fraction_teachers,
+        fraction_soft: &fraction_soft,
+        dir: cfg.out.join("bench"),
+    };
+    let (cells, trained) = grid.train_all(&settings, &mut stages)?;
+    let fts: Vec<FractionTeacher> = fraction_teachers.into_iter().map(|(t, _)| t).collect();
+    let input =
+        summary::SummaryInput { cfg, spec, up: &up, settings: &settings, cells: &cells, fraction_teachers: &fts };
+    let markdown = write_summary(&input, t_all.elapsed().as_secs_f64(), bars)?;
+    Ok(BenchOutcome { dir: cfg.out.clone(), markdown, trained, seconds: t_all.elapsed().as_secs_f64() })
+}
+
+/// The teachers retrained on each fraction's labels, for every teacher source the settings use
+/// besides the pipeline's (in the settings' order), at every fraction and seed; each with the
+/// key of its soft labels. The LLM teacher's states are computed first (heads on the labelled
+/// patients only).
+fn fraction_teachers(
+    cfg: &PipelineConfig,
+    spec: &BenchSpec,
+    up: &upstream::Upstream,
+    settings: &[Setting],
+    bars: &dyn Bars,
+    stages: &mut Stages,
+) -> Result<Vec<(FractionTeacher, String)>> {
+    let llm = teachers::llm_states(cfg, &spec.llm_spec(), up, bars)?;
     let mut fraction_teachers: Vec<(FractionTeacher, String)> = Vec::new();
     let mut sources: Vec<TeacherSource> = Vec::new();
     for s in settings.iter().map(|s| s.teacher).filter(|s| *s != TeacherSource::Pipeline) {
@@ -357,83 +391,132 @@ pub fn run(cfg: &PipelineConfig, spec: &BenchSpec, bars: &dyn Bars) -> Result<Be
     for source in sources {
         for &fraction in &spec.label_fractions {
             for &seed in &spec.seeds {
-                let t = teachers::fraction_teacher(cfg, &up, source, llm.as_ref(), fraction, seed, bars, &mut stages)?;
+                let t = teachers::fraction_teacher(cfg, up, source, llm.as_ref(), fraction, seed, bars, stages)?;
                 fraction_teachers.push(t);
             }
         }
     }
-    let fraction_soft: Vec<Teacher> = fraction_teachers.iter().map(|(t, _)| t.teacher()).collect();
-    let bench_dir = cfg.out.join("bench");
-    let runs = |s: &Setting, f: f64| spec.runs_at(s, f);
-    let total = spec
-        .label_fractions
-        .iter()
-        .map(|&f| settings.iter().filter(|s| runs(s, f)).count() * spec.seeds.len())
-        .sum::<usize>();
-    if settings.iter().any(|s| spec.label_fractions.iter().any(|&f| !runs(s, f))) {
-        log("bench: settings distilled from the pipeline teacher (trained on every training label) run at 100% labels only; below it they would leak the unlabelled patients' labels");
-    }
-    let mut cells = Vec::with_capacity(total);
-    let mut trained = 0;
-    let t_grid = Instant::now();
-    for &fraction in &spec.label_fractions {
-        for (si, setting) in settings.iter().enumerate().filter(|(_, s)| runs(s, fraction)) {
-            for &seed in &spec.seeds {
-                let (data, test): (&StudentData, &[Sample]) =
-                    if setting.knowledge { (&with_k, &up.test) } else { (&no_k, &bare[2]) };
-                let (cell_teacher, evidence_key) = match setting.teacher {
-                    TeacherSource::Pipeline => (&teacher, up.ev_train_hash.as_str()),
-                    source => {
-                        let i = fraction_teachers
-                            .iter()
-                            .position(|(t, _)| t.source == source && t.fraction == fraction && t.seed == seed)
-                            .ok_or_else(|| {
-                                msg_err("bench", format!("no {source:?} teacher at {fraction} seed {seed}"))
-                            })?;
-                        (&fraction_soft[i], fraction_teachers[i].1.as_str())
+    Ok(fraction_teachers)
+}
+
+/// What every cell of the grid reads: the data with and without knowledge clauses (and the
+/// test split without them), the pipeline teacher, the teachers of each fraction (with their
+/// soft labels' keys, and as soft labels), and `out/bench/`.
+struct Grid<'a> {
+    cfg: &'a PipelineConfig,
+    spec: &'a BenchSpec,
+    up: &'a upstream::Upstream,
+    bars: &'a dyn Bars,
+    with_k: StudentData<'a>,
+    no_k: StudentData<'a>,
+    bare_test: &'a [Sample],
+    teacher: &'a Teacher,
+    fraction_teachers: &'a [(FractionTeacher, String)],
+    fraction_soft: &'a [Teacher],
+    dir: PathBuf,
+}
+
+impl<'a> Grid<'a> {
+    /// Trains (or finds current) every cell, fractions outer, then settings that run at the
+    /// fraction, then seeds; logs each with an estimate of the time left. Returns the cells in
+    /// that order and how many were trained in this run.
+    fn train_all(&self, settings: &[Setting], stages: &mut Stages) -> Result<(Vec<Cell>, usize)> {
+        let spec = self.spec;
+        let runs = |s: &Setting, f: f64| spec.runs_at(s, f);
+        let total = spec
+            .label_fractions
+            .iter()
+            .map(|&f| settings.iter().filter(|s| runs(s, f)).count() * spec.seeds.len())
+            .sum::<usize>();
+        if settings.iter().any(|s| spec.label_fractions.iter().any(|&f| !runs(s, f))) {
+            log("bench: settings distilled from the pipeline teacher (trained on every training label) run at 100% labels only; below it they would leak the unlabelled patients' labels");
+        }
+        let mut cells = Vec::with_capacity(total);
+        let mut trained = 0;
+        let t_grid = Instant::now();
+        for &fraction in &spec.label_fractions {
+            for (si, setting) in settings.iter().enumerate().filter(|(_, s)| runs(s, fraction)) {
+                for &seed in &spec.seeds {
+                    let (data, test, cell_teacher) = self.cell_inputs(setting, fraction, seed)?;
+                    let dir = self.dir.join(format!("{}-{}pct-seed{seed}", setting.slug, pct(fraction)));
+                    let display = format!("{} @ {}% seed {seed}", setting.name, pct(fraction));
+                    let distill = setting.distill.clone();
+                    let tc = train_config(self.cfg, distill, fraction, seed);
+                    let t = Instant::now();
+                    let ran = train_one(
+                        self.cfg,
+                        &data,
+                        cell_teacher,
+                        tc,
+                        "bench-student",
+                        &display,
+                        &dir,
+                        self.bars,
+                        stages,
+                    )?;
+                    let train_seconds = t.elapsed().as_secs_f64();
+                    let preds = predictions(&dir, &data, test, ran.then_some(train_seconds), stages)?;
+                    if ran {
+                        trained += 1;
                     }
-                };
-                let data = StudentData { evidence_key, ..data.clone() };
-                let dir = bench_dir.join(format!("{}-{}pct-seed{seed}", setting.slug, pct(fraction)));
-                let display = format!("{} @ {}% seed {seed}", setting.name, pct(fraction));
-                let distill = setting.distill.clone();
-                let tc = train_config(cfg, distill, fraction, seed);
-                let t = Instant::now();
-                let ran = train_one(cfg, &data, cell_teacher, tc, "bench-student", &display, &dir, bars, &mut stages)?;
-                let train_seconds = t.elapsed().as_secs_f64();
-                let preds = predictions(&dir, &data, test, ran.then_some(train_seconds), &mut stages)?;
-                if ran {
-                    trained += 1;
+                    let done = cells.len() + 1;
+                    let left = if trained > 0 {
+                        let per = t_grid.elapsed().as_secs_f64() / trained as f64;
+                        format!("; about {:.0} min left", per * (total - done) as f64 / 60.0)
+                    } else {
+                        String::new()
+                    };
+                    log(&format!(
+                        "bench {done}/{total}: {display}: val macro-AUC {}, test {}{}{left}",
+                        crate::report::fmt3(crate::report::macro_auc(&preds.val, data.val)),
+                        crate::report::fmt3(crate::report::macro_auc(&preds.test, test)),
+                        if ran { format!(" ({train_seconds:.0} s)") } else { " (current, not retrained)".into() },
+                    ));
+                    cells.push(Cell { setting: si, fraction, seed, preds });
                 }
-                let done = cells.len() + 1;
-                let left = if trained > 0 {
-                    let per = t_grid.elapsed().as_secs_f64() / trained as f64;
-                    format!("; about {:.0} min left", per * (total - done) as f64 / 60.0)
-                } else {
-                    String::new()
-                };
-                log(&format!(
-                    "bench {done}/{total}: {display}: val macro-AUC {}, test {}{}{left}",
-                    crate::report::fmt3(crate::report::macro_auc(&preds.val, data.val)),
-                    crate::report::fmt3(crate::report::macro_auc(&preds.test, test)),
-                    if ran { format!(" ({train_seconds:.0} s)") } else { " (current, not retrained)".into() },
-                ));
-                cells.push(Cell { setting: si, fraction, seed, preds });
             }
         }
+        Ok((cells, trained))
     }
-    let fts: Vec<FractionTeacher> = fraction_teachers.into_iter().map(|(t, _)| t).collect();
-    let input =
-        summary::SummaryInput { cfg, spec, up: &up, settings: &settings, cells: &cells, fraction_teachers: &fts };
+
+    /// The data (its evidence key the cell teacher's), test split and teacher of `setting`'s
+    /// student at `fraction` and `seed`. A missing fraction teacher is an error.
+    fn cell_inputs(
+        &self,
+        setting: &Setting,
+        fraction: f64,
+        seed: u64,
+    ) -> Result<(StudentData<'a>, &'a [Sample], &'a Teacher)> {
+        let (data, test): (&StudentData<'a>, &'a [Sample]) =
+            if setting.knowledge { (&self.with_k, &self.up.test) } else { (&self.no_k, self.bare_test) };
+        let (cell_teacher, evidence_key) = match setting.teacher {
+            TeacherSource::Pipeline => (self.teacher, self.up.ev_train_hash.as_str()),
+            source => {
+                let i = self
+                    .fraction_teachers
+                    .iter()
+                    .position(|(t, _)| t.source == source && t.fraction == fraction && t.seed == seed)
+                    .ok_or_else(|| msg_err("bench", format!("no {source:?} teacher at {fraction} seed {seed}")))?;
+                (&self.fraction_soft[i], self.fraction_teachers[i].1.as_str())
+            }
+        };
+        Ok((StudentData { evidence_key, ..data.clone() }, test, cell_teacher))
+    }
+}
+
+/// Computes the summary (`wall_seconds`: the run so far) and writes `bench.json`, `bench.md` and
+/// `forest.svg` into `cfg.out`. Returns the Markdown.
+fn write_summary(input: &summary::SummaryInput<'_>, wall_seconds: f64, bars: &dyn Bars) -> Result<String> {
+    let out = &input.cfg.out;
     let bar = bars.bar("bench summary");
-    let s = summary::summarize(&input, t_all.elapsed().as_secs_f64(), &bar)?;
+    let s = summary::summarize(input, wall_seconds, &bar)?;
     bar.finish_and_clear();
     let svg = forest::render(&s).map_err(|e| msg_err("bench", e))?;
-    write_atomic(&cfg.out.join("bench.json"), pretty_json(&s).as_bytes()).map_err(stage_err("bench"))?;
+    write_atomic(&out.join("bench.json"), pretty_json(&s).as_bytes()).map_err(stage_err("bench"))?;
     let markdown = summary::markdown(&s);
-    write_atomic(&cfg.out.join("bench.md"), markdown.as_bytes()).map_err(stage_err("bench"))?;
-    write_atomic(&cfg.out.join("forest.svg"), svg.as_bytes()).map_err(stage_err("bench"))?;
-    Ok(BenchOutcome { dir: cfg.out.clone(), markdown, trained, seconds: t_all.elapsed().as_secs_f64() })
+    write_atomic(&out.join("bench.md"), markdown.as_bytes()).map_err(stage_err("bench"))?;
+    write_atomic(&out.join("forest.svg"), svg.as_bytes()).map_err(stage_err("bench"))?;
+    Ok(markdown)
 }
 
 /// Encoder layers of the students `[student]` describes (the preset's, or the checkpoint's).
