@@ -35,6 +35,9 @@ fn main() -> anyhow::Result<()> {
     let engine = Engine::open_with(&dir, &EngineOptions { threads, ..Default::default() })?;
     let open_ms = t0.elapsed().as_secs_f64() * 1e3;
     status("opened");
+    if std::env::var_os("CKD_DEFAULT_MALLOC").is_none() {
+        println!("freed memory reused: {}", ckd_edge::memory::reuse_freed_memory());
+    }
     println!("open {open_ms:.1} ms");
     // "visit" tokenizes to about one token per word with a BERT WordPiece vocabulary.
     let text = vec!["visit"; tokens.saturating_sub(2).max(1)].join(" ");

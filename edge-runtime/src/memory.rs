@@ -14,7 +14,14 @@
 //!   allocator of the whole program: the application decides (the `ckd-edge` CLI and the
 //!   bedside monitor call it first thing; C programs call `ckd_use_mmap_for_large_allocations`).
 //!
-//! On other targets (musl, macOS, bare metal) both are no-ops that return `false`.
+//! - [`reuse_freed_memory`], called once the engine is open, undoes that for the predictions:
+//!   with the 128 KiB threshold every prediction maps its intermediate tensors afresh and
+//!   faults their pages in (about 3,300 page faults and a third of the latency of a 128-token
+//!   MiniLM-L6 prediction; BENCHMARKS.md). With the largest threshold and a trim threshold
+//!   above it, a prediction's freed blocks stay in the heap and the next one reuses them: the
+//!   resident memory stays at the largest prediction's working set, which the peak held anyway.
+//!
+//! On other targets (musl, macOS, bare metal) all three are no-ops that return `false`.
 
 /// The fixed mmap threshold [`use_mmap_for_large_allocations`] sets: glibc's initial value.
 pub const MMAP_THRESHOLD: usize = 128 * 1024;
@@ -28,6 +35,40 @@ pub fn use_mmap_for_large_allocations() -> bool {
         // SAFETY: mallopt only changes allocator parameters; M_MMAP_THRESHOLD with a value
         // below glibc's maximum (32 MiB on 64-bit, 512 KiB on 32-bit) is valid.
         unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+/// glibc's largest mmap threshold on 64-bit targets, `4 * 1024 * 1024 * sizeof(long)` (32 MiB).
+/// 32-bit glibc refuses it; [`reuse_freed_memory`] then sets its largest there, 512 KiB.
+pub const REUSE_MMAP_THRESHOLD: usize = 32 << 20;
+
+/// The largest mmap threshold 32-bit glibc accepts.
+pub const REUSE_MMAP_THRESHOLD_32: usize = 512 << 10;
+
+/// Trim threshold [`reuse_freed_memory`] sets: free memory at the top of the heap up to this
+/// size stays mapped for the next prediction.
+pub const REUSE_TRIM_THRESHOLD: usize = 64 << 20;
+
+/// For the predictions after loading: sets glibc's mmap threshold to [`REUSE_MMAP_THRESHOLD`]
+/// (or [`REUSE_MMAP_THRESHOLD_32`] where glibc refuses that) and its trim threshold to [`REUSE_TRIM_THRESHOLD`], so that the blocks a prediction frees
+/// are reused by the next one instead of being unmapped and faulted in again. Call it after
+/// [`Engine::open`](crate::Engine::open) (and after [`use_mmap_for_large_allocations`], whose
+/// lower peak it keeps for loading). Returns whether both settings were applied.
+pub fn reuse_freed_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only changes allocator parameters; glibc refuses (returns 0 for) an
+        // mmap threshold above its maximum and keeps the old one. All three fit a c_int.
+        unsafe {
+            let m = libc::mallopt(libc::M_MMAP_THRESHOLD, REUSE_MMAP_THRESHOLD as libc::c_int) == 1
+                || libc::mallopt(libc::M_MMAP_THRESHOLD, REUSE_MMAP_THRESHOLD_32 as libc::c_int) == 1;
+            let t = libc::mallopt(libc::M_TRIM_THRESHOLD, REUSE_TRIM_THRESHOLD as libc::c_int) == 1;
+            m && t
+        }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {

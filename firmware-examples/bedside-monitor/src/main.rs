@@ -40,6 +40,8 @@ struct Args {
 
 fn run(args: &Args) -> anyhow::Result<ckd_bedside_monitor::Stats> {
     let engine = ckd_edge::Engine::open(&args.bundle).with_context(|| "opening the bundle")?;
+    // Predictions reuse the memory they free (main fixed a low mmap threshold for loading).
+    ckd_edge::memory::reuse_freed_memory();
     let table = |path: &Option<PathBuf>| -> anyhow::Result<HashMap<String, String>> {
         let Some(path) = path else { return Ok(HashMap::new()) };
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;

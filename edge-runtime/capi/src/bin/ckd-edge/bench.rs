@@ -4,12 +4,12 @@
 //! kernels the engine picked, the time to open the bundle, and the process's resident memory.
 //! Markdown on stdout (paste it into a report), `--json FILE` for machines.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ckd_edge::bench::{text_of_len, time_predictions, Percentiles};
-use ckd_edge::{Engine, EngineOptions};
+use ckd_edge::EngineOptions;
 use serde_json::{json, Value};
 
 /// The options of `ckd-edge bench` (clap's `Bench` subcommand).
@@ -98,7 +98,7 @@ pub fn run(o: &Options) -> Result<()> {
 fn configuration(o: &Options, path: Int8Path, threads: usize) -> Result<Vec<Value>> {
     let opts = EngineOptions { threads, int8_kernel: path == Int8Path::Fused };
     let t0 = Instant::now();
-    let engine = open(&o.bundle, &opts)?;
+    let engine = super::open(&o.bundle, &opts)?;
     let open_ms = t0.elapsed().as_secs_f64() * 1e3;
     let kernels = engine.kernels();
     let int8 = kernels.iter().find(|(op, _)| *op == "int8 linear").map_or("n/a", |(_, k)| *k);
@@ -126,8 +126,4 @@ fn configuration(o: &Options, path: Int8Path, threads: usize) -> Result<Vec<Valu
         }));
     }
     Ok(rows)
-}
-
-fn open(bundle: &Path, opts: &EngineOptions) -> Result<Engine> {
-    Engine::open_with(bundle, opts).with_context(|| format!("opening bundle {}", bundle.display()))
 }

@@ -163,8 +163,12 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Opens a bundle, then lets predictions reuse freed memory (`main` fixed a low mmap
+/// threshold for loading; `ckd_edge::memory`).
 fn open(bundle: &Path, opts: &EngineOptions) -> Result<Engine> {
-    Engine::open_with(bundle, opts).with_context(|| format!("opening bundle {}", bundle.display()))
+    let engine = Engine::open_with(bundle, opts).with_context(|| format!("opening bundle {}", bundle.display()))?;
+    ckd_edge::memory::reuse_freed_memory();
+    Ok(engine)
 }
 
 fn as_len(n: u64) -> usize {
