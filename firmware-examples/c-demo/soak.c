@@ -322,6 +322,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "soak-c: ckd_engine_open: %s\n", ckd_last_error());
         return 2;
     }
+    /* Loaded with the low mmap threshold; predictions reuse what they free. */
+    ckd_reuse_freed_memory();
     uint64_t rng = seed;
     make_pool(&rng);
     size_t truncated = 0;
