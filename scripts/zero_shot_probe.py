@@ -16,7 +16,9 @@ is chosen on validation. It prints validation and test macro-AUC of the regressi
 zero-shot score alone and the combination, and the paired difference combination - regression
 on the test split with a 95% patient-bootstrap interval (1,000 resamples of test patients).
 
-    python3 scripts/zero_shot_probe.py SAMPLES_DIR VAL_SCORES TEST_SCORES FRACTION SEEDS
+    python3 scripts/zero_shot_probe.py SAMPLES_DIR VAL_SCORES TEST_SCORES FRACTION SEEDS [W]
+
+With W, the weight is fixed at W instead of chosen on validation (validation then only picks C).
 """
 import json, re, sys, warnings
 
@@ -28,6 +30,7 @@ from sklearn.metrics import roc_auc_score
 warnings.filterwarnings("ignore")
 samples, val_scores, test_scores, frac, seeds = sys.argv[1:6]
 frac, seeds = float(frac), [int(s) for s in seeds.split(",")]
+fixed_w = float(sys.argv[6]) if len(sys.argv) > 6 else None
 PREFIX = "Disease that the patient may acquire: "
 
 
@@ -128,7 +131,7 @@ for seed in seeds:
     idx = np.sort(rng.choice(len(train), n, replace=False))
     v, C, lv, le = lr_logits(idx)
     ws = (0, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3)
-    w = max(ws, key=lambda w: mauc(yv, lv + w * zv))
+    w = fixed_w if fixed_w is not None else max(ws, key=lambda w: mauc(yv, lv + w * zv))
     sv, se = lv + w * zv, le + w * ze
     lo, hi = paired(se, le)
     print(f"fraction {frac} seed {seed}: {n} labelled rows; LR (C {C}) val {v:.3f} test {mauc(ye, le):.3f}; "

@@ -1,4 +1,4 @@
-//! The fused attention kernel of `ckd_edge::attention` alone, at all-MiniLM-L6's sizes (12 heads
+//! The fused attention kernel of `ckd_edge::ops::attention` alone, at all-MiniLM-L6's sizes (12 heads
 //! of 32), one layer of 128 and 512 tokens, one thread, for several query block sizes.
 //!
 //! `cargo bench -p ckd-benches --bench attention`. (Separate from `edge`, whose setup exports
@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 /// The fused attention kernel alone at MiniLM-L6's sizes (12 heads of 32), one layer.
 fn attention_kernel(c: &mut Criterion) {
-    use ckd_edge::attention::{attend_in_blocks, Dims};
+    use ckd_edge::ops::attention::{attend_in_blocks, Dims};
     let mut g = c.benchmark_group("fused_attention_12x32");
     for seq in [128usize, 512] {
         let d = Dims { batch: 1, q_rows: seq, kv_rows: seq, heads: 12, head_dim: 32 };

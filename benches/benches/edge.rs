@@ -3,7 +3,7 @@
 //! tokens, batch 1, one thread (tract's default executor). Includes tokenization, the plan run
 //! and thresholding: what a device pays per prediction.
 //!
-//! Also the vectorized `DynamicQuantizeLinear` kernel of `ckd_edge::tract_ops` on one MiniLM
+//! Also the vectorized `DynamicQuantizeLinear` kernel of `ckd_edge::ops::dynamic_quantize` on one MiniLM
 //! intermediate activation ([128, 1536] f32).
 //!
 //! `cargo bench -p ckd-benches --bench edge`; `CKD_MINILM_DIR` (scripts/fetch_models.sh) gives
@@ -13,7 +13,7 @@
 
 use std::hint::black_box;
 
-use ckd_edge::tract_ops::{quantize, scale_and_zero_point};
+use ckd_edge::ops::dynamic_quantize::{quantize, scale_and_zero_point};
 use ckd_edge::Engine;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 

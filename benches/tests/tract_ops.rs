@@ -1,4 +1,4 @@
-//! `ckd_edge::tract_ops` (the vectorized `DynamicQuantizeLinear` the edge runtime registers)
+//! `ckd_edge::ops::dynamic_quantize` (the vectorized `DynamicQuantizeLinear` the edge runtime registers)
 //! on a whole int8 export: logits bit-identical to stock tract's op, for several batch shapes
 //! with padding, in plans for the symbolic shape. Lives here because only this crate can both
 //! build exports (trainer) and see the edge runtime.
@@ -27,7 +27,7 @@ fn fast_dynamic_quantize_is_bit_identical_to_tract_on_an_int8_export() {
 
     let stock = TractModel::load(&bytes, None).unwrap();
     let mut fw = tract_onnx::onnx();
-    ckd_edge::tract_ops::register(&mut fw);
+    ckd_edge::ops::dynamic_quantize::register(&mut fw);
     let fast = fw.model_for_read(&mut &bytes[..]).unwrap().into_optimized().unwrap().into_runnable().unwrap();
     let ops: Vec<String> = fast.model().nodes.iter().map(|n| n.op.name().to_string()).collect();
     assert!(ops.iter().any(|o| o == "FastDynamicQuantizeLinearU8"), "fast op not in the plan: {ops:?}");

@@ -38,17 +38,12 @@ mod plan;
 mod source;
 #[cfg(test)]
 mod testing;
-pub mod tract_ops;
 
 pub use error::EdgeError;
 pub use plan::NodeTime;
 use source::Source;
 
-// The previous release's paths, kept for one more release: the modules now under `ops` and
-// `fuse` (and `tract_ops`, whose two ops are now `ops::dynamic_quantize` and
-// `ops::same_shape_add`).
-pub use fuse::unpadded;
-pub use ops::{attention, layer_norm, qlinear};
+use ops::qlinear;
 
 /// Number of top phenotypes returned in [`Prediction::top_k`].
 pub const TOP_K: usize = 5;
@@ -106,7 +101,7 @@ pub const THREADS_SUPPORTED: bool = cfg!(feature = "threads");
 /// A loaded, verified bundle with its optimized plan.
 pub struct Engine {
     plan: Arc<TypedRunnableModel>,
-    /// The plan has no attention-mask adds ([`unpadded`]): it is exact only for unpadded
+    /// The plan has no attention-mask adds ([`fuse::unpadded`]): it is exact only for unpadded
     /// inputs, so batches run one row at a time.
     unpadded: bool,
     tokenizer: tokenizers::Tokenizer,
@@ -266,7 +261,7 @@ impl Engine {
     }
 
     /// Predicts a batch. The same results as one call per text: when the bundle's mask branch
-    /// is recognized ([`unpadded`], every bundle `ckd export` writes) the rows run one at a
+    /// is recognized ([`fuse::unpadded`], every bundle `ckd export` writes) the rows run one at a
     /// time, unpadded; otherwise as one batch padded to its longest input (then, in int8, a
     /// row's activation ranges can span the other rows and differ slightly).
     pub fn predict_batch(&self, texts: &[&str]) -> Result<Vec<Prediction>, EdgeError> {

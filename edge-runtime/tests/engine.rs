@@ -178,8 +178,8 @@ fn profile_lists_every_plan_node_slowest_first() {
 #[cfg(feature = "threads")]
 #[test]
 fn fused_ops_give_the_same_bits_on_two_threads() {
-    use ckd_edge::attention::{attend, Dims};
-    use ckd_edge::qlinear::PackedLinear;
+    use ckd_edge::ops::attention::{attend, Dims};
+    use ckd_edge::ops::qlinear::PackedLinear;
     use tract_onnx::prelude::multithread::{multithread_tract_scope, Executor};
     let two = Executor::multithread(2);
     let (m, k, n) = (45, 40, 100);

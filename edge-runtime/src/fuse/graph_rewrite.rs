@@ -1,5 +1,5 @@
-//! Pattern rewrites of an ONNX graph before tract parses it (the fused ops of [`crate::attention`]
-//! and [`crate::qlinear`]): an index of who produces and uses each value, and the splice that
+//! Pattern rewrites of an ONNX graph before tract parses it (the fused ops of [`crate::ops::attention`]
+//! and [`crate::ops::qlinear`]): an index of who produces and uses each value, and the splice that
 //! replaces each matched chain by one node.
 
 use std::collections::{HashMap, HashSet};

@@ -21,7 +21,7 @@
 //! whose intermediate values feed nothing else becomes one `CkdFusedAttention(q, k, v)` node
 //! (attributes `heads`, `head_dim`, `scale`), registered by [`register`]. A chain with a mask
 //! add between the product and the softmax is left alone: the engine fuses after
-//! [`crate::unpadded`] has removed those adds (unpadded rows only).
+//! [`crate::fuse::unpadded`] has removed those adds (unpadded rows only).
 //!
 //! The op's arithmetic is [`attend`] (in `kernels::attend`, re-exported here with [`Dims`] and
 //! [`QUERY_BLOCK`]): a block of query rows at a time, the rows split over the engine's threads.

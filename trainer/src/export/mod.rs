@@ -19,7 +19,7 @@
 //! - `DynamicQuantizeLinear`: tract-onnx's `DynamicQuantizeLinearU8` is a scalar loop calling
 //!   libm's `roundevenf` per element, about half the int8 run time at MiniLM size on VNNI
 //!   hosts. The edge runtime registers a drop-in vectorized op with bit-identical results
-//!   (`ckd_edge::tract_ops`) until the fix is upstream; the trainer runs stock tract.
+//!   (`ckd_edge::ops::dynamic_quantize`) until the fix is upstream; the trainer runs stock tract.
 //! - On AVX2 hosts without VNNI, `avx2_mmm_i32_8x8`: its i8 inner loop loads A with a legacy
 //!   (non-VEX) SSE `movq` while the upper YMM halves are live. On Intel cores that is an
 //!   SSE/AVX transition on every K step (0.3 GMAC/s measured on a Xeon with the ISA limited to

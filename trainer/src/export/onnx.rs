@@ -64,7 +64,7 @@ pub const LOGITS: &str = "logits";
 
 /// Which operators an int8 linear layer is made of. [`Int8Form::DynamicMatMulInteger`] is the
 /// default (what `ckd export` writes): fastest in onnxruntime and, with the vectorized
-/// `DynamicQuantizeLinear` of `ckd_edge::tract_ops`, in tract for concrete and symbolic input
+/// `DynamicQuantizeLinear` of `ckd_edge::ops::dynamic_quantize`, in tract for concrete and symbolic input
 /// shapes alike. The expanded forms run fast in stock tract only in plans optimized for a
 /// concrete input shape (with symbolic shapes tract leaves their broadcasting element-wise
 /// ops unfused); [`Int8Form::ExpandedPerRow`] is the more accurate one (MiniLM: about half the

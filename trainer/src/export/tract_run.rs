@@ -1,7 +1,7 @@
 //! Running an exported ONNX in stock tract (tract-onnx's own ops): outputs for parity checks,
 //! wall time, and a per-node profile (time spent in each node of the optimized plan, and the
 //! matmul kernel tract chose). The trainer only checks its exports here; the edge runtime
-//! (`ckd-edge`) runs bundles with its faster `DynamicQuantizeLinear` (`ckd_edge::tract_ops`).
+//! (`ckd-edge`) runs bundles with its faster `DynamicQuantizeLinear` (`ckd_edge::ops::dynamic_quantize`).
 //!
 //! The profile times every node's evaluation through `SimpleState::run_plan_with_eval`, the
 //! hook tract's own `--profile` uses, so it measures the same optimized plan `run` executes.
