@@ -174,6 +174,58 @@ fn bench_grid_trains_each_cell_once_and_reports_paired_intervals() {
     leaky.leaky_pipeline_teacher = true;
     assert!(leaky.runs_at(&leaky.settings(&cfg.student.distill, 2)[1], 0.5));
     assert!(!spec3.runs_at(&spec3.settings(&cfg.student.distill, 2)[1], 0.5));
+
+    zero_shot_teacher_grows_the_grid(&cfg, &spec3);
+}
+
+/// The zero-shot teacher (probability files per split, no label read): its students run at
+/// every fraction, its row and its answers are reported, and files that do not hold exactly a
+/// split's samples are refused with the file and the sample named.
+fn zero_shot_teacher_grows_the_grid(cfg: &ckd_trainer::pipeline::PipelineConfig, spec: &bench::BenchSpec) {
+    use ckd_core::visit::Split;
+    let samples =
+        ckd_core::format::SampleFile::from_bytes(&std::fs::read(cfg.out.join("samples/samples.bin")).unwrap()).unwrap();
+    let dir = cfg.out.join("zero-shot");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |split: Split, skip: usize| -> std::path::PathBuf {
+        let path = dir.join(format!("{}-{skip}.jsonl", split.name()));
+        let mut text = String::new();
+        for s in samples.samples.iter().filter(|s| s.split == split).skip(skip) {
+            // An informative teacher: higher where the phenotype is present.
+            let p: Vec<f32> = s.labels.to_dense().iter().map(|&y| if y > 0.0 { 0.7 } else { 0.3 }).collect();
+            text.push_str(&format!("{}\n", serde_json::json!({"id": s.id, "p": p})));
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let files = bench::ZeroShotFiles {
+        train: write(Split::Train, 0),
+        val: write(Split::Val, 0),
+        test: write(Split::Test, 0),
+        scoring: "yes/no, visit-centred".into(),
+    };
+    let mut z = spec.clone();
+    z.zero_shot = Some(files.clone());
+    z.zero_shot_soft_weights = vec![1.0];
+    let names: Vec<String> = z.settings(&cfg.student.distill, 2).into_iter().map(|s| s.name).collect();
+    assert_eq!(names.last().map(String::as_str), Some("soft 1 (zero-shot, no labels)"));
+    let label_free = z.settings(&cfg.student.distill, 2).pop().unwrap();
+    assert_eq!((label_free.distill.hard, label_free.distill.soft), (0.0, 1.0));
+    // Two fractions x two seeds, nothing else retrained.
+    assert_eq!(bench::run(cfg, &z, &Hidden).unwrap().trained, 4);
+    let b = read(&cfg.out);
+    let rows: Vec<f64> =
+        b.rows.iter().filter(|r| r.setting == "soft 1 (zero-shot, no labels)").map(|r| r.label_fraction).collect();
+    assert_eq!(rows, [1.0, 0.5]);
+    assert!(b.baselines.iter().any(|r| r.name == "zero-shot LLM teacher (yes/no, visit-centred, no labels)"));
+    let md = std::fs::read_to_string(cfg.out.join("bench.md")).unwrap();
+    assert!(md.contains("## The zero-shot LLM teacher's student against the same labels"), "{md}");
+    assert!(md.contains("Zero-shot teacher: a frozen LLM's own probabilities"), "{md}");
+    // A file missing a sample of its split is refused, naming the file.
+    let mut short = z.clone();
+    short.zero_shot = Some(bench::ZeroShotFiles { val: write(Split::Val, 1), ..files });
+    let e = bench::run(cfg, &short, &Hidden).unwrap_err().to_string();
+    assert!(e.contains("val-1.jsonl") && e.contains("no probabilities for val sample"), "{e}");
 }
 
 #[test]
@@ -187,4 +239,16 @@ fn bench_settings_are_checked() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("seedz"), "{e}");
+    // The zero-shot files are relative to the config's directory; a misspelt key or a weight
+    // outside (0, 1] is refused.
+    let head = "out = \"x\"\n[data]\nsynth = { patients = 10 }\n[bench]\n";
+    let zs = "zero_shot = { train = \"zs/t.jsonl\", val = \"zs/v.jsonl\", test = \"/abs/te.jsonl\" }\n";
+    let (_, spec) = bench::from_toml(&format!("{head}{zs}"), d.path()).unwrap();
+    let z = spec.zero_shot.expect("zero_shot read");
+    assert_eq!((z.train, z.test), (d.path().join("zs/t.jsonl"), std::path::PathBuf::from("/abs/te.jsonl")));
+    assert_eq!(z.scoring, "zero-shot");
+    let e = bench::from_toml(&format!("{head}{}", zs.replace("test =", "tset =")), d.path()).unwrap_err();
+    assert!(e.to_string().contains("tset"), "{e}");
+    let e = bench::from_toml(&format!("{head}{zs}zero_shot_soft_weights = [0.0]\n"), d.path()).unwrap_err();
+    assert!(e.to_string().contains("zero_shot_soft_weights"), "{e}");
 }

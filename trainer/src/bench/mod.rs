@@ -8,7 +8,11 @@
 //!   0.1 on texts without knowledge clauses;
 //! - at each label fraction (hard labels for that share of training patients, drawn per
 //!   patient and seed; teacher soft labels for all; the teacher itself trained on all labels);
-//! - at each seed (the seed draws the labelled patients, the initialisation and batch order).
+//! - at each seed (the seed draws the labelled patients, the initialisation and batch order);
+//! - teachers besides the pipeline's, each seeing no label of an unlabelled patient: a frozen
+//!   LLM's head and the demo recipe refitted on each fraction's labelled patients
+//!   ([`crate::pipeline::fraction_teacher`]), and a frozen LLM's zero-shot probabilities
+//!   ([`crate::pipeline::zero_shot_teacher`]).
 //!
 //! Every student is a resumable stage under `out/bench/` (keys as in the pipeline), so a
 //! stopped run continues where it stopped and a grown grid trains only the new cells. Each
@@ -32,6 +36,8 @@ use crate::pipeline::fraction_teacher::{self as teachers, FractionTeacher, Teach
 use crate::pipeline::stage::{file_hash, key_of, log, Stages};
 use crate::pipeline::students::{hard_only, train_config, train_one, StudentData};
 use crate::pipeline::upstream;
+use crate::pipeline::zero_shot_teacher;
+pub use crate::pipeline::zero_shot_teacher::ZeroShotFiles;
 use crate::pipeline::{msg_err, pct, stage_err, PipelineConfig, PipelineError};
 use crate::student::{self, Prepared, Teacher};
 use crate::teacher::train::Bars;
@@ -78,6 +84,12 @@ pub struct BenchSpec {
     /// Also run the pipeline teacher's settings below fraction 1, where that teacher (trained on
     /// every training label) leaks the unlabelled patients' labels: only to measure that leak.
     pub leaky_pipeline_teacher: bool,
+    /// A frozen LLM's zero-shot probabilities of the three splits (`ckd teacher zero-shot`), as a
+    /// teacher that reads no label ([`crate::pipeline::zero_shot_teacher`]).
+    pub zero_shot: Option<ZeroShotFiles>,
+    /// Soft-label weights of the students distilled from the zero-shot teacher; at weight 1 the
+    /// hard-label term is off and the student learns from no training label at all.
+    pub zero_shot_soft_weights: Vec<f32>,
 }
 
 impl Default for BenchSpec {
@@ -99,6 +111,8 @@ impl Default for BenchSpec {
             llm_soft_weights: vec![0.5, 1.0],
             demo_teacher_soft_weights: Vec::new(),
             leaky_pipeline_teacher: false,
+            zero_shot: None,
+            zero_shot_soft_weights: vec![0.5, 1.0],
         }
     }
 }
@@ -114,6 +128,11 @@ pub fn from_toml(text: &str, base_dir: &Path) -> Result<(PipelineConfig, BenchSp
     };
     let mut spec = spec;
     spec.llm = spec.llm.map(|p| resolve(&p, base_dir));
+    if let Some(z) = &mut spec.zero_shot {
+        for p in [&mut z.train, &mut z.val, &mut z.test] {
+            *p = resolve(p, base_dir);
+        }
+    }
     spec.validate()?;
     Ok((cfg, spec))
 }
@@ -205,8 +224,11 @@ impl BenchSpec {
         if !(self.attention_weight.is_finite() && self.attention_weight > 0.0) {
             return bad("attention_weight must be > 0".into());
         }
-        if self.llm_soft_weights.iter().chain(&self.demo_teacher_soft_weights).any(|w| !(*w > 0.0 && *w <= 1.0)) {
-            return bad("llm_soft_weights and demo_teacher_soft_weights must be in (0, 1]".into());
+        let teacher_weights = || self.llm_soft_weights.iter().chain(&self.demo_teacher_soft_weights);
+        if teacher_weights().chain(&self.zero_shot_soft_weights).any(|w| !(*w > 0.0 && *w <= 1.0)) {
+            return bad(
+                "llm_soft_weights, demo_teacher_soft_weights and zero_shot_soft_weights must be in (0, 1]".into()
+            );
         }
         if self.llm_layers.is_empty() || self.llm_layers.windows(2).any(|w| w[0] >= w[1]) || self.llm_layers[0] == 0 {
             return bad(format!("llm_layers = {:?}: increasing layer counts from 1", self.llm_layers));
@@ -272,6 +294,13 @@ impl BenchSpec {
         for &w in &self.demo_teacher_soft_weights {
             let name = format!("soft {w} (demo teacher, same labels)");
             out.push(Setting { teacher: TeacherSource::Demo, ..mk(name, soft(w, 1.0), true) });
+        }
+        if self.zero_shot.is_some() {
+            for &w in &self.zero_shot_soft_weights {
+                let name =
+                    if w >= 1.0 { format!("soft {w} (zero-shot, no labels)") } else { format!("soft {w} (zero-shot)") };
+                out.push(Setting { teacher: TeacherSource::ZeroShot, ..mk(name, soft(w, 1.0), true) });
+            }
         }
         out
     }
@@ -388,10 +417,21 @@ fn fraction_teachers(
             sources.push(s);
         }
     }
+    let zero_shot = match (&spec.zero_shot, sources.contains(&TeacherSource::ZeroShot)) {
+        (Some(files), true) => Some((files, zero_shot_teacher::read_splits(files, up)?)),
+        _ => None,
+    };
     for source in sources {
         for &fraction in &spec.label_fractions {
             for &seed in &spec.seeds {
-                let t = teachers::fraction_teacher(cfg, up, source, llm.as_ref(), fraction, seed, bars, stages)?;
+                let t = match (source, &zero_shot) {
+                    (TeacherSource::ZeroShot, Some((files, (splits, hash)))) => {
+                        let labelled = teachers::labelled(&up.train, fraction, seed);
+                        let t = zero_shot_teacher::zero_shot_teacher(files, splits, up, &labelled, fraction, seed);
+                        (t, hash.clone())
+                    }
+                    _ => teachers::fraction_teacher(cfg, up, source, llm.as_ref(), fraction, seed, bars, stages)?,
+                };
                 fraction_teachers.push(t);
             }
         }

@@ -237,6 +237,10 @@ fn llm_teacher_rows(
             &mean_of(&refs),
         );
     }
+    // The zero-shot teacher reads no label: one row, whatever the fraction.
+    if let Some(z) = fts.iter().find(|x| x.source == TeacherSource::ZeroShot) {
+        push(format!("zero-shot LLM teacher ({})", z.representation), 0.0, &cache(&z.test, t, draws, bar));
+    }
     let top = input.spec.label_fractions.iter().copied().fold(0.0, f64::max);
     if let Some(first) = fts.iter().find(|x| x.fraction == top && x.source == TeacherSource::Llm) {
         for c in &first.candidates {
@@ -273,7 +277,9 @@ fn models_to_resample(input: &SummaryInput<'_>, baselines: usize) -> u64 {
         .find(|x| x.fraction == top && x.source == TeacherSource::Llm)
         .map_or(0, |x| x.candidates.len());
     let oracle = usize::from(input.up.oracle.is_some());
-    (baselines + 2 * below * spec.seeds.len() + teachers + candidates + 1 + oracle + input.cells.len()) as u64
+    let zero_shot = usize::from(input.fraction_teachers.iter().any(|x| x.source == TeacherSource::ZeroShot));
+    (baselines + 2 * below * spec.seeds.len() + teachers + candidates + 1 + oracle + zero_shot + input.cells.len())
+        as u64
 }
 
 /// Computes every figure; `bar` counts the models whose bootstrap is done (its length is set
@@ -493,7 +499,7 @@ fn fill_differences(
             .max_by(|a, b| a.1.total_cmp(&b.1));
         let Some(demo) = demo.and_then(|(n, _)| find(&n, f)) else { continue };
         for (row, (_, g, c)) in rows.iter_mut().zip(means) {
-            if *g == f && source_of(&row.setting) == Some(TeacherSource::Llm) {
+            if *g == f && matches!(source_of(&row.setting), Some(TeacherSource::Llm | TeacherSource::ZeroShot)) {
                 row.vs_demo_teacher = difference(c, demo);
             }
         }
@@ -572,6 +578,14 @@ fn protocol(input: &SummaryInput<'_>) -> Vec<String> {
         } else {
             String::new()
         },
+        match &spec.zero_shot {
+            Some(z) => format!(
+                "Zero-shot teacher: a frozen LLM's own probabilities ({}; `ckd teacher zero-shot`, read from {}), the same at every fraction: it reads no label. At soft weight 1 the student's hard-label term is off, so that student learns from no training label (validation labels still choose its epoch and thresholds).",
+                z.scoring,
+                z.train.display()
+            ),
+            None => String::new(),
+        },
         format!(
             "Students: {:?} preset, {:?} pooling, {} epochs, lr {}, head lr x{}; soft w means hard weight 1 - w, soft weight w; attention weight {}.",
             input.cfg.student.preset,
@@ -590,38 +604,43 @@ fn protocol(input: &SummaryInput<'_>) -> Vec<String> {
     protocol.into_iter().filter(|p| !p.is_empty()).collect()
 }
 
-/// One line per fraction: does the student distilled from the LLM teacher (the LLM setting with
-/// the best validation macro-AUC) beat the logistic regression on the same labels?
+/// One line per fraction and LLM teacher (its head; its zero-shot probabilities): does its
+/// student (the setting with the best validation macro-AUC) beat the logistic regression on the
+/// same labels?
 fn llm_answers(s: &mut String, b: &BenchJson) {
     use std::fmt::Write as _;
-    let llm: Vec<&str> =
-        b.settings.iter().filter(|x| x.teacher == TeacherSource::Llm).map(|x| x.name.as_str()).collect();
-    if llm.is_empty() {
-        return;
-    }
-    let _ = writeln!(s, "\n## The LLM teacher's student against the same labels\n");
-    let mut fractions: Vec<f64> = b.rows.iter().map(|r| r.label_fraction).collect();
-    fractions.dedup();
-    for f in fractions {
-        let best = b
-            .rows
-            .iter()
-            .filter(|r| r.label_fraction == f && llm.contains(&r.setting.as_str()))
-            .filter_map(|r| r.val_macro_auc.map(|v| (r, v)))
-            .max_by(|x, y| x.1.total_cmp(&y.1));
-        if let Some((r, _)) = best {
-            let _ = writeln!(
-                s,
-                "- {}% labels: `{}` (chosen on validation) vs the logistic regression on the same labelled patients: {} ({}); vs the student without distillation: {} ({}); vs the student of the demo teacher retrained on the same labels: {} ({}).",
-                pct(f),
-                r.setting,
-                fmt_difference(r.vs_logreg.as_ref()),
-                r.vs_logreg.as_ref().map_or("no interval", verdict),
-                fmt_difference(r.vs_none.as_ref()),
-                r.vs_none.as_ref().map_or("no interval", verdict),
-                fmt_difference(r.vs_demo_teacher.as_ref()),
-                r.vs_demo_teacher.as_ref().map_or("not run", verdict),
-            );
+    for (source, title) in [
+        (TeacherSource::Llm, "The LLM teacher's student against the same labels"),
+        (TeacherSource::ZeroShot, "The zero-shot LLM teacher's student against the same labels"),
+    ] {
+        let names: Vec<&str> = b.settings.iter().filter(|x| x.teacher == source).map(|x| x.name.as_str()).collect();
+        if names.is_empty() {
+            continue;
+        }
+        let _ = writeln!(s, "\n## {title}\n");
+        let mut fractions: Vec<f64> = b.rows.iter().map(|r| r.label_fraction).collect();
+        fractions.dedup();
+        for f in fractions {
+            let best = b
+                .rows
+                .iter()
+                .filter(|r| r.label_fraction == f && names.contains(&r.setting.as_str()))
+                .filter_map(|r| r.val_macro_auc.map(|v| (r, v)))
+                .max_by(|x, y| x.1.total_cmp(&y.1));
+            if let Some((r, _)) = best {
+                let _ = writeln!(
+                    s,
+                    "- {}% labels: `{}` (chosen on validation) vs the logistic regression on the same labelled patients: {} ({}); vs the student without distillation: {} ({}); vs the student of the demo teacher retrained on the same labels: {} ({}).",
+                    pct(f),
+                    r.setting,
+                    fmt_difference(r.vs_logreg.as_ref()),
+                    r.vs_logreg.as_ref().map_or("no interval", verdict),
+                    fmt_difference(r.vs_none.as_ref()),
+                    r.vs_none.as_ref().map_or("no interval", verdict),
+                    fmt_difference(r.vs_demo_teacher.as_ref()),
+                    r.vs_demo_teacher.as_ref().map_or("not run", verdict),
+                );
+            }
         }
     }
 }

@@ -13,7 +13,10 @@
 //!   retrained at each fraction and seed on the labelled patients only; its last-token features
 //!   then go through the same [`crate::teacher::semi`] protocol. It knows only those labels.
 //!
-//! Each (source, fraction, seed) is a resumable stage under `out/bench/teachers/`, written as
+//! - `zero_shot`: a frozen LLM's zero-shot probabilities, read from files
+//!   ([`super::zero_shot_teacher`]); no label reaches it at any fraction.
+//!
+//! Each fitted (source, fraction, seed) is a resumable stage under `out/bench/teachers/`, written as
 //! `soft.json` with its probabilities for the training, validation and test rows.
 
 use std::collections::HashMap;
@@ -48,6 +51,8 @@ pub enum TeacherSource {
     Llm,
     /// The pipeline's teacher recipe retrained on the labelled patients only.
     Demo,
+    /// A frozen LLM's zero-shot probabilities ([`super::zero_shot_teacher`]): no labels.
+    ZeroShot,
 }
 
 /// One candidate representation's head.
@@ -93,8 +98,8 @@ pub struct FractionTeacher {
     pub test: Vec<f32>,
 }
 
-const FORMAT: &str = "ckd-bench-teacher";
-const VERSION: u32 = 1;
+pub(crate) const FORMAT: &str = "ckd-bench-teacher";
+pub(crate) const VERSION: u32 = 1;
 
 impl FractionTeacher {
     /// The soft labels as the student reads them.
@@ -197,6 +202,7 @@ pub(crate) fn fraction_teacher(
         TeacherSource::Llm => "llm",
         TeacherSource::Demo => "demo",
         TeacherSource::Pipeline => return Err(msg_err(SB, "the pipeline teacher is not refitted per fraction".into())),
+        TeacherSource::ZeroShot => return Err(msg_err(SB, "the zero-shot teacher is read, not fitted".into())),
     };
     let dir = cfg.out.join("bench").join("teachers").join(format!("{name}-{}pct-seed{seed}", pct(fraction)));
     let path = dir.join("soft.json");

@@ -26,6 +26,7 @@ pub mod fraction_teacher;
 pub(crate) mod stage;
 pub(crate) mod students;
 pub mod upstream;
+pub mod zero_shot_teacher;
 
 use std::path::PathBuf;
 use std::time::Instant;
