@@ -207,19 +207,34 @@ fn zero_shot_teacher_grows_the_grid(cfg: &ckd_trainer::pipeline::PipelineConfig,
     let mut z = spec.clone();
     z.zero_shot = Some(files.clone());
     z.zero_shot_soft_weights = vec![1.0];
+    z.logreg_teacher_soft_weights = vec![0.5];
+    z.logreg_zero_shot_soft_weights = vec![0.5];
     let names: Vec<String> = z.settings(&cfg.student.distill, 2).into_iter().map(|s| s.name).collect();
-    assert_eq!(names.last().map(String::as_str), Some("soft 1 (zero-shot, no labels)"));
-    let label_free = z.settings(&cfg.student.distill, 2).pop().unwrap();
+    assert_eq!(
+        names[names.len() - 3..],
+        ["soft 1 (zero-shot, no labels)", "soft 0.5 (LR, same labels)", "soft 0.5 (LR + zero-shot)"]
+    );
+    let label_free = z.settings(&cfg.student.distill, 2).into_iter().find(|s| s.name.contains("no labels")).unwrap();
     assert_eq!((label_free.distill.hard, label_free.distill.soft), (0.0, 1.0));
-    // Two fractions x two seeds, nothing else retrained.
-    assert_eq!(bench::run(cfg, &z, &Hidden).unwrap().trained, 4);
+    // Three settings x two fractions x two seeds, nothing else retrained.
+    assert_eq!(bench::run(cfg, &z, &Hidden).unwrap().trained, 12);
     let b = read(&cfg.out);
     let rows: Vec<f64> =
         b.rows.iter().filter(|r| r.setting == "soft 1 (zero-shot, no labels)").map(|r| r.label_fraction).collect();
     assert_eq!(rows, [1.0, 0.5]);
-    assert!(b.baselines.iter().any(|r| r.name == "zero-shot LLM teacher (yes/no, visit-centred, no labels)"));
+    // The regression + zero-shot student is compared with the regression's (its twin).
+    let lz = b.rows.iter().find(|r| r.setting == "soft 0.5 (LR + zero-shot)" && r.label_fraction == 0.5).unwrap();
+    assert_eq!(lz.twin.as_deref(), Some("soft 0.5 (LR, same labels)"));
+    assert!(lz.vs_twin.is_some() && lz.vs_logreg.is_some(), "{lz:?}");
+    let bn: Vec<&str> = b.baselines.iter().map(|r| r.name.as_str()).collect();
+    assert!(bn.contains(&"zero-shot LLM teacher (yes/no, visit-centred, no labels)"), "{bn:?}");
+    for who in ["logistic-regression teacher (same labels) (50% labels", "logistic-regression + zero-shot teacher"] {
+        assert!(bn.iter().any(|n| n.starts_with(who)), "{who}: {bn:?}");
+    }
     let md = std::fs::read_to_string(cfg.out.join("bench.md")).unwrap();
     assert!(md.contains("## The zero-shot LLM teacher's student against the same labels"), "{md}");
+    assert!(md.contains("## The logistic regression + zero-shot teacher's student"), "{md}");
+    assert!(md.contains("the same teacher without the LLM"), "{md}");
     assert!(md.contains("Zero-shot teacher: a frozen LLM's own probabilities"), "{md}");
     // A file missing a sample of its split is refused, naming the file.
     let mut short = z.clone();
@@ -250,5 +265,7 @@ fn bench_settings_are_checked() {
     let e = bench::from_toml(&format!("{head}{}", zs.replace("test =", "tset =")), d.path()).unwrap_err();
     assert!(e.to_string().contains("tset"), "{e}");
     let e = bench::from_toml(&format!("{head}{zs}zero_shot_soft_weights = [0.0]\n"), d.path()).unwrap_err();
-    assert!(e.to_string().contains("zero_shot_soft_weights"), "{e}");
+    assert!(e.to_string().contains("zero_shot_soft_weights = [0.0]"), "{e}");
+    let e = bench::from_toml(&format!("{head}logreg_zero_shot_soft_weights = [0.5]\n"), d.path()).unwrap_err();
+    assert!(e.to_string().contains("needs zero_shot"), "{e}");
 }

@@ -36,8 +36,8 @@ use crate::pipeline::fraction_teacher::{self as teachers, FractionTeacher, Teach
 use crate::pipeline::stage::{file_hash, key_of, log, Stages};
 use crate::pipeline::students::{hard_only, train_config, train_one, StudentData};
 use crate::pipeline::upstream;
-use crate::pipeline::zero_shot_teacher;
 pub use crate::pipeline::zero_shot_teacher::ZeroShotFiles;
+use crate::pipeline::{logreg_teacher, zero_shot_teacher};
 use crate::pipeline::{msg_err, pct, stage_err, PipelineConfig, PipelineError};
 use crate::student::{self, Prepared, Teacher};
 use crate::teacher::train::Bars;
@@ -90,6 +90,13 @@ pub struct BenchSpec {
     /// Soft-label weights of the students distilled from the zero-shot teacher; at weight 1 the
     /// hard-label term is off and the student learns from no training label at all.
     pub zero_shot_soft_weights: Vec<f32>,
+    /// Soft-label weights of the students distilled from the bag-of-concepts logistic regression
+    /// fitted on each fraction's labelled patients (none by default).
+    pub logreg_teacher_soft_weights: Vec<f32>,
+    /// Soft-label weights of the students distilled from that regression with the zero-shot
+    /// score added to its logit (needs `zero_shot`; none by default). Each is compared with the
+    /// regression alone at the same weight (its twin), which isolates what the LLM adds.
+    pub logreg_zero_shot_soft_weights: Vec<f32>,
 }
 
 impl Default for BenchSpec {
@@ -113,6 +120,8 @@ impl Default for BenchSpec {
             leaky_pipeline_teacher: false,
             zero_shot: None,
             zero_shot_soft_weights: vec![0.5, 1.0],
+            logreg_teacher_soft_weights: Vec::new(),
+            logreg_zero_shot_soft_weights: Vec::new(),
         }
     }
 }
@@ -224,11 +233,20 @@ impl BenchSpec {
         if !(self.attention_weight.is_finite() && self.attention_weight > 0.0) {
             return bad("attention_weight must be > 0".into());
         }
-        let teacher_weights = || self.llm_soft_weights.iter().chain(&self.demo_teacher_soft_weights);
-        if teacher_weights().chain(&self.zero_shot_soft_weights).any(|w| !(*w > 0.0 && *w <= 1.0)) {
-            return bad(
-                "llm_soft_weights, demo_teacher_soft_weights and zero_shot_soft_weights must be in (0, 1]".into()
-            );
+        let teacher_weights = [
+            ("llm_soft_weights", &self.llm_soft_weights),
+            ("demo_teacher_soft_weights", &self.demo_teacher_soft_weights),
+            ("zero_shot_soft_weights", &self.zero_shot_soft_weights),
+            ("logreg_teacher_soft_weights", &self.logreg_teacher_soft_weights),
+            ("logreg_zero_shot_soft_weights", &self.logreg_zero_shot_soft_weights),
+        ];
+        for (name, weights) in teacher_weights {
+            if weights.iter().any(|w| !(*w > 0.0 && *w <= 1.0)) {
+                return bad(format!("{name} = {weights:?}: each must be in (0, 1]"));
+            }
+        }
+        if self.zero_shot.is_none() && !self.logreg_zero_shot_soft_weights.is_empty() {
+            return bad("logreg_zero_shot_soft_weights needs zero_shot (the probability files)".into());
         }
         if self.llm_layers.is_empty() || self.llm_layers.windows(2).any(|w| w[0] >= w[1]) || self.llm_layers[0] == 0 {
             return bad(format!("llm_layers = {:?}: increasing layer counts from 1", self.llm_layers));
@@ -302,7 +320,26 @@ impl BenchSpec {
                 out.push(Setting { teacher: TeacherSource::ZeroShot, ..mk(name, soft(w, 1.0), true) });
             }
         }
+        for &w in &self.logreg_teacher_soft_weights {
+            out.push(Setting { teacher: TeacherSource::LogReg, ..mk(logreg_setting(w, false), soft(w, 1.0), true) });
+        }
+        if self.zero_shot.is_some() {
+            for &w in &self.logreg_zero_shot_soft_weights {
+                let name = logreg_setting(w, true);
+                out.push(Setting { teacher: TeacherSource::LogRegZeroShot, ..mk(name, soft(w, 1.0), true) });
+            }
+        }
         out
+    }
+}
+
+/// Name of the setting distilled at weight `w` from the logistic regression on the same labels,
+/// with the zero-shot score on its logit or not (the pair are each other's twins).
+pub fn logreg_setting(w: f32, zero_shot: bool) -> String {
+    if zero_shot {
+        format!("soft {w} (LR + zero-shot)")
+    } else {
+        format!("soft {w} (LR, same labels)")
     }
 }
 
@@ -417,18 +454,42 @@ fn fraction_teachers(
             sources.push(s);
         }
     }
-    let zero_shot = match (&spec.zero_shot, sources.contains(&TeacherSource::ZeroShot)) {
+    let reads_zero_shot = sources.iter().any(|s| matches!(s, TeacherSource::ZeroShot | TeacherSource::LogRegZeroShot));
+    let zero_shot = match (&spec.zero_shot, reads_zero_shot) {
         (Some(files), true) => Some((files, zero_shot_teacher::read_splits(files, up)?)),
         _ => None,
     };
     for source in sources {
         for &fraction in &spec.label_fractions {
             for &seed in &spec.seeds {
+                let labelled = || teachers::labelled(&up.train, fraction, seed);
                 let t = match (source, &zero_shot) {
                     (TeacherSource::ZeroShot, Some((files, (splits, hash)))) => {
-                        let labelled = teachers::labelled(&up.train, fraction, seed);
-                        let t = zero_shot_teacher::zero_shot_teacher(files, splits, up, &labelled, fraction, seed);
+                        let t = zero_shot_teacher::zero_shot_teacher(files, splits, up, &labelled(), fraction, seed);
                         (t, hash.clone())
+                    }
+                    (TeacherSource::LogReg | TeacherSource::LogRegZeroShot, _) => {
+                        let zs = zero_shot.as_ref().filter(|_| source == TeacherSource::LogRegZeroShot);
+                        let labels = labelled();
+                        let t = logreg_teacher::logreg_teacher(&logreg_teacher::LogRegInput {
+                            train: &up.train,
+                            val: &up.val,
+                            test: &up.test,
+                            labelled: &labels,
+                            zero_shot: zs.map(|(_, (splits, _))| splits),
+                            folds: cfg.teacher.oof_folds.max(2),
+                            fraction,
+                            seed,
+                        })?;
+                        log(&format!(
+                            "{source:?} teacher @ {}% seed {seed}: {} labelled patients, {}, val macro-AUC {}",
+                            pct(fraction),
+                            t.protocol.labelled_patients,
+                            t.representation,
+                            crate::report::fmt3(crate::report::macro_auc(&t.val, &up.val))
+                        ));
+                        let hash = soft_labels_hash(&t);
+                        (t, hash)
                     }
                     _ => teachers::fraction_teacher(cfg, up, source, llm.as_ref(), fraction, seed, bars, stages)?,
                 };
@@ -437,6 +498,16 @@ fn fraction_teachers(
         }
     }
     Ok(fraction_teachers)
+}
+
+/// SHA-256 over a teacher's training soft labels (the key its students are trained under).
+fn soft_labels_hash(t: &FractionTeacher) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for x in &t.train {
+        h.update(x.to_le_bytes());
+    }
+    ckd_core::format::hex(&h.finalize())
 }
 
 /// What every cell of the grid reads: the data with and without knowledge clauses (and the

@@ -191,6 +191,8 @@ fn difference(a: &Cached, b: &Cached) -> Option<Interval> {
 fn twin_of(name: &str) -> Option<String> {
     if name.starts_with("soft 0.1 + attn") {
         Some("soft 0.1".into())
+    } else if let Some(w) = name.strip_prefix("soft ").and_then(|r| r.strip_suffix(" (LR + zero-shot)")) {
+        Some(format!("soft {w} (LR, same labels)"))
     } else {
         name.strip_suffix(", no knowledge").map(str::to_string)
     }
@@ -218,7 +220,7 @@ fn llm_teacher_rows(
     push: &mut impl FnMut(String, f64, &Cached),
 ) {
     let fts = input.fraction_teachers;
-    for (source, f) in [TeacherSource::Llm, TeacherSource::Demo]
+    for (source, f) in [TeacherSource::Llm, TeacherSource::Demo, TeacherSource::LogReg, TeacherSource::LogRegZeroShot]
         .into_iter()
         .flat_map(|s| input.spec.label_fractions.iter().map(move |&f| (s, f)))
     {
@@ -226,7 +228,12 @@ fn llm_teacher_rows(
         if at.is_empty() {
             continue;
         }
-        let who = if source == TeacherSource::Llm { "LLM teacher head" } else { "demo teacher (same labels)" };
+        let who = match source {
+            TeacherSource::Llm => "LLM teacher head",
+            TeacherSource::LogReg => "logistic-regression teacher (same labels)",
+            TeacherSource::LogRegZeroShot => "logistic-regression + zero-shot teacher (same labels)",
+            _ => "demo teacher (same labels)",
+        };
         let per_seed: Vec<Cached> = at.iter().map(|x| cache(&x.test, t, draws, bar)).collect();
         let refs: Vec<&Cached> = per_seed.iter().collect();
         let mut reps: Vec<&str> = at.iter().map(|x| x.representation.as_str()).collect();
@@ -268,7 +275,13 @@ fn models_to_resample(input: &SummaryInput<'_>, baselines: usize) -> u64 {
     let teachers = input
         .fraction_teachers
         .iter()
-        .filter(|x| matches!(x.source, TeacherSource::Llm | TeacherSource::Demo) && fractions.contains(&x.fraction))
+        .filter(|x| {
+            let fitted = matches!(
+                x.source,
+                TeacherSource::Llm | TeacherSource::Demo | TeacherSource::LogReg | TeacherSource::LogRegZeroShot
+            );
+            fitted && fractions.contains(&x.fraction)
+        })
         .count();
     let top = fractions.iter().copied().fold(0.0, f64::max);
     let candidates = input
@@ -612,6 +625,10 @@ fn llm_answers(s: &mut String, b: &BenchJson) {
     for (source, title) in [
         (TeacherSource::Llm, "The LLM teacher's student against the same labels"),
         (TeacherSource::ZeroShot, "The zero-shot LLM teacher's student against the same labels"),
+        (
+            TeacherSource::LogRegZeroShot,
+            "The logistic regression + zero-shot teacher's student against the same labels",
+        ),
     ] {
         let names: Vec<&str> = b.settings.iter().filter(|x| x.teacher == source).map(|x| x.name.as_str()).collect();
         if names.is_empty() {
@@ -640,6 +657,14 @@ fn llm_answers(s: &mut String, b: &BenchJson) {
                     fmt_difference(r.vs_demo_teacher.as_ref()),
                     r.vs_demo_teacher.as_ref().map_or("not run", verdict),
                 );
+                if let (Some(t), Some(d)) = (&r.twin, &r.vs_twin) {
+                    let _ = writeln!(
+                        s,
+                        "  - vs `{t}` (the same teacher without the LLM): {} ({}).",
+                        fmt_difference(Some(d)),
+                        verdict(d)
+                    );
+                }
             }
         }
     }
@@ -697,7 +722,7 @@ pub fn markdown(b: &BenchJson) -> String {
             if c.gain_of_003_met { "met" } else { "not met" }
         );
     }
-    let _ = writeln!(s, "\n## Attention granularities and knowledge clauses\n");
+    let _ = writeln!(s, "\n## Twins: attention granularities, knowledge clauses, the zero-shot term\n");
     for r in b.rows.iter().filter(|r| r.twin.is_some()) {
         if let (Some(t), Some(d)) = (&r.twin, &r.vs_twin) {
             let _ = writeln!(

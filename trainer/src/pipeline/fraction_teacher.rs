@@ -15,6 +15,9 @@
 //!
 //! - `zero_shot`: a frozen LLM's zero-shot probabilities, read from files
 //!   ([`super::zero_shot_teacher`]); no label reaches it at any fraction.
+//! - `log_reg` and `log_reg_zero_shot`: the bag-of-concepts logistic regression on the labelled
+//!   patients, without and with the zero-shot score on its logit ([`super::logreg_teacher`]);
+//!   fitted in seconds, so not kept as stages.
 //!
 //! Each fitted (source, fraction, seed) is a resumable stage under `out/bench/teachers/`, written as
 //! `soft.json` with its probabilities for the training, validation and test rows.
@@ -53,6 +56,11 @@ pub enum TeacherSource {
     Demo,
     /// A frozen LLM's zero-shot probabilities ([`super::zero_shot_teacher`]): no labels.
     ZeroShot,
+    /// The bag-of-concepts logistic regression on the labelled patients only
+    /// ([`super::logreg_teacher`]).
+    LogReg,
+    /// That regression with the zero-shot score added to its logit, weighted on validation.
+    LogRegZeroShot,
 }
 
 /// One candidate representation's head.
@@ -202,7 +210,9 @@ pub(crate) fn fraction_teacher(
         TeacherSource::Llm => "llm",
         TeacherSource::Demo => "demo",
         TeacherSource::Pipeline => return Err(msg_err(SB, "the pipeline teacher is not refitted per fraction".into())),
-        TeacherSource::ZeroShot => return Err(msg_err(SB, "the zero-shot teacher is read, not fitted".into())),
+        TeacherSource::ZeroShot | TeacherSource::LogReg | TeacherSource::LogRegZeroShot => {
+            return Err(msg_err(SB, format!("the {source:?} teacher is not a fitted stage")))
+        }
     };
     let dir = cfg.out.join("bench").join("teachers").join(format!("{name}-{}pct-seed{seed}", pct(fraction)));
     let path = dir.join("soft.json");

@@ -23,6 +23,7 @@ pub mod config;
 mod edge_eval;
 mod evaluate;
 pub mod fraction_teacher;
+pub mod logreg_teacher;
 pub(crate) mod stage;
 pub(crate) mod students;
 pub mod upstream;
