@@ -268,4 +268,19 @@ fn bench_settings_are_checked() {
     assert!(e.to_string().contains("zero_shot_soft_weights = [0.0]"), "{e}");
     let e = bench::from_toml(&format!("{head}logreg_zero_shot_soft_weights = [0.5]\n"), d.path()).unwrap_err();
     assert!(e.to_string().contains("needs zero_shot"), "{e}");
+    // The example of BENCHMARKS.md's zero-shot run reads as the grid it describes.
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipeline-zero-shot.toml");
+    let (cfg, spec) = bench::from_toml(&std::fs::read_to_string(&ex).unwrap(), ex.parent().unwrap()).unwrap();
+    assert!(cfg.out.ends_with("runs/bench-zero-shot"));
+    let names: Vec<String> = spec.settings(&cfg.student.distill, 2).into_iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        [
+            "none",
+            "soft 0.5 (zero-shot)",
+            "soft 1 (zero-shot, no labels)",
+            "soft 0.5 (LR, same labels)",
+            "soft 0.5 (LR + zero-shot)"
+        ]
+    );
 }

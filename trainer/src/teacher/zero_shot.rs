@@ -10,8 +10,9 @@
 //!
 //! Cost: the system prompt and instruction shared by every prompt are prefilled once
 //! ([`states::prefill`]); each visit runs its own tokens and the continuations' shared prefix
-//! once, then the 25 continuations as one right-padded batch on copies of that KV cache
-//! ([`KvCache::repeat_batch`]). Tests check both scorings against full forward passes.
+//! once, then the 25 continuations packed into one row on that KV cache, each reading the cache
+//! and itself only ([`Qwen2ForCausalLM::forward_packed`]: no padding). Tests check both scorings
+//! against full forward passes.
 //!
 //! The raw score mixes what the visit shows with how readily the model says a name at all. The
 //! visit-free score ([`visit_free_scores`], the same prompt around an empty visit) is a constant
@@ -140,21 +141,15 @@ pub fn continuation_scores(
     // The first token of each name is predicted by the sequence's last position.
     let lp0 = log_probs(model, last)?;
     let mut sums: Vec<f64> = names.iter().map(|n| lp0[0][n[0] as usize] as f64).collect();
-    // The rest: names[b][..len - 1] as one right-padded batch on the shared cache; position j
-    // predicts token j + 1. Padding sits after every real token, so causality hides it.
-    let longest = names.iter().map(Vec::len).max().unwrap_or(1);
-    if longest > 1 {
-        let (b, t) = (names.len(), longest - 1);
-        let mut ids = vec![names[0][0]; b * t];
-        for (r, n) in names.iter().enumerate() {
-            ids[r * t..r * t + n.len() - 1].copy_from_slice(&n[..n.len() - 1]);
-        }
-        let x = Tensor::from_vec(ids, (b, t), model.device())?;
-        let mut c = cache.repeat_batch(b)?;
-        let hidden = model.forward_cached(&x, &mut c)?;
+    // The rest: names[r][..len - 1], packed as one row on the shared cache; position j of a
+    // name predicts its token j + 1.
+    let rows: Vec<&[u32]> = names.iter().map(|n| &n[..n.len() - 1]).collect();
+    if rows.iter().any(|r| !r.is_empty()) {
+        let (hidden, starts) = packed(model, cache, &rows)?;
         let positions: Vec<(usize, usize)> =
-            names.iter().enumerate().flat_map(|(r, n)| (0..n.len() - 1).map(move |j| (r, j))).collect();
-        let lp = log_probs(model, &gather(&hidden, &positions)?)?;
+            rows.iter().enumerate().flat_map(|(r, row)| (0..row.len()).map(move |j| (r, j))).collect();
+        let at: Vec<usize> = positions.iter().map(|&(r, j)| starts[r] + j).collect();
+        let lp = log_probs(model, &gather(&hidden, &at)?)?;
         for (k, &(r, j)) in positions.iter().enumerate() {
             sums[r] += lp[k][names[r][j + 1] as usize] as f64;
         }
@@ -174,16 +169,10 @@ pub fn answer_scores(
     if rows.is_empty() || rows.iter().any(Vec::is_empty) || yes.is_empty() || no.is_empty() {
         return Err(TeacherError::Invalid("answer scores: every row and answer needs a token".into()));
     }
-    let (b, t) = (rows.len(), rows.iter().map(Vec::len).max().unwrap_or(1));
-    let mut ids = vec![rows[0][0]; b * t];
-    for (r, row) in rows.iter().enumerate() {
-        ids[r * t..r * t + row.len()].copy_from_slice(row);
-    }
-    let x = Tensor::from_vec(ids, (b, t), model.device())?;
-    let mut c = cache.repeat_batch(b)?;
-    let hidden = model.forward_cached(&x, &mut c)?;
-    let positions: Vec<(usize, usize)> = rows.iter().enumerate().map(|(r, row)| (r, row.len() - 1)).collect();
-    let lp = log_probs(model, &gather(&hidden, &positions)?)?;
+    let slices: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+    let (hidden, starts) = packed(model, cache, &slices)?;
+    let last: Vec<usize> = rows.iter().enumerate().map(|(r, row)| starts[r] + row.len() - 1).collect();
+    let lp = log_probs(model, &gather(&hidden, &last)?)?;
     let lse = |row: &[f32], ids: &[u32]| -> f64 {
         let m = ids.iter().map(|&i| row[i as usize] as f64).fold(f64::NEG_INFINITY, f64::max);
         m + ids.iter().map(|&i| (row[i as usize] as f64 - m).exp()).sum::<f64>().ln()
@@ -191,10 +180,26 @@ pub fn answer_scores(
     Ok(lp.iter().map(|row| (lse(row, yes) - lse(row, no)) as f32).collect())
 }
 
-/// hidden `[B, T, H]` at `(row, t)` positions -> `[P, H]`.
-fn gather(hidden: &Tensor, positions: &[(usize, usize)]) -> Result<Tensor> {
-    let rows = positions.iter().map(|&(r, t)| hidden.get(r)?.get(t)).collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(Tensor::stack(&rows, 0)?)
+/// The final hidden states `[1, T, H]` of `rows` (empty rows allowed) packed one after another
+/// on the batch-1 `cache` ([`Qwen2ForCausalLM::forward_packed`]: each row sees the cache and
+/// itself only, no padding), and where each row starts in T.
+fn packed(model: &Qwen2ForCausalLM, cache: &KvCache, rows: &[&[u32]]) -> Result<(Tensor, Vec<usize>)> {
+    let mut ids = Vec::new();
+    let mut segments = Vec::new();
+    let mut starts = Vec::with_capacity(rows.len());
+    for (r, row) in rows.iter().enumerate() {
+        starts.push(ids.len());
+        ids.extend_from_slice(row);
+        segments.extend(std::iter::repeat_n(r, row.len()));
+    }
+    let x = Tensor::from_slice(&ids, (1, ids.len()), model.device())?;
+    Ok((model.forward_packed(&x, &segments, cache)?, starts))
+}
+
+/// hidden `[1, T, H]` at positions `at` -> `[P, H]`.
+fn gather(hidden: &Tensor, at: &[usize]) -> Result<Tensor> {
+    let idx = Tensor::from_vec(at.iter().map(|&t| t as u32).collect::<Vec<_>>(), at.len(), hidden.device())?;
+    Ok(hidden.get(0)?.index_select(&idx, 0)?)
 }
 
 /// Log-softmax over the vocabulary of the LM head's logits for hidden `[P, H]` -> P rows.

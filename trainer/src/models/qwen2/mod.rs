@@ -421,24 +421,6 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-
-    /// The cache of a batch of `b` rows that all continue this batch-1 cache's sequence (each
-    /// layer's keys and values [1, K, T, D] repeated to [b, K, T, D]).
-    pub fn repeat_batch(&self, b: usize) -> candle_core::Result<Self> {
-        let mut layers = Vec::with_capacity(self.layers.len());
-        for l in &self.layers {
-            layers.push(match l {
-                Some((k, v)) => {
-                    if k.dim(0)? != 1 {
-                        candle_core::bail!("repeat_batch: the cache holds {} rows, expected 1", k.dim(0)?);
-                    }
-                    Some((k.repeat((b, 1, 1, 1))?, v.repeat((b, 1, 1, 1))?))
-                }
-                None => None,
-            });
-        }
-        Ok(Self { layers, len: self.len })
-    }
 }
 
 /// What one forward pass returns.
@@ -686,6 +668,70 @@ impl Qwen2ForCausalLM {
             out.push(self.model.norm.forward(&xs)?);
         }
         Ok(out)
+    }
+
+    /// Several continuations of the batch-1 sequence in `cache`, packed into one row without
+    /// padding: `input_ids` [1, T] holds the segments one after another, `segments[i]` is token
+    /// i's segment (contiguous runs). Token i sits at position `cache.len()` + its index within
+    /// its segment and reads every cached key and the earlier tokens of its own segment only,
+    /// so each segment's hidden states are those of running it alone on a copy of the cache.
+    /// `cache` is left as it was. Returns the final hidden states [1, T, H].
+    pub fn forward_packed(
+        &self,
+        input_ids: &Tensor,
+        segments: &[usize],
+        cache: &KvCache,
+    ) -> Result<Tensor, Qwen2Error> {
+        let (b, t) = self.check_ids(input_ids)?;
+        if b != 1 || segments.len() != t {
+            return Err(Qwen2Error::InvalidInput(format!(
+                "packed forward: input_ids [{b}, {t}] with {} segment ids, expected [1, T] and T ids",
+                segments.len()
+            )));
+        }
+        if cache.layers.iter().flatten().any(|(k, _)| k.dim(0).ok() != Some(1)) {
+            return Err(Qwen2Error::InvalidInput("packed forward: the cache must hold one sequence".into()));
+        }
+        // Index within the segment; a segment id seen before but not just before is a split run.
+        let mut pos = vec![0usize; t];
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..t {
+            if i > 0 && segments[i] == segments[i - 1] {
+                pos[i] = pos[i - 1] + 1;
+            } else if !seen.insert(segments[i]) {
+                return Err(Qwen2Error::InvalidInput(format!(
+                    "packed forward: segment {} is not contiguous",
+                    segments[i]
+                )));
+            }
+        }
+        let offset = cache.len;
+        let longest = pos.iter().max().map_or(0, |p| p + 1);
+        if offset + longest > self.cfg.max_position_embeddings {
+            return Err(Qwen2Error::SequenceTooLong { len: offset + longest, max: self.cfg.max_position_embeddings });
+        }
+        let device = input_ids.device();
+        let tk = offset + t;
+        let mut m = Vec::with_capacity(t * tk);
+        for i in 0..t {
+            m.extend((0..tk).map(|j| {
+                if j < offset || (j - offset <= i && segments[j - offset] == segments[i]) {
+                    0.0
+                } else {
+                    MASK_NEG
+                }
+            }));
+        }
+        let mask = Tensor::from_vec(m, (1, 1, t, tk), device)?;
+        let (cos, sin) = rope_tables(self.cfg.rope_theta, self.cfg.head_dim(), offset, longest, self.dtype(), device)?;
+        let idx = Tensor::from_vec(pos.iter().map(|&p| p as u32).collect::<Vec<_>>(), t, device)?;
+        let (cos, sin) = (cos.index_select(&idx, 0)?, sin.index_select(&idx, 0)?);
+        let mut xs = self.embed(input_ids)?;
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let mut slot = cache.layers.get(i).cloned().flatten();
+            xs = layer.forward_t(&xs, &mask, &cos, &sin, Some(&mut slot), None)?.0;
+        }
+        Ok(self.model.norm.forward(&xs)?)
     }
 
     /// LM head: hidden [.., H] (any rank >= 1) -> logits [.., V] (in the model dtype).

@@ -320,6 +320,35 @@ fn kv_cache_and_greedy_generation_match_full_forward() {
     assert_eq!(stopped, got[..got.iter().position(|&x| x == got[2]).unwrap()]);
 }
 
+/// Segments packed in one row on a shared cache give each segment's hidden states as if it ran
+/// alone on its own copy of the cache; the cache is left as it was; bad layouts are refused.
+#[test]
+fn packed_segments_equal_separate_continuations_of_the_cache() {
+    let (model, _) = tiny_model(&Config::tiny(), 4);
+    let mut cache = KvCache::new();
+    model.forward_cached(&one_row(&SEQ_B[..5]), &mut cache).unwrap();
+    let segs: [&[u32]; 3] = [&SEQ_A[..3], &SEQ_B[7..8], &SEQ_B[5..9]];
+    let ids: Vec<u32> = segs.concat();
+    let seg_of: Vec<usize> = segs.iter().enumerate().flat_map(|(r, s)| std::iter::repeat_n(r, s.len())).collect();
+    let packed = model.forward_packed(&one_row(&ids), &seg_of, &cache).unwrap();
+    assert_eq!(cache.len(), 5);
+    let mut start = 0;
+    for s in segs {
+        let alone = model.forward_cached(&one_row(s), &mut cache.clone()).unwrap();
+        let got = packed.i((.., start..start + s.len())).unwrap();
+        assert!(max_abs_diff(&alone, &got) < TOL, "segment at {start}");
+        start += s.len();
+    }
+    // On an empty cache, segments are independent sequences from position 0.
+    let fresh = model.forward_packed(&one_row(&ids), &seg_of, &KvCache::new()).unwrap();
+    let alone = model.forward(&one_row(segs[2]), None).unwrap().hidden;
+    assert!(max_abs_diff(&alone, &fresh.i((.., 4..8)).unwrap()) < TOL);
+    for (bad, why) in [(vec![0, 1, 0, 2, 2, 2, 2, 2], "not contiguous"), (vec![0; 3], "segment ids")] {
+        let e = model.forward_packed(&one_row(&ids), &bad, &cache).unwrap_err().to_string();
+        assert!(e.contains(why), "{e}");
+    }
+}
+
 #[test]
 fn logits_at_selects_rows_of_the_full_logits() {
     for tie in [false, true] {
