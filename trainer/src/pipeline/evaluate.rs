@@ -79,7 +79,7 @@ pub(crate) fn write_report(
             ("ckd".into(), env!("CARGO_PKG_VERSION").into()),
             ("samples.bin sha256".into(), up.samples_hash.clone()),
             ("teacher.json sha256".into(), up.teacher_json_hash.clone()),
-            ("settings".into(), serde_json::to_string(cfg).unwrap_or_default()),
+            ("settings".into(), super::settings_json(SR, cfg)?),
         ],
         subjects: test.iter().map(|s| s.subject).collect(),
         reference: lr_name,

@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 
 use super::stage::{file_hash, key_of, log, Stages};
 use super::upstream::Upstream;
-use super::{msg_err, pct, stage_err, PipelineConfig, PipelineError};
+use super::{msg_err, pct, settings_json, stage_err, PipelineConfig, PipelineError};
 use crate::io::{pretty_json, write_atomic};
 use crate::report::{fmt3 as fmt_auc, macro_auc};
 use crate::student::{keeps_label, Teacher};
@@ -219,12 +219,12 @@ pub(crate) fn fraction_teacher(
     let features = match (source, llm) {
         (TeacherSource::Llm, Some(l)) => l.hash.clone(),
         (TeacherSource::Llm, None) => return Err(msg_err(SB, "the LLM teacher needs an LLM (`[bench] llm`)".into())),
-        _ => serde_json::to_string(&(&cfg.teacher, "demo teacher v1")).unwrap_or_default(),
+        _ => settings_json(SB, &(&cfg.teacher, "demo teacher v1"))?,
     };
     let mut parts = vec![
         ("features", features),
         ("samples", up.samples_hash.clone()),
-        ("head", serde_json::to_string(&cfg.teacher.head).unwrap_or_default()),
+        ("head", settings_json(SB, &cfg.teacher.head)?),
         ("draw", format!("{fraction} {seed} {} {}", cfg.teacher.oof_folds, semi::MIN_HEAD_STEPS)),
     ];
     if source == TeacherSource::Llm {

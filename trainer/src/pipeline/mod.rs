@@ -78,6 +78,13 @@ pub(crate) fn msg_err(stage: &'static str, msg: String) -> PipelineError {
     PipelineError::Stage { stage, source: msg.into() }
 }
 
+/// Settings as the JSON text a stage key hashes. Serializing them cannot fail for the settings
+/// types this crate defines; if it ever does, the stage fails rather than hashing an empty text
+/// that other settings would share.
+pub(crate) fn settings_json<T: serde::Serialize + ?Sized>(stage: &'static str, v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| msg_err(stage, format!("settings of the stage key: {e}")))
+}
+
 /// What a run reports back.
 #[derive(Debug, Clone)]
 pub struct PipelineOutcome {
@@ -133,4 +140,20 @@ pub fn run(cfg: &PipelineConfig, bars: &dyn Bars) -> Result<PipelineOutcome> {
         skipped: stages.skipped,
         seconds: t_all.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stage key's settings that cannot be written as JSON fail the stage, naming it, instead
+    /// of hashing an empty text.
+    #[test]
+    fn settings_that_cannot_be_json_fail_the_stage() {
+        let mut bad = std::collections::HashMap::new();
+        bad.insert((1u8, 2u8), 3u8);
+        let e = settings_json("cohort", &bad).unwrap_err().to_string();
+        assert!(e.contains("stage `cohort`") && e.contains("key must be a string"), "{e}");
+        assert_eq!(settings_json("cohort", &[1, 2]).unwrap(), "[1,2]");
+    }
 }

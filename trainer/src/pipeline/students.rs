@@ -131,7 +131,7 @@ pub(crate) fn train_one(
     let key = key_of(&[
         ("samples", data.samples_key.clone()),
         ("evidence", if uses_teacher { data.evidence_key.to_string() } else { String::new() }),
-        ("student", serde_json::to_string(&(&cfg.student, &tc)).unwrap_or_default()),
+        ("student", super::settings_json(stage, &(&cfg.student, &tc))?),
     ]);
     stages.run(stage, dir, &key, || {
         let bar = bars.bar(display);

@@ -96,7 +96,7 @@ pub(crate) fn prepare(cfg: &PipelineConfig, bars: &dyn Bars, stages: &mut Stages
 fn data_stage(cfg: &PipelineConfig, stages: &mut Stages) -> Result<(Option<PathBuf>, String, Option<PathBuf>)> {
     if let Some(s) = &cfg.data.synth {
         let dir = cfg.out.join("cohort");
-        let key = key_of(&[("synth", serde_json::to_string(s).unwrap_or_default()), ("v", "1".into())]);
+        let key = key_of(&[("synth", super::settings_json("cohort", s)?), ("v", "1".into())]);
         stages.run("cohort", &dir, &key, || {
             let c = synth::generate(&synth::SynthConfig { patients: s.patients, seed: s.seed, ..Default::default() });
             let w = synth::write_cohort(&c, &dir).map_err(stage_err("cohort"))?;
@@ -157,7 +157,7 @@ fn samples_stage(
     const SS: &str = "samples";
     let sdir = cfg.out.join("samples");
     let ingest_cfg = cfg.ingest.to_config();
-    let skey = key_of(&[("data", data_key), ("ingest", serde_json::to_string(&cfg.ingest).unwrap_or_default())]);
+    let skey = key_of(&[("data", data_key), ("ingest", super::settings_json(SS, &cfg.ingest)?)]);
     stages.run(SS, &sdir, &skey, || {
         let ing = match (data_dir, &cfg.data.jsonl) {
             (Some(d), _) => ingest::ingest_mimic(d, &ingest_cfg, &mut |_, _| {}).map_err(stage_err(SS))?,
@@ -231,16 +231,18 @@ fn teacher_stage(
         ("base", base_hash),
         (
             "teacher",
-            serde_json::to_string(&(
-                &cfg.teacher.base,
-                &cfg.teacher.demo,
-                &cfg.teacher.lora,
-                &cfg.teacher.sft,
-                &cfg.teacher.head,
-                cfg.teacher.max_len,
-                cfg.teacher.sft_val_limit,
-            ))
-            .unwrap_or_default(),
+            super::settings_json(
+                ST,
+                &(
+                    &cfg.teacher.base,
+                    &cfg.teacher.demo,
+                    &cfg.teacher.lora,
+                    &cfg.teacher.sft,
+                    &cfg.teacher.head,
+                    cfg.teacher.max_len,
+                    cfg.teacher.sft_val_limit,
+                ),
+            )?,
         ),
     ]);
     stages.run(ST, &tdir, &tkey, || {
