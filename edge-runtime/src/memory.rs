@@ -22,6 +22,9 @@
 //!   resident memory stays at the largest prediction's working set, which the peak held anyway.
 //!
 //! On other targets (musl, macOS, bare metal) all three are no-ops that return `false`.
+//!
+//! The settings are process-wide, so they are tested in a process of their own
+//! (`tests/memory.rs`), never beside other tests.
 
 /// The fixed mmap threshold [`use_mmap_for_large_allocations`] sets: glibc's initial value.
 pub const MMAP_THRESHOLD: usize = 128 * 1024;
@@ -87,20 +90,5 @@ pub fn trim() -> bool {
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
         false
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn calls_are_harmless() {
-        // Allocate and free a large block, then both calls: the process goes on allocating.
-        drop(vec![1u8; 4 << 20]);
-        let applied = use_mmap_for_large_allocations();
-        let _ = trim();
-        assert_eq!(applied, cfg!(all(target_os = "linux", target_env = "gnu")));
-        assert_eq!(vec![2u8; 1 << 20].len(), 1 << 20);
     }
 }
