@@ -291,8 +291,8 @@ mod tests {
     fn errors_name_the_line() {
         let e = parse("\n{\"instruction\": 1}\n").unwrap_err();
         assert!(matches!(e, JsonlError::Json { line: 2, .. }), "{e:?}");
-        // A line that is not an object says what it is (an array of strings said "expected a
-        // string", and one of three strings was read as a record).
+        // A line that is not an object says what it is (not "expected a string" for an array of
+        // strings), and an array of three strings is not read as a record.
         let obj =
             "{\"instruction\": \"i\", \"input\": \"t\", \"output\": \"Disease that the patient may acquire: None\"}";
         for (line, kind) in [

@@ -306,7 +306,7 @@ mod tests {
         "Shock",
     ];
 
-    /// The authors' label list, as their instruction line prints it (issue 15).
+    /// The authors' label list, as their instruction line prints it.
     const AUTHORS_LIST: &str = "Acute and unspecified renal failure, Acute cerebrovascular disease, Acute myocardial \
         infarction, Cardiac dysrhythmias, Chronic kidney disease, Chronic obstructive pulmonary disease, Complications \
         of surgical/medical care, Conduction disorders, Congestive heart failure; nonhypertensive, Coronary \

@@ -137,9 +137,9 @@ pub(crate) fn run_rows(
 
 /// Runs `f` on a thread of the executor's pool when it has several (else on the calling
 /// thread). The plan's parallel ops then split work between that thread and the other pool
-/// threads, and the calling thread sleeps: with the plan on the calling thread, n pool threads
-/// plus the caller competed for n cores, and on a 2-core VM two-thread predictions at 128
-/// tokens swung between 6.6 and 12.5 ms from run to run.
+/// threads, and the calling thread sleeps, so only the n pool threads compete for n cores (n
+/// pool threads plus a working caller make two-thread predictions on a 2-core VM swing from run
+/// to run; BENCHMARKS.md).
 fn in_pool<R: Send>(executor: &Executor, f: impl FnOnce() -> R + Send) -> R {
     match executor {
         #[cfg(feature = "threads")]
@@ -205,9 +205,10 @@ mod tests {
     use crate::Engine;
 
     /// The plan without the attention-mask adds and with fused attention against the file's own
-    /// graph, row by row: the same logits within 1e-6 (the fused products sum in another order). (Against a padded batch of the file's graph they differ slightly in int8:
-    /// the per-tensor activation ranges then span the padding and the other rows, which is why
-    /// the engine's batches are now exactly its single predictions.)
+    /// graph, row by row: the same logits within 1e-6 (the fused products sum in another order).
+    /// (Against a padded batch of the file's graph they differ slightly in int8: the per-tensor
+    /// activation ranges then span the padding and the other rows, which is why the engine's
+    /// batches are exactly its single predictions.)
     #[test]
     fn dropping_the_mask_adds_is_exact_for_unpadded_rows() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/tiny/bundle");

@@ -244,7 +244,7 @@ mod tests {
         }
     }
 
-    /// Issue 17.8: errors in a `.ckdb`'s header or index name the `.ckdb`, not `manifest.bin`.
+    /// Errors in a `.ckdb`'s header or index name the `.ckdb`, not `manifest.bin`.
     #[test]
     fn packed_header_errors_name_the_packed_file() {
         let index = PackedIndex::layout(&[(ckd_core::bundle::MANIFEST_FILE.into(), 3)]);
@@ -270,7 +270,7 @@ mod tests {
             t
         });
         assert!(e.contains("1 bytes after the last file"), "{e}");
-        // Issue 30.3: a bad name in the index is the index's fault (it was blamed on manifest.bin).
+        // A bad name in the index is the index's fault, not manifest.bin's.
         let bad_name = PackedIndex::pack(&[(ckd_core::bundle::MANIFEST_FILE, b"abc"), ("../x", b"y")]).unwrap();
         let e = open_error("n.ckdb", &bad_name);
         assert!(e.contains("n.ckdb: packed bundle index: entry \"../x\" is not a plain file name"), "{e}");

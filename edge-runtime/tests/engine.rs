@@ -201,7 +201,7 @@ fn fused_ops_give_the_same_bits_on_two_threads() {
     assert_eq!(one_att, two_att, "attention");
 }
 
-/// Issue 30, section 2: a text over `MAX_INPUT_BYTES` is refused before any work, and within it
+/// A text over `MAX_INPUT_BYTES` is refused before any work, and within it
 /// only a prefix is tokenized, with the same tokens and truncation flag as the whole text.
 #[test]
 fn long_inputs_are_bounded_and_tokenized_as_a_whole() {

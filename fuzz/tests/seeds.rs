@@ -6,7 +6,8 @@
 //! malformed kind; manifest and bundle: the files of a tiny bundle made as `ckd export` does.
 //! mimic-csv and jsonl: a few KB each, cut from the real MIMIC-III demo tables
 //! (`/work/shared/data/mimic-iii-demo`, or `CKD_MIMIC_DEMO`) and the JSONL fixtures of
-//! `trainer/tests/data` and `edge-runtime/testdata`, plus the hostile edits of issue 17.
+//! `trainer/tests/data` and `edge-runtime/testdata`, plus hostile edits (stray quotes,
+//! impossible dates, byte-order marks, non-UTF-8 bytes, CRLF and blank lines).
 //! Inputs that crashed a target are added by hand (e.g. `corpus/bundle-tokenizer/panic-decoder`).
 
 #[path = "../../firmware-examples/bedside-monitor/tests/common/mod.rs"]
@@ -215,7 +216,7 @@ fn write_ingest_corpus() {
     quirks[1].push_str(&dx_row.replacen(field(&dx_row, 2), "999999", 1));
     quirks[3].push_str(&rx_row);
     write(&m, "demo-quirks", &joined(&quirks));
-    // Issue 17's hostile edits, one per seed, on the two-patient cut.
+    // Hostile edits (as in `trainer/tests/ingest_hostile.rs`), one per seed, on the two-patient cut.
     let mut quote = two.clone();
     let drug_line = 2;
     let drug = quote[3].split_inclusive('\n').nth(drug_line).unwrap().split(',').nth(7).unwrap().to_string();
@@ -237,7 +238,7 @@ fn write_ingest_corpus() {
     write(&m, "hostile-bytes", &raw);
 
     // jsonl: the authors' records, records `ckd ingest` renders from the demo, the tiny
-    // bundle's rows (older instruction), and the edge cases of issue 17.
+    // bundle's rows (older instruction), and hostile edge cases.
     let j = root.join("jsonl");
     let lines =
         |p: &Path, n: usize| -> String { std::fs::read_to_string(p).unwrap().split_inclusive('\n').take(n).collect() };

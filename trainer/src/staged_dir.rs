@@ -247,8 +247,8 @@ mod tests {
         assert!(names(s.path()).is_empty());
     }
 
-    /// Two runs writing one output: the second is told another run holds it (it said "Directory
-    /// not empty (os error 39)" when it lost the final rename); the first is undisturbed.
+    /// Two runs writing one output: the second is told another run holds it (not "Directory not
+    /// empty (os error 39)" on losing the final rename); the first is undisturbed.
     #[test]
     fn a_second_run_on_the_same_output_is_refused_while_the_first_runs() {
         let d = tempfile::tempdir().unwrap();

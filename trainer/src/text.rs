@@ -273,10 +273,9 @@ mod tests {
         assert_eq!(back.encode(&texts[3]).unwrap(), long.encode(&texts[3]).unwrap());
     }
 
-    /// Issue 30.9: the vocabulary is canonical. The `tokenizers` trainer numbered tied pieces in
+    /// The vocabulary is canonical: tied pieces are not numbered in the `tokenizers` trainer's
     /// hash-map order, so two trainings on the same texts (in one process, each map seeded
-    /// afresh) gave different `tokenizer.json` files; now they are byte-identical, whatever the
-    /// order of the texts.
+    /// afresh) give byte-identical `tokenizer.json` files, whatever the order of the texts.
     #[test]
     fn wordpiece_training_is_canonical() {
         let mut texts = corpus();

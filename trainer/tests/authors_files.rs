@@ -1,4 +1,4 @@
-//! The CKD-EHR authors' released file formats, exactly (issue 15): their JSONL rows (their
+//! The CKD-EHR authors' released file formats, exactly: their JSONL rows (their
 //! spellings and instruction) ingest and come back byte-identical, what this project writes uses
 //! their spellings and instruction, files written by earlier versions still read, and their
 //! soft-label files (`hands_name_*.json`) pair with the JSONL by position, both ways.

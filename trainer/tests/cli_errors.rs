@@ -1,5 +1,5 @@
-//! The `ckd` binary's error output (issue 17): each cause printed once, a failing stderr is no
-//! panic (an error still exits 1, a success 0), and I/O errors name their path.
+//! The `ckd` binary's error output: each cause printed once, a failing stderr is no panic (an
+//! error still exits 1, a success 0), and I/O errors name their path.
 
 use std::fs;
 use std::path::Path;
@@ -23,7 +23,7 @@ fn jsonl(dir: &Path, name: &str, outputs: &[&str]) -> String {
     p.to_str().unwrap().to_string()
 }
 
-/// Issue 17.8: `ckd ingest --jsonl` with an unknown name printed the cause twice.
+/// `ckd ingest --jsonl` with an unknown name prints the cause once.
 #[test]
 fn each_cause_is_printed_once() {
     let d = tempfile::tempdir().unwrap();
@@ -36,7 +36,7 @@ fn each_cause_is_printed_once() {
     assert!(err.contains("bad.jsonl") && err.contains("line 2"), "{err}");
 }
 
-/// Issue 17.9: `2>/dev/full` on an error path exits 1 (not 101, a panic); on success, 0.
+/// `2>/dev/full` on an error path exits 1 (not 101, a panic); on success, 0.
 #[test]
 fn failing_stderr_keeps_the_exit_status() {
     let Ok(full) = fs::OpenOptions::new().write(true).open("/dev/full") else {
@@ -62,8 +62,7 @@ fn failing_stderr_keeps_the_exit_status() {
     assert_eq!(out.status.code(), Some(1), "pack error path");
 }
 
-/// Issue 30.4: `ckd ingest` warns of exact duplicate records with their lines;
-/// `--refuse-duplicates` refuses them.
+/// `ckd ingest` warns of exact duplicate records with their lines; `--refuse-duplicates` refuses them.
 #[test]
 fn ingest_warns_of_duplicates_or_refuses_them() {
     let d = tempfile::tempdir().unwrap();
@@ -82,7 +81,7 @@ fn ingest_warns_of_duplicates_or_refuses_them() {
     assert!(!refused.exists());
 }
 
-/// Issue 17.10: an output that cannot be written names its path.
+/// An output that cannot be written names its path.
 #[test]
 fn io_errors_name_the_path() {
     let d = tempfile::tempdir().unwrap();
@@ -108,8 +107,8 @@ fn tiny_bundle(dir: &Path) -> std::path::PathBuf {
     b
 }
 
-/// Issue 17.7: `ckd pack --out` never writes inside the bundle it reads, and replaces an
-/// existing file only with `--force`.
+/// `ckd pack --out` never writes inside the bundle it reads, and replaces an existing file only
+/// with `--force`.
 #[test]
 fn pack_refuses_its_own_input_and_existing_outputs() {
     let d = tempfile::tempdir().unwrap();
@@ -130,7 +129,7 @@ fn pack_refuses_its_own_input_and_existing_outputs() {
     let ok = ckd(&["pack", "--bundle", bs, "--out", ps], Stdio::piped());
     let err = String::from_utf8_lossy(&ok.stderr);
     assert_eq!(ok.status.code(), Some(0), "{err}");
-    // Issue 30, section 4: one line per packed file, not Rust `Debug` (`[("manifest.bin", 2044), ...]`).
+    // One line per packed file, not Rust `Debug` (`[("manifest.bin", 2044), ...]`).
     assert!(!err.contains("[(\""), "{err}");
     let manifest_len = fs::metadata(b.join("manifest.bin")).unwrap().len();
     assert!(
@@ -146,8 +145,8 @@ fn pack_refuses_its_own_input_and_existing_outputs() {
     assert_eq!(fs::read(&packed).unwrap(), first);
 }
 
-/// Issue 17.7: `ckd ingest --out` replaces an earlier output whole and refuses to replace an
-/// unrelated directory.
+/// `ckd ingest --out` replaces an earlier output whole and refuses to replace an unrelated
+/// directory.
 #[test]
 fn ingest_replaces_its_output_whole_and_refuses_other_directories() {
     let d = tempfile::tempdir().unwrap();
@@ -171,7 +170,7 @@ fn ingest_replaces_its_output_whole_and_refuses_other_directories() {
 }
 
 /// Results on stdout: a reader that has gone (`ckd ... | head -0`) ends the command with status
-/// 0 and no panic (it was exit 101, `failed printing to stdout`); a full stdout is an error that
+/// 0 and no panic (not exit 101, `failed printing to stdout`); a full stdout is an error that
 /// says so (exit 1).
 #[test]
 fn closed_or_full_stdout_is_no_panic() {
@@ -200,8 +199,8 @@ fn closed_or_full_stdout_is_no_panic() {
     assert!(err.contains("writing to standard output") && !err.contains("panicked"), "{err}");
 }
 
-/// Issue 30.7: values that make no sense are refused at parse time (exit 2, before any data is
-/// read), naming the flag and the allowed range.
+/// Values that make no sense are refused at parse time (exit 2, before any data is read),
+/// naming the flag and the allowed range.
 #[test]
 fn nonsense_numbers_are_refused_naming_the_flag_and_range() {
     let d = tempfile::tempdir().unwrap();
@@ -280,8 +279,8 @@ fn ckd_bounded(args: &[&str]) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// Issue 30 (sections 2 and 3): data files that are a FIFO or a device are refused saying what
-/// they are, never read (a FIFO blocked, `/dev/zero` never ended, a device was "missing").
+/// Data files that are a FIFO or a device are refused saying what they are (a device is not
+/// reported as "missing"), never read (a FIFO would block, `/dev/zero` would never end).
 #[cfg(unix)]
 #[test]
 fn non_regular_data_files_are_refused_saying_what_they_are() {
@@ -327,9 +326,8 @@ fn non_regular_data_files_are_refused_saying_what_they_are() {
     assert!(err.contains("/dev/zero: is a character device, not a regular file"), "{err}");
 }
 
-/// Issue 30.3: the loser of two concurrent `ckd ingest` into one `--out` said "Directory not
-/// empty (os error 39)"; now a run that finds another writing the same output says so and
-/// leaves it alone.
+/// Of two concurrent `ckd ingest` into one `--out`, a run that finds another writing the same
+/// output says so (not "Directory not empty (os error 39)") and leaves it alone.
 #[test]
 fn a_second_ingest_into_a_busy_output_says_another_run_holds_it() {
     let d = tempfile::tempdir().unwrap();
@@ -350,8 +348,8 @@ fn a_second_ingest_into_a_busy_output_says_another_run_holds_it() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Issue 30, section 4: `ckd explain --list` prints the ids that can be explained (the data's
-/// samples with an evidence record), and an unknown id points to it.
+/// `ckd explain --list` prints the ids that can be explained (the data's samples with an
+/// evidence record), and an unknown id points to it.
 #[test]
 fn explain_lists_the_ids_it_can_explain() {
     let d = tempfile::tempdir().unwrap();
@@ -374,8 +372,8 @@ fn explain_lists_the_ids_it_can_explain() {
     assert_eq!(ckd(&[&base[..], &["--list", "--id", "L1"]].concat(), Stdio::piped()).status.code(), Some(2));
 }
 
-/// Issue 30, section 4: logs to a file or a pipe carry no colour codes, and other crates' INFO
-/// lines stay out by default while ours stay in.
+/// Logs to a file or a pipe carry no colour codes, and other crates' INFO lines stay out by
+/// default while ours stay in.
 #[test]
 fn logs_to_a_pipe_are_plain_text() {
     let d = tempfile::tempdir().unwrap();
@@ -387,8 +385,8 @@ fn logs_to_a_pipe_are_plain_text() {
     assert!(err.lines().any(|l| l.contains(" INFO ckd_trainer::")), "{err}");
 }
 
-/// Issue 30.3: the same shard given twice to `ckd teacher merge` is one summary line (the count
-/// and the first five ids), not one line per sample.
+/// The same shard given twice to `ckd teacher merge` is one summary line (the count and the
+/// first five ids), not one line per sample.
 #[test]
 fn merge_summarises_repeated_samples() {
     let d = tempfile::tempdir().unwrap();

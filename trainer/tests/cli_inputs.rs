@@ -1,16 +1,16 @@
 //! Commands read exactly what they are given.
 //!
-//! - Issue 30.1: every command that reads one split reads exactly that split, whatever the source:
-//!   a `samples.bin` ingested from CKD-EHR JSONL carries per-record splits, and `ckd eval`,
+//! - Every command that reads one split reads exactly that split, whatever the source: a
+//!   `samples.bin` ingested from CKD-EHR JSONL carries per-record splits, and `ckd eval`,
 //!   `ckd student train`, `ckd teacher train`, `ckd teacher label` and `ckd teacher merge --expect`
-//!   read only the split they are asked for (they read all 200 records before). A CKD-EHR JSONL
-//!   file given directly is one split file and is read whole.
-//! - Issue 30.2: a student's files are verified against its `checksums.json` by every command that
-//!   loads it: one flipped byte makes `ckd eval` and `ckd export` fail naming the file (they
-//!   evaluated and exported the damaged weights before).
-//! - Issue 30.9: the same data and seed give the same student, byte for byte.
-//! - Issue 30.8: `ckd eval` takes the student's role from its provenance (a distilled student was
-//!   labelled "student, no distillation") and writes a file only where `--out` asks (it wrote
+//!   read only the split they are asked for, never all the records. A CKD-EHR JSONL file given
+//!   directly is one split file and is read whole.
+//! - A student's files are verified against its `checksums.json` by every command that loads it:
+//!   one flipped byte makes `ckd eval` and `ckd export` fail naming the file instead of
+//!   evaluating or exporting the damaged weights.
+//! - The same data and seed give the same student, byte for byte.
+//! - `ckd eval` takes the student's role from its provenance (a distilled student is not labelled
+//!   "student, no distillation") and writes a file only where `--out` asks (never
 //!   `eval-test.json` into the model directory).
 //!
 //! The fixture (one ingest, one tiny student, one demo teacher) is built once and shared.
@@ -262,8 +262,8 @@ fn a_student_without_its_checksum_list_or_with_an_edited_file_is_refused() {
     assert_refused(&["eval", "--model", s(&st), "--data", s(&f.bin())], "checksums.json");
 }
 
-/// Issue 30.9: a student trained from scratch twice on the same data with the same seed is the
-/// same, byte for byte (its WordPiece vocabulary numbered tied pieces differently run to run).
+/// A student trained from scratch twice on the same data with the same seed is the same, byte
+/// for byte (its WordPiece vocabulary numbers tied pieces the same way in every run).
 #[test]
 fn student_training_is_reproducible() {
     let f = fixture();
@@ -283,7 +283,7 @@ fn student_role(report: &serde_json::Value) -> String {
     st["role"].as_str().unwrap().to_string()
 }
 
-/// Issue 30.8: the student row's role comes from the student's provenance; `ckd eval` writes
+/// The student row's role comes from the student's provenance; `ckd eval` writes
 /// nothing into the model directory, and writes its JSON only where `--out` asks.
 #[test]
 fn eval_role_follows_provenance_and_writes_only_where_asked() {

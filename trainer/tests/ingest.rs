@@ -235,8 +235,8 @@ fn jsonl_unknown_phenotype_is_an_error_with_line() {
     assert_eq!(ok.file.samples.len(), 1);
 }
 
-/// Issue 30.4: an exact duplicate record is kept in the split of its first occurrence (it landed
-/// in train and test before), with a warning naming the lines; `refuse_duplicates` refuses it.
+/// An exact duplicate record is kept in the split of its first occurrence (never in both train
+/// and test), with a warning naming the lines; `refuse_duplicates` refuses it.
 #[test]
 fn jsonl_duplicates_stay_on_one_side_of_the_split() {
     let d = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! Ingest under hostile but realistic input (issue 17): CRLF line numbers, impossible dates,
+//! Ingest under hostile but realistic input: CRLF line numbers, impossible dates,
 //! stray quotes under `--lenient`, non-UTF-8 JSONL lines and byte-order marks. Each case is an
 //! edit of a copy of the real MIMIC-III demo tables (CRLF, as published) or a small JSONL file.
 mod common;
@@ -58,8 +58,8 @@ fn ingest_err(dir: &Path, cfg: &IngestConfig) -> IngestError {
     }
 }
 
-/// Issue 17.1: the same bad value in data row 1 is reported at line 2 in the CRLF original and
-/// in an LF copy.
+/// The same bad value in data row 1 is reported at line 2 in the CRLF original and in an LF
+/// copy.
 #[test]
 fn crlf_and_lf_files_report_the_same_line() {
     let Some((_d, dir)) = demo_copy() else { return };
@@ -79,8 +79,8 @@ fn crlf_and_lf_files_report_the_same_line() {
     assert_eq!((line, column.as_str()), (401, "HADM_ID"));
 }
 
-/// Issue 17.2: impossible calendar dates, an unparsable DISCHTIME and a discharge before the
-/// admission are errors naming line and column; `--lenient` skips and names the row.
+/// Impossible calendar dates, an unparsable DISCHTIME and a discharge before the admission are
+/// errors naming line and column; `--lenient` skips and names the row.
 #[test]
 fn impossible_dates_and_discharge_before_admission_are_errors() {
     let Some((_d, dir)) = demo_copy() else { return };
@@ -106,8 +106,8 @@ fn impossible_dates_and_discharge_before_admission_are_errors() {
     }
 }
 
-/// Issue 17.3: one stray `"` opening a PRESCRIPTIONS DRUG field loses that one row under
-/// `--lenient` (counted and named by line); every other row is read as before.
+/// One stray `"` opening a PRESCRIPTIONS DRUG field loses that one row under `--lenient`
+/// (counted and named by line); every other row is read as in the unedited file.
 #[test]
 fn lenient_counts_and_names_every_lost_row() {
     let Some((_d, dir)) = demo_copy() else { return };
@@ -150,8 +150,8 @@ fn jsonl_row(input: &str) -> String {
     )
 }
 
-/// Issue 17.4: non-UTF-8 bytes on one JSONL line: the error names the file and line;
-/// `--lenient` skips, counts and names that line only.
+/// Non-UTF-8 bytes on one JSONL line: the error names the file and line; `--lenient` skips,
+/// counts and names that line only.
 #[test]
 fn jsonl_non_utf8_line_is_named_and_lenient_skips_it() {
     let d = tempfile::tempdir().unwrap();
@@ -173,7 +173,7 @@ fn jsonl_non_utf8_line_is_named_and_lenient_skips_it() {
     assert_eq!(ing.file.samples[1].id, "L3", "ids keep the input's line numbers");
 }
 
-/// Issue 17.4: a UTF-8 byte-order mark at the start of a JSONL file or a CSV table is skipped.
+/// A UTF-8 byte-order mark at the start of a JSONL file or a CSV table is skipped.
 #[test]
 fn byte_order_mark_is_skipped_in_jsonl_and_csv() {
     let d = tempfile::tempdir().unwrap();
@@ -210,9 +210,9 @@ fn unusable(e: IngestError) -> (PathBuf, String) {
     }
 }
 
-/// Issue 30.3: a required table with a header only (DIAGNOSES_ICD: every label would be None;
-/// ADMISSIONS) is an error naming the file; an optional one (PRESCRIPTIONS) is read with a
-/// warning naming it.
+/// A required table with a header only (DIAGNOSES_ICD: every label would be None; ADMISSIONS)
+/// is an error naming the file; an optional one (PRESCRIPTIONS) is read with a warning naming
+/// it.
 #[test]
 fn a_required_table_with_a_header_only_is_an_error_naming_it() {
     for table in ["DIAGNOSES_ICD", "ADMISSIONS"] {
@@ -229,7 +229,7 @@ fn a_required_table_with_a_header_only_is_an_error_naming_it() {
     assert!(w.len() == 1 && w[0].contains("PRESCRIPTIONS.csv") && w[0].contains("medication"), "{w:?}");
 }
 
-/// Issue 30.3: a table none of whose rows is usable is an error naming the file and why.
+/// A table none of whose rows is usable is an error naming the file and why.
 #[test]
 fn a_table_whose_rows_are_all_unusable_is_an_error() {
     let Some((_d, dir)) = demo_copy() else { return };
@@ -253,8 +253,8 @@ fn a_table_whose_rows_are_all_unusable_is_an_error() {
     assert!(msg.contains("malformed row"), "{msg}");
 }
 
-/// Issue 30.3: ADMISSIONS with CR-only line ends read as one line (0 admissions, exit 0): now
-/// an error naming the file and the cause.
+/// ADMISSIONS with CR-only line ends (which would read as one line: 0 admissions, exit 0) is an
+/// error naming the file and the cause.
 #[test]
 fn cr_only_line_ends_are_an_error_naming_the_file() {
     let Some((_d, dir)) = demo_copy() else { return };
@@ -265,8 +265,9 @@ fn cr_only_line_ends_are_an_error_naming_the_file() {
     assert!(msg.contains("CR only"), "{msg}");
 }
 
-/// Issue 30.3: inputs that give no sample: an empty or blank JSONL file, one whose every line
-/// is skipped under --lenient, and tables where no patient has a second admission.
+/// Inputs that give no sample are an error naming the file: an empty or blank JSONL file, one
+/// whose every line is skipped under --lenient, and tables where no patient has a second
+/// admission.
 #[test]
 fn no_sample_at_all_is_an_error_naming_the_file() {
     let d = tempfile::tempdir().unwrap();
@@ -305,8 +306,8 @@ fn no_sample_at_all_is_an_error_naming_the_file() {
     assert!(msg.contains("no patient has two admissions"), "{msg}");
 }
 
-/// Issue 30.3: `ckd ingest` exits 1 on a header-only DIAGNOSES_ICD naming it, and on the demo
-/// (whose val and test splits are empty at the default fractions) says so and names the flags.
+/// `ckd ingest` exits 1 on a header-only DIAGNOSES_ICD naming it, and on the demo (whose val
+/// and test splits are empty at the default fractions) says so and names the flags.
 #[test]
 fn ckd_ingest_refuses_empty_tables_and_warns_of_empty_splits() {
     let Some((d, dir)) = demo_copy() else { return };

@@ -83,8 +83,8 @@ fn try_run_in(
     Ok((out, probs))
 }
 
-/// Issue 17.6 / 17.10: a checkpoint file with one flipped bit, or truncated, is refused on
-/// resume with the file named; a non-finite loss stops training with a clear error.
+/// A checkpoint file with one flipped bit, or truncated, is refused on resume with the file
+/// named; a non-finite loss stops training with a clear error.
 #[test]
 fn corrupt_checkpoints_and_non_finite_losses_stop_training() {
     let s = setup();
@@ -270,7 +270,7 @@ fn attention_distillation_runs_with_a_foreign_tokenization() {
     }
 }
 
-/// Issue 36: at a label fraction, the labels of the unlabelled patients reach no part of the
+/// At a label fraction, the labels of the unlabelled patients reach no part of the
 /// student: replacing every one of them leaves the trained weights' predictions bit-identical,
 /// while changing one labelled row's label changes them. (One setup for all three runs: the
 /// same vocabulary and tokenization.)

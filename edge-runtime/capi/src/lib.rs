@@ -371,7 +371,7 @@ mod tests {
         assert_eq!(unsafe { CStr::from_ptr(ckd_version()) }.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
     }
 
-    /// Issue 30, section 2: a text over `CKD_MAX_INPUT_BYTES` is an input error, not an abort.
+    /// A text over `CKD_MAX_INPUT_BYTES` is an input error, not an abort.
     #[test]
     fn over_long_text_is_an_input_error() {
         let engine = open_tiny();

@@ -137,7 +137,7 @@ fn bad_lines_are_named_or_reported() {
     assert!(errors[2].contains("line 4: input 0: empty text"), "{errors:?}");
     assert!(errors[3].contains("line 5: expected a JSON object"), "{errors:?}");
     assert!(errors[4].contains("line 6: neither a CKD-EHR row"), "{errors:?}");
-    // An empty visit is refused (it was answered with the model's prior, positive for "Shock").
+    // An empty visit is refused, not answered with the model's prior (positive for "Shock").
     assert_eq!(
         errors[5],
         "line 7: visit: no diagnoses, medications or procedures; an empty visit carries nothing to predict from"
@@ -213,8 +213,8 @@ fn corrupt_bundle_is_refused() {
     assert!(err.contains("tokenizer.json: sha256 mismatch"), "{err}");
 }
 
-/// Issue 17.5: blank and whitespace-only lines (LF or CRLF) get no record, with or without
-/// `--lenient`; the records keep the input's line numbers; a byte-order mark is skipped.
+/// Blank and whitespace-only lines (LF or CRLF) get no record, with or without `--lenient`; the
+/// records keep the input's line numbers; a byte-order mark is skipped.
 #[test]
 fn blank_lines_get_no_record_in_either_mode() {
     let b = bundle();
@@ -231,8 +231,8 @@ fn blank_lines_get_no_record_in_either_mode() {
     }
 }
 
-/// Issue 17.9: a failing stderr (`2>/dev/full`) is no panic: an error exits with status 1, as
-/// with a working stderr.
+/// A failing stderr (`2>/dev/full`) is no panic: an error exits with status 1, as with a
+/// working stderr.
 #[test]
 fn failing_stderr_keeps_the_exit_status() {
     let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
@@ -248,7 +248,7 @@ fn failing_stderr_keeps_the_exit_status() {
     }
 }
 
-/// Issue 17.8: each cause is printed once, and a damaged single-file bundle is named.
+/// Each cause is printed once, and a damaged single-file bundle is named.
 #[test]
 fn errors_print_each_cause_once_and_name_the_packed_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -266,7 +266,7 @@ fn errors_print_each_cause_once_and_name_the_packed_file() {
 }
 
 /// A reader that closes stdout before the first answer (`ckd-edge predict ... | head -0`) ends
-/// the run with status 0 and no panic or error message (it was exit 1, "Broken pipe").
+/// the run with status 0 and no panic or error message (not exit 1, "Broken pipe").
 #[test]
 fn predict_ends_quietly_when_stdout_is_closed() {
     let b = bundle();
@@ -287,9 +287,9 @@ fn predict_ends_quietly_when_stdout_is_closed() {
     assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
 }
 
-/// Issue 30.5: a diagnosis given by code only is rendered with its category title (it vanished:
-/// the same answer as an empty visit); an item rendered as a bare code is listed in the record's
-/// `unknown_codes`; an item with neither code nor title is an error naming it.
+/// A diagnosis given by code only is rendered with its category title (not dropped, which would
+/// give the same answer as an empty visit); an item rendered as a bare code is listed in the
+/// record's `unknown_codes`; an item with neither code nor title is an error naming it.
 #[test]
 fn coded_items_are_rendered_and_unknown_codes_reported() {
     let b = bundle();
@@ -321,8 +321,8 @@ fn coded_items_are_rendered_and_unknown_codes_reported() {
     assert_eq!(code_only["tokens"].as_u64().unwrap() as usize, p.tokens);
 }
 
-/// Issue 30, section 2: a line over `--max-line-bytes` is a bad line (an error record under
-/// `--lenient`, which then reads on) and is never held whole; `--lenient` ends with a count.
+/// A line over `--max-line-bytes` is a bad line (an error record under `--lenient`, which then
+/// reads on) and is never held whole; `--lenient` ends with a count.
 #[test]
 fn over_long_lines_are_bad_lines_and_lenient_counts() {
     let b = bundle();
@@ -355,8 +355,7 @@ fn over_long_lines_are_bad_lines_and_lenient_counts() {
     assert!(String::from_utf8_lossy(&help.stdout).contains("1048576"));
 }
 
-/// Issue 30, section 2: an endless line (`--input /dev/zero`) is refused at the limit instead of
-/// filling memory.
+/// An endless line (`--input /dev/zero`) is refused at the limit instead of filling memory.
 #[test]
 fn an_endless_line_stops_at_the_limit() {
     if !Path::new("/dev/zero").exists() {
@@ -390,8 +389,8 @@ fn run_bounded(args: &[&str]) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// Issue 30, section 2: a bundle file (or the bundle) that is a FIFO is refused, saying what it
-/// is, instead of blocking on the read.
+/// A bundle file (or the bundle) that is a FIFO is refused, saying what it is, instead of
+/// blocking on the read.
 #[test]
 fn a_fifo_bundle_file_is_refused_not_read() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,7 +16,7 @@
 //! removed only when the branch value is exactly 0.0 at mask = 1. Anything else the branch
 //! feeds (say, a mean pooling over the mask) is left as it is: the engine still feeds the
 //! all-ones mask. A branch op outside that list makes the pass give up and leave the graph
-//! untouched (then the engine pads batches as before).
+//! untouched (then the engine pads batches as it does without the pass).
 
 use std::collections::HashMap;
 

@@ -1,4 +1,4 @@
-//! Soak test of the `bedside-monitor` binary over a pseudo-terminal (issue 17), run by
+//! Soak test of the `bedside-monitor` binary over a pseudo-terminal, run by
 //! `scripts/soak.sh`.
 //!
 //! Starts the board on the slave side of a pseudo-terminal (raw mode, as a serial device) and

@@ -32,16 +32,16 @@
 //! (activation x activation) and the head stay f32, and so do the encoder linears whose
 //! [`LinearKind`] is in [`BuildOptions::keep_f32`] (mixed precision; none by default).
 //!
-//! Accuracy (issue 5; measurements in BENCHMARKS.md): on trained tiny students the int8 file
-//! is within 0.01 of f32 per probability. On all-MiniLM-L6-v2 with a head giving realistic
-//! logits it is 0.08 off with per-tensor activations, and no single kind of linear causes it:
-//! each kind quantized alone costs 0.01-0.06, and weight quantization alone already 0.019.
-//! The int8 outputs are also chaotic there: a 1e-7 relative input perturbation moves them by
-//! about the int8 error itself (a u8 code flip perturbs the next quantized tensor by one step,
-//! which flips codes there, and so on), so two correct runtimes (tract, onnxruntime) disagree
-//! by about as much as int8 and f32 do. Per-row activations ([`Int8Form::ExpandedPerRow`])
-//! and keeping the feed-forward block in f32 ([`LinearKinds::FFN`]) each reduce the error, at
-//! a cost in speed.
+//! Accuracy (measurements in BENCHMARKS.md): on trained tiny students the int8 file is close
+//! to f32 per probability. On all-MiniLM-L6-v2 with a head giving realistic logits it is
+//! several times further off with per-tensor activations, and no single kind of linear causes
+//! it: each kind quantized alone costs part of the error, and weight quantization alone already
+//! a share of it. The int8 outputs are also chaotic there: a 1e-7 relative input perturbation
+//! moves them by about the int8 error itself (a u8 code flip perturbs the next quantized tensor
+//! by one step, which flips codes there, and so on), so two correct runtimes (tract,
+//! onnxruntime) disagree by about as much as int8 and f32 do. Per-row activations
+//! ([`Int8Form::ExpandedPerRow`]) and keeping the feed-forward block in f32
+//! ([`LinearKinds::FFN`]) each reduce the error, at a cost in speed.
 
 use std::collections::HashMap;
 
@@ -67,8 +67,8 @@ pub const LOGITS: &str = "logits";
 /// `DynamicQuantizeLinear` of `ckd_edge::ops::dynamic_quantize`, in tract for concrete and symbolic input
 /// shapes alike. The expanded forms run fast in stock tract only in plans optimized for a
 /// concrete input shape (with symbolic shapes tract leaves their broadcasting element-wise
-/// ops unfused); [`Int8Form::ExpandedPerRow`] is the more accurate one (MiniLM: about half the
-/// probability error of per-tensor activations) at about 10% more time.
+/// ops unfused); [`Int8Form::ExpandedPerRow`] is the more accurate one (on MiniLM, a smaller
+/// probability error than per-tensor activations) at some more time (BENCHMARKS.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Int8Form {
     /// `DynamicQuantizeLinear` + `MatMulInteger` (u8 x s8 -> i32) + f32 rescale: the form
@@ -157,8 +157,8 @@ pub struct BuildOptions {
     /// Store the word embedding table as per-row symmetric s8 codes + one f32 scale per row
     /// (a quarter of the f32 table's bytes: MiniLM 11.7 MB instead of 46.9 MB); the looked-up
     /// rows are dequantized to f32 right after the `Gather`, so the embedding sum, LayerNorm
-    /// and everything after stay f32. Off by default (the table stays f32, as issue 5
-    /// specifies); for devices where memory is the constraint. Position and token-type
+    /// and everything after stay f32. Off by default (the table stays f32); for devices where
+    /// memory is the constraint. Position and token-type
     /// embeddings stay f32 (small). Independent of `precision`.
     pub int8_embeddings: bool,
 }
