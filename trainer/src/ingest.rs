@@ -39,7 +39,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use self::csv_rows::{CsvRows, Line};
-use crate::io::{find_table, open_maybe_gz, pretty_json};
+use crate::io::{find_table, open_maybe_gz, pretty_json, sha256_hex};
 
 /// Error of an ingest run.
 #[derive(Debug, thiserror::Error)]
@@ -576,7 +576,7 @@ pub fn ingest_jsonl_bytes(path: &Path, bytes: &[u8], cfg: &IngestConfig) -> Resu
     }
     let file = SampleFile {
         source: format!("jsonl:{}", path.display()),
-        source_hash: hex(&Sha256::digest(bytes)),
+        source_hash: sha256_hex(bytes),
         split: cfg.split,
         knowledge: None,
         samples,

@@ -22,6 +22,7 @@ pub mod progress;
 pub mod report;
 pub mod soft_labels;
 pub mod staged_dir;
+pub(crate) mod stats;
 pub mod student;
 pub mod synth;
 pub mod teacher;

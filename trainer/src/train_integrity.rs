@@ -12,11 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use ckd_core::format::hex;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::io::write_atomic;
+use crate::io::{sha256_hex, write_atomic};
 
 /// The checksum list of a checkpoint directory.
 pub const SUMS_FILE: &str = "checksums.json";
@@ -143,7 +141,7 @@ fn tensor_bytes(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<Vec<u8
 pub fn write_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<String> {
     let bytes = tensor_bytes(path, tensors)?;
     write_atomic(path, &bytes).map_err(|source| IntegrityError::Io { path: path.to_path_buf(), source })?;
-    Ok(hex(&Sha256::digest(&bytes)))
+    Ok(sha256_hex(&bytes))
 }
 
 /// Parses safetensors `bytes` read from `path` (on the CPU); errors name `path`.
@@ -185,7 +183,7 @@ impl Seal {
     pub fn bytes(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
         let path = self.dir.join(name);
         write_atomic(&path, bytes).map_err(|source| IntegrityError::Io { path: path.clone(), source })?;
-        self.sums.insert(name.to_string(), hex(&Sha256::digest(bytes)));
+        self.sums.insert(name.to_string(), sha256_hex(bytes));
         Ok(())
     }
 
@@ -270,7 +268,7 @@ impl Verified {
         })?;
         let bytes =
             crate::io::read_regular(&path).map_err(|source| IntegrityError::Io { path: path.clone(), source })?;
-        let found = hex(&Sha256::digest(&bytes));
+        let found = sha256_hex(&bytes);
         if &found != expected {
             return Err(IntegrityError::Checksum { path, expected: expected.clone(), found });
         }

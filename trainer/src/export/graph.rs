@@ -181,10 +181,6 @@ impl GraphBuilder {
         self.initializer(name, DataType::Int8, dims, data.iter().map(|&v| v as u8).collect())
     }
 
-    pub fn const_u8(&mut self, name: &str, dims: &[usize], data: &[u8]) -> Result<String, ExportError> {
-        self.initializer(name, DataType::Uint8, dims, data.to_vec())
-    }
-
     /// Number of nodes so far.
     pub fn node_count(&self) -> usize {
         self.nodes.len()

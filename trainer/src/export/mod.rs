@@ -39,9 +39,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::io::write_atomic;
+use crate::io::{sha256_hex, write_atomic};
 use crate::models::bert::{inspect_checkpoint, BertError, BertForMultiLabel, Config, HeadConfig};
 use crate::student::StudentConfig;
 
@@ -319,7 +318,7 @@ pub fn export_tensors_with(
         let blob = graph::externalize(&mut model, &name, EXTERNAL_MIN_BYTES);
         let path = out.with_file_name(&name);
         write_atomic(&path, &blob).map_err(io_err(&path))?;
-        let data = ExternalData { path, bytes: blob.len(), sha256: ckd_core::format::hex(&Sha256::digest(&blob)) };
+        let data = ExternalData { path, bytes: blob.len(), sha256: sha256_hex(&blob) };
         (model.encode_to_vec(), Some(data))
     } else {
         (bytes, None)
@@ -329,7 +328,7 @@ pub fn export_tensors_with(
         path: out.to_path_buf(),
         precision,
         bytes: bytes.len(),
-        sha256: ckd_core::format::hex(&Sha256::digest(&bytes)),
+        sha256: sha256_hex(&bytes),
         external_data: data,
         int8_embeddings: opts.build.int8_embeddings,
         nodes: stats.nodes,

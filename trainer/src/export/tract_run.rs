@@ -15,6 +15,7 @@ use tract_onnx::prelude::{
 };
 
 use super::ExportError;
+use crate::stats::median;
 
 fn tract_err(e: impl std::fmt::Display) -> ExportError {
     ExportError::Tract(format!("{e:#}"))
@@ -87,14 +88,6 @@ impl Profile {
         }
         s
     }
-}
-
-/// Median of `v` ([`ckd_core::bootstrap::median`]), 0 when empty.
-fn median(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    ckd_core::bootstrap::median(v)
 }
 
 impl TractModel {
@@ -222,17 +215,6 @@ impl TractModel {
         let mut by_op: Vec<(String, f64, usize)> = by.into_iter().map(|(k, (ms, c))| (k, ms, c)).collect();
         by_op.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(Profile { median_ms, runs_ms, nodes, by_op })
-    }
-
-    /// Op names of the optimized plan with their counts, sorted by name.
-    pub fn op_counts(&self) -> Vec<(String, usize)> {
-        let mut m: HashMap<String, usize> = HashMap::new();
-        for n in &self.plan.model().nodes {
-            *m.entry(n.op.name().to_string()).or_default() += 1;
-        }
-        let mut v: Vec<_> = m.into_iter().collect();
-        v.sort();
-        v
     }
 }
 

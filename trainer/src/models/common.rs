@@ -22,10 +22,6 @@ impl DropoutRng {
         Self { rng: ChaCha8Rng::seed_from_u64(seed) }
     }
 
-    pub fn from_rng(rng: ChaCha8Rng) -> Self {
-        Self { rng }
-    }
-
     /// Inverted dropout: each element is zeroed with probability `p` and the survivors are
     /// scaled by 1 / (1 - p). `p == 0` returns `xs` unchanged. Same shape as `xs`.
     pub fn apply(&mut self, xs: &Tensor, p: f64) -> candle_core::Result<Tensor> {

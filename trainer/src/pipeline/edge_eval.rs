@@ -10,16 +10,8 @@ use ckd_core::NUM_LABELS;
 
 use super::{msg_err, stage_err, Result};
 use crate::export::tract_run::TractModel;
+use crate::stats::median;
 use crate::text::TextEncoder;
-
-/// Median of `v` ([`ckd_core::bootstrap::median`]), 0 when empty (the report's latency fields
-/// are numbers).
-pub(crate) fn median(v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    ckd_core::bootstrap::median(&v)
-}
 
 /// Bytes of the files directly in `p`.
 pub(crate) fn dir_size(p: &Path) -> u64 {

@@ -8,11 +8,12 @@ use std::time::Instant;
 use ckd_core::visit::Sample;
 use ckd_core::{LabelSet, NUM_LABELS};
 
-use super::edge_eval::{cpu_name, dir_size, edge_eval, median, trainer_tract_eval};
+use super::edge_eval::{cpu_name, dir_size, edge_eval, trainer_tract_eval};
 use super::students::StudentRun;
 use super::upstream::Upstream;
 use super::{msg_err, stage_err, PipelineConfig, Result};
 use crate::report::{self, CostRow, ModelResult, ReportInput, ReportJson, Role};
+use crate::stats::median;
 use crate::student::{self, Prepared, Teacher};
 use crate::teacher::{self, explain, label, LoadedTeacher};
 

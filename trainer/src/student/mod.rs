@@ -520,12 +520,6 @@ pub fn set_vars(varmap: &VarMap, tensors: &HashMap<String, Tensor>) -> Result<()
     Ok(())
 }
 
-/// Writes tensors as safetensors atomically (temporary file, fsync, rename); errors name `path`.
-pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    crate::train_integrity::write_tensors(path, tensors)?;
-    Ok(())
-}
-
 /// Attention-loss inputs for a batch, when any attention weight is on.
 fn attention_inputs(run: &Run<'_>, idx: &[usize], t_len: usize, attention: Tensor) -> Result<Option<AttnInputs>> {
     let d = &run.cfg.distill;

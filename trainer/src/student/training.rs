@@ -6,12 +6,13 @@ use std::time::Instant;
 use candle_core::Var;
 
 use super::{
-    batch_loss, io_err, mean_point, named_vars, save_tensors, set_vars, validate, write_curve, Checkpoint, CurvePoint,
-    LoopState, Result, Run, StudentError, TrainOutcome,
+    batch_loss, io_err, mean_point, named_vars, set_vars, validate, write_curve, Checkpoint, CurvePoint, LoopState,
+    Result, Run, StudentError, TrainOutcome,
 };
 use crate::distill::LossParts;
 use crate::models::common::DropoutRng;
 use crate::optim::{clip_grad_norm, AdamW};
+use crate::train_integrity::write_tensors;
 
 /// Refuses a run that cannot train (distillation settings, empty splits, a zero batch size or
 /// epoch count) and creates its directory.
@@ -152,7 +153,7 @@ pub(super) fn end_epoch(run: &Run<'_>, opt: &AdamW, st: &mut LoopState, best_pat
         st.best_f1 = Some(f1);
         st.best_epoch = Some(st.epoch);
         st.epochs_since_best = 0;
-        save_tensors(&named_vars(run.varmap)?, best_path)?;
+        write_tensors(best_path, &named_vars(run.varmap)?)?;
     } else {
         st.epochs_since_best += 1;
     }

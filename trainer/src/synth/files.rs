@@ -73,9 +73,11 @@ pub const COHORT_FILES: [&str; 7] = [
 pub fn write_cohort(cohort: &Cohort, dir: &Path) -> Result<SynthSummary, SynthError> {
     fs::create_dir_all(dir).map_err(|source| SynthError::CreateDir { path: dir.to_path_buf(), source })?;
     write_csv(dir, COHORT_FILES[0], |w| write_admissions(cohort, w))?;
-    write_csv(dir, COHORT_FILES[1], |w| write_diagnoses(cohort, w))?;
+    let diagnoses = cohort.diagnoses.iter().map(|r| (r.admission, r.seq_num, r.code));
+    write_csv(dir, COHORT_FILES[1], |w| write_codes(cohort, w, diagnoses))?;
     write_csv(dir, COHORT_FILES[2], |w| write_prescriptions(cohort, w))?;
-    write_csv(dir, COHORT_FILES[3], |w| write_procedures(cohort, w))?;
+    let procedures = cohort.procedures.iter().map(|r| (r.admission, r.seq_num, r.code));
+    write_csv(dir, COHORT_FILES[3], |w| write_codes(cohort, w, procedures))?;
     write_csv(dir, COHORT_FILES[4], |w| write_dictionary(w, DX_DICT.iter().map(|&(c, s, l)| (c, s, l))))?;
     write_csv(dir, COHORT_FILES[5], |w| write_dictionary(w, PROCEDURES.iter().map(|r| (r.code, r.short, r.long))))?;
     write_file(dir, COHORT_FILES[6], |w| write_oracle(cohort, w))?;
@@ -230,31 +232,21 @@ fn write_admissions(c: &Cohort, w: &mut Csv<'_>) -> csv::Result<()> {
     Ok(())
 }
 
-fn write_diagnoses(c: &Cohort, w: &mut Csv<'_>) -> csv::Result<()> {
+/// A `DIAGNOSES_ICD` or `PROCEDURES_ICD` table: one row per `(admission index, SEQ_NUM,
+/// ICD9_CODE)` of `rows`, `ROW_ID` counting from 1.
+fn write_codes<I>(c: &Cohort, w: &mut Csv<'_>, rows: I) -> csv::Result<()>
+where
+    I: Iterator<Item = (u32, u16, &'static str)>,
+{
     w.write_record(CODES_HEADER)?;
     let mut n = [0u8; 20];
-    for (i, r) in c.diagnoses.iter().enumerate() {
-        let a = &c.admissions[r.admission as usize];
+    for (i, (admission, seq_num, code)) in rows.enumerate() {
+        let a = &c.admissions[admission as usize];
         w.write_field(fmt_u64(&mut n, i as u64 + 1))?;
         w.write_field(fmt_u64(&mut n, u64::from(a.subject_id)))?;
         w.write_field(fmt_u64(&mut n, u64::from(a.hadm_id)))?;
-        w.write_field(fmt_u64(&mut n, u64::from(r.seq_num)))?;
-        w.write_field(r.code)?;
-        w.write_record(None::<&[u8]>)?;
-    }
-    Ok(())
-}
-
-fn write_procedures(c: &Cohort, w: &mut Csv<'_>) -> csv::Result<()> {
-    w.write_record(CODES_HEADER)?;
-    let mut n = [0u8; 20];
-    for (i, r) in c.procedures.iter().enumerate() {
-        let a = &c.admissions[r.admission as usize];
-        w.write_field(fmt_u64(&mut n, i as u64 + 1))?;
-        w.write_field(fmt_u64(&mut n, u64::from(a.subject_id)))?;
-        w.write_field(fmt_u64(&mut n, u64::from(a.hadm_id)))?;
-        w.write_field(fmt_u64(&mut n, u64::from(r.seq_num)))?;
-        w.write_field(r.code)?;
+        w.write_field(fmt_u64(&mut n, u64::from(seq_num)))?;
+        w.write_field(code)?;
         w.write_record(None::<&[u8]>)?;
     }
     Ok(())

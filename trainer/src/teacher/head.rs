@@ -17,10 +17,11 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{io_err, pad_rows, save_tensors, PromptEncoder, Result, TeacherError};
+use super::{io_err, pad_rows, PromptEncoder, Result, TeacherError};
 use crate::distill::hard_loss;
 use crate::models::qwen2::Qwen2ForCausalLM;
 use crate::optim::{AdamW, AdamWConfig};
+use crate::train_integrity::write_tensors;
 
 /// The head: weight [25, H] and bias [25], f32.
 #[derive(Debug, Clone)]
@@ -53,7 +54,8 @@ impl Head {
             ("weight".to_string(), self.weight.to_device(&Device::Cpu)?),
             ("bias".to_string(), self.bias.to_device(&Device::Cpu)?),
         ]);
-        save_tensors(&m, path)
+        write_tensors(path, &m)?;
+        Ok(())
     }
 
     /// features [B, H] (any float dtype) -> logits [B, 25] f32.
@@ -129,7 +131,7 @@ pub fn cached_features(
     let f = compute()?;
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let t = Tensor::from_slice(&f, (n, hidden), &Device::Cpu)?;
-    save_tensors(&HashMap::from([("features".to_string(), t)]), &path)?;
+    write_tensors(&path, &HashMap::from([("features".to_string(), t)]))?;
     Ok((f, false))
 }
 

@@ -87,6 +87,9 @@ pub enum TeacherError {
     /// Invalid settings or inputs.
     #[error("{0}")]
     Invalid(String),
+    /// A tensor file could not be written (see [`crate::train_integrity::write_tensors`]).
+    #[error(transparent)]
+    Integrity(#[from] crate::train_integrity::IntegrityError),
 }
 
 /// Result of teacher stages.
@@ -788,13 +791,6 @@ pub fn save_manifest(dir: &Path, mut manifest: TeacherManifest, weight_files: &[
     let p = TeacherDir(dir.to_path_buf()).manifest();
     write_atomic(&p, pretty_json(&manifest).as_bytes()).map_err(io_err(&p))?;
     Ok(manifest)
-}
-
-/// Writes tensors as safetensors, atomically.
-pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(tensors, &tmp).map_err(|e| fmt_err(&tmp, format!("writing tensors: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use crate::models::lora::LoraConfig;
 use crate::models::peft;
 use crate::models::qwen2::{self, Qwen2ForCausalLM};
 use crate::student::CurvePoint;
+use crate::train_integrity::write_tensors;
 
 /// Which base to start from.
 #[derive(Debug, Clone, PartialEq)]
@@ -256,9 +257,9 @@ fn save_trained(
         None => {
             let mut tensors = crate::student::named_vars(t.varmap).map_err(|e| TeacherError::Invalid(e.to_string()))?;
             tensors.retain(|k, _| !k.starts_with(sft::AUX_PREFIX));
-            super::save_tensors(&tensors, &td.weights())?;
+            let sha256 = write_tensors(&td.weights(), &tensors)?;
             weight_files.push("model.safetensors");
-            super::file_sha256(&td.weights())?
+            sha256
         }
         Some(l) => {
             let dir = td.adapter();
