@@ -228,10 +228,8 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<bool> {
     use anyhow::Context;
-    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
 
     let start = Instant::now();
-    let deadline = start + Duration::from_secs(args.max_secs);
     let engine = ckd_edge::Engine::open(&args.bundle).context("opening the bundle in the driver")?;
     let mut rng = SplitMix64::new(args.seed);
     let visits = pool(&mut rng, 64);
@@ -241,8 +239,47 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let predicted = replies.iter().filter(|r| matches!(r, Reply::Prediction(_))).count();
     println!("soak-pty: pool of {} visits ({predicted} answered with predictions)", visits.len());
 
-    // The pseudo-terminal: raw mode before the board opens it; this handle keeps it from
-    // hanging up between opens.
+    let (master, slave, slave_path) = open_pty()?;
+    let board = Board::start(args, &slave_path)?;
+    let mut master = std::fs::File::from(master);
+    let answers = read_answers(master.try_clone().context("second handle on the master")?);
+    let board = board.wait_ready()?;
+    let mut tally = Tally { rss_start: rss_kib(board.pid).unwrap_or(0), ..Tally::default() };
+    let driver = Driver {
+        args,
+        engine: &engine,
+        visits: &visits,
+        replies: &replies,
+        pid: board.pid,
+        deadline: start + Duration::from_secs(args.max_secs),
+    };
+    send_requests(&driver, &mut rng, &mut master, &answers, &mut tally)?;
+    // Nothing may come after the last answer.
+    let mut extra = 0;
+    while answers.recv_timeout(Duration::from_millis(500)).is_ok() {
+        extra += 1;
+    }
+    if extra > 0 {
+        tally.failures.push(format!("{extra} answers more than frames sent (answered twice)"));
+    }
+    tally.rss_end = rss_kib(board.pid).unwrap_or(0);
+    tally.rss_peak_after = tally.rss_peak_after.max(tally.rss_end);
+    let (alive, logged_errors, tail) = board.stop()?;
+    drop(slave);
+    if !alive {
+        tally.failures.push(format!("the board exited during the run; its log:\n{}", tail.join("\n")));
+    }
+    check_totals(&mut tally, logged_errors, args);
+    print_summary(&tally, logged_errors, args, start.elapsed().as_secs_f64());
+    Ok(tally.failures.is_empty())
+}
+
+/// A pseudo-terminal in raw mode (set before the board opens it): the master, the slave (held
+/// open so the terminal does not hang up between opens) and the slave's path.
+fn open_pty() -> anyhow::Result<(std::os::fd::OwnedFd, std::fs::File, String)> {
+    use anyhow::Context;
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+
     let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).context("openpt")?;
     grantpt(&master).context("grantpt")?;
     unlockpt(&master).context("unlockpt")?;
@@ -251,37 +288,75 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let mut t = rustix::termios::tcgetattr(slave.as_fd()).context("tcgetattr")?;
     t.make_raw();
     rustix::termios::tcsetattr(slave.as_fd(), rustix::termios::OptionalActions::Now, &t).context("tcsetattr")?;
+    Ok((master, slave, slave_path))
+}
 
-    let mut child = Command::new(&args.monitor)
-        .args(["--bundle".as_ref(), args.bundle.as_os_str()])
-        .args(["--device", &slave_path, "--baud", "115200"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", args.monitor.display()))?;
-    let pid = child.id();
-    // The board's log: readiness, then one line per error answer (drained, so it never blocks).
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let stderr = child.stderr.take().expect("piped");
-    let log = std::thread::spawn(move || {
-        let (mut errors, mut tail) = (0u64, Vec::new());
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains(": ready on ") {
-                let _ = ready_tx.send(());
-            } else if line.starts_with("request ") && line.contains(": error ") {
-                errors += 1;
+/// The board's process and the thread draining its log (readiness, then one line per error
+/// answer; drained so that it never blocks). The thread returns the error lines counted and the
+/// last 20 lines.
+struct Board {
+    child: std::process::Child,
+    pid: u32,
+    ready: mpsc::Receiver<()>,
+    log: std::thread::JoinHandle<(u64, Vec<String>)>,
+}
+
+impl Board {
+    fn start(args: &Args, slave_path: &str) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let mut child = Command::new(&args.monitor)
+            .args(["--bundle".as_ref(), args.bundle.as_os_str()])
+            .args(["--device", slave_path, "--baud", "115200"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", args.monitor.display()))?;
+        let (ready_tx, ready) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped");
+        let log = std::thread::spawn(move || {
+            let (mut errors, mut tail) = (0u64, Vec::new());
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains(": ready on ") {
+                    let _ = ready_tx.send(());
+                } else if line.starts_with("request ") && line.contains(": error ") {
+                    errors += 1;
+                }
+                tail.push(line);
+                if tail.len() > 20 {
+                    tail.remove(0);
+                }
             }
-            tail.push(line);
-            if tail.len() > 20 {
-                tail.remove(0);
-            }
+            (errors, tail)
+        });
+        Ok(Self { pid: child.id(), child, ready, log })
+    }
+
+    /// Waits up to 300 s for the board's "ready" line; on timeout kills it and returns its log.
+    fn wait_ready(mut self) -> anyhow::Result<Self> {
+        if self.ready.recv_timeout(Duration::from_secs(300)).is_ok() {
+            return Ok(self);
         }
-        (errors, tail)
-    });
-    let mut master = std::fs::File::from(master);
-    let mut reader = master.try_clone().context("second handle on the master")?;
-    let (tx, rx) = mpsc::channel::<(Instant, Result<Response, String>)>();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (_, tail) = self.log.join().unwrap_or_default();
+        anyhow::bail!("the board did not get ready; its log:\n{}", tail.join("\n"))
+    }
+
+    /// Stops the board: whether it was still alive, the error lines it logged, its last lines.
+    fn stop(mut self) -> anyhow::Result<(bool, u64, Vec<String>)> {
+        use anyhow::Context;
+        let alive = self.child.try_wait().context("checking the board")?.is_none();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (errors, tail) = self.log.join().unwrap_or_default();
+        Ok((alive, errors, tail))
+    }
+}
+
+/// A thread decoding the answers read from the master; each with the instant it was decoded.
+fn read_answers(mut reader: std::fs::File) -> mpsc::Receiver<(Instant, Result<Response, String>)> {
+    let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut d: Deframer<MAX_RESPONSE_FRAME> = Deframer::new();
         let mut buf = [0u8; 4096];
@@ -300,134 +375,163 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             }
         }
     });
-    if ready_rx.recv_timeout(Duration::from_secs(300)).is_err() {
-        let _ = child.kill();
-        let _ = child.wait();
-        let (_, tail) = log.join().unwrap_or_default();
-        anyhow::bail!("the board did not get ready; its log:\n{}", tail.join("\n"));
-    }
-    let rss_start = rss_kib(pid).unwrap_or(0);
+    rx
+}
 
-    let n = args.requests;
-    let warm = n * args.warmup_percent / 100;
-    let mut lat_valid = Vec::with_capacity(n as usize);
-    let mut lat_corrupt = Vec::with_capacity((n / args.corrupt_every.max(1)) as usize + 1);
-    let mut kind_counts = [0u64; 4];
-    let (mut errors_answered, mut predictions) = (0u64, 0u64);
-    // Valid frames answered with an error: the empty visit, which the engine refuses.
-    let mut refused_valid = 0u64;
-    let mut failures: Vec<String> = Vec::new();
-    let (mut rss_warm, mut rss_peak_after) = (0i64, 0i64);
-    let mut sent = 0u64;
+/// What the requests are drawn from and checked against.
+struct Driver<'a> {
+    args: &'a Args,
+    engine: &'a ckd_edge::Engine,
+    visits: &'a [VisitSummary],
+    replies: &'a [Reply],
+    pid: u32,
+    deadline: Instant,
+}
+
+/// What the run counted and measured (latencies in ns; memory in KiB); a run passes when
+/// `failures` stays empty.
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    lat_valid: Vec<u64>,
+    lat_corrupt: Vec<u64>,
+    kind_counts: [u64; 4],
+    errors_answered: u64,
+    predictions: u64,
+    /// Valid frames answered with an error: the empty visit, which the engine refuses.
+    refused_valid: u64,
+    failures: Vec<String>,
+    rss_start: i64,
+    rss_warm: i64,
+    rss_peak_after: i64,
+    rss_end: i64,
+}
+
+/// Sends `--requests` frames one at a time, each answer awaited and compared with the expected
+/// one; the first wrong, undecodable or lost answer is a failure and ends the loop. Samples the
+/// board's memory after warm-up and every 1000 requests after it.
+fn send_requests(
+    d: &Driver<'_>,
+    rng: &mut SplitMix64,
+    master: &mut std::fs::File,
+    answers: &mpsc::Receiver<(Instant, Result<Response, String>)>,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let (n, every) = (d.args.requests, d.args.corrupt_every);
+    let warm = n * d.args.warmup_percent / 100;
     for i in 0..n {
-        if Instant::now() > deadline {
-            failures.push(format!("time limit of {} s reached after {i} of {n} requests", args.max_secs));
+        if Instant::now() > d.deadline {
+            tally.failures.push(format!("time limit of {} s reached after {i} of {n} requests", d.args.max_secs));
             break;
         }
         let id = (i + 1) as u32;
-        let k = rng.below(visits.len());
-        let good = encode(id, &visits[k]);
-        let is_corrupt = args.corrupt_every > 0 && (i + 1) % args.corrupt_every == 0;
-        let (frame, want, kind) = if is_corrupt {
-            let kind = ((i + 1) / args.corrupt_every % 4) as usize;
-            let f = corrupt(kind, &good, &mut rng);
-            let want = expected(&engine, &f).expect("a corrupt frame is one frame");
+        let k = rng.below(d.visits.len());
+        let good = encode(id, &d.visits[k]);
+        let (frame, want, kind) = if every > 0 && (i + 1) % every == 0 {
+            let kind = ((i + 1) / every % 4) as usize;
+            let f = corrupt(kind, &good, rng);
+            let want = expected(d.engine, &f).expect("a corrupt frame is one frame");
             assert!(matches!(want.reply, Reply::Error { .. }), "corrupt frame {i} ({}) decodes", KINDS[kind]);
             (f, want, Some(kind))
         } else {
-            (good, Response { id, reply: replies[k].clone() }, None)
+            (good, Response { id, reply: d.replies[k].clone() }, None)
         };
         let t0 = Instant::now();
         master.write_all(&frame).context("writing to the pseudo-terminal")?;
-        sent += 1;
-        match rx.recv_timeout(Duration::from_secs(30)) {
+        tally.sent += 1;
+        let failure = match answers.recv_timeout(Duration::from_secs(30)) {
             Ok((t1, Ok(got))) if got == want => {
-                let ns = (t1 - t0).as_nanos() as u64;
-                match kind {
-                    Some(kind) => {
-                        lat_corrupt.push(ns);
-                        kind_counts[kind] += 1;
-                    }
-                    None => {
-                        lat_valid.push(ns);
-                        refused_valid += u64::from(matches!(got.reply, Reply::Error { .. }));
-                    }
-                }
-                if matches!(got.reply, Reply::Error { .. }) {
-                    errors_answered += 1;
-                } else {
-                    predictions += 1;
-                }
+                tally.record(kind, &got, (t1 - t0).as_nanos() as u64);
+                None
             }
-            Ok((_, Ok(got))) => {
-                failures.push(format!(
-                    "request {i} (id {id}, {}): answer {got:?}, expected {want:?}",
-                    kind.map_or("valid", |k| KINDS[k])
-                ));
-                break;
-            }
-            Ok((_, Err(e))) => {
-                failures.push(format!("request {i}: the answer does not decode: {e}"));
-                break;
-            }
-            Err(_) => {
-                failures.push(format!("request {i} (id {id}): lost (no answer within 30 s)"));
-                break;
-            }
+            Ok((_, Ok(got))) => Some(format!(
+                "request {i} (id {id}, {}): answer {got:?}, expected {want:?}",
+                kind.map_or("valid", |k| KINDS[k])
+            )),
+            Ok((_, Err(e))) => Some(format!("request {i}: the answer does not decode: {e}")),
+            Err(_) => Some(format!("request {i} (id {id}): lost (no answer within 30 s)")),
+        };
+        if let Some(f) = failure {
+            tally.failures.push(f);
+            break;
         }
         let done = i + 1;
         if done == warm.max(1) {
-            rss_warm = rss_kib(pid).unwrap_or(0);
+            tally.rss_warm = rss_kib(d.pid).unwrap_or(0);
         }
         if done > warm && done % 1000 == 0 {
-            rss_peak_after = rss_peak_after.max(rss_kib(pid).unwrap_or(0));
+            tally.rss_peak_after = tally.rss_peak_after.max(rss_kib(d.pid).unwrap_or(0));
         }
     }
-    // Nothing may come after the last answer.
-    let mut extra = 0;
-    while rx.recv_timeout(Duration::from_millis(500)).is_ok() {
-        extra += 1;
+    Ok(())
+}
+
+impl Tally {
+    /// Counts a right answer of latency `ns` to a frame (`kind`: the corruption, if any).
+    fn record(&mut self, kind: Option<usize>, got: &Response, ns: u64) {
+        let error = matches!(got.reply, Reply::Error { .. });
+        match kind {
+            Some(kind) => {
+                self.lat_corrupt.push(ns);
+                self.kind_counts[kind] += 1;
+            }
+            None => {
+                self.lat_valid.push(ns);
+                self.refused_valid += u64::from(error);
+            }
+        }
+        if error {
+            self.errors_answered += 1;
+        } else {
+            self.predictions += 1;
+        }
     }
-    if extra > 0 {
-        failures.push(format!("{extra} answers more than frames sent (answered twice)"));
-    }
-    let rss_end = rss_kib(pid).unwrap_or(0);
-    rss_peak_after = rss_peak_after.max(rss_end);
-    let alive = child.try_wait().context("checking the board")?.is_none();
-    let _ = child.kill();
-    let _ = child.wait();
-    drop(slave);
-    let (logged_errors, tail) = log.join().unwrap_or_default();
-    if !alive {
-        failures.push(format!("the board exited during the run; its log:\n{}", tail.join("\n")));
-    }
-    let corrupt_sent: u64 = kind_counts.iter().sum();
-    if failures.is_empty() {
-        if errors_answered != corrupt_sent + refused_valid {
-            failures.push(format!(
-                "{errors_answered} error answers for {corrupt_sent} corrupt frames and {refused_valid} empty visits"
+}
+
+/// The checks over the whole run: error answers match the corrupt frames and empty visits, the
+/// board logged each, and memory after warm-up stayed within `--max-growth-kib`.
+fn check_totals(tally: &mut Tally, logged_errors: u64, args: &Args) {
+    let corrupt_sent: u64 = tally.kind_counts.iter().sum();
+    if tally.failures.is_empty() {
+        if tally.errors_answered != corrupt_sent + tally.refused_valid {
+            tally.failures.push(format!(
+                "{} error answers for {corrupt_sent} corrupt frames and {} empty visits",
+                tally.errors_answered, tally.refused_valid
             ));
         }
-        if logged_errors != errors_answered {
-            failures.push(format!("the board logged {logged_errors} errors, answered {errors_answered}"));
+        if logged_errors != tally.errors_answered {
+            tally.failures.push(format!("the board logged {logged_errors} errors, answered {}", tally.errors_answered));
         }
     }
-    let growth = rss_end - rss_warm;
-    let peak_growth = rss_peak_after - rss_warm;
-    if warm > 0 && failures.is_empty() && (rss_warm == 0 || peak_growth >= args.max_growth_kib) {
-        failures.push(format!(
+    let warm = args.requests * args.warmup_percent / 100;
+    let peak_growth = tally.rss_peak_after - tally.rss_warm;
+    if warm > 0 && tally.failures.is_empty() && (tally.rss_warm == 0 || peak_growth >= args.max_growth_kib) {
+        tally.failures.push(format!(
             "resident memory grew by {peak_growth} KiB after warm-up (limit {} KiB)",
             args.max_growth_kib
         ));
     }
-    let wall = start.elapsed().as_secs_f64();
+}
+
+/// Prints counts, latency percentiles, memory, the `key=value` line for scripts and the failures.
+fn print_summary(tally: &Tally, logged_errors: u64, args: &Args, wall: f64) {
+    let mut lat_valid = tally.lat_valid.clone();
+    let mut lat_corrupt = tally.lat_corrupt.clone();
     lat_valid.sort_unstable();
     lat_corrupt.sort_unstable();
     let us = |v: &[u64], p: f64| percentile(v, p) as f64 / 1000.0;
+    let (sent, predictions, errors) = (tally.sent, tally.predictions, tally.errors_answered);
+    let k = tally.kind_counts;
+    let corrupt_sent: u64 = k.iter().sum();
+    let (rss_start, rss_warm, rss_end) = (tally.rss_start, tally.rss_warm, tally.rss_end);
+    let growth = rss_end - rss_warm;
+    let peak_growth = tally.rss_peak_after - rss_warm;
+    let warm = args.requests * args.warmup_percent / 100;
     println!(
-        "soak-pty: {sent} frames sent, {predictions} predictions, {errors_answered} error answers \
-         ({} random, {} truncated, {} bad CRC, {} oversize), {} errors in the board's log",
-        kind_counts[0], kind_counts[1], kind_counts[2], kind_counts[3], logged_errors
+        "soak-pty: {sent} frames sent, {predictions} predictions, {errors} error answers \
+         ({} random, {} truncated, {} bad CRC, {} oversize), {logged_errors} errors in the board's log",
+        k[0], k[1], k[2], k[3]
     );
     println!(
         "soak-pty: latency (frame written to answer read) valid p50 {:.0} us, p99 {:.0} us, max {:.0} us; \
@@ -443,16 +547,15 @@ fn run(args: &Args) -> anyhow::Result<bool> {
          {rss_end} KiB at the end (growth {growth} KiB, largest sample {peak_growth} KiB above warm-up)"
     );
     println!(
-        "soak-pty: requests={sent} predictions={predictions} errors={errors_answered} corrupt={corrupt_sent} \
+        "soak-pty: requests={sent} predictions={predictions} errors={errors} corrupt={corrupt_sent} \
          p50_us={:.0} p99_us={:.0} max_us={:.0} rss_warm_kib={rss_warm} rss_end_kib={rss_end} \
          growth_kib={growth} peak_growth_kib={peak_growth} wall_s={wall:.1} failures={}",
         us(&lat_valid, 0.5),
         us(&lat_valid, 0.99),
         us(&lat_valid, 1.0),
-        failures.len()
+        tally.failures.len()
     );
-    for f in &failures {
+    for f in &tally.failures {
         println!("soak-pty: FAILED: {f}");
     }
-    Ok(failures.is_empty())
 }

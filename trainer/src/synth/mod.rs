@@ -513,14 +513,8 @@ fn generate_with(cfg: &SynthConfig, model: &Model) -> Cohort {
     let mut codes: Vec<&'static str> = Vec::with_capacity(64);
 
     for i in 0..cfg.patients {
-        let subject_id = FIRST_SUBJECT_ID.wrapping_add(i as u32);
-        let k = pick_index(&mut rng, &TYPE_WEIGHT);
-        let insurance = pick(&mut rng, INSURANCE);
-        let language = pick(&mut rng, LANGUAGE);
-        let religion = pick(&mut rng, RELIGION);
-        let marital_status = pick(&mut rng, MARITAL_STATUS);
-        let ethnicity = pick(&mut rng, ETHNICITY);
-
+        let who = draw_patient(&mut rng, i);
+        let k = who.patient_type as usize;
         let mut visits = 1;
         if max_visits > 1 && bernoulli(&mut rng, (scale * TYPE_READMISSION[k]).min(0.95)) {
             visits = 2;
@@ -528,7 +522,6 @@ fn generate_with(cfg: &SynthConfig, model: &Model) -> Cohort {
                 visits += 1;
             }
         }
-
         let mut admit =
             rng.random_range(first_day..last_first_day) * MINUTES_PER_DAY + rng.random_range(0..MINUTES_PER_DAY);
         let mut s = LabelSet::EMPTY;
@@ -537,147 +530,11 @@ fn generate_with(cfg: &SynthConfig, model: &Model) -> Cohort {
                 s.insert(d as u8);
             }
         }
-
         for v in 0..visits {
-            let idx = cohort.admissions.len() as u32;
-
-            // Emissions given S_v.
-            let mut drugs = 0u128;
-            for (j, drug) in DRUGS.iter().enumerate() {
-                if bernoulli(&mut rng, emission_probability(drug.base, drug.given, s)) {
-                    drugs |= 1 << j;
-                }
-            }
-            let mut procedures = 0u64;
-            for (r, proc_) in PROCEDURES.iter().enumerate() {
-                if bernoulli(&mut rng, emission_probability(proc_.base, proc_.given, s)) {
-                    procedures |= 1 << r;
-                }
-            }
-            codes.clear();
-            for d in s.iter() {
-                let list = PHENOTYPE_CODES[d as usize];
-                let first = pick_code(&mut rng, list);
-                codes.push(first);
-                if list.len() > 1 && bernoulli(&mut rng, SECOND_CODE_P) {
-                    loop {
-                        let second = pick_code(&mut rng, list);
-                        if second != first {
-                            codes.push(second);
-                            break;
-                        }
-                    }
-                }
-            }
-            for m in NOISE_DIAGNOSES {
-                if bernoulli(&mut rng, emission_probability(m.base, m.given, s)) {
-                    codes.push(m.code);
-                }
-            }
-            if codes.is_empty() {
-                codes.push(NOISE_DIAGNOSES[rng.random_range(0..NOISE_DIAGNOSES.len())].code);
-            }
-            for a in (1..codes.len()).rev() {
-                let b = rng.random_range(0..=a);
-                codes.swap(a, b);
-            }
-            for (seq, code) in codes.iter().enumerate() {
-                cohort.diagnoses.push(DiagnosisRow { admission: idx, seq_num: seq as u16 + 1, code });
-            }
-
-            // Times.
-            let los_days = (1.2 + 0.05 * s.len() as f64 + 0.7 * normal(&mut rng)).exp();
-            let los = ((los_days * MINUTES_PER_DAY as f64) as i64).clamp(360, 200 * MINUTES_PER_DAY);
-            let disch = admit + los;
-            let admit_day = admit.div_euclid(MINUTES_PER_DAY);
-            let disch_day = disch.div_euclid(MINUTES_PER_DAY);
-
-            let mut m = drugs;
-            while m != 0 {
-                let j = m.trailing_zeros() as u8;
-                m &= m - 1;
-                let rows = 1 + bernoulli(&mut rng, 0.35) as usize + bernoulli(&mut rng, 0.10) as usize;
-                for _ in 0..rows {
-                    let start_day = rng.random_range(admit_day..=disch_day);
-                    let end_day = (start_day + 1 + rng.random_range(0..3)).min(disch_day + 1);
-                    cohort.prescriptions.push(PrescriptionRow { admission: idx, drug: j, start_day, end_day });
-                }
-            }
-            let mut m = procedures;
-            let mut seq = 0u16;
-            while m != 0 {
-                let r = m.trailing_zeros() as usize;
-                m &= m - 1;
-                seq += 1;
-                cohort.procedures.push(ProcedureRow { admission: idx, seq_num: seq, code: PROCEDURES[r].code });
-            }
-
-            // Administrative columns.
-            let elective_p = if procedures & cabg_mask != 0 { 0.65 } else { 0.05 };
-            let (admission_type, admission_location) = if bernoulli(&mut rng, elective_p) {
-                ("ELECTIVE", "PHYS REFERRAL/NORMAL DELI")
-            } else if bernoulli(&mut rng, 0.03) {
-                ("URGENT", "TRANSFER FROM HOSP/EXTRAM")
-            } else {
-                ("EMERGENCY", pick(&mut rng, EMERGENCY_LOCATION))
-            };
-            let ed_min = if admission_location == "EMERGENCY ROOM ADMIT" {
-                let reg = admit - rng.random_range(60..480);
-                Some((reg, admit + rng.random_range(0..120)))
-            } else {
-                None
-            };
             let last = v + 1 == visits;
-            let has = |d: usize| s.contains(d as u8) as u8 as f64;
-            let death_z = -4.0
-                + 1.8 * has(SHOCK)
-                + 0.9 * has(SEPSIS)
-                + 0.9 * has(RESP_FAILURE)
-                + 0.5 * has(AMI)
-                + 0.7 * has(STROKE)
-                + 0.4 * has(LIVER);
-            let died = last && bernoulli(&mut rng, sigmoid(death_z));
-            let discharge_location = if died { "DEAD/EXPIRED" } else { pick(&mut rng, DISCHARGE_LOCATION) };
-            let diagnosis = match ADMIT_TEXT.iter().find(|(d, _)| s.contains(*d as u8)) {
-                Some(&(_, text)) => text,
-                None => ADMIT_TEXT_OTHER[rng.random_range(0..ADMIT_TEXT_OTHER.len())],
-            };
-
-            cohort.admissions.push(Admission {
-                subject_id,
-                hadm_id: 0, // assigned below
-                admit_min: admit,
-                disch_min: disch,
-                ed_min,
-                died,
-                admission_type,
-                admission_location,
-                discharge_location,
-                insurance,
-                language,
-                religion,
-                marital_status,
-                ethnicity,
-                diagnosis,
-                patient_type: k as u8,
-                phenotypes: s,
-                drugs,
-                procedures,
-            });
-
-            // Transition to S_{v+1}: a function of (S_v, D_v, P_v) only.
+            draw_visit(&mut rng, &mut cohort, &who, VisitState { s, admit, last, cabg_mask }, &mut codes);
             if !last {
-                let p = model.next_probabilities(s, drugs, procedures);
-                cohort.oracle.push(OracleRow { admission: idx, next_admission: idx + 1, p });
-                let mut next = LabelSet::EMPTY;
-                for (d, pd) in p.iter().enumerate() {
-                    if bernoulli(&mut rng, *pd) {
-                        next.insert(d as u8);
-                    }
-                }
-                s = next;
-                let gap_days = 1.0 + 300.0 * -(1.0 - rng.random::<f64>()).ln();
-                admit = disch + ((gap_days * MINUTES_PER_DAY as f64) as i64).min(3000 * MINUTES_PER_DAY);
+                (s, admit) = transition(&mut rng, model, &mut cohort);
             }
         }
     }
@@ -693,6 +550,227 @@ fn generate_with(cfg: &SynthConfig, model: &Model) -> Cohort {
         adm.hadm_id = FIRST_HADM_ID.wrapping_add(id);
     }
     cohort
+}
+
+/// A patient's fixed columns: the latent type and the demographics every admission repeats.
+struct PatientDraw {
+    subject_id: u32,
+    patient_type: u8,
+    insurance: &'static str,
+    language: &'static str,
+    religion: &'static str,
+    marital_status: &'static str,
+    ethnicity: &'static str,
+}
+
+/// Patient `i`'s type `k ~ π` and demographics (in this draw order).
+fn draw_patient(rng: &mut ChaCha8Rng, i: usize) -> PatientDraw {
+    let k = pick_index(rng, &TYPE_WEIGHT);
+    PatientDraw {
+        subject_id: FIRST_SUBJECT_ID.wrapping_add(i as u32),
+        patient_type: k as u8,
+        insurance: pick(rng, INSURANCE),
+        language: pick(rng, LANGUAGE),
+        religion: pick(rng, RELIGION),
+        marital_status: pick(rng, MARITAL_STATUS),
+        ethnicity: pick(rng, ETHNICITY),
+    }
+}
+
+/// What a visit is drawn from: its phenotypes `S_v`, admission time (minutes), whether it is
+/// the patient's last, and the bit mask of the CABG procedures (which make elective admissions
+/// likely).
+#[derive(Clone, Copy)]
+struct VisitState {
+    s: LabelSet,
+    admit: i64,
+    last: bool,
+    cabg_mask: u64,
+}
+
+/// Draws visit `S_v`'s emissions (drugs, procedures, diagnosis codes), times and administrative
+/// columns, and appends its rows to `cohort` (its admission last). `codes` is scratch space.
+fn draw_visit(
+    rng: &mut ChaCha8Rng,
+    cohort: &mut Cohort,
+    who: &PatientDraw,
+    st: VisitState,
+    codes: &mut Vec<&'static str>,
+) {
+    let (s, admit) = (st.s, st.admit);
+    let idx = cohort.admissions.len() as u32;
+    let mut drugs = 0u128;
+    for (j, drug) in DRUGS.iter().enumerate() {
+        if bernoulli(rng, emission_probability(drug.base, drug.given, s)) {
+            drugs |= 1 << j;
+        }
+    }
+    let mut procedures = 0u64;
+    for (r, proc_) in PROCEDURES.iter().enumerate() {
+        if bernoulli(rng, emission_probability(proc_.base, proc_.given, s)) {
+            procedures |= 1 << r;
+        }
+    }
+    draw_diagnosis_codes(rng, s, codes);
+    for (seq, code) in codes.iter().enumerate() {
+        cohort.diagnoses.push(DiagnosisRow { admission: idx, seq_num: seq as u16 + 1, code });
+    }
+
+    let los_days = (1.2 + 0.05 * s.len() as f64 + 0.7 * normal(rng)).exp();
+    let los = ((los_days * MINUTES_PER_DAY as f64) as i64).clamp(360, 200 * MINUTES_PER_DAY);
+    let disch = admit + los;
+    push_prescriptions(rng, cohort, idx, drugs, admit.div_euclid(MINUTES_PER_DAY), disch.div_euclid(MINUTES_PER_DAY));
+    let mut m = procedures;
+    let mut seq = 0u16;
+    while m != 0 {
+        let r = m.trailing_zeros() as usize;
+        m &= m - 1;
+        seq += 1;
+        cohort.procedures.push(ProcedureRow { admission: idx, seq_num: seq, code: PROCEDURES[r].code });
+    }
+
+    let adm = draw_administrative(rng, st, procedures);
+    cohort.admissions.push(Admission {
+        subject_id: who.subject_id,
+        hadm_id: 0, // assigned once every admission is drawn
+        admit_min: admit,
+        disch_min: disch,
+        ed_min: adm.ed_min,
+        died: adm.died,
+        admission_type: adm.admission_type,
+        admission_location: adm.admission_location,
+        discharge_location: adm.discharge_location,
+        insurance: who.insurance,
+        language: who.language,
+        religion: who.religion,
+        marital_status: who.marital_status,
+        ethnicity: who.ethnicity,
+        diagnosis: adm.diagnosis,
+        patient_type: who.patient_type,
+        phenotypes: s,
+        drugs,
+        procedures,
+    });
+}
+
+/// Diagnosis codes of a visit with phenotypes `s`, into `codes` (cleared first), in a random
+/// order: one or two codes per phenotype, noise diagnoses, and one noise code when none.
+fn draw_diagnosis_codes(rng: &mut ChaCha8Rng, s: LabelSet, codes: &mut Vec<&'static str>) {
+    codes.clear();
+    for d in s.iter() {
+        let list = PHENOTYPE_CODES[d as usize];
+        let first = pick_code(rng, list);
+        codes.push(first);
+        if list.len() > 1 && bernoulli(rng, SECOND_CODE_P) {
+            loop {
+                let second = pick_code(rng, list);
+                if second != first {
+                    codes.push(second);
+                    break;
+                }
+            }
+        }
+    }
+    for m in NOISE_DIAGNOSES {
+        if bernoulli(rng, emission_probability(m.base, m.given, s)) {
+            codes.push(m.code);
+        }
+    }
+    if codes.is_empty() {
+        codes.push(NOISE_DIAGNOSES[rng.random_range(0..NOISE_DIAGNOSES.len())].code);
+    }
+    for a in (1..codes.len()).rev() {
+        let b = rng.random_range(0..=a);
+        codes.swap(a, b);
+    }
+}
+
+/// One to three prescription rows per drug of `drugs` (bit `j` = `DRUGS[j]`), each starting on a
+/// day of the stay `[admit_day, disch_day]` and lasting one to three days.
+fn push_prescriptions(
+    rng: &mut ChaCha8Rng,
+    cohort: &mut Cohort,
+    idx: u32,
+    drugs: u128,
+    admit_day: i64,
+    disch_day: i64,
+) {
+    let mut m = drugs;
+    while m != 0 {
+        let j = m.trailing_zeros() as u8;
+        m &= m - 1;
+        let rows = 1 + bernoulli(rng, 0.35) as usize + bernoulli(rng, 0.10) as usize;
+        for _ in 0..rows {
+            let start_day = rng.random_range(admit_day..=disch_day);
+            let end_day = (start_day + 1 + rng.random_range(0..3)).min(disch_day + 1);
+            cohort.prescriptions.push(PrescriptionRow { admission: idx, drug: j, start_day, end_day });
+        }
+    }
+}
+
+/// A visit's administrative columns.
+struct AdministrativeDraw {
+    admission_type: &'static str,
+    admission_location: &'static str,
+    ed_min: Option<(i64, i64)>,
+    died: bool,
+    discharge_location: &'static str,
+    diagnosis: &'static str,
+}
+
+/// Admission type and location (elective mostly with CABG), emergency-room times, in-hospital
+/// death (last visits only; more likely with shock, sepsis, respiratory failure, AMI, stroke,
+/// liver disease), discharge location and the admitting diagnosis text.
+fn draw_administrative(rng: &mut ChaCha8Rng, st: VisitState, procedures: u64) -> AdministrativeDraw {
+    let (s, admit) = (st.s, st.admit);
+    let elective_p = if procedures & st.cabg_mask != 0 { 0.65 } else { 0.05 };
+    let (admission_type, admission_location) = if bernoulli(rng, elective_p) {
+        ("ELECTIVE", "PHYS REFERRAL/NORMAL DELI")
+    } else if bernoulli(rng, 0.03) {
+        ("URGENT", "TRANSFER FROM HOSP/EXTRAM")
+    } else {
+        ("EMERGENCY", pick(rng, EMERGENCY_LOCATION))
+    };
+    let ed_min = if admission_location == "EMERGENCY ROOM ADMIT" {
+        let reg = admit - rng.random_range(60..480);
+        Some((reg, admit + rng.random_range(0..120)))
+    } else {
+        None
+    };
+    let has = |d: usize| s.contains(d as u8) as u8 as f64;
+    let death_z = -4.0
+        + 1.8 * has(SHOCK)
+        + 0.9 * has(SEPSIS)
+        + 0.9 * has(RESP_FAILURE)
+        + 0.5 * has(AMI)
+        + 0.7 * has(STROKE)
+        + 0.4 * has(LIVER);
+    let died = st.last && bernoulli(rng, sigmoid(death_z));
+    let discharge_location = if died { "DEAD/EXPIRED" } else { pick(rng, DISCHARGE_LOCATION) };
+    let diagnosis = match ADMIT_TEXT.iter().find(|(d, _)| s.contains(*d as u8)) {
+        Some(&(_, text)) => text,
+        None => ADMIT_TEXT_OTHER[rng.random_range(0..ADMIT_TEXT_OTHER.len())],
+    };
+    AdministrativeDraw { admission_type, admission_location, ed_min, died, discharge_location, diagnosis }
+}
+
+/// The transition from the last drawn admission (a function of `(S_v, D_v, P_v)` only): records
+/// the oracle's probabilities, draws `S_{v+1}` and the next admission time (an exponential gap
+/// of mean 300 days plus one, capped at 3,000).
+fn transition(rng: &mut ChaCha8Rng, model: &Model, cohort: &mut Cohort) -> (LabelSet, i64) {
+    let idx = cohort.admissions.len() as u32 - 1;
+    let a = &cohort.admissions[idx as usize];
+    let (s, drugs, procedures, disch) = (a.phenotypes, a.drugs, a.procedures, a.disch_min);
+    let p = model.next_probabilities(s, drugs, procedures);
+    cohort.oracle.push(OracleRow { admission: idx, next_admission: idx + 1, p });
+    let mut next = LabelSet::EMPTY;
+    for (d, pd) in p.iter().enumerate() {
+        if bernoulli(rng, *pd) {
+            next.insert(d as u8);
+        }
+    }
+    let gap_days = 1.0 + 300.0 * -(1.0 - rng.random::<f64>()).ln();
+    (next, disch + ((gap_days * MINUTES_PER_DAY as f64) as i64).min(3000 * MINUTES_PER_DAY))
 }
 
 // ---------------------------------------------------------------------------------------------
