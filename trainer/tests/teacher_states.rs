@@ -2,8 +2,9 @@
 //! a full forward pass, chunks resume, a damaged chunk is refused with its name, and a changed
 //! prompt recomputes only its own chunk. Zero-shot scores (`teacher::zero_shot`) on the shared
 //! cache equal a full forward pass of each prompt + answer prefix + name, and the yes/no scores
-//! a full forward pass of each prompt + question; `ckd teacher zero-shot` resumes from its raw
-//! scores and refuses scores of another scoring.
+//! a full forward pass of each prompt + question, and the prompt attention taken in the same pass
+//! that of a full forward of the prompt; `ckd teacher zero-shot` resumes from its raw scores,
+//! writes the evidence file with `--evidence`, and refuses scores of another scoring.
 
 use candle_core::{DType, Device, Tensor};
 use ckd_core::visit::{Sample, Split};
@@ -12,8 +13,8 @@ use ckd_trainer::models::qwen2::{self, KvCache, Qwen2ForCausalLM};
 use ckd_trainer::synth::{generate, write_cohort, SynthConfig};
 use ckd_trainer::teacher::demo::DemoConfig;
 use ckd_trainer::teacher::states::{self, StatesConfig, POOLS};
-use ckd_trainer::teacher::zero_shot;
 use ckd_trainer::teacher::PromptEncoder;
+use ckd_trainer::teacher::{label, zero_shot};
 use indicatif::ProgressBar;
 
 fn samples() -> Vec<Sample> {
@@ -193,6 +194,34 @@ fn yes_no_scores_on_the_shared_cache_equal_a_full_forward() {
     assert!(by_name.iter().zip(&scores[..25]).any(|(a, b)| (a - b).abs() > 1e-3));
 }
 
+/// The zero-shot pass with attention evidence: the same scores as without it, and the
+/// attention of the prompt's last token (on the shared cache, continuations after it) equal to
+/// that of a full forward pass of the prompt alone, the weights `ckd teacher label` takes.
+#[test]
+fn zero_shot_attention_on_the_shared_cache_equals_a_full_forward() {
+    let s = samples();
+    let (model, enc) = setup(&s);
+    let cont = zero_shot::Continuations::with_scoring(enc.tokenizer(), zero_shot::Scoring::YesNo).unwrap();
+    let prompts: Vec<_> = s[..3].iter().map(|x| enc.encode(x).unwrap()).collect();
+    let shared = states::shared_prefix(&prompts);
+    assert!(shared > 10, "the instruction is shared: {shared}");
+    let cache = states::prefill(&model, &prompts[0].ids, shared).unwrap();
+    for (k, p) in [1usize, 2].iter().zip(&prompts) {
+        let plain = zero_shot::prompt_scores(&model, &cache, p, &cont).unwrap();
+        let (scores, w) = zero_shot::prompt_scores_with_attention(&model, &cache, p, &cont, *k).unwrap();
+        assert!(max_diff(&plain, &scores) < 1e-6);
+        assert_eq!(w.len(), p.ids.len());
+        let x = Tensor::from_slice(&p.ids, (1, p.ids.len()), &Device::Cpu).unwrap();
+        let out = model.forward_t(&x, None, None, true).unwrap();
+        let want = label::last_token_weights(out.last_token_attentions.as_deref().unwrap(), *k).unwrap();
+        assert!(max_diff(&w, &want[0]) < 1e-5, "K = {k}: {}", max_diff(&w, &want[0]));
+        assert!((w.iter().sum::<f32>() - 1.0).abs() < 1e-4, "a softmax row sums to 1");
+    }
+    // A shared prefix covering the whole prompt leaves no attention row to take: refused.
+    let whole = states::prefill(&model, &prompts[1].ids, prompts[1].ids.len()).unwrap();
+    assert!(zero_shot::prompt_scores_with_attention(&model, &whole, &prompts[1], &cont, 1).is_err());
+}
+
 /// `ckd teacher zero-shot` on a tiny random Qwen2 saved as a safetensors base: a second run with
 /// more samples scores only the new ones and keeps the old lines; another scoring into the same
 /// output is refused.
@@ -236,6 +265,35 @@ fn zero_shot_cli_resumes_and_refuses_another_scoring() {
     assert!(second.starts_with(&first) && second.lines().count() == 3, "{second}");
     let probs = std::fs::read_to_string(&out).unwrap();
     assert_eq!(probs.lines().count(), 3);
+    // Evidence: the three visits (scored without attention) are scored again, once.
+    let ev = d.path().join("zs.evidence.bin");
+    let run_ev = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ckd"))
+            .args(["teacher", "zero-shot", "--base", base.to_str().unwrap(), "--data"])
+            .args([samples.to_str().unwrap(), "--split", "train", "--limit", "3", "--scoring", "yes-no"])
+            .args(["--out", out.to_str().unwrap(), "--evidence", ev.to_str().unwrap(), "--last-k-layers", "2"])
+            .output()
+            .unwrap()
+    };
+    let o = run_ev();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("3 samples, 0 already scored with attention"), "{err}");
+    let file = label::read_evidence(&ev).unwrap();
+    assert_eq!((file.records.len(), file.teacher.last_k_layers), (3, 2));
+    for (line, rec) in std::fs::read_to_string(&out).unwrap().lines().zip(&file.records) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["id"], rec.id.as_str());
+        let p: Vec<f32> = serde_json::from_value(v["p"].clone()).unwrap();
+        assert_eq!(p, rec.probs, "the evidence carries the written probabilities");
+        assert!(rec.validate().is_ok() && !rec.concepts.is_empty(), "{:?}", rec.concepts);
+    }
+    let rescored = std::fs::read_to_string(&scores).unwrap();
+    assert_eq!(rescored.lines().count(), 6, "old lines kept, the attention lines appended");
+    let o = run_ev();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("3 samples, 3 already scored with attention"), "{err}");
+    let second = rescored;
+
     let o = run("3", "names");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");

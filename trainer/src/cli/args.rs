@@ -118,6 +118,14 @@ pub struct ZeroShotArgs {
     /// log-odds of Yes against No after one question per phenotype.
     #[arg(long, value_enum, default_value_t = ZeroShotScoring::Names)]
     pub scoring: ZeroShotScoring,
+    /// Also write the teacher evidence file (`ckd teacher label`'s format: the probabilities and
+    /// the attention of the prompt's last token over the visit, by word, concept and field), for
+    /// attention distillation and `ckd explain`. Visits scored without it are scored again.
+    #[arg(long)]
+    pub evidence: Option<PathBuf>,
+    /// Final layers whose attention is averaged for `--evidence`.
+    #[arg(long, default_value_t = 4)]
+    pub last_k_layers: usize,
 }
 
 /// `ckd teacher zero-shot --scoring`.

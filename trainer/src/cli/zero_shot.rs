@@ -2,7 +2,9 @@
 //! `OUT.scores.jsonl` (so an interrupted run resumes), turned into probabilities without labels
 //! (`teacher::zero_shot::probabilities`) in `OUT`; when the samples carry labels, the macro-AUC of
 //! the raw and the visit-centred scores and each phenotype's AUC, with 95% patient-bootstrap
-//! intervals, printed (best and worst five) and written to `OUT.report.json`.
+//! intervals, printed (best and worst five) and written to `OUT.report.json`. With
+//! `--evidence FILE`, also the teacher evidence file of `ckd teacher label` (probabilities and
+//! the prompt attention of the last `--last-k-layers` layers), taken in the same pass.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -10,9 +12,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use ckd_core::bootstrap::{self, Groups};
+use ckd_core::evidence::{DataIdentity, EvidenceFile, SampleEvidence, TeacherIdentity};
 use ckd_core::visit::Sample;
 use ckd_core::{metrics, NUM_LABELS};
-use ckd_trainer::teacher::{load_frozen, states, zero_shot};
+use ckd_trainer::models::qwen2::Qwen2ForCausalLM;
+use ckd_trainer::teacher::{label, load_frozen, states, zero_shot, Prompt};
 use ckd_trainer::{io, progress};
 
 use super::args::ZeroShotArgs;
@@ -26,6 +30,8 @@ pub fn run(a: &ZeroShotArgs) -> Result<()> {
         zero_shot::Scoring::Names => key,
         other => format!("{key}|{}", other.name()),
     };
+    anyhow::ensure!(a.last_k_layers > 0, "--last-k-layers must be at least 1");
+    let last_k = a.evidence.as_ref().map(|_| a.last_k_layers);
     let (mut samples, _, _) = load_samples(&a.data, a.split.split())?;
     if let Some(n) = a.limit {
         samples.truncate(n);
@@ -35,38 +41,21 @@ pub fn run(a: &ZeroShotArgs) -> Result<()> {
     let mut done = read_scores(&scores_path, &key)?;
     let cont = zero_shot::Continuations::with_scoring(prompts.tokenizer(), scoring)?;
     let encoded = samples.iter().map(|s| prompts.encode(s)).collect::<Result<Vec<_>, _>>()?;
-    let shared = states::shared_prefix(&encoded);
-    let cache = states::prefill(&model, &encoded[0].ids, shared)?;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&scores_path)
-        .with_context(|| format!("opening {}", scores_path.display()))?;
-    let todo: Vec<usize> = (0..samples.len()).filter(|&i| !done.contains_key(&samples[i].id)).collect();
+    // A visit is scored again when evidence is asked for and its line has none of this K.
+    let todo: Vec<usize> = (0..samples.len())
+        .filter(|&i| done.get(&samples[i].id).is_none_or(|d| last_k.is_some_and(|k| d.attention_k != Some(k))))
+        .collect();
     note!(
-        "zero-shot ({}): {} samples, {} already scored, shared prefix {shared} tokens",
+        "zero-shot ({}): {} samples, {} already scored{}",
         scoring.name(),
         samples.len(),
-        samples.len() - todo.len()
+        samples.len() - todo.len(),
+        if last_k.is_some() { " with attention evidence" } else { "" }
     );
-    let bar = progress::auto().bar("zero-shot scores");
-    bar.set_length(todo.len() as u64);
-    let t0 = std::time::Instant::now();
-    for &i in &todo {
-        let raw = zero_shot::prompt_scores(&model, &cache, &encoded[i], &cont)?;
-        let line = serde_json::json!({"key": key, "id": samples[i].id, "raw": raw});
-        writeln!(file, "{line}")
-            .and_then(|_| file.flush())
-            .with_context(|| format!("writing {}", scores_path.display()))?;
-        done.insert(samples[i].id.clone(), raw);
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    if !todo.is_empty() {
-        note!("zero-shot: {:.2} s per visit", t0.elapsed().as_secs_f64() / todo.len() as f64);
-    }
+    let scoring_run = ScoringRun { model: &model, encoded: &encoded, cont: &cont, key: &key, last_k };
+    scoring_run.score(&samples, &todo, &scores_path, &mut done)?;
     let free = zero_shot::visit_free_scores(&model, &prompts, &cont, &samples[0])?;
-    let raw: Vec<f32> = samples.iter().flat_map(|s| done[&s.id].clone()).collect();
+    let raw: Vec<f32> = samples.iter().flat_map(|s| done[&s.id].raw.clone()).collect();
     let p = zero_shot::probabilities(&raw)?;
     let mut text = String::new();
     for (s, row) in samples.iter().zip(p.chunks(NUM_LABELS)) {
@@ -75,6 +64,16 @@ pub fn run(a: &ZeroShotArgs) -> Result<()> {
     }
     io::write_atomic(&a.out, text.as_bytes()).with_context(|| format!("writing {}", a.out.display()))?;
     note!("wrote {} ({} samples; raw scores in {})", a.out.display(), samples.len(), scores_path.display());
+    if let (Some(path), Some(k)) = (&a.evidence, last_k) {
+        let identity = TeacherIdentity {
+            model: format!("zero-shot {} scores of {key}", scoring.name()),
+            config_hash: key.clone(),
+            adapter_hash: None,
+            temperature: 1.0,
+            last_k_layers: k as u32,
+        };
+        write_evidence(path, identity, &samples, &encoded, &p, &done)?;
+    }
     if let Some(rep) = report(&samples, &raw, &p) {
         let path = PathBuf::from(format!("{}.report.json", a.out.display()));
         let rep = serde_json::json!({
@@ -91,29 +90,127 @@ pub fn run(a: &ZeroShotArgs) -> Result<()> {
     Ok(())
 }
 
-/// Raw scores already computed for `key` (one JSON object per line); a line of another model is
-/// an error (the file belongs to another run), a truncated last line is dropped.
-fn read_scores(path: &std::path::Path, key: &str) -> Result<HashMap<String, Vec<f32>>> {
+/// One visit's line of `OUT.scores.jsonl`: its 25 raw scores and, when evidence was asked for,
+/// the attention of the prompt's last token per prompt token, averaged over the last
+/// `attention_k` layers.
+struct Scored {
+    raw: Vec<f32>,
+    attention: Vec<f32>,
+    attention_k: Option<usize>,
+}
+
+/// What scoring a visit needs: the model, the visits' prompts, the continuations, the run's key
+/// and, for evidence, the number of final layers averaged.
+struct ScoringRun<'a> {
+    model: &'a Qwen2ForCausalLM,
+    encoded: &'a [Prompt],
+    cont: &'a zero_shot::Continuations,
+    key: &'a str,
+    last_k: Option<usize>,
+}
+
+impl ScoringRun<'_> {
+    /// Scores visits `todo` on the shared prefix's KV cache, appending each one's line to
+    /// `path` as it finishes (so a stopped run resumes there) and to `done`.
+    fn score(
+        &self,
+        samples: &[Sample],
+        todo: &[usize],
+        path: &std::path::Path,
+        done: &mut HashMap<String, Scored>,
+    ) -> Result<()> {
+        let shared = states::shared_prefix(self.encoded);
+        let cache = states::prefill(self.model, &self.encoded[0].ids, shared)?;
+        note!("zero-shot: shared prefix {shared} tokens");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let bar = progress::auto().bar("zero-shot scores");
+        bar.set_length(todo.len() as u64);
+        let t0 = std::time::Instant::now();
+        for &i in todo {
+            let (raw, attention) = match self.last_k {
+                Some(k) => zero_shot::prompt_scores_with_attention(self.model, &cache, &self.encoded[i], self.cont, k)?,
+                None => (zero_shot::prompt_scores(self.model, &cache, &self.encoded[i], self.cont)?, Vec::new()),
+            };
+            let mut line = serde_json::json!({"key": self.key, "id": samples[i].id, "raw": raw});
+            if let Some(k) = self.last_k {
+                line["attention_k"] = serde_json::json!(k);
+                line["attention"] = serde_json::json!(attention);
+            }
+            writeln!(file, "{line}")
+                .and_then(|_| file.flush())
+                .with_context(|| format!("writing {}", path.display()))?;
+            done.insert(samples[i].id.clone(), Scored { raw, attention, attention_k: self.last_k });
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        if !todo.is_empty() {
+            note!("zero-shot: {:.2} s per visit", t0.elapsed().as_secs_f64() / todo.len() as f64);
+        }
+        Ok(())
+    }
+}
+
+/// The evidence file (`ckd teacher label`'s format) of the zero-shot teacher: per sample its
+/// probabilities `p` (`[N * 25]`) and the prompt attention aggregated to words, concepts and
+/// fields, so every consumer of teacher evidence (students, `ckd explain`) reads it.
+fn write_evidence(
+    path: &std::path::Path,
+    teacher: TeacherIdentity,
+    samples: &[Sample],
+    encoded: &[Prompt],
+    p: &[f32],
+    done: &HashMap<String, Scored>,
+) -> Result<()> {
+    let mut records = Vec::with_capacity(samples.len());
+    for ((s, prompt), probs) in samples.iter().zip(encoded).zip(p.chunks(NUM_LABELS)) {
+        let w = &done[&s.id].attention;
+        anyhow::ensure!(
+            w.len() == prompt.ids.len(),
+            "sample {}: {} attention weights for a {}-token prompt (scores of another --max-len?)",
+            s.id,
+            w.len(),
+            prompt.ids.len()
+        );
+        let r = label::rendered(s)?;
+        let (spans, w): (Vec<(usize, usize)>, Vec<f32>) =
+            prompt.input_spans.iter().zip(w).filter_map(|(sp, &w)| sp.map(|sp| (sp, w))).unzip();
+        let rec = SampleEvidence::from_tokens(s.id.clone(), probs.to_vec(), &r, &spans, &w);
+        rec.validate().map_err(|e| anyhow::anyhow!("evidence of sample {}: {e}", s.id))?;
+        records.push(rec);
+    }
+    let file = EvidenceFile { teacher, shard: None, records, data: Some(DataIdentity::of(samples)) };
+    label::write_evidence(path, &file)?;
+    note!("wrote {} (probabilities and prompt attention of {} samples)", path.display(), samples.len());
+    Ok(())
+}
+
+/// Lines already computed for `key` (one JSON object per line; a later line of a sample
+/// replaces an earlier one); a line of another model is an error (the file belongs to another
+/// run), a truncated last line is dropped.
+fn read_scores(path: &std::path::Path, key: &str) -> Result<HashMap<String, Scored>> {
     let mut out = HashMap::new();
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(out) };
     for (n, line) in text.lines().enumerate() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let at = || format!("{} line {}", path.display(), n + 1);
         anyhow::ensure!(
             v["key"] == key,
-            "{} line {}: scores of another model or prompt; remove the file or choose another --out",
-            path.display(),
-            n + 1
+            "{}: scores of another model or prompt; remove the file or choose another --out",
+            at()
         );
-        let raw: Vec<f32> =
-            serde_json::from_value(v["raw"].clone()).with_context(|| format!("{} line {}", path.display(), n + 1))?;
-        anyhow::ensure!(
-            raw.len() == NUM_LABELS,
-            "{} line {}: {} scores, expected {NUM_LABELS}",
-            path.display(),
-            n + 1,
-            raw.len()
-        );
-        out.insert(v["id"].as_str().unwrap_or_default().to_string(), raw);
+        let raw: Vec<f32> = serde_json::from_value(v["raw"].clone()).with_context(at)?;
+        anyhow::ensure!(raw.len() == NUM_LABELS, "{}: {} scores, expected {NUM_LABELS}", at(), raw.len());
+        let attention: Vec<f32> = match v.get("attention") {
+            Some(a) => serde_json::from_value(a.clone()).with_context(at)?,
+            None => Vec::new(),
+        };
+        let attention_k = v.get("attention_k").and_then(serde_json::Value::as_u64).map(|k| k as usize);
+        anyhow::ensure!(attention_k.is_some() == v.get("attention").is_some(), "{}: attention without its K", at());
+        out.insert(v["id"].as_str().unwrap_or_default().to_string(), Scored { raw, attention, attention_k });
     }
     Ok(out)
 }

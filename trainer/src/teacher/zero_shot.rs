@@ -219,26 +219,61 @@ pub fn prompt_scores(
     prompt: &Prompt,
     cont: &Continuations,
 ) -> Result<Vec<f32>> {
+    Ok(scores_on(model, cache, prompt, cont, None)?.0)
+}
+
+/// [`prompt_scores`] and the attention evidence of the prompt: the attention of its last token
+/// (`<|im_start|>assistant\n`'s end, before any continuation) over the prompt's tokens, averaged
+/// over heads and the last `last_k` layers, one weight per token of `prompt.ids` (the weights
+/// `ckd teacher label` takes from a full forward, [`super::label::last_token_weights`]).
+pub fn prompt_scores_with_attention(
+    model: &Qwen2ForCausalLM,
+    cache: &KvCache,
+    prompt: &Prompt,
+    cont: &Continuations,
+    last_k: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (scores, attn) = scores_on(model, cache, prompt, cont, Some(last_k))?;
+    Ok((scores, attn.unwrap_or_default()))
+}
+
+fn scores_on(
+    model: &Qwen2ForCausalLM,
+    cache: &KvCache,
+    prompt: &Prompt,
+    cont: &Continuations,
+    last_k: Option<usize>,
+) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
     let start = cache.len();
     let mut ids = prompt.ids.clone();
     ids.extend_from_slice(&cont.prefix);
-    if start >= ids.len() {
+    // The attention row of the prompt's last token needs that token outside the cache.
+    let own_from = if last_k.is_some() { prompt.ids.len() } else { ids.len() };
+    if start >= own_from {
         return Err(TeacherError::Invalid(format!(
-            "shared prefix of {start} tokens leaves nothing of a {}-token prompt",
-            ids.len()
+            "shared prefix of {start} tokens leaves nothing of a {own_from}-token prompt"
         )));
     }
     let own = &ids[start..];
     let mut c = cache.clone();
     let x = Tensor::from_slice(own, (1, own.len()), model.device())?;
-    let hidden = model.forward_cached(&x, &mut c)?;
-    match cont.scoring {
+    let (hidden, attn) = match last_k {
+        None => (model.forward_cached(&x, &mut c)?, None),
+        Some(k) => {
+            let (hidden, layers) = model.forward_cached_attention(&x, &mut c, prompt.ids.len() - 1 - start)?;
+            let mut w = super::label::last_token_weights(&layers, k)?.swap_remove(0);
+            w.truncate(prompt.ids.len());
+            (hidden, Some(w))
+        }
+    };
+    let scores = match cont.scoring {
         Scoring::Names => {
             let last = hidden.get(0)?.get(own.len() - 1)?.unsqueeze(0)?;
-            continuation_scores(model, &c, &last, &cont.names)
+            continuation_scores(model, &c, &last, &cont.names)?
         }
-        Scoring::YesNo => answer_scores(model, &c, &cont.names, (&cont.answers.0, &cont.answers.1)),
-    }
+        Scoring::YesNo => answer_scores(model, &c, &cont.names, (&cont.answers.0, &cont.answers.1))?,
+    };
+    Ok((scores, attn))
 }
 
 /// Raw zero-shot scores `[N * 25]` of `samples` under `cont`.

@@ -629,6 +629,38 @@ impl Qwen2ForCausalLM {
         cache: &mut KvCache,
         layers: &[usize],
     ) -> Result<Vec<Tensor>, Qwen2Error> {
+        Ok(self.cached_pass(input_ids, cache, layers, None)?.0)
+    }
+
+    /// [`Self::forward_cached`] that also returns, per decoder layer, the attention
+    /// probabilities of new position `row` (`0 <= row < T_new`) over every key, cached ones
+    /// first: [B, N, T_past + T_new] f32 (rows sum to 1; keys after `row` get 0). The same
+    /// rows as `Qwen2Output::last_token_attentions` of a full forward whose last token is `row`.
+    pub fn forward_cached_attention(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        row: usize,
+    ) -> Result<(Tensor, Vec<Tensor>), Qwen2Error> {
+        let (_, t) = self.check_ids(input_ids)?;
+        if row >= t {
+            return Err(Qwen2Error::InvalidInput(format!("attention row {row} of {t} new positions")));
+        }
+        let n = self.model.layers.len();
+        let (mut states, attn) = self.cached_pass(input_ids, cache, &[n], Some(row))?;
+        let hidden = states.pop().ok_or_else(|| Qwen2Error::InvalidInput("no state returned".into()))?;
+        Ok((hidden, attn))
+    }
+
+    /// The cached forward: states after `layers`, and with `attn_row`, each layer's attention
+    /// row of that new position ([`Self::forward_cached_attention`]).
+    fn cached_pass(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        layers: &[usize],
+        attn_row: Option<usize>,
+    ) -> Result<(Vec<Tensor>, Vec<Tensor>), Qwen2Error> {
         let n_layers = self.model.layers.len();
         if layers.is_empty()
             || layers.windows(2).any(|w| w[0] >= w[1])
@@ -657,8 +689,13 @@ impl Qwen2ForCausalLM {
         let (cos, sin) = rope_tables(self.cfg.rope_theta, self.cfg.head_dim(), offset, t, self.dtype(), device)?;
         let mut xs = self.embed(input_ids)?;
         let mut out = Vec::with_capacity(layers.len());
+        let mut attn = Vec::new();
         for (i, (layer, slot)) in self.model.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
-            xs = layer.forward_t(&xs, &mask, &cos, &sin, Some(slot), None)?.0;
+            let (next, probs) = layer.forward_t(&xs, &mask, &cos, &sin, Some(slot), None)?;
+            xs = next;
+            if let Some(r) = attn_row {
+                attn.push(probs.narrow(2, r, 1)?.squeeze(2)?);
+            }
             if i + 1 < n_layers && layers.contains(&(i + 1)) {
                 out.push(xs.clone());
             }
@@ -667,7 +704,7 @@ impl Qwen2ForCausalLM {
         if layers.last() == Some(&n_layers) {
             out.push(self.model.norm.forward(&xs)?);
         }
-        Ok(out)
+        Ok((out, attn))
     }
 
     /// Several continuations of the batch-1 sequence in `cache`, packed into one row without
