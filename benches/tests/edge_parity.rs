@@ -10,7 +10,7 @@ use ckd_edge::{EdgeError, Engine, EngineOptions};
 use ckd_trainer::export::{BuildOptions, Precision};
 use ckd_trainer::ingest::{ingest_mimic, IngestConfig};
 use ckd_trainer::models::bert::{BertForMultiLabel, HeadConfig};
-use ckd_trainer::student::{self, Prepared, Preset, StudentConfig, TrainConfig};
+use ckd_trainer::student::{self, Preset, StudentConfig, TokenizedSamples, TrainConfig};
 use ckd_trainer::synth::{generate, write_cohort, SynthConfig};
 use ckd_trainer::text::TextEncoder;
 
@@ -33,12 +33,12 @@ fn fixture() -> Fixture {
     let enc = TextEncoder::train_wordpiece(texts.iter().map(|s| s.as_str()), 500, 64).unwrap();
     let bert = Preset::Tiny.config(enc.vocab_size(), 64);
     let (model, varmap) = BertForMultiLabel::init(&bert, &HeadConfig::default(), &candle_core::Device::Cpu, 3).unwrap();
-    let (tp, vp) = (Prepared::new(&train, &enc).unwrap(), Prepared::new(&val, &enc).unwrap());
+    let (tp, vp) = (TokenizedSamples::new(&train, &enc).unwrap(), TokenizedSamples::new(&val, &enc).unwrap());
     assert!(vp.truncated > 0, "fixture should include truncated inputs");
     let work = tempfile::tempdir().unwrap();
     let distill = ckd_trainer::distill::DistillConfig { hard: 1.0, soft: 0.0, ..Default::default() };
     let cfg = TrainConfig { epochs: 1, lr: 2e-3, patience: 0, distill, ..Default::default() };
-    let run = student::Run {
+    let run = student::TrainLoop {
         model: &model,
         varmap: &varmap,
         encoder: &enc,
@@ -62,7 +62,7 @@ fn fixture() -> Fixture {
 fn trainer_and_edge_agree_and_tampering_is_refused() {
     let f = fixture();
     let st = student::load_student(&f.student).unwrap();
-    let prepared = Prepared::new(&f.val, &st.encoder).unwrap();
+    let prepared = TokenizedSamples::new(&f.val, &st.encoder).unwrap();
     let want = student::predict(&st.model, &prepared, st.encoder.pad_id, 8).unwrap();
     let bundles = tempfile::tempdir().unwrap();
     // (name, build, tolerance vs the candle model)

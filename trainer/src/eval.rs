@@ -7,7 +7,7 @@ use ckd_core::{metrics, Sample};
 
 use crate::baselines;
 use crate::report::{self, ModelResult, ReportInput, ReportJson, Role};
-use crate::student::{self, Prepared, Student, StudentError, Teacher, Training};
+use crate::student::{self, SoftTargets, Student, StudentError, TokenizedSamples, Training};
 
 /// Error of an evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,7 @@ pub struct EvalInput<'a> {
     /// Validation samples for the baselines' thresholds.
     pub val: &'a [Sample],
     /// Oracle probabilities (synthetic cohorts).
-    pub oracle: Option<&'a Teacher>,
+    pub oracle: Option<&'a SoftTargets>,
     /// Description of the data, for the report.
     pub data_description: String,
 }
@@ -56,7 +56,7 @@ pub fn evaluate(input: &EvalInput<'_>) -> Result<(ReportJson, usize), EvalError>
         return Err(EvalError::Empty);
     }
     let st = input.student;
-    let p = Prepared::new(input.eval, &st.encoder)?;
+    let p = TokenizedSamples::new(input.eval, &st.encoder)?;
     let probs = student::predict(&st.model, &p, st.encoder.pad_id, 32)?;
     let mut models = Vec::new();
     let mut reference = None;

@@ -18,7 +18,7 @@ use ckd_core::NUM_LABELS;
 use indicatif::ProgressBar;
 
 use crate::io::write_atomic;
-use crate::student::Teacher;
+use crate::student::SoftTargets;
 use crate::teacher::label::{self, LabelConfig, LabelOutcome};
 use crate::teacher::{LoadedTeacher, TeacherError};
 
@@ -69,7 +69,7 @@ pub fn is_hands_file(path: &Path) -> bool {
 
 /// Pairs the rows of a soft-label file's `text` with `samples` by position. `path` is used in
 /// errors and the teacher's identity only.
-pub fn teacher_from_hands(text: &str, path: &Path, samples: &[Sample]) -> Result<Teacher, SoftLabelError> {
+pub fn teacher_from_hands(text: &str, path: &Path, samples: &[Sample]) -> Result<SoftTargets, SoftLabelError> {
     let rows = hands::parse(text).map_err(|source| {
         let sample = source
             .index()
@@ -80,7 +80,7 @@ pub fn teacher_from_hands(text: &str, path: &Path, samples: &[Sample]) -> Result
     if rows.len() != samples.len() {
         return Err(SoftLabelError::Count { path: path.to_path_buf(), objects: rows.len(), samples: samples.len() });
     }
-    let mut t = Teacher::default();
+    let mut t = SoftTargets::default();
     for (s, r) in samples.iter().zip(rows) {
         t.probs.insert(s.id.clone(), r.to_vec());
     }
@@ -95,7 +95,7 @@ pub fn teacher_from_hands(text: &str, path: &Path, samples: &[Sample]) -> Result
 }
 
 /// Reads a soft-label file and pairs it with `samples` ([`teacher_from_hands`]).
-pub fn read_hands(path: &Path, samples: &[Sample]) -> Result<Teacher, SoftLabelError> {
+pub fn read_hands(path: &Path, samples: &[Sample]) -> Result<SoftTargets, SoftLabelError> {
     let text = crate::io::read_regular(path)
         .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
         .map_err(|source| SoftLabelError::Io { path: path.to_path_buf(), source })?;

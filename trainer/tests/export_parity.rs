@@ -291,7 +291,7 @@ struct TrainedStudent {
 fn train_tiny_student() -> TrainedStudent {
     use ckd_core::visit::Split;
     use ckd_trainer::ingest::{ingest_mimic, IngestConfig};
-    use ckd_trainer::student::{self, Prepared, Preset, StudentConfig, TrainConfig};
+    use ckd_trainer::student::{self, Preset, StudentConfig, TokenizedSamples, TrainConfig};
     use ckd_trainer::synth::{generate, write_cohort, SynthConfig};
     let dir = tempfile::tempdir().unwrap();
     let cohort = dir.path().join("cohort");
@@ -309,7 +309,7 @@ fn train_tiny_student() -> TrainedStudent {
     // The student as the pipeline trains it: mean pooling, fast head.
     let head = HeadConfig { pooling: Pooling::Mean, ..HeadConfig::default() };
     let (model, varmap) = BertForMultiLabel::init(&bert, &head, &Device::Cpu, 5).unwrap();
-    let (tp, vp) = (Prepared::new(&train, &enc).unwrap(), Prepared::new(&val, &enc).unwrap());
+    let (tp, vp) = (TokenizedSamples::new(&train, &enc).unwrap(), TokenizedSamples::new(&val, &enc).unwrap());
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let distill = ckd_trainer::distill::DistillConfig { hard: 1.0, soft: 0.0, ..Default::default() };
@@ -323,7 +323,7 @@ fn train_tiny_student() -> TrainedStudent {
         head_lr_scale: 100.0,
         ..Default::default()
     };
-    let run = student::Run {
+    let run = student::TrainLoop {
         model: &model,
         varmap: &varmap,
         encoder: &enc,
@@ -350,7 +350,7 @@ fn train_tiny_student() -> TrainedStudent {
 
 /// Probabilities [N * L] of `p`'s samples through `f`, in batches of 16 in length order (as
 /// `student::predict`), padded with `pad_id`.
-fn probs_on(p: &ckd_trainer::student::Prepared, pad_id: u32, l: usize, f: &LogitsFn) -> Vec<f32> {
+fn probs_on(p: &ckd_trainer::student::TokenizedSamples, pad_id: u32, l: usize, f: &LogitsFn) -> Vec<f32> {
     let mut order: Vec<usize> = (0..p.len()).collect();
     order.sort_by_key(|&i| p.enc[i].ids.len());
     let mut probs = vec![0f32; p.len() * l];
@@ -377,10 +377,10 @@ fn probs_on(p: &ckd_trainer::student::Prepared, pad_id: u32, l: usize, f: &Logit
 /// the student's tuned thresholds) no more than [`INT8_MACRO_F1_DROP`] lower.
 #[test]
 fn trained_tiny_student_int8_bundle_within_goals() {
-    use ckd_trainer::student::{load_student, Prepared};
+    use ckd_trainer::student::{load_student, TokenizedSamples};
     let t = train_tiny_student();
     let st = load_student(&t.dir).unwrap();
-    let p = Prepared::new(&t.test, &st.encoder).unwrap();
+    let p = TokenizedSamples::new(&t.test, &st.encoder).unwrap();
     let l = st.config.head.num_labels;
     let bundles = tempfile::tempdir().unwrap();
     let mut probs = Vec::new();
@@ -436,7 +436,7 @@ fn trained_tiny_student_int8_bundle_within_goals() {
 }
 
 /// Probabilities of the candle student on `p`.
-fn student_probs(st: &ckd_trainer::student::Student, p: &ckd_trainer::student::Prepared) -> Vec<f32> {
+fn student_probs(st: &ckd_trainer::student::Student, p: &ckd_trainer::student::TokenizedSamples) -> Vec<f32> {
     ckd_trainer::student::predict(&st.model, p, st.encoder.pad_id, 16).unwrap()
 }
 
@@ -736,7 +736,7 @@ fn write_ort_check_files() {
     };
     let (cfg, head, model, tensors, rws) = if let Some((dir, test)) = student {
         let st = ckd_trainer::student::load_student(&dir).unwrap();
-        let p = ckd_trainer::student::Prepared::new(&test, &st.encoder).unwrap();
+        let p = ckd_trainer::student::TokenizedSamples::new(&test, &st.encoder).unwrap();
         let rws = p.enc.iter().map(|e| e.ids.iter().map(|&x| i64::from(x)).collect()).collect();
         let tensors = model_tensors(read_safetensors(&dir.join("model.safetensors"), &Device::Cpu).unwrap()).unwrap();
         eprintln!("trained student {}", dir.display());
@@ -806,14 +806,14 @@ type LogitsFn<'a> = dyn Fn(&[i64], &[i64], usize, usize) -> Vec<f32> + 'a;
 #[ignore = "needs a trained student: CKD_STUDENT_DIR and CKD_SAMPLES"]
 fn trained_student_int8_vs_f32() {
     use ckd_core::visit::Split;
-    use ckd_trainer::student::{load_student, Prepared};
+    use ckd_trainer::student::{load_student, TokenizedSamples};
     let (Some(dir), Some(samples)) = (required_path("CKD_STUDENT_DIR"), required_path("CKD_SAMPLES")) else {
         return;
     };
     let st = load_student(&dir).unwrap();
     let file = ckd_trainer::ingest::read_samples(&samples).unwrap();
     let test: Vec<_> = file.samples.into_iter().filter(|s| s.split == Split::Test).collect();
-    let p = Prepared::new(&test, &st.encoder).unwrap();
+    let p = TokenizedSamples::new(&test, &st.encoder).unwrap();
     let tensors = model_tensors(read_safetensors(&dir.join("model.safetensors"), &Device::Cpu).unwrap()).unwrap();
     let cfg = &st.config;
     let l = cfg.head.num_labels;

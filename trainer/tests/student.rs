@@ -5,18 +5,18 @@ use ckd_core::visit::{Sample, Split};
 use ckd_trainer::distill::DistillConfig;
 use ckd_trainer::ingest::{ingest_mimic, IngestConfig};
 use ckd_trainer::models::bert::{BertForMultiLabel, HeadConfig};
-use ckd_trainer::student::{self, Prepared, Preset, StudentConfig, Teacher, TrainConfig};
+use ckd_trainer::student::{self, Preset, SoftTargets, StudentConfig, TokenizedSamples, TrainConfig};
 use ckd_trainer::synth::{generate, write_cohort, SynthConfig};
 use ckd_trainer::text::TextEncoder;
 use indicatif::ProgressBar;
 
-fn cohort() -> (Vec<Sample>, Vec<Sample>, Teacher) {
+fn cohort() -> (Vec<Sample>, Vec<Sample>, SoftTargets) {
     let d = tempfile::tempdir().unwrap();
     let c = generate(&SynthConfig { patients: 1500, seed: 3, ..Default::default() });
     write_cohort(&c, d.path()).unwrap();
     let ing = ingest_mimic(d.path(), &IngestConfig::default(), &mut |_, _| {}).unwrap();
     let oracle = std::fs::read_to_string(d.path().join("oracle.jsonl")).unwrap();
-    let teacher = Teacher::from_jsonl(&oracle, &d.path().join("oracle.jsonl")).unwrap();
+    let teacher = SoftTargets::from_jsonl(&oracle, &d.path().join("oracle.jsonl")).unwrap();
     let s = ing.file.samples;
     let train: Vec<Sample> = s.iter().filter(|x| x.split == Split::Train).take(96).cloned().collect();
     let val: Vec<Sample> = s.iter().filter(|x| x.split != Split::Train).take(32).cloned().collect();
@@ -38,9 +38,9 @@ fn cfg() -> TrainConfig {
 
 struct Setup {
     enc: TextEncoder,
-    train: Prepared,
-    val: Prepared,
-    teacher: Teacher,
+    train: TokenizedSamples,
+    val: TokenizedSamples,
+    teacher: SoftTargets,
     bert: ckd_trainer::models::bert::Config,
 }
 
@@ -48,8 +48,8 @@ fn setup() -> Setup {
     let (train, val, teacher) = cohort();
     let texts: Vec<String> = train.iter().map(|s| s.text()).collect();
     let enc = TextEncoder::train_wordpiece(texts.iter().map(|s| s.as_str()), 600, 96).unwrap();
-    let tp = Prepared::new(&train, &enc).unwrap();
-    let vp = Prepared::new(&val, &enc).unwrap();
+    let tp = TokenizedSamples::new(&train, &enc).unwrap();
+    let vp = TokenizedSamples::new(&val, &enc).unwrap();
     let bert = Preset::Tiny.config(enc.vocab_size(), 96);
     Setup { enc, train: tp, val: vp, teacher, bert }
 }
@@ -67,7 +67,7 @@ fn try_run_in(
 ) -> Result<(student::TrainOutcome, Vec<f32>), student::StudentError> {
     let (model, varmap) =
         BertForMultiLabel::init(&s.bert, &HeadConfig::default(), &candle_core::Device::Cpu, 1).unwrap();
-    let run = student::Run {
+    let run = student::TrainLoop {
         model: &model,
         varmap: &varmap,
         encoder: &s.enc,
@@ -169,7 +169,7 @@ fn soft_loss_without_teacher_is_an_error() {
         BertForMultiLabel::init(&s.bert, &HeadConfig::default(), &candle_core::Device::Cpu, 1).unwrap();
     let d = tempfile::tempdir().unwrap();
     let cfg = cfg();
-    let run = student::Run {
+    let run = student::TrainLoop {
         model: &model,
         varmap: &varmap,
         encoder: &s.enc,
@@ -234,7 +234,7 @@ fn attention_distillation_runs_with_a_foreign_tokenization() {
         data: None,
     };
     file.validate().unwrap();
-    let teacher = Teacher::from_evidence(EvidenceFile::from_bytes(&file.to_bytes().unwrap()).unwrap());
+    let teacher = SoftTargets::from_evidence(EvidenceFile::from_bytes(&file.to_bytes().unwrap()).unwrap());
     let (model, varmap) =
         BertForMultiLabel::init(&s.bert, &HeadConfig::default(), &candle_core::Device::Cpu, 1).unwrap();
     let cfg = TrainConfig {
@@ -249,7 +249,7 @@ fn attention_distillation_runs_with_a_foreign_tokenization() {
         ..cfg()
     };
     let d = tempfile::tempdir().unwrap();
-    let run = student::Run {
+    let run = student::TrainLoop {
         model: &model,
         varmap: &varmap,
         encoder: &s.enc,
@@ -279,7 +279,7 @@ fn unlabelled_patients_labels_never_reach_the_student() {
     let mut s = setup();
     let fraction = 0.3;
     let c = TrainConfig { label_fraction: fraction, seed: 4, ..cfg() };
-    let keeps = |i: usize, p: &Prepared| student::keeps_label(c.seed, &p.subjects[i].to_string(), fraction);
+    let keeps = |i: usize, p: &TokenizedSamples| student::keeps_label(c.seed, &p.subjects[i].to_string(), fraction);
     let d = tempfile::tempdir().unwrap();
     let (_, base) = run_in(&s, &d.path().join("a"), &c, false);
     let original = s.train.labels.clone();

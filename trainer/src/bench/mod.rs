@@ -39,7 +39,7 @@ use crate::pipeline::upstream;
 pub use crate::pipeline::zero_shot_teacher::ZeroShotFiles;
 use crate::pipeline::{logreg_teacher, zero_shot_teacher};
 use crate::pipeline::{msg_err, pct, stage_err, PipelineConfig, PipelineError};
-use crate::student::{self, Prepared, Teacher};
+use crate::student::{self, SoftTargets, TokenizedSamples};
 use crate::teacher::train::Bars;
 
 type Result<T, E = PipelineError> = std::result::Result<T, E>;
@@ -400,7 +400,7 @@ pub fn run(cfg: &PipelineConfig, spec: &BenchSpec, bars: &dyn Bars) -> Result<Be
     let mut stages = Stages::default();
     let up = upstream::prepare(cfg, bars, &mut stages)?;
     let settings = spec.settings(&cfg.student.distill, student_layers(cfg)?);
-    let teacher = Teacher::from_evidence(up.ev_train.clone());
+    let teacher = SoftTargets::from_evidence(up.ev_train.clone());
     let bare = [without_knowledge(&up.train), without_knowledge(&up.val), without_knowledge(&up.test)];
     let with_k = StudentData::of(&up);
     let no_k = StudentData {
@@ -412,7 +412,7 @@ pub fn run(cfg: &PipelineConfig, spec: &BenchSpec, bars: &dyn Bars) -> Result<Be
         evidence_key: &up.ev_train_hash,
     };
     let fraction_teachers = fraction_teachers(cfg, spec, &up, &settings, bars, &mut stages)?;
-    let fraction_soft: Vec<Teacher> = fraction_teachers.iter().map(|(t, _)| t.teacher()).collect();
+    let fraction_soft: Vec<SoftTargets> = fraction_teachers.iter().map(|(t, _)| t.teacher()).collect();
     let grid = Grid {
         cfg,
         spec,
@@ -521,9 +521,9 @@ struct Grid<'a> {
     with_k: StudentData<'a>,
     no_k: StudentData<'a>,
     bare_test: &'a [Sample],
-    teacher: &'a Teacher,
+    teacher: &'a SoftTargets,
     fraction_teachers: &'a [(FractionTeacher, String)],
-    fraction_soft: &'a [Teacher],
+    fraction_soft: &'a [SoftTargets],
     dir: PathBuf,
 }
 
@@ -597,7 +597,7 @@ impl<'a> Grid<'a> {
         setting: &Setting,
         fraction: f64,
         seed: u64,
-    ) -> Result<(StudentData<'a>, &'a [Sample], &'a Teacher)> {
+    ) -> Result<(StudentData<'a>, &'a [Sample], &'a SoftTargets)> {
         let (data, test): (&StudentData<'a>, &'a [Sample]) =
             if setting.knowledge { (&self.with_k, &self.up.test) } else { (&self.no_k, self.bare_test) };
         let (cell_teacher, evidence_key) = match setting.teacher {
@@ -659,7 +659,7 @@ fn predictions(
     stages.run(SP, &pdir, &key, || {
         let st = student::load_student(dir).map_err(stage_err(SP))?;
         let run = |set: &[Sample]| -> Result<Vec<f32>> {
-            let p = Prepared::new(set, &st.encoder).map_err(stage_err(SP))?;
+            let p = TokenizedSamples::new(set, &st.encoder).map_err(stage_err(SP))?;
             student::predict(&st.model, &p, st.encoder.pad_id, 32).map_err(stage_err(SP))
         };
         let preds = CellPredictions {

@@ -21,7 +21,7 @@ use crate::pipeline::upstream::Upstream;
 use crate::pipeline::{msg_err, pct, stage_err, PipelineConfig, PipelineError};
 use crate::report::intervals::{fmt_difference, fmt_interval, verdict};
 use crate::report::{fmt3 as fmt_auc, macro_auc, targets};
-use crate::student::{keeps_label, Teacher};
+use crate::student::{keeps_label, SoftTargets};
 use crate::teacher::label;
 
 type Result<T, E = PipelineError> = std::result::Result<T, E>;
@@ -426,7 +426,7 @@ fn teacher_and_oracle_rows(
     push(format!("teacher ({})", up.teacher.manifest.model_name), 1.0, &cache(&teacher_probs, t, draws, bar));
     if let Some(op) = &up.oracle {
         let text = std::fs::read_to_string(op).map_err(stage_err(SB))?;
-        let o = Teacher::from_jsonl(&text, op).map_err(stage_err(SB))?;
+        let o = SoftTargets::from_jsonl(&text, op).map_err(stage_err(SB))?;
         let mut probs = Vec::with_capacity(ids.len() * NUM_LABELS);
         for id in &ids {
             probs.extend_from_slice(o.probs.get(id).ok_or_else(|| msg_err(SB, format!("oracle has no sample {id}")))?);

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use ckd_core::knowledge::{KnowledgeConfig, KnowledgeTable, DEFAULT_FDR};
 use ckd_core::visit::{Sample, Split};
 use ckd_trainer::ingest::{self, IngestConfig};
-use ckd_trainer::student::Teacher;
+use ckd_trainer::student::SoftTargets;
 use ckd_trainer::teacher::label as teacher_label;
 use ckd_trainer::{codegen, io, pipeline, soft_labels, synth};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -207,19 +207,19 @@ pub fn load_samples(path: &Path, split: Split) -> Result<(Vec<Sample>, String, O
 /// Per-sample probabilities for `samples` from a file: an evidence file (`ckd teacher label`),
 /// JSON lines `{"id", "p"}` (`.jsonl`, e.g. the synthetic cohort's oracle), or the authors'
 /// `hands_name_*.json` (object i = sample i).
-pub fn read_soft_labels(path: &Path, samples: &[Sample]) -> Result<Teacher> {
+pub fn read_soft_labels(path: &Path, samples: &[Sample]) -> Result<SoftTargets> {
     if soft_labels::is_hands_file(path) {
         return Ok(soft_labels::read_hands(path, samples)?);
     }
     if path.extension().is_some_and(|e| e == "jsonl") {
         let bytes = io::read_regular(path).with_context(|| format!("reading {}", path.display()))?;
         let text = String::from_utf8(bytes).with_context(|| format!("reading {}", path.display()))?;
-        Ok(Teacher::from_jsonl(&text, path)?)
+        Ok(SoftTargets::from_jsonl(&text, path)?)
     } else {
         let bytes = io::read_regular(path).with_context(|| format!("reading {}", path.display()))?;
         let file =
             ckd_core::evidence::EvidenceFile::from_bytes(&bytes).with_context(|| format!("{}", path.display()))?;
         file.validate().with_context(|| format!("{}", path.display()))?;
-        Ok(Teacher::from_evidence(file))
+        Ok(SoftTargets::from_evidence(file))
     }
 }

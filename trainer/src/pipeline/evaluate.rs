@@ -14,7 +14,7 @@ use super::upstream::Upstream;
 use super::{msg_err, stage_err, PipelineConfig, Result};
 use crate::report::{self, CostRow, ModelResult, ReportInput, ReportJson, Role};
 use crate::stats::median;
-use crate::student::{self, Prepared, Teacher};
+use crate::student::{self, SoftTargets, TokenizedSamples};
 use crate::teacher::{self, explain, label, LoadedTeacher};
 
 const SR: &str = "report";
@@ -149,7 +149,7 @@ fn evaluate_student(
     let (dir, name) = (&run.dir, run.display.as_str());
     let role = if run.distilled { Role::StudentDistilled } else { Role::Student };
     let st = student::load_student(dir).map_err(stage_err(SR))?;
-    let p = Prepared::new(test, &st.encoder).map_err(stage_err(SR))?;
+    let p = TokenizedSamples::new(test, &st.encoder).map_err(stage_err(SR))?;
     let t = Instant::now();
     let probs = student::predict(&st.model, &p, st.encoder.pad_id, 32).map_err(stage_err(SR))?;
     let batch_secs = t.elapsed().as_secs_f64();
@@ -180,8 +180,8 @@ fn evaluate_student(
 }
 
 /// Sample `i` of `p` alone (a batch of one).
-fn single(p: &Prepared, i: usize) -> Prepared {
-    Prepared {
+fn single(p: &TokenizedSamples, i: usize) -> TokenizedSamples {
+    TokenizedSamples {
         ids: vec![p.ids[i].clone()],
         texts: vec![p.texts[i].clone()],
         enc: vec![p.enc[i].clone()],
@@ -260,7 +260,7 @@ fn edge_binary(cfg: &PipelineConfig) -> Option<PathBuf> {
 /// JSONL at `op`, thresholds tuned on the test labels. A sample missing from the file is an error.
 fn oracle_model(op: &Path, test_ids: &[String], test_labels: &[LabelSet]) -> Result<ModelResult> {
     let text = std::fs::read_to_string(op).map_err(stage_err(SR))?;
-    let o = Teacher::from_jsonl(&text, op).map_err(stage_err(SR))?;
+    let o = SoftTargets::from_jsonl(&text, op).map_err(stage_err(SR))?;
     let mut probs = Vec::new();
     for id in test_ids {
         probs.extend_from_slice(o.probs.get(id).ok_or_else(|| msg_err(SR, format!("oracle has no sample {id}")))?);

@@ -35,7 +35,7 @@ use super::upstream::Upstream;
 use super::{msg_err, pct, settings_json, stage_err, PipelineConfig, PipelineError};
 use crate::io::{pretty_json, write_atomic};
 use crate::report::{fmt3 as fmt_auc, macro_auc};
-use crate::student::{keeps_label, Teacher};
+use crate::student::{keeps_label, SoftTargets};
 use crate::teacher::head::{probabilities, train_head, HeadConfig};
 use crate::teacher::semi::{self, SemiInput, SemiProtocol};
 use crate::teacher::states::{self, States, StatesConfig, POOLS};
@@ -111,8 +111,8 @@ pub(crate) const VERSION: u32 = 1;
 
 impl FractionTeacher {
     /// The soft labels as the student reads them.
-    pub fn teacher(&self) -> Teacher {
-        let mut t = Teacher::default();
+    pub fn teacher(&self) -> SoftTargets {
+        let mut t = SoftTargets::default();
         for (i, id) in self.ids.iter().enumerate() {
             t.probs.insert(id.clone(), self.train[i * NUM_LABELS..(i + 1) * NUM_LABELS].to_vec());
         }

@@ -14,7 +14,7 @@ use super::upstream::Upstream;
 use super::{stage_err, PipelineConfig, Result};
 use crate::distill::DistillConfig;
 use crate::student::job::{train_student, StudentJob};
-use crate::student::{Teacher, TrainConfig};
+use crate::student::{SoftTargets, TrainConfig};
 use crate::teacher::train::Bars;
 
 /// One student of the pipeline: with or without distillation, at a label fraction.
@@ -119,7 +119,7 @@ impl<'a> StudentData<'a> {
 pub(crate) fn train_one(
     cfg: &PipelineConfig,
     data: &StudentData<'_>,
-    teacher: &Teacher,
+    teacher: &SoftTargets,
     tc: TrainConfig,
     stage: &'static str,
     display: &str,
@@ -174,7 +174,7 @@ pub(crate) fn train_students(
     bars: &dyn Bars,
     stages: &mut Stages,
 ) -> Result<Vec<StudentRun>> {
-    let teacher = Teacher::from_evidence(up.ev_train.clone());
+    let teacher = SoftTargets::from_evidence(up.ev_train.clone());
     let data = StudentData::of(up);
     let seed = cfg.student.seed;
     let mut students = Vec::new();

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use super::fraction_teacher::{FractionTeacher, TeacherSource, FORMAT, VERSION};
 use super::upstream::Upstream;
 use super::{msg_err, PipelineError};
-use crate::student::Teacher;
+use crate::student::SoftTargets;
 use crate::teacher::semi::SemiProtocol;
 
 type Result<T, E = PipelineError> = std::result::Result<T, E>;
@@ -62,7 +62,7 @@ pub fn read_splits(files: &ZeroShotFiles, up: &Upstream) -> Result<([Vec<f32>; 3
 /// `[N * 25]` in `set`'s order from the JSON lines in `bytes` (the file `path` of split `name`).
 fn split_probs(bytes: &[u8], path: &Path, name: &str, set: &[Sample]) -> Result<Vec<f32>> {
     let text = std::str::from_utf8(bytes).map_err(|e| msg_err(SZ, format!("{}: not UTF-8: {e}", path.display())))?;
-    let t = Teacher::from_jsonl(text, path).map_err(|e| msg_err(SZ, e.to_string()))?;
+    let t = SoftTargets::from_jsonl(text, path).map_err(|e| msg_err(SZ, e.to_string()))?;
     let probs: &HashMap<String, Vec<f32>> = &t.probs;
     let mut out = Vec::with_capacity(set.len() * NUM_LABELS);
     for s in set {
