@@ -1,8 +1,12 @@
 //! Unit tests of the teacher's pure parts (prompts, sharding, merging, evidence weights, head).
 
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use ckd_core::evidence::{EvidenceFile, SampleEvidence, TeacherIdentity};
+
 use super::label::{merge, parse_shard, shard_of, MergeError};
 use super::*;
-use ckd_core::evidence::{EvidenceFile, SampleEvidence};
 
 #[test]
 fn device_spec_parses() {
