@@ -4,6 +4,7 @@ use ckd_core::labels::{LabelSet, NUM_LABELS};
 use ckd_core::metrics::{evaluate_label_sets, roc_auc, targets_from_label_sets, MetricsError};
 
 use super::*;
+use crate::io::pretty_json;
 
 /// Deterministic pseudo-random numbers (64-bit LCG) so tests need no RNG crate state.
 struct Lcg(u64);
