@@ -1,16 +1,21 @@
 //! The MIMIC-III tables of an ingest, table by table: the code dictionaries, the admissions,
 //! their diagnosis and procedure codes and their prescriptions; then one visit per admission and
-//! one next-visit sample per pair of consecutive admissions of a patient.
+//! one next-visit sample per pair of consecutive admissions of a patient. [`ingest_mimic`] and
+//! [`ingest_mimic_bytes`] run them in that order and join their results into samples.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use ckd_core::format::{hex, SampleFile};
 use ckd_core::icd;
 use ckd_core::split::SplitConfig;
 use ckd_core::visit::{Coded, Sample, Visit};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
-use super::{check_rows, timestamp, IngestError, IngestSummary, Progress, Source, Table, TableStats};
+use super::{
+    attach_knowledge, check_rows, timestamp, IngestConfig, IngestError, IngestSummary, Ingested, MimicTables, Progress,
+    Source, Table, TableStats,
+};
 
 /// A non-negative integer field (an id or SEQ_NUM); errors name `file`, `line` and `column`.
 fn parse_id(file: &Path, line: u64, column: &str, s: &str) -> Result<u64, IngestError> {
@@ -258,4 +263,64 @@ pub(super) fn next_visit_samples(
         }
     }
     samples
+}
+
+/// Reads a MIMIC-III directory into samples. Reads ADMISSIONS, DIAGNOSES_ICD, PRESCRIPTIONS,
+/// PROCEDURES_ICD, D_ICD_DIAGNOSES and D_ICD_PROCEDURES.
+pub fn ingest_mimic(dir: &Path, cfg: &IngestConfig, progress: Progress<'_>) -> Result<Ingested, IngestError> {
+    ingest_tables(Source::Dir(dir), cfg, progress)
+}
+
+/// [`ingest_mimic`] on tables held in memory (uncompressed CSV). The result is the one
+/// [`ingest_mimic`] gives on a directory of the same files, except for the recorded source
+/// (`mimic:memory`); errors name a table as `<TABLE>.csv` (e.g. `ADMISSIONS.csv:2`).
+pub fn ingest_mimic_bytes(
+    tables: &MimicTables<'_>,
+    cfg: &IngestConfig,
+    progress: Progress<'_>,
+) -> Result<Ingested, IngestError> {
+    ingest_tables(Source::Memory(tables), cfg, progress)
+}
+
+fn ingest_tables(src: Source<'_>, cfg: &IngestConfig, progress: Progress<'_>) -> Result<Ingested, IngestError> {
+    let mut tables =
+        Tables { src, hasher: Sha256::new(), lenient: cfg.lenient, progress, summary: IngestSummary::default() };
+    // Dictionaries first: they are small.
+    let dx_titles = tables.titles("D_ICD_DIAGNOSES")?;
+    let px_titles = tables.titles("D_ICD_PROCEDURES")?;
+    let (mut adm, admissions_path) = tables.admissions()?;
+    for (table, is_dx) in [("DIAGNOSES_ICD", true), ("PROCEDURES_ICD", false)] {
+        tables.codes(table, is_dx, &mut adm)?;
+    }
+    let drugs = tables.prescriptions(&mut adm)?;
+    let Tables { hasher, mut summary, .. } = tables;
+
+    let (visits, by_subject) = visits(adm, &dx_titles, &px_titles, &drugs, &mut summary);
+    summary.admissions = visits.len() as u64;
+    summary.patients = by_subject.len() as u64;
+    let mut samples = next_visit_samples(&visits, by_subject, cfg.split);
+    if samples.is_empty() {
+        return Err(IngestError::Unusable {
+            file: admissions_path,
+            msg: format!(
+                "no patient has two admissions ({} admissions of {} patients): there is no next-visit sample",
+                summary.admissions, summary.patients
+            ),
+        });
+    }
+    let knowledge = cfg.knowledge.map(|kc| attach_knowledge(&mut samples, kc));
+    for s in &samples {
+        *summary.samples.entry(s.split.name()).or_default() += 1;
+    }
+    let file = SampleFile {
+        source: match src {
+            Source::Dir(dir) => format!("mimic:{}", dir.display()),
+            Source::Memory(_) => "mimic:memory".into(),
+        },
+        source_hash: hex(&hasher.finalize()),
+        split: cfg.split,
+        knowledge,
+        samples,
+    };
+    Ok(Ingested { file, summary })
 }
