@@ -645,17 +645,19 @@ fn llm_answers(s: &mut String, b: &BenchJson) {
                 .filter_map(|r| r.val_macro_auc.map(|v| (r, v)))
                 .max_by(|x, y| x.1.total_cmp(&y.1));
             if let Some((r, _)) = best {
+                let demo = match r.vs_demo_teacher.as_ref() {
+                    Some(d) => format!("{} ({})", fmt_difference(Some(d)), verdict(d)),
+                    None => "not in this run".to_string(),
+                };
                 let _ = writeln!(
                     s,
-                    "- {}% labels: `{}` (chosen on validation) vs the logistic regression on the same labelled patients: {} ({}); vs the student without distillation: {} ({}); vs the student of the demo teacher retrained on the same labels: {} ({}).",
+                    "- {}% labels: `{}` (chosen on validation) vs the logistic regression on the same labelled patients: {} ({}); vs the student without distillation: {} ({}); vs the student of the demo teacher retrained on the same labels: {demo}.",
                     pct(f),
                     r.setting,
                     fmt_difference(r.vs_logreg.as_ref()),
                     r.vs_logreg.as_ref().map_or("no interval", verdict),
                     fmt_difference(r.vs_none.as_ref()),
                     r.vs_none.as_ref().map_or("no interval", verdict),
-                    fmt_difference(r.vs_demo_teacher.as_ref()),
-                    r.vs_demo_teacher.as_ref().map_or("not run", verdict),
                 );
                 if let (Some(t), Some(d)) = (&r.twin, &r.vs_twin) {
                     let _ = writeln!(
