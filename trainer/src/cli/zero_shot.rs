@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use ckd_core::bootstrap::{self, Groups};
-use ckd_core::evidence::{DataIdentity, EvidenceFile, SampleEvidence, TeacherIdentity};
+use ckd_core::evidence::{DataIdentity, EvidenceFile, TeacherIdentity};
 use ckd_core::visit::Sample;
 use ckd_core::{metrics, NUM_LABELS};
 use ckd_trainer::models::qwen2::Qwen2ForCausalLM;
@@ -175,12 +175,7 @@ fn write_evidence(
             w.len(),
             prompt.ids.len()
         );
-        let r = label::rendered(s)?;
-        let (spans, w): (Vec<(usize, usize)>, Vec<f32>) =
-            prompt.input_spans.iter().zip(w).filter_map(|(sp, &w)| sp.map(|sp| (sp, w))).unzip();
-        let rec = SampleEvidence::from_tokens(s.id.clone(), probs.to_vec(), &r, &spans, &w);
-        rec.validate().map_err(|e| anyhow::anyhow!("evidence of sample {}: {e}", s.id))?;
-        records.push(rec);
+        records.push(label::sample_record(s, prompt, probs.to_vec(), w)?);
     }
     let file = EvidenceFile { teacher, shard: None, records, data: Some(DataIdentity::of(samples)) };
     label::write_evidence(path, &file)?;

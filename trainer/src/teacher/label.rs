@@ -24,7 +24,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{io_err, pad_rows, LoadedTeacher, Result, TeacherError};
+use super::{io_err, pad_rows, LoadedTeacher, Prompt, Result, TeacherError};
 use crate::io::write_atomic;
 
 /// Labelling settings.
@@ -97,6 +97,18 @@ pub fn last_token_weights(layers: &[Tensor], k: usize) -> Result<Vec<Vec<f32>>> 
     Ok(avg.to_device(&Device::Cpu)?.to_vec2::<f32>()?)
 }
 
+/// The evidence record of `sample`: its probabilities and the token weights of its `prompt`
+/// (one per prompt token, e.g. [`last_token_weights`]), kept on the input text's tokens and
+/// aggregated to words, concepts and fields ([`SampleEvidence::from_tokens`]); validated.
+pub fn sample_record(sample: &Sample, prompt: &Prompt, probs: Vec<f32>, weights: &[f32]) -> Result<SampleEvidence> {
+    let r = rendered(sample)?;
+    let (spans, w): (Vec<(usize, usize)>, Vec<f32>) =
+        prompt.input_spans.iter().zip(weights).filter_map(|(sp, &w)| sp.map(|sp| (sp, w))).unzip();
+    let rec = SampleEvidence::from_tokens(sample.id.clone(), probs, &r, &spans, &w);
+    rec.validate().map_err(|e| TeacherError::Invalid(format!("evidence of sample {}: {e}", sample.id)))?;
+    Ok(rec)
+}
+
 /// What a labelling run did.
 #[derive(Debug, Clone, Serialize)]
 pub struct LabelOutcome {
@@ -164,14 +176,7 @@ pub fn label(
         let layers = o.last_token_attentions.as_deref().unwrap_or(&[]);
         let weights = last_token_weights(layers, cfg.last_k_layers)?;
         for (row, &i) in chunk.iter().enumerate() {
-            let s = todo[i];
-            let p = &encoded[i];
-            let r = rendered(s)?;
-            let (spans, w): (Vec<(usize, usize)>, Vec<f32>) =
-                p.input_spans.iter().zip(&weights[row]).filter_map(|(sp, &w)| sp.map(|sp| (sp, w))).unzip();
-            let rec = SampleEvidence::from_tokens(s.id.clone(), probs[row].clone(), &r, &spans, &w);
-            rec.validate().map_err(|e| TeacherError::Invalid(format!("evidence of sample {}: {e}", s.id)))?;
-            file.records.push(rec);
+            file.records.push(sample_record(todo[i], &encoded[i], probs[row].clone(), &weights[row])?);
         }
         progress.inc(chunk.len() as u64);
         let secs = t0.elapsed().as_secs_f64().max(1e-9);
