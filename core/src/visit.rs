@@ -220,10 +220,16 @@ pub struct Clause {
     pub drugs: Vec<String>,
 }
 
+/// The opening words of every knowledge clause.
+pub const CLAUSE_OPENING: &str = "The medications that maybe have therapeutic effect on ";
+
+/// What separates two knowledge clauses: `; ` and the next clause's opening words.
+const CLAUSE_SEPARATOR: &str = "; The medications that maybe have therapeutic effect on ";
+
 impl Clause {
     /// Appends `The medications that maybe have therapeutic effect on {short name} are {drugs}`.
     pub fn render_into(&self, out: &mut String) {
-        out.push_str("The medications that maybe have therapeutic effect on ");
+        out.push_str(CLAUSE_OPENING);
         out.push_str(PHENOTYPES.get(self.phenotype as usize).map_or("?", |p| p.short));
         out.push_str(" are ");
         for (i, d) in self.drugs.iter().enumerate() {
@@ -270,36 +276,62 @@ pub const NONE: &str = "None";
 
 /// Renders a visit and its knowledge clauses in the CKD-EHR layout (see the module docs).
 pub fn render(visit: &Visit, knowledge: &[Clause]) -> Rendered {
+    let dx = dedup(visit.diagnoses.iter().map(|d| d.title.as_str()));
+    let meds = dedup(visit.medications.iter().map(|m| m.as_str()));
+    let procs = dedup(visit.procedures.iter().map(|p| p.title.as_str()));
+    let clauses: Vec<String> = knowledge
+        .iter()
+        .map(|c| {
+            let mut s = String::new();
+            c.render_into(&mut s);
+            s
+        })
+        .collect();
+    let know: Vec<&str> = clauses.iter().map(String::as_str).collect();
+    render_lists([&dx, &meds, &procs, &know])
+}
+
+/// The text before each field's list, indexed by [`Field::index`].
+const FIELD_PREFIXES: [&str; 4] = [DX_PREFIX, MED_PREFIX, PROC_PREFIX, KNOW_PREFIX];
+
+/// The layout of the module docs from each field's items (already deduplicated and trimmed),
+/// indexed by [`Field::index`]: items joined by `, ` (knowledge clauses by `; `), an empty list
+/// as `None`, a final `.`.
+fn render_lists(lists: [&[&str]; 4]) -> Rendered {
     let mut text = String::with_capacity(256);
     let mut concepts = Vec::new();
     let mut fields = [(0, 0); 4];
-
-    text.push_str(DX_PREFIX);
-    let dx = dedup(visit.diagnoses.iter().map(|d| d.title.as_str()));
-    fields[0] = push_list(&mut text, &mut concepts, Field::Diagnoses, &dx);
-    text.push_str(MED_PREFIX);
-    let meds = dedup(visit.medications.iter().map(|m| m.as_str()));
-    fields[1] = push_list(&mut text, &mut concepts, Field::Medications, &meds);
-    text.push_str(PROC_PREFIX);
-    let procs = dedup(visit.procedures.iter().map(|p| p.title.as_str()));
-    fields[2] = push_list(&mut text, &mut concepts, Field::Procedures, &procs);
-    text.push_str(KNOW_PREFIX);
-    let start = text.len();
-    if knowledge.is_empty() {
-        text.push_str(NONE);
-    } else {
-        for (i, c) in knowledge.iter().enumerate() {
-            if i > 0 {
-                text.push_str("; ");
-            }
-            let s = text.len();
-            c.render_into(&mut text);
-            concepts.push(ConceptSpan { field: Field::Knowledge, start: s, end: text.len() });
-        }
+    for (fi, field) in Field::ALL.into_iter().enumerate() {
+        text.push_str(FIELD_PREFIXES[fi]);
+        fields[fi] = push_list(&mut text, &mut concepts, field, lists[fi]);
     }
-    fields[3] = (start, text.len());
     text.push('.');
     Rendered { text, concepts, fields }
+}
+
+impl Rendered {
+    /// The text of concept `i` (`None` when there is no such concept).
+    pub fn concept_text(&self, i: usize) -> Option<&str> {
+        self.concepts.get(i).and_then(|c| self.text.get(c.start..c.end))
+    }
+
+    /// The same visit with concept `i` left out, re-rendered in the layout (its field reads
+    /// `None` when it was the field's only item); every other concept, knowledge clauses
+    /// included, stays as it was. `None` when there is no concept `i`. This is the occlusion
+    /// of one concept: the teacher's evidence, the student's attention targets and the edge
+    /// runtime's explanations all count concepts by these spans.
+    pub fn without(&self, i: usize) -> Option<Rendered> {
+        if i >= self.concepts.len() {
+            return None;
+        }
+        let mut lists: [Vec<&str>; 4] = Default::default();
+        for (j, c) in self.concepts.iter().enumerate() {
+            if j != i {
+                lists[c.field.index()].push(self.text.get(c.start..c.end)?);
+            }
+        }
+        Some(render_lists([&lists[0], &lists[1], &lists[2], &lists[3]]))
+    }
 }
 
 fn dedup<'a, I: Iterator<Item = &'a str>>(it: I) -> Vec<&'a str> {
@@ -314,13 +346,14 @@ fn dedup<'a, I: Iterator<Item = &'a str>>(it: I) -> Vec<&'a str> {
 }
 
 fn push_list(text: &mut String, concepts: &mut Vec<ConceptSpan>, field: Field, items: &[&str]) -> (usize, usize) {
+    let sep = if field == Field::Knowledge { "; " } else { ", " };
     let start = text.len();
     if items.is_empty() {
         text.push_str(NONE);
     }
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
-            text.push_str(", ");
+            text.push_str(sep);
         }
         let s = text.len();
         text.push_str(item);
@@ -330,7 +363,7 @@ fn push_list(text: &mut String, concepts: &mut Vec<ConceptSpan>, field: Field, i
 }
 
 /// Recovers field and concept spans from a text in the CKD-EHR layout (for JSONL input, where
-/// only the text is known). Items are split on `, ` (clauses on `; `), so an item that itself
+/// only the text is known). Items are split on `, ` (clauses on a `; ` that opens a clause), so an item that itself
 /// contains `, ` is split in two: a documented limit of the layout. Returns `None` when the
 /// text does not follow the layout.
 pub fn parse_spans(text: &str) -> Option<Rendered> {
@@ -364,10 +397,17 @@ pub fn parse_spans(text: &str) -> Option<Rendered> {
         if body == NONE {
             continue;
         }
-        let sep = if field == Field::Knowledge { "; " } else { ", " };
+        // Clauses are cut only at a `; ` that starts the next clause (a phenotype's short name
+        // may hold `; ` itself: "Respiratory failure; insufficiency; arrest"); the cut takes
+        // the next clause's opening words, which belong to its span.
+        let (sep, opening) = match field {
+            Field::Knowledge => (CLAUSE_SEPARATOR, CLAUSE_OPENING.len()),
+            _ => (", ", 0),
+        };
         let mut off = s;
-        for part in body.split(sep) {
-            concepts.push(ConceptSpan { field, start: off, end: off + part.len() });
+        for (k, part) in body.split(sep).enumerate() {
+            let start = if k > 0 { off - opening } else { off };
+            concepts.push(ConceptSpan { field, start, end: off + part.len() });
             off += part.len() + sep.len();
         }
     }
@@ -481,9 +521,42 @@ mod tests {
     }
 
     #[test]
+    fn a_concept_left_out_renders_as_the_visit_without_it() {
+        let k = vec![Clause { phenotype: 8, drugs: vec!["Furosemide".into()] }];
+        let r = render(&visit(), &k);
+        // Concepts: Heart failure, Acute kidney failure, Furosemide, Sodium Chloride.., clause.
+        assert_eq!(r.concepts.len(), 5);
+        assert_eq!(r.concept_text(1), Some("Acute kidney failure"));
+        let mut v = visit();
+        v.diagnoses.retain(|d| d.title != "Acute kidney failure");
+        assert_eq!(r.without(1).unwrap(), render(&v, &k));
+        // A field's only item leaves `None`; the clause goes like any concept.
+        assert_eq!(r.without(4).unwrap(), render(&visit(), &[]));
+        let mut one = visit();
+        one.medications.truncate(1);
+        let r1 = render(&one, &[]);
+        assert!(r1.without(2).unwrap().text.contains("medication: None. The surgical"));
+        // Parsed texts give the same occlusions as rendered visits.
+        let p = parse_spans(&r.text).unwrap();
+        for i in 0..r.concepts.len() {
+            assert_eq!(p.without(i), r.without(i), "concept {i}");
+        }
+        assert_eq!(r.without(5), None);
+        assert_eq!(r.concept_text(5), None);
+    }
+
+    #[test]
     fn parse_spans_roundtrips_render() {
         let k = vec![Clause { phenotype: 8, drugs: vec!["Furosemide".into()] }];
-        for kn in [vec![], k] {
+        // Short names holding `; ` (Pleurisy, Respiratory failure) stay one clause each.
+        let semi: Vec<_> = PHENOTYPES.iter().enumerate().filter(|(_, p)| p.short.contains("; ")).collect();
+        assert_eq!(semi.len(), 2);
+        let k3 = semi
+            .iter()
+            .map(|&(i, _)| Clause { phenotype: i as Label, drugs: vec!["Heparin".into(), "Senna".into()] })
+            .chain([Clause { phenotype: 0, drugs: vec!["Insulin".into()] }])
+            .collect::<Vec<_>>();
+        for kn in [vec![], k, k3] {
             let r = render(&visit(), &kn);
             let p = parse_spans(&r.text).expect("layout");
             assert_eq!(p, r);

@@ -70,6 +70,9 @@ pub enum EdgeError {
         /// The bundle's maximum, special tokens included.
         max: usize,
     },
+    /// A text to explain is not in the CKD-EHR layout, so its concepts are unknown.
+    #[error("text: not in the CKD-EHR layout (`The patient-acquired disease is ...`): its concepts cannot be found")]
+    Layout,
     /// Tokenization failed.
     #[error("input {index}: tokenizer: {msg}")]
     Encode {

@@ -3,7 +3,8 @@
 //!
 //! [`Engine::open`] verifies a bundle (manifest envelope, label space, every file's SHA-256)
 //! and builds the optimized tract plan once; [`Engine::predict`], [`Engine::predict_text`] and
-//! [`Engine::predict_batch`] then only tokenize, run the plan and threshold. `Engine` is
+//! [`Engine::predict_batch`] then only tokenize, run the plan and threshold; [`Engine::occlude`]
+//! explains a prediction by leaving out each concept of the visit in turn (`explain`). `Engine` is
 //! `Send + Sync`: share one across threads.
 //!
 //! Text rendering (visit -> CKD-EHR text, knowledge clauses) and the truncation rule come from
@@ -21,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ckd_core::bundle::{Manifest, Precision, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE};
-use ckd_core::visit::{render, Visit};
+use ckd_core::visit::{render, Rendered, Visit};
 use ckd_core::{LabelSet, NUM_LABELS};
 use tract_onnx::prelude::multithread::Executor;
 use tract_onnx::prelude::TypedRunnableModel;
@@ -30,6 +31,7 @@ pub use ckd_core;
 
 pub mod bench;
 mod error;
+mod explain;
 pub mod fuse;
 mod kernels;
 pub mod memory;
@@ -40,6 +42,7 @@ mod source;
 mod testing;
 
 pub use error::EdgeError;
+pub use explain::{ConceptEffect, Occlusion};
 pub use plan::NodeTime;
 use source::Source;
 
@@ -202,12 +205,17 @@ impl Engine {
     /// item with neither code nor title is an error naming it; a visit with no item at all is
     /// [`EdgeError::EmptyVisit`] (its answer would be the model's prior, not a prediction).
     pub fn predict(&self, visit: &Visit) -> Result<Prediction, EdgeError> {
+        self.predict_text(&self.render(visit)?.text)
+    }
+
+    /// The text and concept spans [`Engine::predict`] gives the model for `visit`.
+    pub fn render(&self, visit: &Visit) -> Result<Rendered, EdgeError> {
         if visit.diagnoses.is_empty() && visit.medications.is_empty() && visit.procedures.is_empty() {
             return Err(EdgeError::EmptyVisit);
         }
         let (visit, _) = visit.resolve_titles()?;
         let clauses = self.manifest.knowledge.as_ref().map(|k| k.clauses(visit.phenotypes())).unwrap_or_default();
-        self.predict_text(&render(&visit, &clauses).text)
+        Ok(render(&visit, &clauses))
     }
 
     /// Predicts from a text in the CKD-EHR layout.

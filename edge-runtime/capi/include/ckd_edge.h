@@ -109,6 +109,38 @@ int32_t ckd_predict_text(const struct CkdEngine *engine,
                          size_t positive_len,
                          bool *truncated);
 
+// Explains a prediction by occlusion: for one text in the CKD-EHR layout (`text_len` bytes of
+// UTF-8, at most `CKD_MAX_INPUT_BYTES`), runs the model on the whole text and on the text
+// without each of its concepts (each diagnosis, drug, procedure and knowledge clause, as
+// `ckd-core` finds them), one prediction per concept plus one.
+//
+// `*n_concepts` is always set (when the text is in the layout) to the number of concepts N.
+// Outputs, in elements: `effects` N x `CKD_NUM_LABELS` floats, row-major (concept, label):
+// probability with the concept minus without it (positive: the concept raises that
+// phenotype); `spans` 2 N values, each concept's byte offsets (start, end) in `text`;
+// `fields` (may be NULL) N bytes: 0 diagnoses, 1 medications, 2 procedures, 3 knowledge;
+// `probs` (may be NULL) `CKD_NUM_LABELS` probabilities of the whole text. Buffers too short
+// for N return `CKD_ERR_BUFFER` before any model run, so a caller can size them and call
+// again. A text not in the layout returns `CKD_ERR_INPUT`. Nothing is allocated across the
+// boundary; on error the output buffers are left unchanged.
+//
+// # Safety
+// `engine` must come from `ckd_engine_open`; `text` must point to `text_len` readable bytes;
+// every non-NULL output to as many writable elements as its length says; `n_concepts` to one
+// writable `size_t`.
+int32_t ckd_explain_text(const struct CkdEngine *engine,
+                         const uint8_t *text,
+                         size_t text_len,
+                         float *effects,
+                         size_t effects_len,
+                         uint32_t *spans,
+                         size_t spans_len,
+                         uint8_t *fields,
+                         size_t fields_len,
+                         float *probs,
+                         size_t probs_len,
+                         size_t *n_concepts);
+
 // Writes the kernel each fused op of `engine`'s plan runs on this CPU, as one line of
 // `op=kernel` pairs separated by `; ` (for example `int8 linear=avx2; LayerNorm=avx2; ...`),
 // NUL-terminated, into `buf` (`buf_len` bytes). When `needed` is not NULL it is set to the

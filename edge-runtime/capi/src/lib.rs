@@ -99,7 +99,8 @@ fn edge_code(e: &EdgeError) -> i32 {
         | EdgeError::Options(_)
         | EdgeError::BenchLength { .. }
         | EdgeError::Visit(_)
-        | EdgeError::EmptyVisit => CKD_ERR_INPUT,
+        | EdgeError::EmptyVisit
+        | EdgeError::Layout => CKD_ERR_INPUT,
         EdgeError::Model(_) => CKD_ERR_MODEL,
     }
 }
@@ -231,6 +232,106 @@ pub unsafe extern "C" fn ckd_predict_text(
             }
             if !truncated.is_null() {
                 *truncated = p.truncated;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Explains a prediction by occlusion: for one text in the CKD-EHR layout (`text_len` bytes of
+/// UTF-8, at most `CKD_MAX_INPUT_BYTES`), runs the model on the whole text and on the text
+/// without each of its concepts (each diagnosis, drug, procedure and knowledge clause, as
+/// `ckd-core` finds them), one prediction per concept plus one.
+///
+/// `*n_concepts` is always set (when the text is in the layout) to the number of concepts N.
+/// Outputs, in elements: `effects` N x `CKD_NUM_LABELS` floats, row-major (concept, label):
+/// probability with the concept minus without it (positive: the concept raises that
+/// phenotype); `spans` 2 N values, each concept's byte offsets (start, end) in `text`;
+/// `fields` (may be NULL) N bytes: 0 diagnoses, 1 medications, 2 procedures, 3 knowledge;
+/// `probs` (may be NULL) `CKD_NUM_LABELS` probabilities of the whole text. Buffers too short
+/// for N return `CKD_ERR_BUFFER` before any model run, so a caller can size them and call
+/// again. A text not in the layout returns `CKD_ERR_INPUT`. Nothing is allocated across the
+/// boundary; on error the output buffers are left unchanged.
+///
+/// # Safety
+/// `engine` must come from `ckd_engine_open`; `text` must point to `text_len` readable bytes;
+/// every non-NULL output to as many writable elements as its length says; `n_concepts` to one
+/// writable `size_t`.
+#[no_mangle]
+pub unsafe extern "C" fn ckd_explain_text(
+    engine: *const CkdEngine,
+    text: *const u8,
+    text_len: usize,
+    effects: *mut f32,
+    effects_len: usize,
+    spans: *mut u32,
+    spans_len: usize,
+    fields: *mut u8,
+    fields_len: usize,
+    probs: *mut f32,
+    probs_len: usize,
+    n_concepts: *mut usize,
+) -> i32 {
+    guard(|| {
+        if engine.is_null() || text.is_null() || effects.is_null() || spans.is_null() || n_concepts.is_null() {
+            return Err((
+                CKD_ERR_NULL,
+                "ckd_explain_text: engine, text, effects, spans and n_concepts must not be NULL".into(),
+            ));
+        }
+        // SAFETY: caller's contract (non-NULL checked above).
+        let (engine, bytes) = unsafe { (&(*engine).engine, std::slice::from_raw_parts(text, text_len)) };
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            (CKD_ERR_UTF8, format!("ckd_explain_text: text is not valid UTF-8 (at byte {})", e.valid_up_to()))
+        })?;
+        if text.len() > CKD_MAX_INPUT_BYTES {
+            let e = EdgeError::InputTooLong { index: 0, bytes: text.len(), max: CKD_MAX_INPUT_BYTES };
+            return Err((CKD_ERR_INPUT, format!("ckd_explain_text: {e}")));
+        }
+        let layout = || (CKD_ERR_INPUT, format!("ckd_explain_text: {}", EdgeError::Layout));
+        let n = ckd_core::visit::parse_spans(text).ok_or_else(layout)?.concepts.len();
+        // SAFETY: caller's contract.
+        unsafe { *n_concepts = n };
+        let short = effects_len < n * NUM_LABELS
+            || spans_len < 2 * n
+            || (!fields.is_null() && fields_len < n)
+            || (!probs.is_null() && probs_len < NUM_LABELS);
+        if short {
+            return Err((
+                CKD_ERR_BUFFER,
+                format!(
+                    "ckd_explain_text: {n} concepts need effects_len >= {}, spans_len >= {}, fields_len >= {n}, \
+                     probs_len >= {NUM_LABELS} (got {effects_len}, {spans_len}, {fields_len}, {probs_len})",
+                    n * NUM_LABELS,
+                    2 * n
+                ),
+            ));
+        }
+        let o = engine.occlude_text(text).map_err(|e| (edge_code(&e), format!("ckd_explain_text: {e}")))?;
+        if o.concepts.len() != n {
+            return Err((
+                CKD_ERR_PANIC,
+                format!("ckd_explain_text: {} concepts explained, {n} counted", o.concepts.len()),
+            ));
+        }
+        // SAFETY: lengths checked above for N = o.concepts.len(); caller's contract. Offsets fit
+        // u32: the text is at most CKD_MAX_INPUT_BYTES long.
+        unsafe {
+            let eff = std::slice::from_raw_parts_mut(effects, n * NUM_LABELS);
+            let sp = std::slice::from_raw_parts_mut(spans, 2 * n);
+            for (i, c) in o.concepts.iter().enumerate() {
+                eff[i * NUM_LABELS..(i + 1) * NUM_LABELS].copy_from_slice(&c.effect);
+                sp[2 * i] = c.start as u32;
+                sp[2 * i + 1] = c.end as u32;
+            }
+            if !fields.is_null() {
+                let f = std::slice::from_raw_parts_mut(fields, n);
+                for (o, c) in f.iter_mut().zip(&o.concepts) {
+                    *o = c.field.index() as u8;
+                }
+            }
+            if !probs.is_null() {
+                std::slice::from_raw_parts_mut(probs, NUM_LABELS).copy_from_slice(&o.prediction.probs);
             }
         }
         Ok(())
@@ -408,6 +509,57 @@ mod tests {
             CKD_OK
         );
         assert_eq!(unsafe { ckd_engine_kernels(std::ptr::null(), exact.as_mut_ptr(), 1, &mut needed) }, CKD_ERR_NULL);
+        unsafe { ckd_engine_free(engine) };
+    }
+
+    /// `ckd_explain_text` gives the engine's occlusion; short buffers are refused before any
+    /// run with the concept count set; a text outside the layout is an input error.
+    #[test]
+    fn explain_fills_caller_buffers() {
+        let engine = open_tiny();
+        let text = "The patient-acquired disease is Essential hypertension, Chronic kidney disease (ckd). \
+                    The patient had used the following medication: Furosemide. \
+                    The surgical operation performed by the patient: None. None.";
+        let want = unsafe { &(*engine).engine }.occlude_text(text).unwrap();
+        let n = want.concepts.len();
+        assert_eq!(n, 3);
+        let mut n_out = 0usize;
+        let (mut eff, mut spans, mut fields, mut probs) =
+            (vec![9f32; n * NUM_LABELS], vec![0u32; 2 * n], vec![9u8; n], [0f32; NUM_LABELS]);
+        let call = |eff: &mut [f32],
+                    spans: &mut [u32],
+                    fields: &mut [u8],
+                    probs: &mut [f32],
+                    n_out: &mut usize,
+                    text: &str| unsafe {
+            ckd_explain_text(
+                engine,
+                text.as_ptr(),
+                text.len(),
+                eff.as_mut_ptr(),
+                eff.len(),
+                spans.as_mut_ptr(),
+                spans.len(),
+                fields.as_mut_ptr(),
+                fields.len(),
+                probs.as_mut_ptr(),
+                probs.len(),
+                n_out,
+            )
+        };
+        let rc = call(&mut eff[..NUM_LABELS], &mut spans, &mut fields, &mut probs, &mut n_out, text);
+        assert_eq!((rc, n_out), (CKD_ERR_BUFFER, n), "{}", last_error());
+        assert!(eff.iter().all(|&e| e == 9.0), "nothing written on error");
+        assert_eq!(call(&mut eff, &mut spans, &mut fields, &mut probs, &mut n_out, text), CKD_OK, "{}", last_error());
+        for (i, c) in want.concepts.iter().enumerate() {
+            assert_eq!(&eff[i * NUM_LABELS..(i + 1) * NUM_LABELS], &c.effect);
+            assert_eq!((spans[2 * i] as usize, spans[2 * i + 1] as usize), (c.start, c.end));
+            assert_eq!(fields[i] as usize, c.field.index());
+        }
+        assert_eq!(probs, want.prediction.probs);
+        let rc = call(&mut eff, &mut spans, &mut fields, &mut probs, &mut n_out, "Diseases: hypertension.");
+        assert_eq!(rc, CKD_ERR_INPUT);
+        assert!(last_error().contains("not in the CKD-EHR layout"), "{}", last_error());
         unsafe { ckd_engine_free(engine) };
     }
 

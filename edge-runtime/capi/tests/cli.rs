@@ -458,3 +458,49 @@ fn bench_times_each_path_and_token_count() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot make a 5000-token input") && err.contains("truncates inputs at 64 tokens"), "{err}");
 }
+
+/// `explain`: the same prediction fields as `predict`, every concept with its span, and per
+/// top phenotype the concepts ranked by `Engine::occlude`'s effects; a text not in the layout
+/// is a bad line named by number (or an error record with `--lenient`).
+#[test]
+fn explain_ranks_concepts_by_occlusion() {
+    let b = bundle();
+    let engine = Engine::open(&b).unwrap();
+    let input = format!("{VISIT}\n{}\n", serde_json::to_string(&rows()[1]).unwrap());
+    let out = run(&["explain", "--bundle", b.to_str().unwrap(), "--top", "3"], input.as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs = jsonl(&out.stdout);
+    assert_eq!(recs.len(), 2);
+    let predicted = jsonl(&run(&["predict", "--bundle", b.to_str().unwrap()], input.as_bytes()).stdout);
+    for (rec, pred) in recs.iter().zip(&predicted) {
+        for key in ["line", "probabilities", "positives", "top_k", "truncated", "tokens"] {
+            assert_eq!(rec[key], pred[key], "{key}");
+        }
+        let o = engine.occlude_text(rec["text"].as_str().unwrap()).unwrap();
+        let concepts = rec["concepts"].as_array().unwrap();
+        assert_eq!(concepts.len(), o.concepts.len());
+        for (i, c) in concepts.iter().enumerate() {
+            assert_eq!(c["text"].as_str(), o.concept_text(i));
+            assert_eq!(c["start"].as_u64(), Some(o.concepts[i].start as u64));
+        }
+        let occlusion = rec["occlusion"].as_array().unwrap();
+        assert!(occlusion.len() >= ckd_edge::TOP_K);
+        for (entry, &(l, _)) in occlusion.iter().zip(&o.prediction.top_k) {
+            assert_eq!(entry["label"], ckd_core::PHENOTYPES[l as usize].name);
+            let got: Vec<u64> =
+                entry["concepts"].as_array().unwrap().iter().map(|c| c["concept"].as_u64().unwrap()).collect();
+            let want: Vec<u64> = o.ranked(l).into_iter().take(3).map(|i| i as u64).collect();
+            assert_eq!(got, want);
+        }
+    }
+    assert_eq!(recs[0]["id"], "v-1");
+    assert!(recs[0]["unknown_codes"].is_array());
+    let bad = r#"{"input": "Diseases: hypertension."}"#;
+    let out = run(&["explain", "--bundle", b.to_str().unwrap()], bad.as_bytes());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1: text: not in the CKD-EHR layout"));
+    let out = run(&["explain", "--bundle", b.to_str().unwrap(), "--lenient"], bad.as_bytes());
+    assert!(out.status.success());
+    assert!(jsonl(&out.stdout)[0]["error"].as_str().unwrap().contains("not in the CKD-EHR layout"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ckd-edge explain: 1 lines read, 0 explained, 1 failed"));
+}

@@ -13,6 +13,11 @@
 //!   line stops the run with an error naming the line; with `--lenient` it gives a
 //!   `{"line": N, "error": ...}` record instead and the run goes on (exit status 0), ending with
 //!   `ckd-edge predict: L lines read, P predicted, F failed` on stderr.
+//! - `ckd-edge explain --bundle B [--input FILE|-] [--top N]`: the same input as `predict`; each
+//!   record is the prediction's plus `text`, `concepts` (each diagnosis, drug, procedure and
+//!   knowledge clause with its byte span) and `occlusion`: per top or positive phenotype, the
+//!   concepts whose removal lowers its probability most (`explain.rs`). One prediction per
+//!   concept plus one.
 //! - `ckd-edge info --bundle B`: the verified manifest as JSON.
 //! - `ckd-edge eval --bundle B --data FILE.jsonl [--json OUT]`: runs the bundle on CKD-EHR rows
 //!   (such as the trainer's `test.jsonl`), one sample at a time, and computes the metrics of
@@ -36,6 +41,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Map, Value};
 
 mod bench;
+mod explain;
 
 /// Calibration bins of the ECE (as `ckd eval`).
 const ECE_BINS: usize = 10;
@@ -68,6 +74,25 @@ enum Cmd {
         input: String,
         /// On a bad line, write an error record and go on instead of stopping; end with a
         /// one-line count on stderr.
+        #[arg(long)]
+        lenient: bool,
+        /// Longest input line, in bytes; a longer line is a bad line (read no further).
+        #[arg(long, default_value_t = DEFAULT_MAX_LINE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+        max_line_bytes: u64,
+    },
+    /// Explain each JSONL line's prediction: the effect of leaving out each concept of the
+    /// visit (diagnosis, drug, procedure, knowledge clause) on each top phenotype; JSONL out.
+    Explain {
+        /// Bundle directory or single-file bundle.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Input JSONL file (Visit objects or CKD-EHR rows), or `-` for stdin.
+        #[arg(long, default_value = "-")]
+        input: String,
+        /// Concepts listed per phenotype, largest effect first.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// On a bad line, write an error record and go on instead of stopping.
         #[arg(long)]
         lenient: bool,
         /// Longest input line, in bytes; a longer line is a bad line (read no further).
@@ -151,6 +176,9 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Predict { bundle, input, lenient, max_line_bytes } => {
             predict(&open(&bundle, &opts)?, &input, lenient, as_len(max_line_bytes))
+        }
+        Cmd::Explain { bundle, input, top, lenient, max_line_bytes } => {
+            explain::run(&open(&bundle, &opts)?, &input, lenient, as_len(max_line_bytes), top)
         }
         Cmd::Info { bundle } => info(&bundle, &opts),
         Cmd::Eval { bundle, data, json, max_line_bytes } => {
@@ -324,18 +352,41 @@ fn prediction_json(n: usize, id: Option<Value>, p: &Prediction) -> Value {
     out
 }
 
-/// One JSON line per non-blank input line. A reader that closes stdout (`ckd-edge predict ... |
-/// head -1`) ends the run with success: nobody is left to read the rest. With `lenient`, ends
-/// with a one-line count on stderr.
+/// `ckd-edge predict`: one prediction record per non-blank input line (see [`answer_lines`]).
 fn predict(engine: &Engine, input: &str, lenient: bool, max_line: usize) -> Result<()> {
+    answer_lines(("predict", "predicted"), input, lenient, max_line, |n, item| {
+        let at_line = |e: &dyn std::fmt::Display| anyhow::anyhow!("line {n}: {e}");
+        match item {
+            Item::Text { id, text } => {
+                Ok(prediction_json(n, id, &engine.predict_text(&text).map_err(|e| at_line(&e))?))
+            }
+            Item::Visit { id, visit } => {
+                let (visit, bare) = visit.resolve_titles().map_err(|e| at_line(&e))?;
+                let mut rec = prediction_json(n, id, &engine.predict(&visit).map_err(|e| at_line(&e))?);
+                rec["unknown_codes"] = json!(bare);
+                Ok(rec)
+            }
+        }
+    })
+}
+
+/// One JSON line per non-blank input line, `answer(line number, item)` making each record. A
+/// reader that closes stdout (`ckd-edge predict ... | head -1`) ends the run with success:
+/// nobody is left to read the rest. With `lenient`, a failing line gives an error record and
+/// the run ends with a one-line count on stderr, `ckd-edge {cmd}: L lines read, A {done}, F
+/// failed` (`cmd`: the subcommand and its past participle).
+fn answer_lines(
+    (cmd, done): (&str, &str),
+    input: &str,
+    lenient: bool,
+    max_line: usize,
+    answer: impl Fn(usize, Item) -> Result<Value>,
+) -> Result<()> {
     let mut lines = input_lines(input, max_line)?;
-    let (mut predicted, mut failed) = (0usize, 0usize);
-    let summary = |lines: &Lines<_>, predicted, failed| {
+    let (mut answered, mut failed) = (0usize, 0usize);
+    let summary = |lines: &Lines<_>, answered, failed| {
         if lenient {
-            note(format_args!(
-                "ckd-edge predict: {} lines read, {predicted} predicted, {failed} failed",
-                lines.count()
-            ));
+            note(format_args!("ckd-edge {cmd}: {} lines read, {answered} {done}, {failed} failed", lines.count()));
         }
     };
     let stdout = std::io::stdout();
@@ -348,24 +399,13 @@ fn predict(engine: &Engine, input: &str, lenient: bool, max_line: usize) -> Resu
         }
     };
     while let Some((n, line)) = lines.next_line().with_context(|| format!("reading {input}"))? {
-        let rec = (|| -> Result<Value> {
-            let line = utf8_line(n, line_bytes(n, &line, max_line)?)?;
-            let at_line = |e: &dyn std::fmt::Display| anyhow::anyhow!("line {n}: {e}");
-            match parse_item(n, line)? {
-                Item::Text { id, text } => {
-                    Ok(prediction_json(n, id, &engine.predict_text(&text).map_err(|e| at_line(&e))?))
-                }
-                Item::Visit { id, visit } => {
-                    let (visit, bare) = visit.resolve_titles().map_err(|e| at_line(&e))?;
-                    let mut rec = prediction_json(n, id, &engine.predict(&visit).map_err(|e| at_line(&e))?);
-                    rec["unknown_codes"] = json!(bare);
-                    Ok(rec)
-                }
-            }
-        })();
+        let rec = line_bytes(n, &line, max_line)
+            .and_then(|bytes| utf8_line(n, bytes))
+            .and_then(|line| parse_item(n, line))
+            .and_then(|item| answer(n, item));
         let rec = match rec {
             Ok(r) => {
-                predicted += 1;
+                answered += 1;
                 r
             }
             Err(e) if lenient => {
@@ -380,12 +420,12 @@ fn predict(engine: &Engine, input: &str, lenient: bool, max_line: usize) -> Resu
         let mut line = serde_json::to_vec(&rec)?;
         line.push(b'\n');
         if !written(out.write_all(&line))? {
-            summary(&lines, predicted, failed);
+            summary(&lines, answered, failed);
             return Ok(());
         }
     }
     written(out.flush())?;
-    summary(&lines, predicted, failed);
+    summary(&lines, answered, failed);
     Ok(())
 }
 
