@@ -11,6 +11,7 @@ pub mod bundle;
 pub mod codegen;
 pub mod distill;
 pub mod eval;
+pub mod explain_truth;
 pub mod export;
 pub mod ingest;
 pub mod io;

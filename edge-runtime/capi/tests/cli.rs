@@ -482,6 +482,8 @@ fn explain_ranks_concepts_by_occlusion() {
         for (i, c) in concepts.iter().enumerate() {
             assert_eq!(c["text"].as_str(), o.concept_text(i));
             assert_eq!(c["start"].as_u64(), Some(o.concepts[i].start as u64));
+            let effect: Vec<f32> = c["effect"].as_array().unwrap().iter().map(|e| e.as_f64().unwrap() as f32).collect();
+            assert_eq!(effect, o.concepts[i].effect);
         }
         let occlusion = rec["occlusion"].as_array().unwrap();
         assert!(occlusion.len() >= ckd_edge::TOP_K);

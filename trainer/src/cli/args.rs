@@ -49,6 +49,10 @@ pub enum Cmd {
     },
     /// Show which concepts carried the teacher's evidence for one sample.
     Explain(ExplainArgs),
+    /// How true the edge runtime's explanations are on a synthetic cohort: runs `ckd-edge
+    /// explain` on a split's visits and scores each explanation against the generator's oracle
+    /// (does the top concept drive the phenotype, against chance; rank agreement).
+    ExplainTruth(ExplainTruthArgs),
     /// Run every stage on your data and teacher, as set in a TOML file; resumes where it stopped.
     Pipeline(PipelineArgs),
     /// A grid of students with and without distillation (soft weights, temperature, attention
@@ -498,6 +502,33 @@ pub struct ExplainArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+// `ckd explain-truth`.
+#[derive(clap::Args)]
+pub struct ExplainTruthArgs {
+    /// `samples.bin` of a synthetic cohort (`ckd synth` then `ckd ingest`; the visits keep
+    /// their codes).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Split to explain.
+    #[arg(long, default_value = "test")]
+    pub split: SplitArg,
+    /// Bundle (directory or packed file) to explain with.
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// The `ckd-edge` binary (default: the one next to `ckd`).
+    #[arg(long)]
+    pub edge_bin: Option<PathBuf>,
+    /// Bootstrap resamples (by patient) for the intervals.
+    #[arg(long, default_value_t = ckd_core::bootstrap::DEFAULT_RESAMPLES)]
+    pub resamples: usize,
+    /// Also write the scores as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Also keep `ckd-edge explain`'s records (JSONL) here.
+    #[arg(long)]
+    pub keep_explanations: Option<PathBuf>,
 }
 
 // `ckd pipeline`.

@@ -1,13 +1,14 @@
 //! Commands that judge models or run everything: `ckd eval`, `ckd demo`, `ckd pipeline`,
 //! `ckd bench`.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ckd_core::visit::Split;
 use ckd_trainer::{io, pipeline, progress, report, student};
 
-use super::args::{BenchArgs, DemoArgs, DemoTeacher, EvalArgs, PipelineArgs};
+use super::args::{BenchArgs, DemoArgs, DemoTeacher, EvalArgs, ExplainTruthArgs, PipelineArgs};
 use super::data::{load_samples, read_soft_labels};
 use super::print;
 
@@ -159,5 +160,70 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         o.dir.display(),
         o.seconds
     );
+    Ok(())
+}
+
+/// `ckd explain-truth`: the split's visits through `ckd-edge explain`, scored against the
+/// synthetic generator's oracle (`ckd_trainer::explain_truth`).
+pub fn explain_truth(a: &ExplainTruthArgs) -> Result<()> {
+    use ckd_trainer::explain_truth::{parse_explanations, score};
+    let (samples, _, _) = load_samples(&a.data, a.split.split())?;
+    anyhow::ensure!(!samples.is_empty(), "{}: no sample in the {} split", a.data.display(), a.split.split().name());
+    let bin =
+        a.edge_bin.clone().or_else(pipeline::edge_binary_beside_exe).context(
+            "no ckd-edge binary next to ckd: build it (cargo build --release -p ckd-edge-c) or pass --edge-bin",
+        )?;
+    let mut visits = Vec::new();
+    for s in &samples {
+        let mut v = serde_json::to_value(&s.visit)?;
+        v["id"] = serde_json::json!(s.id);
+        writeln!(visits, "{v}")?;
+    }
+    print::note(format_args!(
+        "explaining {} visits with {} (one prediction per concept) ...",
+        samples.len(),
+        bin.display()
+    ));
+    let t = std::time::Instant::now();
+    let mut child = std::process::Command::new(&bin)
+        .args(["explain", "--top", "1", "--input", "-", "--bundle"])
+        .arg(&a.bundle)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("running {}", bin.display()))?;
+    let mut stdin = child.stdin.take().context("ckd-edge's stdin")?;
+    // Written from another thread: the child's stdout is read meanwhile, so neither pipe fills.
+    let writer = std::thread::spawn(move || stdin.write_all(&visits));
+    let out = child.wait_with_output().with_context(|| format!("running {}", bin.display()))?;
+    let written = writer.join().map_err(|_| anyhow::anyhow!("the thread writing the visits panicked"))?;
+    anyhow::ensure!(out.status.success(), "{} explain failed ({})", bin.display(), out.status);
+    written.context("writing the visits to ckd-edge")?;
+    let secs = t.elapsed().as_secs_f64();
+    let text = String::from_utf8(out.stdout).context("ckd-edge explain wrote non-UTF-8")?;
+    if let Some(p) = &a.keep_explanations {
+        io::write_atomic(p, text.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let explained = parse_explanations(&text, Path::new("ckd-edge explain output"))?;
+    let s = score(&samples, &explained, a.resamples, 2026)?;
+    let ci = |i: &ckd_core::bootstrap::Interval| format!("{:.3} [{:.3}, {:.3}]", i.estimate, i.lo, i.hi);
+    let lines = [
+        format!("samples {} ({} split), median {} concepts per visit; occlusion {:.2} s per visit ({secs:.1} s in all, one thread)", s.samples, a.split.split().name(), s.median_concepts, secs / s.samples as f64),
+        format!("positive predictions {}, scored {} (the visit holds a driver: true logit effect >= {})", s.positive_pairs, s.scored_pairs, s.driver_logit),
+        format!("top concept drives the phenotype     {}", ci(&s.top_is_driver)),
+        format!("random concept drives it (chance)    {}", ci(&s.random_is_driver)),
+        format!("top minus chance (paired)            {}", ci(&s.top_minus_random)),
+        format!("top concept is the oracle's top      {}", ci(&s.top_is_oracle_top)),
+        format!("Kendall tau-b, model vs oracle       {} ({} pairs)", s.kendall_tau.as_ref().map_or("undefined".into(), ci), s.tau_pairs),
+    ];
+    print::out_text(&(lines.join("\n") + "\n"))?;
+    if let Some(p) = &a.json {
+        let mut v = serde_json::to_value(&s)?;
+        v["seconds"] = serde_json::json!(secs);
+        v["bundle"] = serde_json::json!(a.bundle);
+        io::write_atomic(p, serde_json::to_string_pretty(&v)?.as_bytes())
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
     Ok(())
 }

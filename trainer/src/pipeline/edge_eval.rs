@@ -34,6 +34,13 @@ pub(crate) fn cpu_name() -> String {
     format!("{model}, {threads} threads")
 }
 
+/// A `ckd-edge` executable next to the running one, if there is one.
+pub fn edge_binary_beside_exe() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.join(format!("ckd-edge{}", std::env::consts::EXE_SUFFIX));
+    p.is_file().then_some(p)
+}
+
 /// Probabilities [N * 25] of a bundle on `test.jsonl` through the `ckd-edge` binary
 /// (`predict`), with the median batch-1 latency in ms and the wall seconds of `eval`.
 pub(crate) fn edge_eval(bin: &Path, bundle: &Path, test_jsonl: &Path, n: usize) -> Result<(Vec<f32>, f64, f64)> {

@@ -249,11 +249,7 @@ fn evaluate_bundles(
 
 /// `edge.bin` when set, else a `ckd-edge` executable next to the running one, else `None`.
 fn edge_binary(cfg: &PipelineConfig) -> Option<PathBuf> {
-    cfg.edge.bin.clone().or_else(|| {
-        let exe = std::env::current_exe().ok()?;
-        let p = exe.parent()?.join(format!("ckd-edge{}", std::env::consts::EXE_SUFFIX));
-        p.is_file().then_some(p)
-    })
+    cfg.edge.bin.clone().or_else(super::edge_eval::edge_binary_beside_exe)
 }
 
 /// The oracle's model row: the generating probabilities of every test sample read from the

@@ -21,6 +21,7 @@
 
 pub mod config;
 mod edge_eval;
+pub use edge_eval::edge_binary_beside_exe;
 mod evaluate;
 pub mod fraction_teacher;
 pub mod logreg_teacher;

@@ -39,8 +39,8 @@ fn field_name(f: Field) -> &'static str {
     }
 }
 
-/// The prediction's record (as `predict` writes it) plus `text`, `concepts` (text, field and
-/// byte span of each, in text order) and `occlusion`: for each of the top phenotypes and any
+/// The prediction's record (as `predict` writes it) plus `text`, `concepts` (text, field, byte
+/// span and `effect`, the 25 effects in label order, of each, in text order) and `occlusion`: for each of the top phenotypes and any
 /// other positive one, the `top` concepts of largest effect (probability with the concept
 /// minus without it), largest first.
 fn explanation_json(n: usize, id: Option<Value>, o: &Occlusion, top: usize) -> Value {
@@ -49,7 +49,13 @@ fn explanation_json(n: usize, id: Option<Value>, o: &Occlusion, top: usize) -> V
     let concepts: Vec<Value> = (0..o.concepts.len())
         .map(|i| {
             let c = &o.concepts[i];
-            json!({"text": o.concept_text(i), "field": field_name(c.field), "start": c.start, "end": c.end})
+            json!({
+                "text": o.concept_text(i),
+                "field": field_name(c.field),
+                "start": c.start,
+                "end": c.end,
+                "effect": c.effect,
+            })
         })
         .collect();
     let mut labels: Vec<u8> = p.top_k.iter().map(|&(l, _)| l).collect();
