@@ -79,6 +79,8 @@ pub struct Explained {
     pub id: String,
     /// The text the model read.
     pub text: String,
+    /// Probability of each phenotype on the whole text, label order.
+    pub probs: [f32; NUM_LABELS],
     /// Phenotypes at or above the bundle's thresholds.
     pub positive: LabelSet,
     /// Concepts in text order.
@@ -105,6 +107,10 @@ fn parse_record(v: &Value) -> std::result::Result<Explained, String> {
         let l = PHENOTYPES.iter().position(|ph| ph.name == name).ok_or(format!("`positives`: unknown {name:?}"))?;
         positive.insert(l as u8);
     }
+    let mut probs = [0f32; NUM_LABELS];
+    for (q, ph) in probs.iter_mut().zip(PHENOTYPES.iter()) {
+        *q = v["probabilities"][ph.name].as_f64().ok_or(format!("`probabilities`: no {:?}", ph.name))? as f32;
+    }
     let concepts = v["concepts"].as_array().ok_or("no array `concepts`")?;
     let concepts = concepts
         .iter()
@@ -127,7 +133,7 @@ fn parse_record(v: &Value) -> std::result::Result<Explained, String> {
             Ok(ConceptEffect { field, text, effect })
         })
         .collect::<std::result::Result<_, String>>()?;
-    Ok(Explained { id: str_field("id")?, text: str_field("text")?, positive, concepts })
+    Ok(Explained { id: str_field("id")?, text: str_field("text")?, probs, positive, concepts })
 }
 
 /// The oracle's logits for a visit's facts.
@@ -195,7 +201,7 @@ pub struct ExplainTruth {
 }
 
 /// Index of the largest value (the first of equal ones).
-fn argmax(v: impl Iterator<Item = f64>) -> Option<usize> {
+pub(crate) fn argmax(v: impl Iterator<Item = f64>) -> Option<usize> {
     v.enumerate()
         .fold(None, |best: Option<(usize, f64)>, (i, x)| match best {
             Some((_, b)) if b >= x => best,
@@ -333,7 +339,9 @@ mod tests {
                 ConceptEffect { field: r.concepts[i].field, text: r.concept_text(i).unwrap().into(), effect }
             })
             .collect();
-        Explained { id: s.id.clone(), text: r.text, positive: LabelSet::from_labels([positive]), concepts }
+        let mut probs = [0.1f32; NUM_LABELS];
+        probs[positive as usize] = 0.9;
+        Explained { id: s.id.clone(), text: r.text, probs, positive: LabelSet::from_labels([positive]), concepts }
     }
 
     #[test]
@@ -351,7 +359,10 @@ mod tests {
         // b ranks (0, 0.1, 0.2): C 0, D 2 -> -2 / sqrt(6); mean 0.
         assert!(s.kendall_tau.unwrap().estimate.abs() < 1e-12);
         // A missing explanation or a text the bundle rendered differently is an error.
-        assert!(score(std::slice::from_ref(&a), &[], 10, 1).unwrap_err().to_string().contains("sample a: no explanation"));
+        assert!(score(std::slice::from_ref(&a), &[], 10, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("sample a: no explanation"));
         let mut other = explained(&a, [0.3, 0.1, 0.0], ckd);
         other.text.push(' ');
         assert!(score(&[a], &[other], 10, 1).unwrap_err().to_string().contains("different text"));
@@ -359,9 +370,14 @@ mod tests {
 
     #[test]
     fn records_parse_and_bad_ones_are_named() {
-        let line = r#"{"id": "x", "text": "t", "positives": ["Shock"], "concepts": [{"field": "medications", "text": "Heparin", "effect": [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0.5]}]}"#;
-        let e = parse_explanations(line, Path::new("f.jsonl")).unwrap();
+        let probs: serde_json::Map<String, Value> =
+            PHENOTYPES.iter().map(|p| (p.name.to_string(), 0.25.into())).collect();
+        let probs = serde_json::to_string(&probs).unwrap();
+        let line = r#"{"id": "x", "text": "t", "positives": ["Shock"], "probabilities": PROBS, "concepts": [{"field": "medications", "text": "Heparin", "effect": [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0.5]}]}"#;
+        let line = line.replace("PROBS", &probs);
+        let e = parse_explanations(&line, Path::new("f.jsonl")).unwrap();
         assert_eq!(e[0].concepts[0].effect[24], 0.5);
+        assert_eq!(e[0].probs, [0.25; NUM_LABELS]);
         assert_eq!(e[0].positive, LabelSet::from_labels([24]));
         let bad = line.replace("\"medications\"", "\"drugs\"");
         let err = parse_explanations(&format!("\n{bad}"), Path::new("f.jsonl")).unwrap_err().to_string();

@@ -5,6 +5,7 @@
 //! tokenization and batching. Library functions
 //! return typed errors; the `ckd` binary maps them to exit codes.
 
+pub mod attention_evidence;
 pub mod baselines;
 pub mod bench;
 pub mod bundle;

@@ -61,6 +61,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Teacher { cmd: TeacherCmd::ZeroShot(a) } => zero_shot::run(&a),
         Cmd::Explain(a) => data::explain(&a),
         Cmd::ExplainTruth(a) => evaluate::explain_truth(&a),
+        Cmd::ExplainAttention(a) => evaluate::explain_attention(&a),
         Cmd::Pipeline(a) => evaluate::pipeline(&a),
         Cmd::Bench(a) => evaluate::bench(&a),
         Cmd::GenTables(a) => data::gen_tables(&a),

@@ -53,6 +53,10 @@ pub enum Cmd {
     /// explain` on a split's visits and scores each explanation against the generator's oracle
     /// (does the top concept drive the phenotype, against chance; rank agreement).
     ExplainTruth(ExplainTruthArgs),
+    /// The student's attention evidence per concept, scored: rank agreement with the teacher's
+    /// evidence, and faithfulness to `ckd-edge explain`'s occlusion (deletion test, rank
+    /// correlation).
+    ExplainAttention(ExplainAttentionArgs),
     /// Run every stage on your data and teacher, as set in a TOML file; resumes where it stopped.
     Pipeline(PipelineArgs),
     /// A grid of students with and without distillation (soft weights, temperature, attention
@@ -529,6 +533,37 @@ pub struct ExplainTruthArgs {
     /// Also keep `ckd-edge explain`'s records (JSONL) here.
     #[arg(long)]
     pub keep_explanations: Option<PathBuf>,
+}
+
+// `ckd explain-attention`.
+#[derive(clap::Args)]
+pub struct ExplainAttentionArgs {
+    /// Student directory (`ckd student train --out`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// `samples.bin` holding the samples.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Split to score.
+    #[arg(long, default_value = "test")]
+    pub split: SplitArg,
+    /// Teacher evidence for the split (`ckd teacher label` output): scores the agreement.
+    #[arg(long)]
+    pub teacher_evidence: Option<PathBuf>,
+    /// `ckd-edge explain` records of this student's bundle for the split (`ckd explain-truth
+    /// --keep-explanations`): scores faithfulness.
+    #[arg(long)]
+    pub explanations: Option<PathBuf>,
+    /// Final layers whose `[CLS]` attention is averaged (as the attention loss's
+    /// `last_k_layers`; at most the model's layers).
+    #[arg(long, default_value_t = 4)]
+    pub last_k_layers: usize,
+    /// Bootstrap resamples (by patient) for the intervals.
+    #[arg(long, default_value_t = ckd_core::bootstrap::DEFAULT_RESAMPLES)]
+    pub resamples: usize,
+    /// Also write the scores as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 // `ckd pipeline`.

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use ckd_core::visit::Split;
 use ckd_trainer::{io, pipeline, progress, report, student};
 
-use super::args::{BenchArgs, DemoArgs, DemoTeacher, EvalArgs, ExplainTruthArgs, PipelineArgs};
+use super::args::{BenchArgs, DemoArgs, DemoTeacher, EvalArgs, ExplainAttentionArgs, ExplainTruthArgs, PipelineArgs};
 use super::data::{load_samples, read_soft_labels};
 use super::print;
 
@@ -223,6 +223,50 @@ pub fn explain_truth(a: &ExplainTruthArgs) -> Result<()> {
         v["seconds"] = serde_json::json!(secs);
         v["bundle"] = serde_json::json!(a.bundle);
         io::write_atomic(p, serde_json::to_string_pretty(&v)?.as_bytes())
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// `ckd explain-attention`: the student's concept evidence scored against the teacher's evidence
+/// and the occlusion explanations (`ckd_trainer::attention_evidence`).
+pub fn explain_attention(a: &ExplainAttentionArgs) -> Result<()> {
+    use ckd_trainer::attention_evidence::{concept_evidence, score};
+    anyhow::ensure!(
+        a.teacher_evidence.is_some() || a.explanations.is_some(),
+        "nothing to score: give --teacher-evidence, --explanations or both"
+    );
+    let st = student::load_student(&a.model)?;
+    let (samples, _, _) = load_samples(&a.data, a.split.split())?;
+    anyhow::ensure!(!samples.is_empty(), "{}: no sample in the {} split", a.data.display(), a.split.split().name());
+    let teacher = a.teacher_evidence.as_deref().map(ckd_trainer::teacher::label::read_evidence).transpose()?;
+    let explained = match &a.explanations {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Some(ckd_trainer::explain_truth::parse_explanations(&text, p)?)
+        }
+        None => None,
+    };
+    print::note(format_args!("student attention on {} samples ...", samples.len()));
+    let att = concept_evidence(&st, &samples, a.last_k_layers)?;
+    let q = score(&samples, &att, teacher.as_ref(), explained.as_deref(), a.resamples, 2026)?;
+    let ci = |i: &Option<ckd_core::bootstrap::Interval>| {
+        i.map_or("not scored".into(), |i| format!("{:.3} [{:.3}, {:.3}]", i.estimate, i.lo, i.hi))
+    };
+    let lines = [
+        format!(
+            "samples {} ({} split), attention of the last {} layers",
+            q.samples,
+            a.split.split().name(),
+            a.last_k_layers
+        ),
+        format!("agreement with the teacher (Kendall tau-b, concepts)  {}", ci(&q.teacher_agreement)),
+        format!("deletion test: top-attention concept vs the others (chance 0.5)  {}", ci(&q.deletion_share)),
+        format!("attention vs occlusion on the top phenotype (Kendall tau-b)  {}", ci(&q.attention_vs_occlusion)),
+    ];
+    print::out_text(&(lines.join("\n") + "\n"))?;
+    if let Some(p) = &a.json {
+        io::write_atomic(p, serde_json::to_string_pretty(&q)?.as_bytes())
             .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
