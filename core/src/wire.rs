@@ -10,8 +10,8 @@
 //! One message is one frame. Before COBS, a frame's body is
 //!
 //! ```text
-//! offset 0        version      u8, WIRE_VERSION
-//! offset 1        kind         u8, KIND_REQUEST (1) or KIND_RESPONSE (2)
+//! offset 0        version      u8, 1 or 2 (WIRE_VERSION)
+//! offset 1        kind         u8, KIND_REQUEST (1), KIND_RESPONSE (2) or KIND_EXPLAIN_REQUEST (3)
 //! offset 2..6     id           u32 little-endian, chosen by the sender, echoed by the answer
 //! offset 6..n-4   payload      postcard: VisitSummary (request) or Reply (response)
 //! offset n-4..n   crc          u32 little-endian, CRC-32 (IEEE, as zlib) of bytes 0..n-4
@@ -25,24 +25,44 @@
 //! passed), so the answer can echo it; answers to frames whose id cannot be trusted carry id
 //! [`UNKNOWN_ID`] (senders should not use 0).
 //!
+//! ## Versions
+//!
+//! Version 2 adds explanations: a request of kind [`KIND_EXPLAIN_REQUEST`] asks for the
+//! prediction and its evidence, answered by [`Reply::Explained`]. A frame carries the lowest
+//! version that holds it: plain requests and answers are written as version 1, byte for byte as
+//! before, so boards and devices of version 1 keep working with this build, and this build
+//! decodes both versions. A version-1 frame cannot hold an explanation request or answer.
+//!
 //! ## Answer
 //!
 //! A [`Reply`] is a prediction or an error code. Probabilities are quantized to u16:
 //! `q = round(p * 65535)`, `p = q / 65535` (error at most 1/131070 < 7.7e-6). The positive
 //! set is a bitmask (bit `l` = label `l`, label order of [`crate::labels::PHENOTYPES`])
 //! decided by the board with the bundle's thresholds on the unquantized probabilities.
+//!
+//! An explanation ([`WireEvidence`]) names, for the most probable phenotype, the request items
+//! whose removal lowers its probability most (occlusion, `ckd_edge::Engine::occlude`), largest
+//! effect first: each as its list and index in the request (a knowledge clause as list 3 and its
+//! index among the clauses) and the effect quantized to i16: `q = round(e * 32767)`,
+//! `e = q / 32767`, `e` in [-1, 1].
 
 use heapless::{String as HString, Vec as HVec};
 use serde::{Deserialize, Serialize};
 
 use crate::labels::NUM_LABELS;
 
-/// Protocol version carried by every frame.
-pub const WIRE_VERSION: u8 = 1;
+/// Newest protocol version (see "Versions" in the module docs).
+pub const WIRE_VERSION: u8 = 2;
+/// Oldest protocol version this build decodes.
+pub const MIN_WIRE_VERSION: u8 = 1;
 /// Frame kind of a request.
 pub const KIND_REQUEST: u8 = 1;
 /// Frame kind of a response.
 pub const KIND_RESPONSE: u8 = 2;
+/// Frame kind of a request for a prediction and its explanation (version 2).
+pub const KIND_EXPLAIN_REQUEST: u8 = 3;
+/// Concepts in [`WireEvidence::concepts`].
+pub const EVIDENCE_K: usize = 5;
 /// Id of answers to frames whose id could not be read (bad COBS, CRC, oversize).
 pub const UNKNOWN_ID: u32 = 0;
 /// Frame delimiter.
@@ -80,9 +100,12 @@ pub const MAX_REQUEST_PAYLOAD: usize =
 /// Largest encoded request frame, COBS included, delimiter excluded: a receive buffer of this
 /// size holds every valid request.
 pub const MAX_REQUEST_FRAME: usize = cobs::max_encoding_length(HEADER_LEN + MAX_REQUEST_PAYLOAD + CRC_LEN);
-/// Largest postcard payload of a [`Reply`]: variant tag + 25 u16 varints (3 bytes each at most) +
+/// Largest postcard payload of a [`WirePrediction`]: 25 u16 varints (3 bytes each at most) +
 /// u32 varint + top-k vector + bool + u16 varint.
-pub const MAX_RESPONSE_PAYLOAD: usize = 1 + NUM_LABELS * 3 + 5 + 1 + TOP_K + 1 + 3;
+const MAX_PREDICTION_PAYLOAD: usize = NUM_LABELS * 3 + 5 + 1 + TOP_K + 1 + 3;
+/// Largest postcard payload of a [`Reply`]: variant tag + prediction + the evidence's label and
+/// vector length + per concept list, index and an i16 zigzag varint (3 bytes at most).
+pub const MAX_RESPONSE_PAYLOAD: usize = 1 + MAX_PREDICTION_PAYLOAD + 1 + 1 + EVIDENCE_K * (1 + 1 + 3);
 /// Largest encoded response frame, COBS included, delimiter excluded.
 pub const MAX_RESPONSE_FRAME: usize = cobs::max_encoding_length(HEADER_LEN + MAX_RESPONSE_PAYLOAD + CRC_LEN);
 
@@ -140,6 +163,8 @@ pub struct Request {
     pub id: u32,
     /// The visit.
     pub visit: VisitSummary,
+    /// Also explain the prediction ([`KIND_EXPLAIN_REQUEST`], a version-2 frame).
+    pub explain: bool,
 }
 
 /// Error codes of a [`Reply::Error`]. Values are stable across versions.
@@ -181,6 +206,28 @@ pub struct WirePrediction {
     pub tokens: u16,
 }
 
+/// One concept of an explanation: a request item (or knowledge clause) and its effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireConcept {
+    /// 0 diagnoses, 1 medications, 2 procedures (lists of the request), 3 knowledge clauses
+    /// (of the rendered text).
+    pub list: u8,
+    /// Index in that list (the first of equal items; 255 and above saturate at 255).
+    pub index: u8,
+    /// Probability of [`WireEvidence::label`] with the concept minus without it, quantized
+    /// ([`quantize_effect`]).
+    pub effect: i16,
+}
+
+/// An explanation on the wire (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEvidence {
+    /// The phenotype explained (the most probable one).
+    pub label: u8,
+    /// The concepts of largest effect on it, largest first.
+    pub concepts: HVec<WireConcept, EVIDENCE_K>,
+}
+
 /// The payload of a response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
@@ -193,6 +240,13 @@ pub enum Reply {
         /// For [`ErrorCode::InvalidItem`]: the item's list (0 diagnosis, 1 medication, 2
         /// procedure) times 256 plus its index; 0 otherwise.
         detail: u16,
+    },
+    /// The prediction and its explanation (version 2; the answer to an explain request).
+    Explained {
+        /// The prediction.
+        prediction: WirePrediction,
+        /// Its explanation.
+        evidence: WireEvidence,
     },
 }
 
@@ -234,7 +288,7 @@ pub enum WireError {
         found: u32,
     },
     /// Unsupported protocol version.
-    #[error("frame {id}: protocol version {found}, this build speaks {WIRE_VERSION}")]
+    #[error("frame {id}: protocol version {found}, this build speaks {MIN_WIRE_VERSION} to {WIRE_VERSION}")]
     Version {
         /// Id of the frame.
         id: u32,
@@ -326,6 +380,18 @@ pub fn item_detail(item: Item, index: usize) -> u16 {
 pub fn quantize_prob(p: f32) -> u16 {
     let p = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
     (p * 65535.0 + 0.5) as u16
+}
+
+/// Quantizes an effect in [-1, 1] to i16 (`round(e * 32767)`, clamped; NaN gives 0).
+pub fn quantize_effect(e: f32) -> i16 {
+    let x = if e.is_nan() { 0.0 } else { e.clamp(-1.0, 1.0) * 32767.0 };
+    // Rounds half away from zero (`f32::round`, which `no_std` lacks): `as` truncates.
+    (if x >= 0.0 { x + 0.5 } else { x - 0.5 }) as i16
+}
+
+/// The effect a quantized value stands for.
+pub fn dequantize_effect(q: i16) -> f32 {
+    f32::from(q) / 32767.0
 }
 
 /// The probability a quantized value stands for.
@@ -477,12 +543,17 @@ impl postcard::ser_flavors::Flavor for FrameFlavor<'_> {
     }
 }
 
-fn encode_frame<T: Serialize>(kind: u8, id: u32, payload: &T, out: &mut [u8]) -> Result<usize, WireError> {
+fn encode_frame<T: Serialize>(
+    (version, kind): (u8, u8),
+    id: u32,
+    payload: &T,
+    out: &mut [u8],
+) -> Result<usize, WireError> {
     let len = out.len();
     let too_small = |_| WireError::BufferTooSmall { len };
     let mut f = FrameFlavor { cobs: cobs::CobsEncoder::new(out), crc: crc32fast::Hasher::new() };
     let id = id.to_le_bytes();
-    postcard::ser_flavors::Flavor::try_extend(&mut f, &[WIRE_VERSION, kind, id[0], id[1], id[2], id[3]])
+    postcard::ser_flavors::Flavor::try_extend(&mut f, &[version, kind, id[0], id[1], id[2], id[3]])
         .map_err(too_small)?;
     let f = postcard::serialize_with_flavor::<T, FrameFlavor<'_>, FrameFlavor<'_>>(payload, f).map_err(too_small)?;
     let crc = f.crc.finalize().to_le_bytes();
@@ -500,19 +571,34 @@ fn encode_frame<T: Serialize>(kind: u8, id: u32, payload: &T, out: &mut [u8]) ->
 /// Encodes a request frame into `out` (delimiter included); returns its length. A buffer of
 /// [`MAX_REQUEST_FRAME`] + 1 bytes always suffices.
 pub fn encode_request(req: &Request, out: &mut [u8]) -> Result<usize, WireError> {
-    encode_frame(KIND_REQUEST, req.id, &req.visit, out)
+    let header = if req.explain { (2, KIND_EXPLAIN_REQUEST) } else { (1, KIND_REQUEST) };
+    encode_frame(header, req.id, &req.visit, out)
 }
 
 /// Encodes a response frame into `out` (delimiter included); returns its length. A buffer of
 /// [`MAX_RESPONSE_FRAME`] + 1 bytes always suffices.
 pub fn encode_response(resp: &Response, out: &mut [u8]) -> Result<usize, WireError> {
-    encode_frame(KIND_RESPONSE, resp.id, &resp.reply, out)
+    let version = if matches!(resp.reply, Reply::Explained { .. }) { 2 } else { 1 };
+    encode_frame((version, KIND_RESPONSE), resp.id, &resp.reply, out)
 }
 
-/// COBS-decodes `frame` in place and checks length, CRC, version and kind; returns the id and
-/// the payload (a sub-slice of `frame`). `frame` is the bytes between delimiters (a trailing
-/// delimiter is allowed).
-pub fn open_frame(frame: &mut [u8], kind: u8) -> Result<(u32, &[u8]), WireError> {
+/// A frame whose COBS, length, CRC, version and kind checked out.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OpenFrame<'a> {
+    /// The frame's id.
+    pub id: u32,
+    /// Its protocol version.
+    pub version: u8,
+    /// Its kind.
+    pub kind: u8,
+    /// The payload (postcard bytes).
+    pub payload: &'a [u8],
+}
+
+/// COBS-decodes `frame` in place and checks length, CRC, version and kind (one of `kinds`;
+/// [`KIND_EXPLAIN_REQUEST`] needs version 2); the payload is a sub-slice of `frame`. `frame` is
+/// the bytes between delimiters (a trailing delimiter is allowed).
+pub fn open_frame<'a>(frame: &'a mut [u8], kinds: &[u8]) -> Result<OpenFrame<'a>, WireError> {
     let frame = match frame.iter().position(|&b| b == DELIMITER) {
         Some(end) => &mut frame[..end],
         None => frame,
@@ -532,13 +618,14 @@ pub fn open_frame(frame: &mut [u8], kind: u8) -> Result<(u32, &[u8]), WireError>
         return Err(WireError::Crc { expected, found });
     }
     let id = u32::from_le_bytes([content[2], content[3], content[4], content[5]]);
-    if content[0] != WIRE_VERSION {
-        return Err(WireError::Version { id, found: content[0] });
+    let (version, kind) = (content[0], content[1]);
+    if !(MIN_WIRE_VERSION..=WIRE_VERSION).contains(&version) {
+        return Err(WireError::Version { id, found: version });
     }
-    if content[1] != kind {
-        return Err(WireError::Kind { id, found: content[1], expected: kind });
+    if !kinds.contains(&kind) || (kind == KIND_EXPLAIN_REQUEST && version < 2) {
+        return Err(WireError::Kind { id, found: kind, expected: kinds.first().copied().unwrap_or(0) });
     }
-    Ok((id, &content[HEADER_LEN..]))
+    Ok(OpenFrame { id, version, kind, payload: &content[HEADER_LEN..] })
 }
 
 fn payload<'de, T: Deserialize<'de>>(id: u32, bytes: &'de [u8]) -> Result<T, WireError> {
@@ -566,14 +653,18 @@ fn postcard_reason(e: postcard::Error) -> &'static str {
 
 /// Decodes a request frame (see [`open_frame`]; `frame` is modified in place).
 pub fn decode_request(frame: &mut [u8]) -> Result<Request, WireError> {
-    let (id, bytes) = open_frame(frame, KIND_REQUEST)?;
-    Ok(Request { id, visit: payload(id, bytes)? })
+    let f = open_frame(frame, &[KIND_REQUEST, KIND_EXPLAIN_REQUEST])?;
+    Ok(Request { id: f.id, visit: payload(f.id, f.payload)?, explain: f.kind == KIND_EXPLAIN_REQUEST })
 }
 
 /// Decodes a response frame (see [`open_frame`]; `frame` is modified in place).
 pub fn decode_response(frame: &mut [u8]) -> Result<Response, WireError> {
-    let (id, bytes) = open_frame(frame, KIND_RESPONSE)?;
-    Ok(Response { id, reply: payload(id, bytes)? })
+    let OpenFrame { id, version, payload: bytes, .. } = open_frame(frame, &[KIND_RESPONSE])?;
+    let reply: Reply = payload(id, bytes)?;
+    if version < 2 && matches!(reply, Reply::Explained { .. }) {
+        return Err(WireError::Payload { id, reason: "an explanation in a version-1 frame" });
+    }
+    Ok(Response { id, reply })
 }
 
 /// Splits a byte stream into frames with a fixed buffer of `N` bytes (no allocation).
@@ -678,7 +769,7 @@ mod tests {
 
     #[test]
     fn request_roundtrip_and_layout() {
-        let req = Request { id: 0x0102_0304, visit: summary() };
+        let req = Request { id: 0x0102_0304, visit: summary(), explain: false };
         let mut f = frame_of(&req);
         assert_eq!(f.last(), Some(&DELIMITER));
         assert!(!f[..f.len() - 1].contains(&DELIMITER), "COBS leaves no 0x00 inside a frame");
@@ -687,14 +778,21 @@ mod tests {
         // Layout: decode COBS by hand and read the header and CRC.
         let mut raw = frame_of(&req);
         let n = cobs::decode_in_place(&mut raw[..]).unwrap();
-        assert_eq!(&raw[..6], &[WIRE_VERSION, KIND_REQUEST, 4, 3, 2, 1]);
+        assert_eq!(&raw[..6], &[1, KIND_REQUEST, 4, 3, 2, 1], "a plain request is a version-1 frame");
         let crc = u32::from_le_bytes(raw[n - 4..n].try_into().unwrap());
         assert_eq!(crc, crc32fast::hash(&raw[..n - 4]));
+        // An explanation request: version 2, its own kind, the same payload.
+        let explain = Request { explain: true, ..req.clone() };
+        let mut raw2 = frame_of(&explain);
+        let n2 = cobs::decode_in_place(&mut raw2[..]).unwrap();
+        assert_eq!(&raw2[..6], &[2, KIND_EXPLAIN_REQUEST, 4, 3, 2, 1]);
+        assert_eq!(&raw2[6..n2 - 4], &raw[6..n - 4]);
+        assert_eq!(decode_request(&mut frame_of(&explain)).unwrap(), explain);
     }
 
     #[test]
     fn bounds_hold_for_the_largest_request() {
-        let req = Request { id: u32::MAX, visit: full_summary() };
+        let req = Request { id: u32::MAX, visit: full_summary(), explain: true };
         let mut f = frame_of(&req);
         assert!(f.len() <= MAX_REQUEST_FRAME + 1, "{} > {}", f.len(), MAX_REQUEST_FRAME + 1);
         assert_eq!(decode_request(&mut f).unwrap(), req);
@@ -720,12 +818,54 @@ mod tests {
             truncated: true,
             tokens: u16::MAX,
         };
-        for reply in [Reply::Prediction(pred), Reply::Error { code: ErrorCode::InvalidItem, detail: 513 }] {
-            let resp = Response { id: 7, reply };
+        let concept = WireConcept { list: 3, index: 255, effect: i16::MIN };
+        let evidence = WireEvidence { label: 24, concepts: HVec::from_slice(&[concept; EVIDENCE_K]).unwrap() };
+        let explained = Reply::Explained { prediction: pred.clone(), evidence };
+        for reply in [Reply::Prediction(pred), Reply::Error { code: ErrorCode::InvalidItem, detail: 513 }, explained] {
+            let version = if matches!(reply, Reply::Explained { .. }) { 2 } else { 1 };
+            let resp = Response { id: u32::MAX, reply };
             let mut out = [0u8; MAX_RESPONSE_FRAME + 1];
             let n = encode_response(&resp, &mut out).unwrap();
-            assert_eq!(decode_response(&mut out[..n]).unwrap(), resp);
+            assert_eq!(decode_response(&mut out[..n].to_vec()).unwrap(), resp);
+            cobs::decode_in_place(&mut out[..n - 1]).unwrap();
+            assert_eq!(out[0], version, "{:?}", resp.reply);
         }
+    }
+
+    /// The bytes of an explained answer (version 2) and of a plain one (version 1, the bytes
+    /// version-1 boards sent), fixed: a change to either breaks the devices that read them. Both
+    /// strings were also produced by a separate encoder written from the module docs (Python:
+    /// LEB128 and zigzag varints, `zlib.crc32`, COBS by hand).
+    #[test]
+    fn golden_frames() {
+        let mut probs = [0u16; NUM_LABELS];
+        probs[4] = quantize_prob(0.9);
+        let prediction = WirePrediction {
+            probs,
+            positive: 1 << 4,
+            top_k: HVec::from_slice(&[4, 0, 1, 2, 3]).unwrap(),
+            truncated: false,
+            tokens: 42,
+        };
+        let concepts = [
+            WireConcept { list: 0, index: 1, effect: quantize_effect(0.25) },
+            WireConcept { list: 1, index: 0, effect: quantize_effect(-0.01) },
+        ];
+        let evidence = WireEvidence { label: 4, concepts: HVec::from_slice(&concepts).unwrap() };
+        let hex = |reply: Reply| {
+            let mut out = [0u8; MAX_RESPONSE_FRAME + 1];
+            let n = encode_response(&Response { id: 3, reply }, &mut out).unwrap();
+            out[..n].iter().map(|b| alloc::format!("{b:02x}")).collect::<alloc::string::String>()
+        };
+        assert_eq!(
+            hex(Reply::Prediction(prediction.clone())),
+            "040102030101010101010104e6cc03010101010101010101010101010101010101010410050404010203062ad494506e00"
+        );
+        assert_eq!(
+            hex(Reply::Explained { prediction, evidence }),
+            "040202030101020201010104e6cc03010101010101010101010101010101010101010410050404010203042a\
+             0402060180800101078f050eb1727500"
+        );
     }
 
     #[test]
@@ -736,11 +876,16 @@ mod tests {
         }
         assert_eq!(quantize_prob(f32::NAN), 0);
         assert_eq!(quantize_prob(2.0), u16::MAX);
+        for i in -1000..=1000 {
+            let e = i as f32 / 1000.0;
+            assert!((dequantize_effect(quantize_effect(e)) - e).abs() <= 0.5 / 32767.0 + 1e-7);
+        }
+        assert_eq!((quantize_effect(f32::NAN), quantize_effect(-2.0), quantize_effect(2.0)), (0, -32767, 32767));
     }
 
     #[test]
     fn malformed_frames_give_typed_errors() {
-        let req = Request { id: 9, visit: summary() };
+        let req = Request { id: 9, visit: summary(), explain: false };
         let good = frame_of(&req);
         // Truncated: cut the COBS bytes (a cut inside a COBS block is invalid COBS; one at a
         // block boundary decodes and then fails the CRC or length).
@@ -768,8 +913,23 @@ mod tests {
             out.truncate(n);
             out
         };
-        let e = decode_request(&mut raw(2, KIND_REQUEST, &[0, 0, 0])).unwrap_err();
-        assert_eq!(e, WireError::Version { id: 5, found: 2 });
+        let e = decode_request(&mut raw(3, KIND_REQUEST, &[0, 0, 0])).unwrap_err();
+        assert_eq!(e, WireError::Version { id: 5, found: 3 });
+        assert!(decode_request(&mut raw(2, KIND_REQUEST, &[0, 0, 0])).is_ok(), "version 2 holds plain requests too");
+        assert_eq!(
+            decode_request(&mut raw(1, KIND_EXPLAIN_REQUEST, &[0, 0, 0])),
+            Err(WireError::Kind { id: 5, found: KIND_EXPLAIN_REQUEST, expected: KIND_REQUEST }),
+            "version 1 has no explanation request"
+        );
+        // An explained answer (variant 2) in a version-1 frame is refused.
+        let mut v1_explained = vec![2u8];
+        v1_explained.extend(core::iter::repeat_n(0u8, NUM_LABELS));
+        v1_explained.extend([0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            decode_response(&mut raw(1, KIND_RESPONSE, &v1_explained)),
+            Err(WireError::Payload { id: 5, reason: "an explanation in a version-1 frame" })
+        );
+        assert!(decode_response(&mut raw(2, KIND_RESPONSE, &v1_explained)).is_ok());
         assert_eq!(e.reply(), Reply::Error { code: ErrorCode::Version, detail: 0 });
         assert_eq!(e.id(), 5);
         assert_eq!(
@@ -796,8 +956,8 @@ mod tests {
 
     #[test]
     fn deframer_splits_skips_empty_and_reports_oversize() {
-        let a = frame_of(&Request { id: 1, visit: summary() });
-        let b = frame_of(&Request { id: 2, visit: VisitSummary::default() });
+        let a = frame_of(&Request { id: 1, visit: summary(), explain: true });
+        let b = frame_of(&Request { id: 2, visit: VisitSummary::default(), explain: false });
         let mut stream = vec![0, 0];
         stream.extend(core::iter::repeat_n(7u8, 300));
         stream.push(0);

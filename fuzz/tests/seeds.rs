@@ -27,7 +27,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
 
 fn request(id: u32, v: &VisitSummary) -> Vec<u8> {
     let mut out = vec![0u8; wire::MAX_REQUEST_FRAME + 1];
-    let n = wire::encode_request(&Request { id, visit: v.clone() }, &mut out).unwrap();
+    let n = wire::encode_request(&Request { id, visit: v.clone(), explain: false }, &mut out).unwrap();
     out.truncate(n);
     out
 }

@@ -148,7 +148,8 @@ fn pool(rng: &mut SplitMix64, n: usize) -> Vec<VisitSummary> {
 
 fn encode(id: u32, visit: &VisitSummary) -> Vec<u8> {
     let mut out = vec![0u8; MAX_REQUEST_FRAME + 1];
-    let n = wire::encode_request(&Request { id, visit: visit.clone() }, &mut out).expect("pool visits encode");
+    let n = wire::encode_request(&Request { id, visit: visit.clone(), explain: false }, &mut out)
+        .expect("pool visits encode");
     out.truncate(n);
     out
 }

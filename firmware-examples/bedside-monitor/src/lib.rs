@@ -80,16 +80,57 @@ pub fn read_titles<R: Read>(file: &str, input: R) -> Result<HashMap<String, Stri
     Ok(out)
 }
 
-/// What the server needs from a model: a prediction for a visit.
+/// What the server needs from a model: a prediction for a visit, and for an explanation
+/// request the occlusion of each concept.
 pub trait Predict {
     /// Predicts the next-visit phenotypes of `visit`; the error is a message for the log.
     fn predict(&self, visit: &Visit) -> Result<ckd_edge::Prediction, String>;
+
+    /// Predicts and occludes each concept of `visit` ([`ckd_edge::Engine::occlude`]). Models
+    /// that cannot explain answer with an error (the default).
+    fn occlude(&self, visit: &Visit) -> Result<ckd_edge::Occlusion, String> {
+        let _ = visit;
+        Err("this model gives no explanations".into())
+    }
 }
 
 impl Predict for ckd_edge::Engine {
     fn predict(&self, visit: &Visit) -> Result<ckd_edge::Prediction, String> {
         ckd_edge::Engine::predict(self, visit).map_err(|e| e.to_string())
     }
+
+    fn occlude(&self, visit: &Visit) -> Result<ckd_edge::Occlusion, String> {
+        ckd_edge::Engine::occlude(self, visit).map_err(|e| e.to_string())
+    }
+}
+
+/// The wire form of an explanation: the [`wire::EVIDENCE_K`] concepts of largest effect on the
+/// most probable phenotype, each named by its list and index in the request (`request`, the
+/// wire visit; `visit`, the visit it became, whose diagnoses and procedures are the request's
+/// in order and whose drugs are the request's without repeats). A concept is the first item
+/// of its list rendered as its text; knowledge clauses count in their own list (3).
+pub fn evidence_to_wire(o: &ckd_edge::Occlusion, request: &VisitSummary, visit: &Visit) -> wire::WireEvidence {
+    use ckd_core::visit::Field;
+    let label = o.prediction.top_k.first().map_or(0, |&(l, _)| l);
+    let mut concepts = heapless::Vec::new();
+    for i in o.ranked(label).into_iter().take(wire::EVIDENCE_K) {
+        let c = &o.concepts[i];
+        let text = o.concept_text(i).unwrap_or("").trim();
+        let index = match c.field {
+            Field::Diagnoses => visit.diagnoses.iter().position(|d| d.title.trim() == text),
+            Field::Medications => request.medications.iter().position(|m| m.trim() == text),
+            Field::Procedures => visit.procedures.iter().position(|p| p.title.trim() == text),
+            Field::Knowledge => Some(o.concepts[..i].iter().filter(|k| k.field == Field::Knowledge).count()),
+        };
+        let concept = wire::WireConcept {
+            list: c.field.index() as u8,
+            index: index.unwrap_or(255).min(255) as u8,
+            effect: wire::quantize_effect(c.effect[usize::from(label)]),
+        };
+        // Capacity is EVIDENCE_K and at most EVIDENCE_K concepts are taken.
+        let _ = concepts.push(concept);
+    }
+    wire::WireEvidence { label, concepts }
 }
 
 /// The wire form of a prediction (probabilities quantized to u16, see [`ckd_core::wire`]).
@@ -143,10 +184,18 @@ pub fn answer<P: Predict + ?Sized>(
                 return (resp, o);
             }
         };
-    match model.predict(&visit) {
-        Ok(p) => {
+    let reply = if req.explain {
+        model.occlude(&visit).map(|o| Reply::Explained {
+            prediction: to_wire(&o.prediction),
+            evidence: evidence_to_wire(&o, &req.visit, &visit),
+        })
+    } else {
+        model.predict(&visit).map(|p| Reply::Prediction(to_wire(&p)))
+    };
+    match reply {
+        Ok(reply) => {
             let o = Outcome { id: req.id, error: None, reason: String::new() };
-            (Response { id: req.id, reply: Reply::Prediction(to_wire(&p)) }, o)
+            (Response { id: req.id, reply }, o)
         }
         Err(msg) => {
             let o = Outcome { id: req.id, error: Some(ErrorCode::Model), reason: msg };
@@ -158,7 +207,7 @@ pub fn answer<P: Predict + ?Sized>(
 fn code_of(r: &Reply) -> ErrorCode {
     match r {
         Reply::Error { code, .. } => *code,
-        Reply::Prediction(_) => ErrorCode::Payload,
+        Reply::Prediction(_) | Reply::Explained { .. } => ErrorCode::Payload,
     }
 }
 
@@ -271,7 +320,7 @@ mod tests {
 
     fn frame(id: u32, visit: VisitSummary) -> Vec<u8> {
         let mut out = vec![0u8; MAX_REQUEST_FRAME + 1];
-        let n = encode_request(&Request { id, visit }, &mut out).unwrap();
+        let n = encode_request(&Request { id, visit, explain: false }, &mut out).unwrap();
         out.truncate(n);
         out
     }
@@ -330,7 +379,7 @@ mod tests {
                 (
                     r.id,
                     match &r.reply {
-                        Reply::Prediction(_) => None,
+                        Reply::Prediction(_) | Reply::Explained { .. } => None,
                         Reply::Error { code, .. } => Some(*code),
                     },
                 )
@@ -358,6 +407,59 @@ mod tests {
         assert_eq!(p.probs[8], wire::quantize_prob(0.9));
         assert_eq!(p.top_k.as_slice(), &[0, 8]);
         assert_eq!(LabelSet::from_labels([0u8, 8]).iter().count(), 2);
+    }
+
+    /// An explanation request on the tiny test bundle: a version-2 answer whose evidence is the
+    /// engine's occlusion of the visit, each concept named by a request item that renders as it;
+    /// a plain request on the same stream still gets a version-1 answer; a model that cannot
+    /// explain answers with a model error.
+    #[test]
+    fn explanation_requests_get_the_engines_occlusion() {
+        let bundle = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../edge-runtime/testdata/tiny/bundle");
+        let engine = ckd_edge::Engine::open(&bundle).unwrap();
+        let mut v = VisitSummary::default();
+        v.push_diagnosis("5856", "").unwrap();
+        v.push_diagnosis("4019", "").unwrap();
+        v.push_medication("Furosemide").unwrap();
+        v.push_medication("Insulin").unwrap();
+        v.push_medication("Furosemide").unwrap();
+        v.push_procedure("3995", "Hemodialysis").unwrap();
+        let mut stream = vec![0u8; MAX_REQUEST_FRAME + 1];
+        let n = encode_request(&Request { id: 5, visit: v.clone(), explain: true }, &mut stream).unwrap();
+        stream.truncate(n);
+        stream.extend(frame(6, v.clone()));
+        let mut out = Vec::new();
+        serve(&engine, &Titles::default(), "test", &stream[..], &mut out, |_| {}).unwrap();
+        let got = decode_all(&out);
+        let visit = v.to_visit().unwrap();
+        let o = engine.occlude(&visit).unwrap();
+        let Reply::Explained { prediction, evidence } = &got[0].reply else { panic!("{:?}", got[0]) };
+        assert_eq!(*prediction, to_wire(&o.prediction));
+        assert_eq!(*evidence, evidence_to_wire(&o, &v, &visit));
+        assert_eq!(evidence.label, o.prediction.top_k[0].0);
+        assert_eq!(evidence.concepts.len(), wire::EVIDENCE_K);
+        let ranked = o.ranked(evidence.label);
+        for (c, &i) in evidence.concepts.iter().zip(&ranked) {
+            let text = o.concept_text(i).unwrap();
+            let item = match c.list {
+                0 => visit.diagnoses[c.index as usize].title.clone(),
+                1 => v.medications[c.index as usize].to_string(),
+                2 => visit.procedures[c.index as usize].title.clone(),
+                _ => text.to_string(),
+            };
+            assert_eq!(item, text, "concept {i}");
+            assert_eq!(c.effect, wire::quantize_effect(o.concepts[i].effect[evidence.label as usize]));
+        }
+        assert!(matches!(got[1].reply, Reply::Prediction(_)));
+        // The plain answer is a version-1 frame.
+        let mut plain = vec![0u8; MAX_RESPONSE_FRAME + 1];
+        let n = wire::encode_response(&got[1], &mut plain).unwrap();
+        assert_eq!(wire::open_frame(&mut plain[..n], &[wire::KIND_RESPONSE]).unwrap().version, 1);
+        let mut echo_out = Vec::new();
+        let mut explain = vec![0u8; MAX_REQUEST_FRAME + 1];
+        let n = encode_request(&Request { id: 7, visit: v, explain: true }, &mut explain).unwrap();
+        serve(&Echo, &Titles::default(), "test", &explain[..n], &mut echo_out, |_| {}).unwrap();
+        assert_eq!(decode_all(&echo_out)[0].reply, Reply::Error { code: ErrorCode::Model, detail: 0 });
     }
 
     /// Records the visits it is asked about.

@@ -20,7 +20,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_bedside-monitor");
 
 fn frame(id: u32, visit: &VisitSummary) -> Vec<u8> {
     let mut out = vec![0u8; wire::MAX_REQUEST_FRAME + 1];
-    let n = wire::encode_request(&Request { id, visit: visit.clone() }, &mut out).unwrap();
+    let n = wire::encode_request(&Request { id, visit: visit.clone(), explain: false }, &mut out).unwrap();
     out.truncate(n);
     out
 }

@@ -12,7 +12,9 @@
 #![no_std]
 #![warn(missing_docs)]
 
-pub use ckd_core::wire::{self, ErrorCode, Item, Reply, VisitSummary, WireError, WirePrediction};
+pub use ckd_core::wire::{
+    self, ErrorCode, Item, Reply, VisitSummary, WireConcept, WireError, WireEvidence, WirePrediction,
+};
 use ckd_core::wire::{Deframer, Request, UNKNOWN_ID};
 use ckd_core::NUM_LABELS;
 
@@ -82,6 +84,9 @@ pub struct Answer {
     pub truncated: bool,
     /// Tokens the board fed its model.
     pub tokens: u16,
+    /// The explanation, when the request asked for one ([`Link::request_explained`]): the
+    /// request items of largest effect on the most probable phenotype.
+    pub evidence: Option<WireEvidence>,
 }
 
 impl Answer {
@@ -90,12 +95,20 @@ impl Answer {
         label < 32 && self.positive & (1 << label) != 0
     }
 
-    fn from_wire(id: u32, p: &WirePrediction) -> Self {
+    fn from_wire(id: u32, p: &WirePrediction, evidence: Option<&WireEvidence>) -> Self {
         let mut probs = [0f32; NUM_LABELS];
         for (o, q) in probs.iter_mut().zip(p.probs.iter()) {
             *o = wire::dequantize_prob(*q);
         }
-        Answer { id, probs, positive: p.positive, top_k: p.top_k.clone(), truncated: p.truncated, tokens: p.tokens }
+        Answer {
+            id,
+            probs,
+            positive: p.positive,
+            top_k: p.top_k.clone(),
+            truncated: p.truncated,
+            tokens: p.tokens,
+            evidence: evidence.cloned(),
+        }
     }
 }
 
@@ -126,11 +139,21 @@ impl Link {
     /// Encodes a request for `visit` into `out` ([`TX_CAPACITY`] bytes always suffice) and
     /// marks it in flight; returns its id and frame length. Ids skip [`UNKNOWN_ID`].
     pub fn request(&mut self, visit: &VisitSummary, out: &mut [u8]) -> Result<(u32, usize), LinkError> {
+        self.send(visit, false, out)
+    }
+
+    /// As [`Link::request`], asking for the prediction and its explanation (a version-2 frame:
+    /// a board of version 1 answers it with a version error).
+    pub fn request_explained(&mut self, visit: &VisitSummary, out: &mut [u8]) -> Result<(u32, usize), LinkError> {
+        self.send(visit, true, out)
+    }
+
+    fn send(&mut self, visit: &VisitSummary, explain: bool, out: &mut [u8]) -> Result<(u32, usize), LinkError> {
         if let Some(id) = self.in_flight {
             return Err(LinkError::Busy { id });
         }
         let id = self.next_id;
-        let n = wire::encode_request(&Request { id, visit: visit.clone() }, out)?;
+        let n = wire::encode_request(&Request { id, visit: visit.clone(), explain }, out)?;
         self.next_id = match id.wrapping_add(1) {
             UNKNOWN_ID => 1,
             next => next,
@@ -161,7 +184,8 @@ impl Link {
         }
         self.in_flight = None;
         Some(match &resp.reply {
-            Reply::Prediction(p) => Ok(Answer::from_wire(resp.id, p)),
+            Reply::Prediction(p) => Ok(Answer::from_wire(resp.id, p, None)),
+            Reply::Explained { prediction, evidence } => Ok(Answer::from_wire(resp.id, prediction, Some(evidence))),
             Reply::Error { code, detail } => Err(LinkError::Remote { id: resp.id, code: *code, detail: *detail }),
         })
     }
@@ -226,6 +250,23 @@ mod tests {
         assert_eq!(a.top_k.as_slice(), &[0, 4, 8, 1, 2]);
         assert_eq!(link.in_flight(), None);
         assert_eq!(link.request(&visit(), &mut tx).unwrap().0, 2);
+        assert_eq!(a.evidence, None);
+    }
+
+    #[test]
+    fn explained_request_and_answer() {
+        let mut link = Link::new();
+        let mut tx = [0u8; TX_CAPACITY];
+        let (id, n) = link.request_explained(&visit(), &mut tx).unwrap();
+        let req = wire::decode_request(&mut tx[..n]).unwrap();
+        assert!(req.explain);
+        let concept = WireConcept { list: 2, index: 0, effect: wire::quantize_effect(0.3) };
+        let evidence = WireEvidence { label: 0, concepts: heapless::Vec::from_slice(&[concept]).unwrap() };
+        let reply = Reply::Explained { prediction: prediction(), evidence: evidence.clone() };
+        let got = feed_all(&mut link, &response_bytes(id, reply));
+        let a = got[0].clone().unwrap();
+        assert_eq!(a.evidence, Some(evidence));
+        assert_eq!(a.top_k.as_slice(), &[0, 4, 8, 1, 2]);
     }
 
     #[test]
