@@ -201,7 +201,7 @@ pub struct ExplainTruth {
 }
 
 /// Index of the largest value (the first of equal ones).
-pub(crate) fn argmax(v: impl Iterator<Item = f64>) -> Option<usize> {
+pub fn argmax(v: impl Iterator<Item = f64>) -> Option<usize> {
     v.enumerate()
         .fold(None, |best: Option<(usize, f64)>, (i, x)| match best {
             Some((_, b)) if b >= x => best,

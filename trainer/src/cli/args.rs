@@ -554,6 +554,13 @@ pub struct ExplainAttentionArgs {
     /// --keep-explanations`): scores faithfulness.
     #[arg(long)]
     pub explanations: Option<PathBuf>,
+    /// Also draw one sample's visit shaded by each kind of evidence (teacher, student,
+    /// occlusion) as an SVG here.
+    #[arg(long)]
+    pub figure: Option<PathBuf>,
+    /// The sample drawn by `--figure` (default: the first of the split).
+    #[arg(long, requires = "figure")]
+    pub figure_id: Option<String>,
     /// Final layers whose `[CLS]` attention is averaged (as the attention loss's
     /// `last_k_layers`; at most the model's layers).
     #[arg(long, default_value_t = 4)]

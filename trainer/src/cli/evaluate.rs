@@ -269,5 +269,45 @@ pub fn explain_attention(a: &ExplainAttentionArgs) -> Result<()> {
         io::write_atomic(p, serde_json::to_string_pretty(&q)?.as_bytes())
             .with_context(|| format!("writing {}", p.display()))?;
     }
+    if let Some(p) = &a.figure {
+        let svg = evidence_figure(a, &samples, &att, teacher.as_ref(), explained.as_deref())?;
+        io::write_atomic(p, svg.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
+    }
     Ok(())
+}
+
+/// The `--figure` of `ckd explain-attention`: one sample's visit shaded by the teacher's
+/// evidence, the student's attention and the occlusion effects on its top phenotype (the
+/// kinds given).
+fn evidence_figure(
+    a: &ExplainAttentionArgs,
+    samples: &[ckd_core::visit::Sample],
+    att: &[Vec<f32>],
+    teacher: Option<&ckd_core::evidence::EvidenceFile>,
+    explained: Option<&[ckd_trainer::explain_truth::Explained]>,
+) -> Result<String> {
+    let i = match &a.figure_id {
+        Some(id) => {
+            samples.iter().position(|s| &s.id == id).with_context(|| format!("--figure-id {id}: no such sample"))?
+        }
+        None => 0,
+    };
+    let s = &samples[i];
+    let rendered = s.rendered().with_context(|| format!("sample {}: text not in the CKD-EHR layout", s.id))?;
+    let teacher_w = teacher.and_then(|t| t.records.iter().find(|r| r.id == s.id)).map(|r| r.concepts.clone());
+    let occlusion = explained.and_then(|e| e.iter().find(|e| e.id == s.id)).map(|e| {
+        let top = ckd_trainer::explain_truth::argmax(e.probs.iter().map(|&p| f64::from(p))).unwrap_or(0);
+        let w: Vec<f32> = e.concepts.iter().map(|c| c.effect[top].max(0.0)).collect();
+        (format!("occlusion: how much leaving each concept out lowers P({})", ckd_core::PHENOTYPES[top].name), w)
+    });
+    let student_title = format!("student: [CLS] attention, last {} layers", a.last_k_layers);
+    let mut panels = Vec::new();
+    if let Some(w) = &teacher_w {
+        panels.push(report::EvidencePanel { title: "teacher: attention evidence", weights: w });
+    }
+    panels.push(report::EvidencePanel { title: &student_title, weights: &att[i] });
+    if let Some((title, w)) = &occlusion {
+        panels.push(report::EvidencePanel { title, weights: w });
+    }
+    Ok(report::evidence_svg(&rendered, &panels))
 }

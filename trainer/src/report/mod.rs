@@ -13,6 +13,7 @@
 mod build;
 mod curves;
 mod error;
+mod evidence_svg;
 mod html;
 pub mod intervals;
 mod plots;
@@ -25,6 +26,7 @@ pub use build::{build, macro_auc, targets, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, 
 pub use curves::{parse_curves, read_curves, Curve, CurvePoint, PointKind};
 use error::io_err;
 pub use error::ReportError;
+pub use evidence_svg::{evidence_svg, EvidencePanel};
 pub use html::render_html;
 pub use intervals::{fmt_difference, fmt_interval, verdict, Comparison, IntervalSettings, ModelIntervals};
 pub use plots::{render_plots, Plot};
