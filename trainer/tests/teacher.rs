@@ -104,17 +104,18 @@ fn demo_teacher_trains_labels_shards_merges_and_explains() {
 
     // The authors' soft-label format, both ways: `--format hands` writes one object per sample
     // in the samples' order, and reading it back pairs the same probabilities with the samples.
-    let hands = d.path().join("hands_name_train.json");
-    let o = soft_labels::label_to_hands(&t, &train, &lc, &hands, &ProgressBar::hidden()).unwrap();
+    let authors_file = d.path().join("hands_name_train.json");
+    let o = soft_labels::label_to_authors_file(&t, &train, &lc, &authors_file, &ProgressBar::hidden()).unwrap();
     assert_eq!(o.labelled, train.len());
-    assert!(soft_labels::evidence_beside(&hands).is_file());
-    let back = soft_labels::read_hands(&hands, &train).unwrap();
+    assert!(soft_labels::evidence_beside(&authors_file).is_file());
+    let back = soft_labels::read_authors_file(&authors_file, &train).unwrap();
     for s in &train {
         assert_eq!(back.probs[&s.id], full.by_id()[s.id.as_str()].probs, "{}", s.id);
     }
-    assert_eq!(std::fs::read_to_string(&hands).unwrap(), soft_labels::hands_text(&full, &train).unwrap());
+    assert_eq!(std::fs::read_to_string(&authors_file).unwrap(), soft_labels::authors_file_text(&full, &train).unwrap());
     let sharded = LabelConfig { shard: Some((0, 2)), ..lc.clone() };
-    let e = soft_labels::label_to_hands(&t, &train, &sharded, &hands, &ProgressBar::hidden()).err().unwrap();
+    let e =
+        soft_labels::label_to_authors_file(&t, &train, &sharded, &authors_file, &ProgressBar::hidden()).err().unwrap();
     assert!(e.to_string().contains("by position"), "{e}");
 
     // A teacher directory of format v1 (no `instruction`) still loads, and is prompted with
