@@ -55,20 +55,20 @@ fn read(p: &Path) -> ckd_core::evidence::EvidenceFile {
 fn demo_teacher_trains_labels_shards_merges_and_explains() {
     let (train, val) = cohort();
     let d = tempfile::tempdir().unwrap();
-    let tdir = d.path().join("teacher");
-    let (manifest, report) = train_teacher(&train, &val, &cfg(), &tdir, &Hidden).unwrap();
+    let teacher_dir = d.path().join("teacher");
+    let (manifest, report) = train_teacher(&train, &val, &cfg(), &teacher_dir, &Hidden).unwrap();
     assert_eq!(report.sft.steps, 3);
     assert_eq!(report.features_cached, [false, false]);
     assert_eq!(manifest.thresholds.len(), 25);
-    assert!(tdir.join("curves.jsonl").is_file());
+    assert!(teacher_dir.join("curves.jsonl").is_file());
     // The features were cached under the key of this model and these samples: asking again with
     // the same key reads them back without computing (the closure would fail the test).
-    let cached: Vec<_> = std::fs::read_dir(tdir.join("features")).unwrap().flatten().map(|e| e.path()).collect();
+    let cached: Vec<_> = std::fs::read_dir(teacher_dir.join("features")).unwrap().flatten().map(|e| e.path()).collect();
     assert_eq!(cached.len(), 2, "{cached:?}");
     let train_file = cached.iter().find(|p| p.file_name().unwrap().to_string_lossy().starts_with("train-")).unwrap();
     let key = train_file.file_stem().unwrap().to_string_lossy().trim_start_matches("train-").to_string();
     let (f, hit) = ckd_trainer::teacher::head::cached_features(
-        &tdir.join("features"),
+        &teacher_dir.join("features"),
         "train",
         &key,
         || panic!("cached features were recomputed"),
@@ -80,7 +80,7 @@ fn demo_teacher_trains_labels_shards_merges_and_explains() {
     assert_eq!(f.len(), train.len() * 32);
     // A different key (other samples or model) is not served from the cache.
     let (_, hit) = ckd_trainer::teacher::head::cached_features(
-        &tdir.join("features"),
+        &teacher_dir.join("features"),
         "train",
         "other",
         || Ok(vec![0.0; 32]),
@@ -90,7 +90,7 @@ fn demo_teacher_trains_labels_shards_merges_and_explains() {
     .unwrap();
     assert!(!hit);
 
-    let t = load_teacher(&tdir, None, DeviceSpec::Cpu).unwrap();
+    let t = load_teacher(&teacher_dir, None, DeviceSpec::Cpu).unwrap();
     // Format v2: prompted (and fine-tuned) with the authors' instruction and its label list.
     assert_eq!(t.manifest.version, 2);
     assert_eq!(t.manifest.instruction.as_deref(), Some(ckd_core::jsonl::INSTRUCTION));
@@ -120,13 +120,13 @@ fn demo_teacher_trains_labels_shards_merges_and_explains() {
 
     // A teacher directory of format v1 (no `instruction`) still loads, and is prompted with
     // the instruction it was trained with.
-    let mpath = tdir.join("teacher.json");
+    let mpath = teacher_dir.join("teacher.json");
     let v2_text = std::fs::read_to_string(&mpath).unwrap();
     let mut v1: serde_json::Value = serde_json::from_str(&v2_text).unwrap();
     v1["version"] = 1.into();
     v1.as_object_mut().unwrap().remove("instruction");
     std::fs::write(&mpath, serde_json::to_string_pretty(&v1).unwrap()).unwrap();
-    let old = load_teacher(&tdir, None, DeviceSpec::Cpu).unwrap();
+    let old = load_teacher(&teacher_dir, None, DeviceSpec::Cpu).unwrap();
     assert_eq!(old.prompts.instruction(&train[0]), ckd_core::jsonl::LEGACY_INSTRUCTION);
     assert_ne!(old.prompts.encode(&train[0]).unwrap().ids, t.prompts.encode(&train[0]).unwrap().ids);
     std::fs::write(&mpath, v2_text).unwrap();
@@ -203,8 +203,8 @@ fn demo_teacher_trains_labels_shards_merges_and_explains() {
     assert!(explain::format(&ex).contains(&s.id));
 
     // A tampered head is refused with the file named.
-    std::fs::write(tdir.join("head.safetensors"), b"not a head").unwrap();
-    let e = load_teacher(&tdir, None, DeviceSpec::Cpu).err().unwrap().to_string();
+    std::fs::write(teacher_dir.join("head.safetensors"), b"not a head").unwrap();
+    let e = load_teacher(&teacher_dir, None, DeviceSpec::Cpu).err().unwrap().to_string();
     assert!(e.contains("head.safetensors") && e.contains("sha256"), "{e}");
 }
 

@@ -128,9 +128,9 @@ pub fn train_tiny_student() -> TrainedStudent {
         progress: &indicatif::ProgressBar::hidden(),
     };
     let out = student::train(&run, false).unwrap();
-    let sdir = dir.path().join("student");
+    let student_dir = dir.path().join("student");
     let sc = StudentConfig { bert, head, max_len };
-    student::save_student(&sdir, &sc, &varmap, &enc, &out.thresholds, None, &serde_json::json!({})).unwrap();
+    student::save_student(&student_dir, &sc, &varmap, &enc, &out.thresholds, None, &serde_json::json!({})).unwrap();
     eprintln!(
         "trained tiny student: {} train / {} val / {} test samples, best val macro-F1 {:?}",
         train.len(),
@@ -138,7 +138,7 @@ pub fn train_tiny_student() -> TrainedStudent {
         test.len(),
         out.best_val_macro_f1
     );
-    TrainedStudent { _dir: dir, dir: sdir, test }
+    TrainedStudent { _dir: dir, dir: student_dir, test }
 }
 
 /// Probabilities [N * L] of `p`'s samples through `f`, in batches of 16 in length order (as
