@@ -3,7 +3,7 @@
 
 Reads DIR/check.json and DIR/model.{f32,int8}.onnx (tensors in model.*.onnx.data beside them, the
 bundle layout) written by
-  CKD_EXPORT_DIR=DIR cargo test -p ckd-trainer --test export_parity -- --ignored write_ort_check_files
+  CKD_EXPORT_DIR=DIR cargo run -p ckd-trainer --example export_study -- ort-files
 runs both files in onnxruntime (CPU, 1 thread) on the same padded batch, and compares with the
 logits tract (and candle) produced:
   f32 : onnxruntime vs tract, max |logit diff| < 1e-4
@@ -12,7 +12,7 @@ Exit status 1 when a tolerance is exceeded.
 
 Options:
   --bench               also time batch 1, seq 128 (median of --runs) in onnxruntime: both files and any
-                        DIR/form.*.onnx (the other int8 graph forms, written by the same test)
+                        DIR/form.*.onnx (the other int8 graph forms, written by the same tool)
   --quantize-dynamic    also write DIR/model.ortq.onnx = onnxruntime.quantization.quantize_dynamic
                         of the f32 file (onnxruntime's own DynamicQuantizeLinear + MatMulInteger form,
                         per-tensor weights) and time it, for comparison with ours in tract

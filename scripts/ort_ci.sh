@@ -15,9 +15,10 @@
 # two correct runtimes disagree by about the int8 error itself. See BENCHMARKS.md (issue 5).
 # CKD_ORT_MINILM_HEAD_SCALE=10 reproduces that.
 #
-# The files come from `cargo test --workspace --test export_parity -- --ignored
-# write_ort_check_files` (dev profile; `--workspace` so the dependencies' features, and hence the
-# build, are the ones scripts/test's `cargo test --workspace` already made).
+# The files come from `export_study ort-files` (trainer/examples/export_study.rs), built by
+# `cargo build --workspace --example export_study` (dev profile; `--workspace` so the
+# dependencies' features, and hence the build, are the ones scripts/test's `cargo test
+# --workspace` already made).
 # onnxruntime and numpy are pinned and installed once into a venv at
 # ${CKD_VENV:-$HOME/.cache/ckd-ehr/venv}. With CKD_SKIP_FETCH set nothing is downloaded: a venv
 # without the pinned packages then means "NOT RUN" (a failure when CI is set).
@@ -75,11 +76,14 @@ else
   log "NOT RUN for MiniLM: CKD_MINILM_DIR is unset"
 fi
 
+cargo build --quiet --workspace --example export_study >&2
+study="$CARGO_TARGET_DIR/debug/examples/export_study"
+
 status=0
 for m in "${models[@]}"; do
   log "$m: writing the exports and tract's outputs"
   CKD_EXPORT_DIR="$work/$m" CKD_ORT_MODEL="$m" CKD_EXPORT_HEAD_SCALE="${CKD_ORT_MINILM_HEAD_SCALE:-1}" \
-    cargo test --quiet --workspace --test export_parity -- --ignored --exact write_ort_check_files >&2
+    "$study" ort-files >&2
   log "$m: onnxruntime vs tract"
   if ! "$venv/bin/python" scripts/ort_check.py "$work/$m"; then
     log "FAIL: $m: onnxruntime and tract disagree beyond the tolerances"

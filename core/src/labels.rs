@@ -25,7 +25,7 @@ pub struct Phenotype {
     pub name: &'static str,
     /// The CKD-EHR authors' spelling: their instruction's label list, their `output` fields and
     /// the keys of their soft-label files (`hands_name_*.json`). Written into the JSONL
-    /// `output` and instruction ([`crate::jsonl`]) and the authors' soft-label format ([`crate::hands`]).
+    /// `output` and instruction ([`crate::jsonl`]) and the authors' soft-label format ([`crate::authors_soft_labels`]).
     pub authors: &'static str,
     /// This project's short name (what `output` fields held before the authors' spellings were
     /// written; still read). Used in rendered knowledge clauses and report tables.

@@ -3,7 +3,7 @@
 //! Everything both sides must agree on lives here, so training and serving cannot drift apart:
 //! the label space ([`labels`]), ICD-9 mappings ([`icd`]), visits and samples and their text
 //! rendering ([`visit`]), knowledge clauses ([`knowledge`]), the CKD-EHR JSONL format
-//! ([`jsonl`]) and the authors' soft-label files ([`hands`]), the binary sample file ([`format`]), evaluation metrics ([`metrics`]) and the
+//! ([`jsonl`]) and the authors' soft-label files ([`authors_soft_labels`]), the binary sample file ([`format`]), evaluation metrics ([`metrics`]) and the
 //! device wire protocol ([`wire`]).
 //!
 //! No ML dependencies; builds `no_std` with `alloc` when the default `std` feature is off.
@@ -13,12 +13,12 @@
 
 extern crate alloc;
 
+pub mod authors_soft_labels;
 pub mod bootstrap;
 pub mod bundle;
 pub mod error_chain;
 pub mod evidence;
 pub mod format;
-pub mod hands;
 pub mod icd;
 pub mod jsonl;
 pub mod knowledge;

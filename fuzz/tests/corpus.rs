@@ -11,7 +11,7 @@ use ckd_fuzz::{
 
 fn corpus(name: &str) -> Vec<Vec<u8>> {
     let c = read_corpus(&Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(name)).unwrap();
-    assert!(c.len() >= 3, "corpus/{name} has {} inputs: regenerate it (see tests/seeds.rs)", c.len());
+    assert!(c.len() >= 3, "corpus/{name} has {} inputs: regenerate it (see examples/write_corpus.rs)", c.len());
     c
 }
 

@@ -1,18 +1,18 @@
 //! Teacher soft labels in the CKD-EHR authors' file format (`hands_name_train.json`,
-//! `hands_name_val.json`, see [`ckd_core::hands`]), both ways:
-//! - read for `ckd student train --soft-labels FILE.json` ([`read_hands`]): object `i` of the
+//! `hands_name_val.json`, see [`ckd_core::authors_soft_labels`]), both ways:
+//! - read for `ckd student train --soft-labels FILE.json` ([`read_authors_file`]): object `i` of the
 //!   array belongs to the `i`-th training sample (the `i`-th record of a JSONL `--train`, or of
 //!   the `train.jsonl` that `ckd ingest` wrote beside a `samples.bin`);
 //! - written by `ckd teacher label --format hands` and `ckd teacher merge --format hands`
-//!   ([`label_to_hands`], [`write_hands`]): one object per sample, in the samples' order.
+//!   ([`label_to_authors_file`], [`write_authors_file`]): one object per sample, in the samples' order.
 //!
 //! The format has no ids, so the pairing is by position only: a count that differs from the
 //! samples' is an error, never a partial pairing.
 
 use std::path::{Path, PathBuf};
 
+use ckd_core::authors_soft_labels::{self, AuthorsSoftLabelError, Row};
 use ckd_core::evidence::{EvidenceFile, TeacherIdentity};
-use ckd_core::hands::{self, HandsError, Row};
 use ckd_core::visit::Sample;
 use ckd_core::NUM_LABELS;
 use indicatif::ProgressBar;
@@ -35,11 +35,11 @@ pub enum SoftLabelError {
     },
     /// The file's content is malformed (the message names the object index and key).
     #[error("{path}: {source}{sample}")]
-    Hands {
+    Malformed {
         /// File.
         path: PathBuf,
         /// What is wrong.
-        source: HandsError,
+        source: AuthorsSoftLabelError,
         /// ` (training sample ID)` for the object's index when there is such a sample, else empty.
         sample: String,
     },
@@ -63,19 +63,19 @@ pub enum SoftLabelError {
 
 /// Whether `--soft-labels PATH` names a file in the authors' format (a `.json` file; evidence
 /// files are `.bin`, JSON lines `.jsonl`).
-pub fn is_hands_file(path: &Path) -> bool {
+pub fn is_authors_file(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
 /// Pairs the rows of a soft-label file's `text` with `samples` by position. `path` is used in
 /// errors and the teacher's identity only.
-pub fn teacher_from_hands(text: &str, path: &Path, samples: &[Sample]) -> Result<SoftTargets, SoftLabelError> {
-    let rows = hands::parse(text).map_err(|source| {
+pub fn teacher_from_authors_text(text: &str, path: &Path, samples: &[Sample]) -> Result<SoftTargets, SoftLabelError> {
+    let rows = authors_soft_labels::parse(text).map_err(|source| {
         let sample = source
             .index()
             .and_then(|i| samples.get(i))
             .map_or(String::new(), |s| format!(" (training sample {})", s.id));
-        SoftLabelError::Hands { path: path.to_path_buf(), source, sample }
+        SoftLabelError::Malformed { path: path.to_path_buf(), source, sample }
     })?;
     if rows.len() != samples.len() {
         return Err(SoftLabelError::Count { path: path.to_path_buf(), objects: rows.len(), samples: samples.len() });
@@ -94,17 +94,17 @@ pub fn teacher_from_hands(text: &str, path: &Path, samples: &[Sample]) -> Result
     Ok(t)
 }
 
-/// Reads a soft-label file and pairs it with `samples` ([`teacher_from_hands`]).
-pub fn read_hands(path: &Path, samples: &[Sample]) -> Result<SoftTargets, SoftLabelError> {
+/// Reads a soft-label file and pairs it with `samples` ([`teacher_from_authors_text`]).
+pub fn read_authors_file(path: &Path, samples: &[Sample]) -> Result<SoftTargets, SoftLabelError> {
     let text = crate::io::read_regular(path)
         .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
         .map_err(|source| SoftLabelError::Io { path: path.to_path_buf(), source })?;
-    teacher_from_hands(&text, path, samples)
+    teacher_from_authors_text(&text, path, samples)
 }
 
 /// The authors' format of the probabilities of `file` for `samples`, in their order. A sample
 /// without a record is an error naming it.
-pub fn hands_text(file: &EvidenceFile, samples: &[Sample]) -> Result<String, SoftLabelError> {
+pub fn authors_file_text(file: &EvidenceFile, samples: &[Sample]) -> Result<String, SoftLabelError> {
     let ids: Vec<String> = samples.iter().map(|s| s.id.clone()).collect();
     let flat = label::probs_for(file, &ids)?;
     let rows: Vec<Row> = flat
@@ -115,12 +115,12 @@ pub fn hands_text(file: &EvidenceFile, samples: &[Sample]) -> Result<String, Sof
             r
         })
         .collect();
-    hands::render(&rows).map_err(|e| TeacherError::Invalid(format!("evidence probabilities: {e}")).into())
+    authors_soft_labels::render(&rows).map_err(|e| TeacherError::Invalid(format!("evidence probabilities: {e}")).into())
 }
 
-/// Writes [`hands_text`] to `path` atomically.
-pub fn write_hands(path: &Path, file: &EvidenceFile, samples: &[Sample]) -> Result<(), SoftLabelError> {
-    let text = hands_text(file, samples)?;
+/// Writes [`authors_file_text`] to `path` atomically.
+pub fn write_authors_file(path: &Path, file: &EvidenceFile, samples: &[Sample]) -> Result<(), SoftLabelError> {
+    let text = authors_file_text(file, samples)?;
     write_atomic(path, text.as_bytes()).map_err(|source| SoftLabelError::Io { path: path.to_path_buf(), source })
 }
 
@@ -135,7 +135,7 @@ pub fn evidence_beside(out: &Path) -> PathBuf {
 /// `ckd teacher label --format hands`: labels every sample into [`evidence_beside`]`(out)`
 /// (resuming from it), then writes the authors' format to `out`. Sharding is refused: a shard
 /// holds some samples only, and the format pairs by position.
-pub fn label_to_hands(
+pub fn label_to_authors_file(
     teacher: &LoadedTeacher,
     samples: &[Sample],
     cfg: &LabelConfig,
@@ -151,6 +151,6 @@ pub fn label_to_hands(
     }
     let evidence = evidence_beside(out);
     let o = label::label(teacher, samples, cfg, &evidence, progress)?;
-    write_hands(out, &label::read_evidence(&evidence)?, samples)?;
+    write_authors_file(out, &label::read_evidence(&evidence)?, samples)?;
     Ok(o)
 }

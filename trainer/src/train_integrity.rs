@@ -312,8 +312,8 @@ mod tests {
         assert_eq!(v.bytes("state.json").unwrap(), b"{\"step\": 3}");
     }
 
-    /// Issue 17.6 / 17.10: one flipped exponent bit, a truncated file, a missing list: each is
-    /// refused with the file named.
+    /// A sealed file with one flipped exponent bit, a truncated sealed file, and a directory
+    /// without its checksum list are each refused with the file named.
     #[test]
     fn flipped_bit_truncation_and_missing_list_are_refused() {
         let d = tempfile::tempdir().unwrap();

@@ -117,7 +117,7 @@ fn authors_samples() -> Vec<Sample> {
 fn the_authors_soft_labels_pair_with_their_jsonl_by_position() {
     let samples = authors_samples();
     let path = data("hands_name_val_excerpt.json");
-    let t = soft_labels::read_hands(&path, &samples).unwrap();
+    let t = soft_labels::read_authors_file(&path, &samples).unwrap();
     assert_eq!(t.probs.len(), samples.len());
     // Values from the file, in label order, rounded to f32.
     let first = &t.probs[&samples[0].id];
@@ -129,7 +129,7 @@ fn the_authors_soft_labels_pair_with_their_jsonl_by_position() {
     assert_eq!(t.probs[&samples[5].id][24], 1.0);
 
     // One sample fewer than objects: refused, naming the file and both counts.
-    let e = soft_labels::read_hands(&path, &samples[..5]).err().unwrap();
+    let e = soft_labels::read_authors_file(&path, &samples[..5]).err().unwrap();
     assert!(matches!(e, SoftLabelError::Count { objects: 6, samples: 5, .. }), "{e}");
     assert!(e.to_string().contains("hands_name_val_excerpt.json"), "{e}");
 
@@ -160,7 +160,7 @@ fn the_authors_soft_labels_pair_with_their_jsonl_by_position() {
     let bad = d.path().join("x.json");
     for (text, want) in cases {
         fs::write(&bad, text).unwrap();
-        let e = soft_labels::read_hands(&bad, &samples).err().unwrap().to_string();
+        let e = soft_labels::read_authors_file(&bad, &samples).err().unwrap().to_string();
         assert!(want.iter().all(|w| e.contains(w)), "{e}");
     }
 }
@@ -256,7 +256,7 @@ fn ckd_teacher_merge_writes_the_authors_format_in_the_data_order() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--expect"), "{}", String::from_utf8_lossy(&o.stderr));
     let o = merge(&["--expect".as_ref(), jsonl.as_os_str()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let back = soft_labels::read_hands(&out, &samples).unwrap();
+    let back = soft_labels::read_authors_file(&out, &samples).unwrap();
     for (k, s) in samples.iter().enumerate() {
         assert_eq!(back.probs[&s.id], probs(k), "{}", s.id);
     }

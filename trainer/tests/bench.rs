@@ -85,8 +85,8 @@ fn bench_grid_trains_each_cell_once_and_reports_paired_intervals() {
     assert_eq!((attn.distill.attn_concept, attn.distill.last_k_layers), (0.1, 2));
     let bars = Recorded::default();
     let o = bench::run(&cfg, &spec, &bars).unwrap();
-    // Issue 30, section 2: the summary (baselines and resamples) has a progress bar like every
-    // long stage, counting every model it resamples.
+    // The summary (baselines and resamples) has a progress bar like every long stage, counting
+    // every model it resamples.
     let recorded = bars.0.lock().unwrap();
     let summary = recorded.iter().find(|(n, _)| n == "bench summary").map(|(_, b)| b).expect("a summary bar");
     assert!(summary.length().is_some_and(|l| l > 18), "{:?}", summary.length());

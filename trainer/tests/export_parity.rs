@@ -9,22 +9,25 @@
 //! config.json, tokenizer.json). Unset or missing: the test fails under CI (`CI` set) and
 //! prints "NOT RUN" otherwise.
 //!
-//! `CKD_EXPORT_PROFILE=1 cargo test --release -p ckd-trainer --test export_parity -- --ignored
-//! --nocapture profile` prints tract's per-node profile of the MiniLM-size exports.
+//! The helpers live in `support/export.rs`, shared with the export study tool
+//! (`trainer/examples/export_study.rs`: tract profiles, int8 studies and timings, and the files
+//! `scripts/ort_check.py` reads).
+
+#[path = "support/export.rs"]
+mod support;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
-use candle_nn::VarMap;
 use ckd_trainer::export::onnx::build_model;
 use ckd_trainer::export::{
-    build_onnx, candle_logits, export_student, export_tensors, max_diffs, model_tensors, probe_batch, BuildOptions,
-    ExportError, Int8Form, LinearKind, LinearKinds, LoadOptions, Precision, TractModel,
+    build_onnx, candle_logits, export_student, export_tensors, max_diffs, probe_batch, BuildOptions, ExportError,
+    Int8Form, LinearKinds, Precision, TractModel,
 };
-use ckd_trainer::models::bert::{BertForMultiLabel, Config, HeadConfig, Pooling};
-use ckd_trainer::models::checkpoint::read_safetensors;
-use ckd_trainer::text::TextEncoder;
+use ckd_trainer::models::bert::{Config, HeadConfig, Pooling};
+use support::{
+    minilm, minilm_with_head, pad_rows, probs_on, rows, tiny, tiny_pooled, train_tiny_student, MiniLm, ALL_FORMS,
+};
 
 /// f32 export vs candle, absolute logit difference.
 const F32_LOGIT_TOL: f32 = 1e-4;
@@ -32,60 +35,6 @@ const F32_LOGIT_TOL: f32 = 1e-4;
 const INT8_PROB_TOL: f32 = 0.02;
 /// int8 vs f32 on a trained student's test split: largest allowed macro-F1 drop, in points.
 const INT8_MACRO_F1_DROP: f64 = 0.5;
-
-fn varmap_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
-    let data = varmap.data().lock().unwrap();
-    data.iter().map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap())).collect()
-}
-
-/// Right-padded batch of token-id rows: (ids, mask, seq) with ids/mask [B, seq] row-major.
-fn pad_rows(rows: &[Vec<i64>]) -> (Vec<i64>, Vec<i64>, usize) {
-    let t = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let (mut ids, mut mask) = (vec![], vec![]);
-    for r in rows {
-        for i in 0..t {
-            ids.push(r.get(i).copied().unwrap_or(0));
-            mask.push(i64::from(i < r.len()));
-        }
-    }
-    (ids, mask, t)
-}
-
-/// Deterministic token rows of the given lengths, ids in 1..vocab, [CLS]-like id first.
-fn rows(lens: &[usize], vocab: usize, seed: u64) -> Vec<Vec<i64>> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    lens.iter()
-        .map(|&n| {
-            (0..n)
-                .map(|i| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    if i == 0 {
-                        2
-                    } else {
-                        1 + (s % (vocab as u64 - 1)) as i64
-                    }
-                })
-                .collect()
-        })
-        .collect()
-}
-
-fn tiny(use_pooler: bool, seed: u64) -> (Config, HeadConfig, BertForMultiLabel, HashMap<String, Tensor>) {
-    tiny_pooled(use_pooler, Pooling::Cls, seed)
-}
-
-fn tiny_pooled(
-    use_pooler: bool,
-    pooling: Pooling,
-    seed: u64,
-) -> (Config, HeadConfig, BertForMultiLabel, HashMap<String, Tensor>) {
-    let cfg = Config::tiny();
-    let head = HeadConfig { use_pooler, pooling, ..HeadConfig::default() };
-    let (model, varmap) = BertForMultiLabel::init(&cfg, &head, &Device::Cpu, seed).unwrap();
-    (cfg, head, model, varmap_tensors(&varmap))
-}
 
 /// Batch shapes (as row lengths) the tiny tests run: single rows, padded batches, full length.
 const TINY_BATCHES: [&[usize]; 5] = [&[1], &[7], &[9, 3], &[5, 12, 1, 12], &[64, 20, 33]];
@@ -272,105 +221,8 @@ fn probe_batch_is_padded_and_in_vocab() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A tiny student trained on a synthetic cohort
+// A tiny student trained on a synthetic cohort (`support::train_tiny_student`)
 // ---------------------------------------------------------------------------------------------
-
-/// A tiny student trained on a synthetic cohort and saved like `ckd student train`, with the
-/// cohort's test split.
-struct TrainedStudent {
-    _dir: tempfile::TempDir,
-    /// The student directory (config.json, model.safetensors, tokenizer.json, thresholds.json).
-    dir: PathBuf,
-    /// The cohort's test-split samples.
-    test: Vec<ckd_core::Sample>,
-}
-
-/// Trains the demo-size student (`Preset::Tiny`, WordPiece vocabulary trained on the training
-/// texts, max length 128) for 3 epochs on 640 training samples of a synthetic cohort (hard
-/// labels only). Deterministic for the fixed seeds.
-fn train_tiny_student() -> TrainedStudent {
-    use ckd_core::visit::Split;
-    use ckd_trainer::ingest::{ingest_mimic, IngestConfig};
-    use ckd_trainer::student::{self, Preset, StudentConfig, TokenizedSamples, TrainConfig};
-    use ckd_trainer::synth::{generate, write_cohort, SynthConfig};
-    let dir = tempfile::tempdir().unwrap();
-    let cohort = dir.path().join("cohort");
-    let synth = SynthConfig { patients: 4000, seed: 21, readmission_scale: 3.0, ..Default::default() };
-    write_cohort(&generate(&synth), &cohort).unwrap();
-    let ing = ingest_mimic(&cohort, &IngestConfig::default(), &mut |_, _| {}).unwrap();
-    let of = |split: Split| ing.file.samples.iter().filter(move |s| s.split == split).cloned();
-    let train: Vec<_> = of(Split::Train).take(640).collect();
-    let val: Vec<_> = of(Split::Val).take(160).collect();
-    let test: Vec<_> = of(Split::Test).collect();
-    let texts: Vec<String> = train.iter().map(|s| s.text()).collect();
-    let max_len = 128;
-    let enc = TextEncoder::train_wordpiece(texts.iter().map(|s| s.as_str()), 800, max_len).unwrap();
-    let bert = Preset::Tiny.config(enc.vocab_size(), max_len);
-    // The student as the pipeline trains it: mean pooling, fast head.
-    let head = HeadConfig { pooling: Pooling::Mean, ..HeadConfig::default() };
-    let (model, varmap) = BertForMultiLabel::init(&bert, &head, &Device::Cpu, 5).unwrap();
-    let (tp, vp) = (TokenizedSamples::new(&train, &enc).unwrap(), TokenizedSamples::new(&val, &enc).unwrap());
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let distill = ckd_trainer::distill::DistillConfig { hard: 1.0, soft: 0.0, ..Default::default() };
-    let cfg = TrainConfig {
-        epochs: 3,
-        batch_size: 16,
-        lr: 2e-3,
-        patience: 0,
-        seed: 5,
-        distill,
-        head_lr_scale: 100.0,
-        ..Default::default()
-    };
-    let run = student::TrainLoop {
-        model: &model,
-        varmap: &varmap,
-        encoder: &enc,
-        train: &tp,
-        val: &vp,
-        teacher: None,
-        cfg: &cfg,
-        dir: &work,
-        progress: &indicatif::ProgressBar::hidden(),
-    };
-    let out = student::train(&run, false).unwrap();
-    let sdir = dir.path().join("student");
-    let sc = StudentConfig { bert, head, max_len };
-    student::save_student(&sdir, &sc, &varmap, &enc, &out.thresholds, None, &serde_json::json!({})).unwrap();
-    eprintln!(
-        "trained tiny student: {} train / {} val / {} test samples, best val macro-F1 {:?}",
-        train.len(),
-        val.len(),
-        test.len(),
-        out.best_val_macro_f1
-    );
-    TrainedStudent { _dir: dir, dir: sdir, test }
-}
-
-/// Probabilities [N * L] of `p`'s samples through `f`, in batches of 16 in length order (as
-/// `student::predict`), padded with `pad_id`.
-fn probs_on(p: &ckd_trainer::student::TokenizedSamples, pad_id: u32, l: usize, f: &LogitsFn) -> Vec<f32> {
-    let mut order: Vec<usize> = (0..p.len()).collect();
-    order.sort_by_key(|&i| p.enc[i].ids.len());
-    let mut probs = vec![0f32; p.len() * l];
-    for chunk in order.chunks(16) {
-        let rws: Vec<Vec<i64>> = chunk.iter().map(|&i| p.enc[i].ids.iter().map(|&x| i64::from(x)).collect()).collect();
-        let (mut ids, mask, t) = pad_rows(&rws);
-        for (id, m) in ids.iter_mut().zip(&mask) {
-            if *m == 0 {
-                *id = i64::from(pad_id);
-            }
-        }
-        let logits = f(&ids, &mask, chunk.len(), t);
-        for (r, &i) in chunk.iter().enumerate() {
-            for j in 0..l {
-                probs[i * l + j] = 1.0 / (1.0 + (-logits[r * l + j]).exp());
-            }
-        }
-    }
-    probs
-}
 
 /// The int8 bundle of a trained student predicts like the f32 bundle on the test split of its
 /// synthetic cohort: probabilities within [`INT8_PROB_TOL`] per label, and macro-F1 (at
@@ -444,91 +296,13 @@ fn student_probs(st: &ckd_trainer::student::Student, p: &ckd_trainer::student::T
 // all-MiniLM-L6-v2
 // ---------------------------------------------------------------------------------------------
 
-/// Whether the environment variable `var` is set to a non-empty value.
-fn env_flag(var: &str) -> bool {
-    std::env::var_os(var).is_some_and(|v| !v.is_empty())
-}
-
-/// The path in `var` when set and present.
-fn required_path_quiet(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var).map(PathBuf::from).filter(|p| p.exists())
-}
-
-/// The path in `var`, or `None` (NOT RUN) outside CI; inside CI a missing path fails the test.
-fn required_path(var: &str) -> Option<PathBuf> {
-    let found = std::env::var_os(var).map(PathBuf::from).filter(|p| p.exists());
-    if found.is_none() {
-        let msg = format!("{var} is unset or does not exist; run scripts/fetch_models.sh and export its output");
-        if std::env::var_os("CI").is_some() {
-            panic!("CI must run the export parity test: {msg}");
-        }
-        eprintln!("NOT RUN: {msg}");
-    }
-    found
-}
-
-/// Clinical-style inputs, short to long.
-const SENTENCES: [&str; 4] = [
-    "The patient-acquired disease is Heart failure, Acute kidney failure. The patient had used the following \
-     medication: Furosemide, Potassium Chloride, Metoprolol. The surgical operation performed by the patient: \
-     None. None.",
-    "The patient-acquired disease is Diabetes mellitus, Essential hypertension. The patient had used the \
-     following medication: Insulin, Metformin. The surgical operation performed by the patient: None. None.",
-    "The patient-acquired disease is Septicemia, Pneumonia, organism unspecified, Acute kidney failure, Other \
-     and unspecified disorders of metabolism. The patient had used the following medication: Vancomycin, \
-     Piperacillin-Tazobactam, Norepinephrine, Sodium Chloride 0.9%  Flush, Heparin. The surgical operation \
-     performed by the patient: Insert endotracheal tube, Cont inv mec ven <96 hrs, Arterial catheterization. \
-     The medications that maybe have therapeutic effect on Septicemia (except in labor) are Vancomycin, \
-     Piperacillin-Tazobactam, Norepinephrine, Cefepime, Metronidazole.",
-    "The patient-acquired disease is Chronic kidney disease, Anemia in chronic kidney disease. The patient had \
-     used the following medication: Sevelamer, Calcitriol, Epoetin Alfa. The surgical operation performed by \
-     the patient: Hemodialysis. None.",
-];
-
-struct MiniLm {
-    cfg: Config,
-    head: HeadConfig,
-    model: BertForMultiLabel,
-    tensors: HashMap<String, Tensor>,
-    rows: Vec<Vec<i64>>,
-}
-
-/// MiniLM with a fresh seeded head whose weights are multiplied by `head_scale`, and the
-/// tokenized [`SENTENCES`].
-fn minilm_with_head(head_scale: f64) -> Option<MiniLm> {
-    let dir = required_path("CKD_MINILM_DIR")?;
-    let dev = Device::Cpu;
-    let cfg = Config::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let head = HeadConfig::default();
-    let ckpt = model_tensors(read_safetensors(&dir.join("model.safetensors"), &dev).unwrap()).unwrap();
-    let loaded = BertForMultiLabel::from_checkpoint(&ckpt, &cfg, &head, &dev, 2024).unwrap();
-    let mut tensors = varmap_tensors(&loaded.varmap);
-    let w = (tensors["classifier.weight"].clone() * head_scale).unwrap();
-    tensors.insert("classifier.weight".into(), w);
-    let model = BertForMultiLabel::from_checkpoint(&tensors, &cfg, &head, &dev, 0).unwrap().model;
-    let enc = TextEncoder::from_file(&dir.join("tokenizer.json"), 512).unwrap();
-    let rows =
-        SENTENCES.iter().map(|s| enc.encode(s).unwrap().ids.into_iter().map(i64::from).collect::<Vec<_>>()).collect();
-    Some(MiniLm { cfg, head, model, tensors, rows })
-}
-
-/// A fresh head (std 0.02) gives logits of std about 0.12 on MiniLM: every probability near
-/// 0.5. Scaled by [`TRAINED_LIKE_HEAD_SCALE`], the logits have std about 1.2, like the trained
-/// demo student's on its test split, and the probabilities spread over (0.03, 0.97).
-const TRAINED_LIKE_HEAD_SCALE: f64 = 10.0;
-
-/// MiniLM with a trained-like head scale (see [`TRAINED_LIKE_HEAD_SCALE`]).
-fn minilm() -> Option<MiniLm> {
-    minilm_with_head(TRAINED_LIKE_HEAD_SCALE)
-}
-
 /// Bounds of int8 vs f32 on MiniLM with the trained-like head, per int8 form (max over the 4
 /// sentences, alone and as a padded batch, 25 labels), above what tract's AVX-512 and AVX2
 /// kernels measure (BENCHMARKS.md; the float parts round differently per kernel, and per-tensor
 /// quantization amplifies that). MiniLM's activations have outlier channels (intermediate
 /// inputs up to |28|, output.dense inputs up to |25| against a 99.9th percentile of 8 and 2),
 /// so a per-tensor u8 scale is coarse; [`INT8_PROB_TOL`] holds on the trained demo student
-/// (`trained_student_int8_vs_f32`) and on MiniLM with a fresh head, not here. These bounds
+/// (`export_study trained-int8`) and on MiniLM with a fresh head, not here. These bounds
 /// guard against regressions.
 fn minilm_trained_like_bound(form: Int8Form) -> f32 {
     match form {
@@ -536,9 +310,6 @@ fn minilm_trained_like_bound(form: Int8Form) -> f32 {
         Int8Form::ExpandedPerRow => 0.06,
     }
 }
-
-const ALL_FORMS: [Int8Form; 3] =
-    [Int8Form::DynamicMatMulInteger, Int8Form::ExpandedPerTensor, Int8Form::ExpandedPerRow];
 
 /// (worst f32 vs candle logit diff, worst int8 vs f32 prob diff per form) over the padded batch
 /// of all sentences and each sentence alone.
@@ -602,366 +373,5 @@ fn minilm_export_parity() {
     for p in [Precision::F32, Precision::Int8] {
         let r = export_tensors(&m.cfg, &m.head, &m.tensors, 128, &dir.path().join("m.onnx"), p).unwrap();
         eprintln!("export_tensors {}: {:?}", p.as_str(), r.probe);
-    }
-}
-
-/// Per-node tract profiles of the MiniLM-size exports at batch 1, seq 128 (`CKD_PROFILE_SEQ`), one thread, for
-/// the investigation of tract's int8 path. Random weights when `CKD_MINILM_DIR` is unset
-/// (timing does not depend on the values).
-#[test]
-#[ignore = "timing; run with --release --ignored --nocapture"]
-fn profile_minilm_f32_vs_int8() {
-    let (cfg, head, tensors) = match minilm() {
-        Some(m) => (m.cfg, m.head, m.tensors),
-        None => {
-            let cfg = Config::minilm_l6();
-            let head = HeadConfig::default();
-            let (_, vm) = BertForMultiLabel::init(&cfg, &head, &Device::Cpu, 1).unwrap();
-            (cfg, head, varmap_tensors(&vm))
-        }
-    };
-    let t: usize = std::env::var("CKD_PROFILE_SEQ").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
-    let b = 1usize;
-    let (ids, mask) = {
-        let (ids, _, _) = pad_rows(&rows(&[t], cfg.vocab_size, 9));
-        (ids, vec![1i64; t])
-    };
-    let runs: usize = std::env::var("CKD_PROFILE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
-    let forms: Vec<(&str, BuildOptions)> = vec![
-        ("f32", BuildOptions::new(Precision::F32)),
-        ("int8 DynamicMatMulInteger", BuildOptions::int8(Int8Form::DynamicMatMulInteger, LinearKinds::NONE)),
-        ("int8 ExpandedPerTensor", BuildOptions::int8(Int8Form::ExpandedPerTensor, LinearKinds::NONE)),
-        ("int8 ExpandedPerRow", BuildOptions::int8(Int8Form::ExpandedPerRow, LinearKinds::NONE)),
-    ];
-    let only: Option<String> = std::env::var("CKD_PROFILE_ONLY").ok();
-    let forms: Vec<_> =
-        forms.into_iter().filter(|(n, _)| only.as_ref().is_none_or(|o| n.contains(o.as_str()))).collect();
-    for (name, opts) in forms {
-        let (bytes, _) = build_onnx(&cfg, &head, &tensors, opts).unwrap();
-        let shapes: &[Option<(usize, usize)>] =
-            if env_flag("CKD_PROFILE_CONCRETE_ONLY") { &[Some((b, t))] } else { &[Some((b, t)), None] };
-        for &shape in shapes {
-            let m = TractModel::load_opts(&bytes, &LoadOptions { shape, ..LoadOptions::default() }).unwrap();
-            let p = m.profile(&ids, &mask, b, t, 2, runs).unwrap();
-            let which = if shape.is_some() { format!("concrete [1, {t}]") } else { "symbolic [batch, seq]".into() };
-            eprintln!(
-                "=== {name}, plan for {which} ===\n{}",
-                p.summary(std::env::var("CKD_PROFILE_TOP").ok().and_then(|v| v.parse().ok()).unwrap_or(12))
-            );
-        }
-    }
-}
-
-/// Per-node tract profile of an int8 ONNX made by others (`CKD_MINILM_INT8_ONNX`, the
-/// onnxruntime-style dynamic-int8 all-MiniLM-L6-v2), batch 1, seq 128, for comparison with
-/// our int8 form.
-#[test]
-#[ignore = "timing; run with --release --ignored --nocapture"]
-fn profile_foreign_int8() {
-    use prost::Message;
-    let Some(path) = required_path("CKD_MINILM_INT8_ONNX") else { return };
-    let bytes = std::fs::read(&path).unwrap();
-    let m = tract_onnx::pb::ModelProto::decode(&bytes[..]).unwrap();
-    let g = m.graph.unwrap();
-    let mut ops: HashMap<String, usize> = HashMap::new();
-    for n in &g.node {
-        *ops.entry(n.op_type.clone()).or_default() += 1;
-    }
-    let mut ops: Vec<_> = ops.into_iter().collect();
-    ops.sort();
-    eprintln!("opset {:?}, inputs {:?}", m.opset_import, g.input.iter().map(|i| &i.name).collect::<Vec<_>>());
-    eprintln!("ops: {ops:?}");
-    for n in g.node.iter().filter(|n| n.op_type == "MatMulInteger").take(2) {
-        let dims: Vec<_> = n
-            .input
-            .iter()
-            .map(|i| g.initializer.iter().find(|t| &t.name == i).map(|t| (i.clone(), t.dims.clone(), t.data_type)))
-            .collect();
-        eprintln!("MatMulInteger {:?} inputs {dims:?}", n.name);
-    }
-    let (b, t) = (1usize, 128usize);
-    let ids: Vec<i64> = (0..t as i64).map(|i| if i == 0 { 101 } else { 1000 + i * 37 }).collect();
-    let mask = vec![1i64; t];
-    let runs: usize = std::env::var("CKD_PROFILE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    let n_inputs = g.input.len();
-    let model =
-        TractModel::load_opts(&bytes, &LoadOptions { shape: Some((b, t)), n_inputs, ignore_value_info: true }).unwrap();
-    let p = model.profile(&ids, &mask, b, t, 1, runs).unwrap();
-    eprintln!(
-        "=== {} (concrete [1, 128]) ===\n{}",
-        path.display(),
-        p.summary(std::env::var("CKD_PROFILE_TOP").ok().and_then(|v| v.parse().ok()).unwrap_or(12))
-    );
-}
-
-/// Writes exports, a padded input batch and the tract and candle logits to `CKD_EXPORT_DIR`,
-/// for `scripts/ort_check.py` (the same files in onnxruntime; `scripts/ort_ci.sh` runs both).
-/// The model, by `CKD_ORT_MODEL`:
-/// - `student`: a trained student on 16 of its test samples: `CKD_STUDENT_DIR` and
-///   `CKD_SAMPLES` when set, else the tiny student [`train_tiny_student`] trains here;
-/// - `minilm`: all-MiniLM-L6-v2 (`CKD_MINILM_DIR`; a failure under CI when missing) with a fresh
-///   head scaled by `CKD_EXPORT_HEAD_SCALE` (default [`TRAINED_LIKE_HEAD_SCALE`]) on the test
-///   sentences;
-/// - unset: the trained student when `CKD_STUDENT_DIR` is set, else MiniLM when
-///   `CKD_MINILM_DIR` is set (head scale default 1), else a tiny random model.
-#[test]
-#[ignore = "writes files for scripts/ort_check.py; needs CKD_EXPORT_DIR"]
-fn write_ort_check_files() {
-    let Some(out) = std::env::var_os("CKD_EXPORT_DIR").map(PathBuf::from) else {
-        eprintln!("NOT RUN: CKD_EXPORT_DIR is unset");
-        return;
-    };
-    std::fs::create_dir_all(&out).unwrap();
-    let which = std::env::var("CKD_ORT_MODEL").unwrap_or_default();
-    let head_scale = |default: f64| -> f64 {
-        std::env::var("CKD_EXPORT_HEAD_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-    };
-    let given = required_path_quiet("CKD_STUDENT_DIR").zip(required_path_quiet("CKD_SAMPLES"));
-    let mut trained = None;
-    let student = match (which.as_str(), given) {
-        ("student", None) => {
-            let t = train_tiny_student();
-            let test = t.test.iter().take(16).cloned().collect();
-            let dir = t.dir.clone();
-            trained = Some(t);
-            Some((dir, test))
-        }
-        ("student", Some((dir, samples))) | ("", Some((dir, samples))) => {
-            use ckd_core::visit::Split;
-            let file = ckd_trainer::ingest::read_samples(&samples).unwrap();
-            Some((dir, file.samples.into_iter().filter(|s| s.split == Split::Test).take(16).collect::<Vec<_>>()))
-        }
-        ("minilm", _) | ("", None) => None,
-        (other, _) => panic!("CKD_ORT_MODEL={other}: expected student or minilm"),
-    };
-    let (cfg, head, model, tensors, rws) = if let Some((dir, test)) = student {
-        let st = ckd_trainer::student::load_student(&dir).unwrap();
-        let p = ckd_trainer::student::TokenizedSamples::new(&test, &st.encoder).unwrap();
-        let rws = p.enc.iter().map(|e| e.ids.iter().map(|&x| i64::from(x)).collect()).collect();
-        let tensors = model_tensors(read_safetensors(&dir.join("model.safetensors"), &Device::Cpu).unwrap()).unwrap();
-        eprintln!("trained student {}", dir.display());
-        (st.config.bert, st.config.head, st.model, tensors, rws)
-    } else if which == "minilm" {
-        let scale = head_scale(TRAINED_LIKE_HEAD_SCALE);
-        let m = minilm_with_head(scale).expect("CKD_ORT_MODEL=minilm needs CKD_MINILM_DIR");
-        eprintln!("MiniLM, head scale {scale}");
-        (m.cfg, m.head, m.model, m.tensors, m.rows)
-    } else {
-        let scale = head_scale(1.0);
-        match minilm_with_head(scale) {
-            Some(m) => {
-                eprintln!("MiniLM, head scale {scale}");
-                (m.cfg, m.head, m.model, m.tensors, m.rows)
-            }
-            None => {
-                let (cfg, head, model, tensors) = tiny(false, 11);
-                let r = rows(&[9, 3, 12], cfg.vocab_size, 5);
-                (cfg, head, model, tensors, r)
-            }
-        }
-    };
-    drop(trained);
-    let (ids, mask, t) = pad_rows(&rws);
-    let b = rws.len();
-    let candle = candle_logits(&model, &ids, &mask, b, t).unwrap();
-    let mut outputs = serde_json::Map::new();
-    outputs.insert("candle".into(), serde_json::json!(candle));
-    for p in [Precision::F32, Precision::Int8] {
-        use prost::Message as _;
-        let (mut model, _) = build_model(&cfg, &head, &tensors, BuildOptions::new(p)).unwrap();
-        let bytes = model.encode_to_vec();
-        // Written in the bundle layout (tensors as ONNX external data beside the graph), so
-        // onnxruntime reads the same form the edge runtime ships; tract runs the same graph.
-        let name = format!("model.{}.onnx", p.as_str());
-        let data = ckd_trainer::export::external_data_name(std::path::Path::new(&name));
-        let blob = ckd_trainer::export::graph::externalize(&mut model, &data, ckd_trainer::export::EXTERNAL_MIN_BYTES);
-        std::fs::write(out.join(&data), &blob).unwrap();
-        std::fs::write(out.join(&name), model.encode_to_vec()).unwrap();
-        let got = TractModel::load(&bytes, None).unwrap().run(&ids, &mask, b, t).unwrap();
-        outputs.insert(format!("tract_{}", p.as_str()), serde_json::json!(got));
-    }
-    let doc = serde_json::json!({
-        "batch": b, "seq": t, "num_labels": head.num_labels,
-        "input_ids": ids, "attention_mask": mask, "logits": outputs,
-    });
-    std::fs::write(out.join("check.json"), serde_json::to_string(&doc).unwrap()).unwrap();
-    // Every int8 form too when `CKD_EXPORT_FORMS` is set, for timing them in onnxruntime
-    // (`ort_check.py --bench`).
-    let forms = if env_flag("CKD_EXPORT_FORMS") { &ALL_FORMS[..] } else { &[] };
-    for &f in forms {
-        let (bytes, _) = build_onnx(&cfg, &head, &tensors, BuildOptions::int8(f, LinearKinds::NONE)).unwrap();
-        std::fs::write(out.join(format!("form.{f:?}.onnx")), &bytes).unwrap();
-    }
-    eprintln!("wrote {}", out.display());
-}
-
-/// (ids, mask, batch, seq) -> logits [batch * L].
-type LogitsFn<'a> = dyn Fn(&[i64], &[i64], usize, usize) -> Vec<f32> + 'a;
-
-/// int8 vs f32 on a trained student and the test split of its samples:
-/// per-label probability difference and macro-F1 at the student's thresholds, for every int8
-/// form. Needs `CKD_STUDENT_DIR` (a `ckd student train` output) and `CKD_SAMPLES`
-/// (`samples.bin`); NOT RUN otherwise.
-#[test]
-#[ignore = "needs a trained student: CKD_STUDENT_DIR and CKD_SAMPLES"]
-fn trained_student_int8_vs_f32() {
-    use ckd_core::visit::Split;
-    use ckd_trainer::student::{load_student, TokenizedSamples};
-    let (Some(dir), Some(samples)) = (required_path("CKD_STUDENT_DIR"), required_path("CKD_SAMPLES")) else {
-        return;
-    };
-    let st = load_student(&dir).unwrap();
-    let file = ckd_trainer::ingest::read_samples(&samples).unwrap();
-    let test: Vec<_> = file.samples.into_iter().filter(|s| s.split == Split::Test).collect();
-    let p = TokenizedSamples::new(&test, &st.encoder).unwrap();
-    let tensors = model_tensors(read_safetensors(&dir.join("model.safetensors"), &Device::Cpu).unwrap()).unwrap();
-    let cfg = &st.config;
-    let l = cfg.head.num_labels;
-    // Batches of 16 in length order (as `student::predict`), padded with the tokenizer's pad id.
-    let run_all = |f: &LogitsFn| -> Vec<f32> { probs_on(&p, st.encoder.pad_id, l, f) };
-    let candle = run_all(&|ids, mask, b, t| candle_logits(&st.model, ids, mask, b, t).unwrap());
-    let report = |probs: &[f32]| ckd_core::metrics::evaluate_label_sets(probs, &p.labels, &st.thresholds, 10).unwrap();
-    let base = report(&candle);
-    eprintln!("{} test samples; candle macro-F1 {:.4}", p.len(), base.macro_f1);
-    let logit_std = {
-        let lg: Vec<f64> = candle.iter().map(|&q| f64::from((q / (1.0 - q)).ln())).collect();
-        let m = lg.iter().sum::<f64>() / lg.len() as f64;
-        (lg.iter().map(|x| (x - m).powi(2)).sum::<f64>() / lg.len() as f64).sqrt()
-    };
-    eprintln!("logit std {logit_std:.3}");
-    let mut forms = vec![("f32".to_string(), BuildOptions::new(Precision::F32))];
-    for f in ALL_FORMS {
-        forms.push((format!("int8 {f:?}"), BuildOptions::int8(f, LinearKinds::NONE)));
-    }
-    let mut f32_probs = Vec::new();
-    for (name, opts) in forms {
-        let (bytes, _) = build_onnx(&cfg.bert, &cfg.head, &tensors, opts).unwrap();
-        let m = TractModel::load(&bytes, None).unwrap();
-        let probs = run_all(&|ids, mask, b, t| m.run(ids, mask, b, t).unwrap());
-        let vs_candle = probs.iter().zip(&candle).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        let r = report(&probs);
-        if name == "f32" {
-            f32_probs = probs.clone();
-        }
-        let diffs: Vec<f32> = probs.iter().zip(&f32_probs).map(|(a, b)| (a - b).abs()).collect();
-        let vs_f32 = diffs.iter().copied().fold(0f32, f32::max);
-        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
-        let mut sorted = diffs.clone();
-        sorted.sort_by(f32::total_cmp);
-        let p99 = sorted[(sorted.len() * 99) / 100];
-        eprintln!(
-            "{name:<30} max |prob - candle| {vs_candle:.5}; vs f32 export: max {vs_f32:.5} mean {mean:.6} p99 {p99:.5}; macro-F1 {:.4} (delta vs f32 {:+.2} points)",
-            r.macro_f1,
-            100.0 * (r.macro_f1 - base.macro_f1)
-        );
-    }
-}
-
-/// Mixed-precision candidates measured against the all-int8 forms (for MiniLM's int8 error).
-const MIXED_CANDIDATES: [(&str, BuildOptions); 4] = [
-    ("int8 DQL, FFN f32", BuildOptions::int8(Int8Form::DynamicMatMulInteger, LinearKinds::FFN)),
-    ("int8 per-row, FFN f32", BuildOptions::int8(Int8Form::ExpandedPerRow, LinearKinds::FFN)),
-    (
-        "int8 DQL, output.dense f32",
-        BuildOptions::int8(Int8Form::DynamicMatMulInteger, LinearKinds::NONE.with(LinearKind::Output)),
-    ),
-    (
-        "int8 per-row, output.dense f32",
-        BuildOptions::int8(Int8Form::ExpandedPerRow, LinearKinds::NONE.with(LinearKind::Output)),
-    ),
-];
-
-/// Which linears make MiniLM's int8 error (trained-like head; worst int8 vs f32 probability
-/// difference over the test sentences, alone and batched, in tract): each kind quantized
-/// alone (the others f32), each kind kept f32 (the others int8), and [`MIXED_CANDIDATES`].
-#[test]
-#[ignore = "study; run with --release --ignored --nocapture"]
-fn minilm_int8_sensitivity() {
-    let Some(m) = minilm() else { return };
-    let f32_bytes = build_onnx(&m.cfg, &m.head, &m.tensors, BuildOptions::new(Precision::F32)).unwrap().0;
-    let f = TractModel::load(&f32_bytes, None).unwrap();
-    let mut cases: Vec<Vec<Vec<i64>>> = vec![m.rows.clone()];
-    cases.extend(m.rows.iter().map(|r| vec![r.clone()]));
-    let want: Vec<Vec<f32>> = cases
-        .iter()
-        .map(|rows| {
-            let (ids, mask, t) = pad_rows(rows);
-            f.run(&ids, &mask, rows.len(), t).unwrap()
-        })
-        .collect();
-    let worst = |opts: BuildOptions| -> f32 {
-        let (bytes, _) = build_onnx(&m.cfg, &m.head, &m.tensors, opts).unwrap();
-        let q = TractModel::load(&bytes, None).unwrap();
-        cases.iter().zip(&want).fold(0f32, |acc, (rows, w)| {
-            let (ids, mask, t) = pad_rows(rows);
-            acc.max(max_diffs(w, &q.run(&ids, &mask, rows.len(), t).unwrap()).1)
-        })
-    };
-    for form in [Int8Form::DynamicMatMulInteger, Int8Form::ExpandedPerRow] {
-        eprintln!("{form:?}: all int8 {:.4}", worst(BuildOptions::int8(form, LinearKinds::NONE)));
-        for k in LinearKind::ALL {
-            let only = LinearKind::ALL.iter().filter(|&&o| o != k).fold(LinearKinds::NONE, |s, &o| s.with(o));
-            let alone = worst(BuildOptions::int8(form, only));
-            let kept = worst(BuildOptions::int8(form, LinearKinds::NONE.with(k)));
-            eprintln!("  {:<24} int8 alone {alone:.4}  kept f32 (rest int8) {kept:.4}", k.suffix());
-        }
-    }
-    for (name, opts) in MIXED_CANDIDATES {
-        eprintln!("{name:<32} {:.4}", worst(opts));
-    }
-}
-
-/// Interleaved timing of the f32 export and every int8 form at MiniLM size (batch 1, seq 128,
-/// one thread, plans optimized for the concrete shape): each round runs every model once, so
-/// load from other processes hits all forms alike. Prints median and min per form.
-#[test]
-#[ignore = "timing; run with --release --ignored --nocapture"]
-fn bench_minilm_forms() {
-    let (cfg, head, tensors) = match minilm() {
-        Some(m) => (m.cfg, m.head, m.tensors),
-        None => {
-            let cfg = Config::minilm_l6();
-            let head = HeadConfig::default();
-            let (_, vm) = BertForMultiLabel::init(&cfg, &head, &Device::Cpu, 1).unwrap();
-            (cfg, head, varmap_tensors(&vm))
-        }
-    };
-    let t: usize = std::env::var("CKD_BENCH_SEQ").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
-    let (ids, _, _) = pad_rows(&rows(&[t], cfg.vocab_size, 9));
-    let mask = vec![1i64; t];
-    let rounds: usize = std::env::var("CKD_PROFILE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
-    let symbolic = env_flag("CKD_BENCH_SYMBOLIC");
-    let mut models = vec![];
-    let mut forms = vec![("f32".to_string(), BuildOptions::new(Precision::F32))];
-    for f in [Int8Form::DynamicMatMulInteger, Int8Form::ExpandedPerTensor, Int8Form::ExpandedPerRow] {
-        forms.push((format!("int8 {f:?}"), BuildOptions::int8(f, LinearKinds::NONE)));
-    }
-    for (name, opts) in MIXED_CANDIDATES {
-        forms.push((name.to_string(), opts));
-    }
-    for (name, opts) in &forms {
-        let (bytes, _) = build_onnx(&cfg, &head, &tensors, *opts).unwrap();
-        let shape = if symbolic { None } else { Some((1, t)) };
-        let t0 = std::time::Instant::now();
-        let m = TractModel::load_opts(&bytes, &LoadOptions { shape, ..LoadOptions::default() }).unwrap();
-        let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-        m.run(&ids, &mask, 1, t).unwrap();
-        eprintln!("  load + optimize {name}: {load_ms:.0} ms ({} bytes)", bytes.len());
-        models.push((name.clone(), m, Vec::new()));
-    }
-    for _ in 0..rounds {
-        for (_, m, times) in models.iter_mut() {
-            let t0 = std::time::Instant::now();
-            m.run(&ids, &mask, 1, t).unwrap();
-            times.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    eprintln!(
-        "tract, batch 1, seq {t}, 1 thread, {} plan, {rounds} interleaved rounds",
-        if symbolic { "symbolic" } else { "concrete" }
-    );
-    for (name, _, times) in models.iter_mut() {
-        times.sort_by(f64::total_cmp);
-        eprintln!("  {name:<30} median {:>7.2} ms  min {:>7.2} ms", times[times.len() / 2], times[0]);
     }
 }

@@ -55,20 +55,20 @@ fn read(p: &Path) -> ckd_core::evidence::EvidenceFile {
 fn demo_teacher_trains_labels_shards_merges_and_explains() {
     let (train, val) = cohort();
     let d = tempfile::tempdir().unwrap();
-    let tdir = d.path().join("teacher");
-    let (manifest, report) = train_teacher(&train, &val, &cfg(), &tdir, &Hidden).unwrap();
+    let teacher_dir = d.path().join("teacher");
+    let (manifest, report) = train_teacher(&train, &val, &cfg(), &teacher_dir, &Hidden).unwrap();
     assert_eq!(report.sft.steps, 3);
     assert_eq!(report.features_cached, [false, false]);
     assert_eq!(manifest.thresholds.len(), 25);
-    assert!(tdir.join("curves.jsonl").is_file());
+    assert!(teacher_dir.join("curves.jsonl").is_file());
     // The features were cached under the key of this model and these samples: asking again with
     // the same key reads them back without computing (the closure would fail the test).
-    let cached: Vec<_> = std::fs::read_dir(tdir.join("features")).unwrap().flatten().map(|e| e.path()).collect();
+    let cached: Vec<_> = std::fs::read_dir(teacher_dir.join("features")).unwrap().flatten().map(|e| e.path()).collect();
     assert_eq!(cached.len(), 2, "{cached:?}");
     let train_file = cached.iter().find(|p| p.file_name().unwrap().to_string_lossy().starts_with("train-")).unwrap();
     let key = train_file.file_stem().unwrap().to_string_lossy().trim_start_matches("train-").to_string();
     let (f, hit) = ckd_trainer::teacher::head::cached_features(
-        &tdir.join("features"),
+        &teacher_dir.join("features"),
         "train",
         &key,
         || panic!("cached features were recomputed"),
@@ -80,7 +80,7 @@ fn demo_teacher_trains_labels_shards_merges_and_explains() {
     assert_eq!(f.len(), train.len() * 32);
     // A different key (other samples or model) is not served from the cache.
     let (_, hit) = ckd_trainer::teacher::head::cached_features(
-        &tdir.join("features"),
+        &teacher_dir.join("features"),
         "train",
         "other",
         || Ok(vec![0.0; 32]),
@@ -90,7 +90,7 @@ fn demo_teacher_trains_labels_shards_merges_and_explains() {
     .unwrap();
     assert!(!hit);
 
-    let t = load_teacher(&tdir, None, DeviceSpec::Cpu).unwrap();
+    let t = load_teacher(&teacher_dir, None, DeviceSpec::Cpu).unwrap();
     // Format v2: prompted (and fine-tuned) with the authors' instruction and its label list.
     assert_eq!(t.manifest.version, 2);
     assert_eq!(t.manifest.instruction.as_deref(), Some(ckd_core::jsonl::INSTRUCTION));
@@ -104,28 +104,29 @@ fn demo_teacher_trains_labels_shards_merges_and_explains() {
 
     // The authors' soft-label format, both ways: `--format hands` writes one object per sample
     // in the samples' order, and reading it back pairs the same probabilities with the samples.
-    let hands = d.path().join("hands_name_train.json");
-    let o = soft_labels::label_to_hands(&t, &train, &lc, &hands, &ProgressBar::hidden()).unwrap();
+    let authors_file = d.path().join("hands_name_train.json");
+    let o = soft_labels::label_to_authors_file(&t, &train, &lc, &authors_file, &ProgressBar::hidden()).unwrap();
     assert_eq!(o.labelled, train.len());
-    assert!(soft_labels::evidence_beside(&hands).is_file());
-    let back = soft_labels::read_hands(&hands, &train).unwrap();
+    assert!(soft_labels::evidence_beside(&authors_file).is_file());
+    let back = soft_labels::read_authors_file(&authors_file, &train).unwrap();
     for s in &train {
         assert_eq!(back.probs[&s.id], full.by_id()[s.id.as_str()].probs, "{}", s.id);
     }
-    assert_eq!(std::fs::read_to_string(&hands).unwrap(), soft_labels::hands_text(&full, &train).unwrap());
+    assert_eq!(std::fs::read_to_string(&authors_file).unwrap(), soft_labels::authors_file_text(&full, &train).unwrap());
     let sharded = LabelConfig { shard: Some((0, 2)), ..lc.clone() };
-    let e = soft_labels::label_to_hands(&t, &train, &sharded, &hands, &ProgressBar::hidden()).err().unwrap();
+    let e =
+        soft_labels::label_to_authors_file(&t, &train, &sharded, &authors_file, &ProgressBar::hidden()).err().unwrap();
     assert!(e.to_string().contains("by position"), "{e}");
 
     // A teacher directory of format v1 (no `instruction`) still loads, and is prompted with
     // the instruction it was trained with.
-    let mpath = tdir.join("teacher.json");
+    let mpath = teacher_dir.join("teacher.json");
     let v2_text = std::fs::read_to_string(&mpath).unwrap();
     let mut v1: serde_json::Value = serde_json::from_str(&v2_text).unwrap();
     v1["version"] = 1.into();
     v1.as_object_mut().unwrap().remove("instruction");
     std::fs::write(&mpath, serde_json::to_string_pretty(&v1).unwrap()).unwrap();
-    let old = load_teacher(&tdir, None, DeviceSpec::Cpu).unwrap();
+    let old = load_teacher(&teacher_dir, None, DeviceSpec::Cpu).unwrap();
     assert_eq!(old.prompts.instruction(&train[0]), ckd_core::jsonl::LEGACY_INSTRUCTION);
     assert_ne!(old.prompts.encode(&train[0]).unwrap().ids, t.prompts.encode(&train[0]).unwrap().ids);
     std::fs::write(&mpath, v2_text).unwrap();
@@ -202,8 +203,8 @@ fn demo_teacher_trains_labels_shards_merges_and_explains() {
     assert!(explain::format(&ex).contains(&s.id));
 
     // A tampered head is refused with the file named.
-    std::fs::write(tdir.join("head.safetensors"), b"not a head").unwrap();
-    let e = load_teacher(&tdir, None, DeviceSpec::Cpu).err().unwrap().to_string();
+    std::fs::write(teacher_dir.join("head.safetensors"), b"not a head").unwrap();
+    let e = load_teacher(&teacher_dir, None, DeviceSpec::Cpu).err().unwrap().to_string();
     assert!(e.contains("head.safetensors") && e.contains("sha256"), "{e}");
 }
 

@@ -652,15 +652,16 @@ fn predictions(
     train_seconds: Option<f64>,
     stages: &mut Stages,
 ) -> Result<CellPredictions> {
-    const SP: &str = "bench-predictions";
+    const STAGE: &str = "bench-predictions";
     let path = dir.join("predictions.json");
-    let key = key_of(&[("student", file_hash(SP, &dir.join("model.safetensors"))?), ("test", test.len().to_string())]);
-    let pdir = dir.join("predictions");
-    stages.run(SP, &pdir, &key, || {
-        let st = student::load_student(dir).map_err(stage_err(SP))?;
+    let key =
+        key_of(&[("student", file_hash(STAGE, &dir.join("model.safetensors"))?), ("test", test.len().to_string())]);
+    let predictions_dir = dir.join("predictions");
+    stages.run(STAGE, &predictions_dir, &key, || {
+        let st = student::load_student(dir).map_err(stage_err(STAGE))?;
         let run = |set: &[Sample]| -> Result<Vec<f32>> {
-            let p = TokenizedSamples::new(set, &st.encoder).map_err(stage_err(SP))?;
-            student::predict(&st.model, &p, st.encoder.pad_id, 32).map_err(stage_err(SP))
+            let p = TokenizedSamples::new(set, &st.encoder).map_err(stage_err(STAGE))?;
+            student::predict(&st.model, &p, st.encoder.pad_id, 32).map_err(stage_err(STAGE))
         };
         let preds = CellPredictions {
             format: PRED_FORMAT.into(),
@@ -669,16 +670,16 @@ fn predictions(
             test: run(test)?,
             train_seconds: train_seconds.unwrap_or(0.0),
         };
-        write_atomic(&path, pretty_json(&preds).as_bytes()).map_err(stage_err(SP))
+        write_atomic(&path, pretty_json(&preds).as_bytes()).map_err(stage_err(STAGE))
     })?;
-    let bytes = std::fs::read(&path).map_err(|e| msg_err(SP, format!("{}: {e}", path.display())))?;
+    let bytes = std::fs::read(&path).map_err(|e| msg_err(STAGE, format!("{}: {e}", path.display())))?;
     let p: CellPredictions =
-        serde_json::from_slice(&bytes).map_err(|e| msg_err(SP, format!("{}: {e}", path.display())))?;
+        serde_json::from_slice(&bytes).map_err(|e| msg_err(STAGE, format!("{}: {e}", path.display())))?;
     if p.format != PRED_FORMAT || p.version != PRED_VERSION {
-        return Err(msg_err(SP, format!("{}: not a {PRED_FORMAT} v{PRED_VERSION} file", path.display())));
+        return Err(msg_err(STAGE, format!("{}: not a {PRED_FORMAT} v{PRED_VERSION} file", path.display())));
     }
     if p.val.len() != data.val.len() * ckd_core::NUM_LABELS || p.test.len() != test.len() * ckd_core::NUM_LABELS {
-        return Err(msg_err(SP, format!("{}: sizes do not match the splits", path.display())));
+        return Err(msg_err(STAGE, format!("{}: sizes do not match the splits", path.display())));
     }
     Ok(p)
 }

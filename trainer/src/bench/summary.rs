@@ -139,7 +139,7 @@ pub struct BenchJson {
 const FORMAT: &str = "ckd-bench";
 const VERSION: u32 = 1;
 /// Stage name in errors.
-const SB: &str = "bench";
+const STAGE: &str = "bench";
 
 /// A model's macro-AUC on the full test set and on each resample.
 struct Cached {
@@ -347,7 +347,7 @@ fn baseline_rows(
         baselines.push(BaselineRow { name, label_fraction: fraction, test_macro_auc: interval(c) })
     };
     bar.set_message("fitting the baselines");
-    let rows = crate::baselines::report_rows(&up.train, &up.val, &up.test).map_err(stage_err(SB))?;
+    let rows = crate::baselines::report_rows(&up.train, &up.val, &up.test).map_err(stage_err(STAGE))?;
     let fitted: Vec<_> = rows.iter().filter(|m| m.name != "all-negative").collect();
     bar.set_length(models_to_resample(input, fitted.len()));
     bar.set_message(format!("models, {} resamples each", draws.len()));
@@ -422,14 +422,16 @@ fn teacher_and_oracle_rows(
 ) -> Result<()> {
     let up = input.up;
     let ids: Vec<String> = up.test.iter().map(|s| s.id.clone()).collect();
-    let teacher_probs = label::probs_for(&up.ev_test, &ids).map_err(stage_err(SB))?;
+    let teacher_probs = label::probs_for(&up.ev_test, &ids).map_err(stage_err(STAGE))?;
     push(format!("teacher ({})", up.teacher.manifest.model_name), 1.0, &cache(&teacher_probs, t, draws, bar));
     if let Some(op) = &up.oracle {
-        let text = std::fs::read_to_string(op).map_err(stage_err(SB))?;
-        let o = SoftTargets::from_jsonl(&text, op).map_err(stage_err(SB))?;
+        let text = std::fs::read_to_string(op).map_err(stage_err(STAGE))?;
+        let o = SoftTargets::from_jsonl(&text, op).map_err(stage_err(STAGE))?;
         let mut probs = Vec::with_capacity(ids.len() * NUM_LABELS);
         for id in &ids {
-            probs.extend_from_slice(o.probs.get(id).ok_or_else(|| msg_err(SB, format!("oracle has no sample {id}")))?);
+            probs.extend_from_slice(
+                o.probs.get(id).ok_or_else(|| msg_err(STAGE, format!("oracle has no sample {id}")))?,
+            );
         }
         push("oracle (true generating probabilities)".into(), 1.0, &cache(&probs, t, draws, bar));
     }

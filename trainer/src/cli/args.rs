@@ -232,7 +232,8 @@ pub enum SoftFormat {
     /// `CKDEVIDN` evidence file (probabilities and attention evidence).
     Evidence,
     /// The CKD-EHR authors' `hands_name_*.json`.
-    Hands,
+    #[value(name = "hands")]
+    Authors,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -208,8 +208,8 @@ pub fn load_samples(path: &Path, split: Split) -> Result<(Vec<Sample>, String, O
 /// JSON lines `{"id", "p"}` (`.jsonl`, e.g. the synthetic cohort's oracle), or the authors'
 /// `hands_name_*.json` (object i = sample i).
 pub fn read_soft_labels(path: &Path, samples: &[Sample]) -> Result<SoftTargets> {
-    if soft_labels::is_hands_file(path) {
-        return Ok(soft_labels::read_hands(path, samples)?);
+    if soft_labels::is_authors_file(path) {
+        return Ok(soft_labels::read_authors_file(path, samples)?);
     }
     if path.extension().is_some_and(|e| e == "jsonl") {
         let bytes = io::read_regular(path).with_context(|| format!("reading {}", path.display()))?;

@@ -148,7 +148,7 @@ pub fn teacher_label(a: &LabelArgs) -> Result<()> {
     let bar = progress::auto().bar("teacher labels");
     let o = match a.format {
         SoftFormat::Evidence => teacher_label::label(&t, &samples, &cfg, &a.out, &bar)?,
-        SoftFormat::Hands => soft_labels::label_to_hands(&t, &samples, &cfg, &a.out, &bar)?,
+        SoftFormat::Authors => soft_labels::label_to_authors_file(&t, &samples, &cfg, &a.out, &bar)?,
     };
     bar.finish_and_clear();
     note!(
@@ -202,11 +202,11 @@ pub fn teacher_merge(a: &MergeArgs) -> Result<()> {
     let merged = teacher_label::merge(&files, ids.as_deref())?;
     match (a.format, &expected) {
         (SoftFormat::Evidence, _) => teacher_label::write_evidence(&a.out, &merged)?,
-        (SoftFormat::Hands, Some(samples)) => {
+        (SoftFormat::Authors, Some(samples)) => {
             teacher_label::write_evidence(&soft_labels::evidence_beside(&a.out), &merged)?;
-            soft_labels::write_hands(&a.out, &merged, samples)?;
+            soft_labels::write_authors_file(&a.out, &merged, samples)?;
         }
-        (SoftFormat::Hands, None) => anyhow::bail!("--format hands needs --expect (the records' order)"),
+        (SoftFormat::Authors, None) => anyhow::bail!("--format hands needs --expect (the records' order)"),
     }
     note!("teacher merge: {} shards, {} samples -> {}", files.len(), merged.records.len(), a.out.display());
     Ok(())

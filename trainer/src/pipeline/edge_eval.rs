@@ -44,15 +44,15 @@ pub fn edge_binary_beside_exe() -> Option<std::path::PathBuf> {
 /// Probabilities [N * 25] of a bundle on `test.jsonl` through the `ckd-edge` binary
 /// (`predict`), with the median batch-1 latency in ms and the wall seconds of `eval`.
 pub(crate) fn edge_eval(bin: &Path, bundle: &Path, test_jsonl: &Path, n: usize) -> Result<(Vec<f32>, f64, f64)> {
-    const SR: &str = "report";
+    const STAGE: &str = "report";
     let run = |args: &[&std::ffi::OsStr]| -> Result<std::process::Output> {
         let o = std::process::Command::new(bin)
             .args(args)
             .output()
-            .map_err(|e| msg_err(SR, format!("{}: {e}", bin.display())))?;
+            .map_err(|e| msg_err(STAGE, format!("{}: {e}", bin.display())))?;
         if !o.status.success() {
             return Err(msg_err(
-                SR,
+                STAGE,
                 format!("{} failed: {}", bin.display(), String::from_utf8_lossy(&o.stderr).trim()),
             ));
         }
@@ -67,20 +67,20 @@ pub(crate) fn edge_eval(bin: &Path, bundle: &Path, test_jsonl: &Path, n: usize) 
     ])?;
     let mut probs = Vec::with_capacity(n * NUM_LABELS);
     for line in String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).map_err(stage_err(SR))?;
+        let v: serde_json::Value = serde_json::from_str(line).map_err(stage_err(STAGE))?;
         let map = v["probabilities"]
             .as_object()
-            .ok_or_else(|| msg_err(SR, format!("ckd-edge output without probabilities: {line}")))?;
+            .ok_or_else(|| msg_err(STAGE, format!("ckd-edge output without probabilities: {line}")))?;
         for ph in ckd_core::PHENOTYPES.iter() {
             let p = map
                 .get(ph.name)
                 .and_then(serde_json::Value::as_f64)
-                .ok_or_else(|| msg_err(SR, format!("ckd-edge output lacks {}", ph.name)))?;
+                .ok_or_else(|| msg_err(STAGE, format!("ckd-edge output lacks {}", ph.name)))?;
             probs.push(p as f32);
         }
     }
     if probs.len() != n * NUM_LABELS {
-        return Err(msg_err(SR, format!("ckd-edge predicted {} samples, expected {n}", probs.len() / NUM_LABELS)));
+        return Err(msg_err(STAGE, format!("ckd-edge predicted {} samples, expected {n}", probs.len() / NUM_LABELS)));
     }
     let tmp = bundle.join("eval-test.json");
     let t = Instant::now();
@@ -95,26 +95,26 @@ pub(crate) fn edge_eval(bin: &Path, bundle: &Path, test_jsonl: &Path, n: usize) 
     ])?;
     let secs = t.elapsed().as_secs_f64();
     let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&tmp).map_err(stage_err(SR))?).map_err(stage_err(SR))?;
+        serde_json::from_slice(&std::fs::read(&tmp).map_err(stage_err(STAGE))?).map_err(stage_err(STAGE))?;
     let lat = v["latency"]["median_ms_per_sample"]
         .as_f64()
-        .ok_or_else(|| msg_err(SR, "ckd-edge eval JSON without latency".into()))?;
+        .ok_or_else(|| msg_err(STAGE, "ckd-edge eval JSON without latency".into()))?;
     Ok((probs, lat, secs))
 }
 
 /// The same through tract inside the trainer (stock tract ops), for when `ckd-edge` is absent.
 pub(crate) fn trainer_tract_eval(bundle: &Path, enc: &TextEncoder, test: &[Sample]) -> Result<(Vec<f32>, f64, f64)> {
-    const SR: &str = "report";
-    let m = TractModel::load_path(&bundle.join(ckd_core::bundle::MODEL_FILE)).map_err(stage_err(SR))?;
+    const STAGE: &str = "report";
+    let m = TractModel::load_path(&bundle.join(ckd_core::bundle::MODEL_FILE)).map_err(stage_err(STAGE))?;
     let mut probs = Vec::with_capacity(test.len() * NUM_LABELS);
     let mut lat = Vec::new();
     let t_all = Instant::now();
     for s in test {
-        let e = enc.encode(&s.text()).map_err(stage_err(SR))?;
+        let e = enc.encode(&s.text()).map_err(stage_err(STAGE))?;
         let ids: Vec<i64> = e.ids.iter().map(|&x| x as i64).collect();
         let mask = vec![1i64; ids.len()];
         let t = Instant::now();
-        let logits = m.run(&ids, &mask, 1, ids.len()).map_err(stage_err(SR))?;
+        let logits = m.run(&ids, &mask, 1, ids.len()).map_err(stage_err(STAGE))?;
         lat.push(t.elapsed().as_secs_f64() * 1e3);
         probs.extend(logits.iter().map(|&z| 1.0 / (1.0 + (-z).exp())));
     }

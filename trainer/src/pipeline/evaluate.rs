@@ -17,7 +17,8 @@ use crate::stats::median;
 use crate::student::{self, SoftTargets, TokenizedSamples};
 use crate::teacher::{self, explain, label, LoadedTeacher};
 
-const SR: &str = "report";
+/// Stage name in errors.
+const STAGE: &str = "report";
 
 /// Rows of 25 probabilities.
 fn rows(probs: &[f32]) -> Vec<Vec<f32>> {
@@ -36,9 +37,9 @@ pub(crate) fn write_report(
     let test_labels: Vec<_> = test.iter().map(|s| s.labels).collect();
     let test_ids: Vec<String> = test.iter().map(|s| s.id.clone()).collect();
     // Baselines first: every model below is read against them.
-    let mut models = crate::baselines::report_rows(&up.train, &up.val, test).map_err(stage_err(SR))?;
+    let mut models = crate::baselines::report_rows(&up.train, &up.val, test).map_err(stage_err(STAGE))?;
     let n_baselines = models.len();
-    let teacher_probs = label::probs_for(&up.ev_test, &test_ids).map_err(stage_err(SR))?;
+    let teacher_probs = label::probs_for(&up.ev_test, &test_ids).map_err(stage_err(STAGE))?;
     models.push(ModelResult {
         name: format!("teacher ({})", up.teacher.manifest.model_name),
         role: Role::Teacher,
@@ -80,13 +81,13 @@ pub(crate) fn write_report(
             ("ckd".into(), env!("CARGO_PKG_VERSION").into()),
             ("samples.bin sha256".into(), up.samples_hash.clone()),
             ("teacher.json sha256".into(), up.teacher_json_hash.clone()),
-            ("settings".into(), super::settings_json(SR, cfg)?),
+            ("settings".into(), super::settings_json(STAGE, cfg)?),
         ],
         subjects: test.iter().map(|s| s.subject).collect(),
         reference: lr_name,
         comparisons,
     };
-    report::write(&cfg.out, &input).map_err(stage_err(SR))
+    report::write(&cfg.out, &input).map_err(stage_err(STAGE))
 }
 
 /// The teacher's cost row (named `name`): batch-1 latency of the prompt forward (features +
@@ -115,21 +116,27 @@ fn teacher_cost(cfg: &PipelineConfig, up: &Upstream, name: String, lat_n: usize,
 fn teacher_latencies_ms(loaded: &LoadedTeacher, test: &[Sample], lat_n: usize) -> Result<Vec<f64>> {
     let mut tl = Vec::new();
     for s in test.iter().take(lat_n) {
-        let p = loaded.prompts.encode(s).map_err(stage_err(SR))?;
+        let p = loaded.prompts.encode(s).map_err(stage_err(STAGE))?;
         let t = Instant::now();
         let ids = candle_core::Tensor::from_vec(p.ids.clone(), (1, p.ids.len()), loaded.model.device())
-            .map_err(stage_err(SR))?;
-        let o = loaded.model.forward(&ids, None).map_err(stage_err(SR))?;
-        let _ = loaded.head.logits(&o.last_hidden).map_err(stage_err(SR))?.to_vec2::<f32>().map_err(stage_err(SR))?;
+            .map_err(stage_err(STAGE))?;
+        let o = loaded.model.forward(&ids, None).map_err(stage_err(STAGE))?;
+        let _ =
+            loaded.head.logits(&o.last_hidden).map_err(stage_err(STAGE))?.to_vec2::<f32>().map_err(stage_err(STAGE))?;
         tl.push(t.elapsed().as_secs_f64() * 1e3);
     }
     Ok(tl)
 }
 
-/// Bytes of the teacher's manifest files under `tdir` plus its base model (0 for the demo base;
+/// Bytes of the teacher's manifest files under `teacher_dir` plus its base model (0 for the demo base;
 /// missing files count 0).
-fn teacher_size(loaded: &LoadedTeacher, tdir: &Path) -> u64 {
-    loaded.manifest.files.iter().map(|(rel, _)| std::fs::metadata(tdir.join(rel)).map_or(0, |m| m.len())).sum::<u64>()
+fn teacher_size(loaded: &LoadedTeacher, teacher_dir: &Path) -> u64 {
+    loaded
+        .manifest
+        .files
+        .iter()
+        .map(|(rel, _)| std::fs::metadata(teacher_dir.join(rel)).map_or(0, |m| m.len()))
+        .sum::<u64>()
         + match &loaded.manifest.base {
             teacher::BaseRef::Gguf { path, .. } => std::fs::metadata(path).map_or(0, |m| m.len()),
             teacher::BaseRef::Safetensors { path, .. } => dir_size(path),
@@ -148,16 +155,16 @@ fn evaluate_student(
 ) -> Result<(ModelResult, Option<CostRow>)> {
     let (dir, name) = (&run.dir, run.display.as_str());
     let role = if run.distilled { Role::StudentDistilled } else { Role::Student };
-    let st = student::load_student(dir).map_err(stage_err(SR))?;
-    let p = TokenizedSamples::new(test, &st.encoder).map_err(stage_err(SR))?;
+    let st = student::load_student(dir).map_err(stage_err(STAGE))?;
+    let p = TokenizedSamples::new(test, &st.encoder).map_err(stage_err(STAGE))?;
     let t = Instant::now();
-    let probs = student::predict(&st.model, &p, st.encoder.pad_id, 32).map_err(stage_err(SR))?;
+    let probs = student::predict(&st.model, &p, st.encoder.pad_id, 32).map_err(stage_err(STAGE))?;
     let batch_secs = t.elapsed().as_secs_f64();
     let mut sl = Vec::new();
     for i in 0..lat_n {
         let one = single(&p, i);
         let t = Instant::now();
-        student::predict(&st.model, &one, st.encoder.pad_id, 1).map_err(stage_err(SR))?;
+        student::predict(&st.model, &one, st.encoder.pad_id, 1).map_err(stage_err(STAGE))?;
         sl.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let cost = (role == Role::StudentDistilled && run.fraction >= 1.0).then(|| CostRow {
@@ -205,7 +212,7 @@ fn evaluate_bundles(
     cpu: &str,
 ) -> Result<(Vec<CostRow>, Option<ModelResult>)> {
     let test = &up.test;
-    let kd_student = student::load_student(kd).map_err(stage_err(SR))?;
+    let kd_student = student::load_student(kd).map_err(stage_err(STAGE))?;
     let edge_bin = edge_binary(cfg);
     let test_jsonl = up.samples_dir.join("test.jsonl");
     let mut costs = Vec::new();
@@ -255,13 +262,13 @@ fn edge_binary(cfg: &PipelineConfig) -> Option<PathBuf> {
 /// The oracle's model row: the generating probabilities of every test sample read from the
 /// JSONL at `op`, thresholds tuned on the test labels. A sample missing from the file is an error.
 fn oracle_model(op: &Path, test_ids: &[String], test_labels: &[LabelSet]) -> Result<ModelResult> {
-    let text = std::fs::read_to_string(op).map_err(stage_err(SR))?;
-    let o = SoftTargets::from_jsonl(&text, op).map_err(stage_err(SR))?;
+    let text = std::fs::read_to_string(op).map_err(stage_err(STAGE))?;
+    let o = SoftTargets::from_jsonl(&text, op).map_err(stage_err(STAGE))?;
     let mut probs = Vec::new();
     for id in test_ids {
-        probs.extend_from_slice(o.probs.get(id).ok_or_else(|| msg_err(SR, format!("oracle has no sample {id}")))?);
+        probs.extend_from_slice(o.probs.get(id).ok_or_else(|| msg_err(STAGE, format!("oracle has no sample {id}")))?);
     }
-    let th = ckd_core::metrics::tune_thresholds_label_sets(&probs, test_labels).map_err(stage_err(SR))?;
+    let th = ckd_core::metrics::tune_thresholds_label_sets(&probs, test_labels).map_err(stage_err(STAGE))?;
     Ok(ModelResult {
         name: "oracle (true generating probabilities)".into(),
         role: Role::Oracle,
@@ -274,9 +281,9 @@ fn oracle_model(op: &Path, test_ids: &[String], test_labels: &[LabelSet]) -> Res
 /// Training curves: the teacher's (named `teacher_name`) first, then each student's in order.
 fn read_curves(up: &Upstream, teacher_name: &str, students: &[StudentRun]) -> Result<Vec<report::Curve>> {
     let mut curves = Vec::new();
-    curves.push(report::read_curves(&up.teacher_dir.join("curves.jsonl"), teacher_name).map_err(stage_err(SR))?);
+    curves.push(report::read_curves(&up.teacher_dir.join("curves.jsonl"), teacher_name).map_err(stage_err(STAGE))?);
     for run in students {
-        curves.push(report::read_curves(&run.dir.join("curves.jsonl"), &run.display).map_err(stage_err(SR))?);
+        curves.push(report::read_curves(&run.dir.join("curves.jsonl"), &run.display).map_err(stage_err(STAGE))?);
     }
     Ok(curves)
 }
@@ -292,7 +299,7 @@ fn explanations(up: &Upstream) -> Result<Vec<report::Explanation>> {
             break;
         }
         let Some(ev) = by.get(s.id.as_str()) else { continue };
-        let ex = explain::explain(s, ev, &loaded.manifest.thresholds, 5).map_err(stage_err(SR))?;
+        let ex = explain::explain(s, ev, &loaded.manifest.thresholds, 5).map_err(stage_err(STAGE))?;
         if ex.none_predicted {
             continue;
         }

@@ -162,10 +162,10 @@ pub(crate) fn llm_states(
     up: &Upstream,
     bars: &dyn Bars,
 ) -> Result<Option<LlmStates>> {
-    const SS: &str = "llm-states";
+    const STAGE: &str = "llm-states";
     let Some(spec) = spec else { return Ok(None) };
     let (model, prompts, key) =
-        crate::teacher::load_frozen(&spec.path, up.device, spec.max_len, spec.weights).map_err(stage_err(SS))?;
+        crate::teacher::load_frozen(&spec.path, up.device, spec.max_len, spec.weights).map_err(stage_err(STAGE))?;
     let scfg = StatesConfig { layers: spec.layers.clone(), chunk: 32 };
     let dir = cfg.out.join("llm-states");
     let mut h = Sha256::new();
@@ -173,7 +173,7 @@ pub(crate) fn llm_states(
     for (name, set) in [("train", &up.train), ("val", &up.val), ("test", &up.test)] {
         let bar = bars.bar(&format!("LLM states ({name})"));
         let (st, o) =
-            states::extract(&model, &prompts, set, &scfg, &dir.join(name), &key, &bar).map_err(stage_err(SS))?;
+            states::extract(&model, &prompts, set, &scfg, &dir.join(name), &key, &bar).map_err(stage_err(STAGE))?;
         bar.finish_and_clear();
         log(&format!(
             "LLM states ({name}): {} samples, {} chunks computed ({:.0} tokens/s), {} reused, {} prompts cut",
@@ -188,7 +188,7 @@ pub(crate) fn llm_states(
         }
         out.push(st);
     }
-    let splits: [States; 3] = out.try_into().map_err(|_| msg_err(SS, "three splits expected".into()))?;
+    let splits: [States; 3] = out.try_into().map_err(|_| msg_err(STAGE, "three splits expected".into()))?;
     Ok(Some(LlmStates { splits, hash: ckd_core::format::hex(&h.finalize()) }))
 }
 
@@ -205,33 +205,37 @@ pub(crate) fn fraction_teacher(
     bars: &dyn Bars,
     stages: &mut Stages,
 ) -> Result<(FractionTeacher, String)> {
-    const SB: &str = "bench-teacher";
+    const STAGE: &str = "bench-teacher";
     let name = match source {
         TeacherSource::Llm => "llm",
         TeacherSource::Demo => "demo",
-        TeacherSource::Pipeline => return Err(msg_err(SB, "the pipeline teacher is not refitted per fraction".into())),
+        TeacherSource::Pipeline => {
+            return Err(msg_err(STAGE, "the pipeline teacher is not refitted per fraction".into()))
+        }
         TeacherSource::ZeroShot | TeacherSource::LogReg | TeacherSource::LogRegZeroShot => {
-            return Err(msg_err(SB, format!("the {source:?} teacher is not a fitted stage")))
+            return Err(msg_err(STAGE, format!("the {source:?} teacher is not a fitted stage")))
         }
     };
     let dir = cfg.out.join("bench").join("teachers").join(format!("{name}-{}pct-seed{seed}", pct(fraction)));
     let path = dir.join("soft.json");
     let features = match (source, llm) {
         (TeacherSource::Llm, Some(l)) => l.hash.clone(),
-        (TeacherSource::Llm, None) => return Err(msg_err(SB, "the LLM teacher needs an LLM (`[bench] llm`)".into())),
-        _ => settings_json(SB, &(&cfg.teacher, "demo teacher v1"))?,
+        (TeacherSource::Llm, None) => {
+            return Err(msg_err(STAGE, "the LLM teacher needs an LLM (`[bench] llm`)".into()))
+        }
+        _ => settings_json(STAGE, &(&cfg.teacher, "demo teacher v1"))?,
     };
     let mut parts = vec![
         ("features", features),
         ("samples", up.samples_hash.clone()),
-        ("head", settings_json(SB, &cfg.teacher.head)?),
+        ("head", settings_json(STAGE, &cfg.teacher.head)?),
         ("draw", format!("{fraction} {seed} {} {}", cfg.teacher.oof_folds, semi::MIN_HEAD_STEPS)),
     ];
     if source == TeacherSource::Llm {
         parts.push(("penalties", format!("{HEAD_L2:?}")));
     }
     let key = key_of(&parts);
-    stages.run(SB, &dir, &key, || {
+    stages.run(STAGE, &dir, &key, || {
         let t = match llm.filter(|_| source == TeacherSource::Llm) {
             Some(l) => fit_llm_teacher(cfg, up, l, fraction, seed)?,
             None => fit_demo_teacher(cfg, up, fraction, seed, &dir, bars)?,
@@ -244,23 +248,23 @@ pub(crate) fn fraction_teacher(
             fmt_auc(macro_auc(&t.val, &up.val)),
             fmt_auc(macro_auc(&t.test, &up.test))
         ));
-        write_atomic(&path, pretty_json(&t).as_bytes()).map_err(stage_err(SB))
+        write_atomic(&path, pretty_json(&t).as_bytes()).map_err(stage_err(STAGE))
     })?;
-    let hash = file_hash(SB, &path)?;
+    let hash = file_hash(STAGE, &path)?;
     Ok((read(&path, up)?, hash))
 }
 
 fn read(path: &Path, up: &Upstream) -> Result<FractionTeacher> {
-    const SB: &str = "bench-teacher";
-    let bytes = std::fs::read(path).map_err(|e| msg_err(SB, format!("{}: {e}", path.display())))?;
+    const STAGE: &str = "bench-teacher";
+    let bytes = std::fs::read(path).map_err(|e| msg_err(STAGE, format!("{}: {e}", path.display())))?;
     let t: FractionTeacher =
-        serde_json::from_slice(&bytes).map_err(|e| msg_err(SB, format!("{}: {e}", path.display())))?;
+        serde_json::from_slice(&bytes).map_err(|e| msg_err(STAGE, format!("{}: {e}", path.display())))?;
     let sizes_ok = t.train.len() == up.train.len() * NUM_LABELS
         && t.val.len() == up.val.len() * NUM_LABELS
         && t.test.len() == up.test.len() * NUM_LABELS
         && t.ids.len() == up.train.len();
     if t.format != FORMAT || t.version != VERSION || !sizes_ok {
-        return Err(msg_err(SB, format!("{}: not a {FORMAT} v{VERSION} file for these splits", path.display())));
+        return Err(msg_err(STAGE, format!("{}: not a {FORMAT} v{VERSION} file for these splits", path.display())));
     }
     Ok(t)
 }
@@ -281,21 +285,21 @@ fn fit_demo_teacher(
     dir: &Path,
     bars: &dyn Bars,
 ) -> Result<FractionTeacher> {
-    const SB: &str = "bench-teacher";
+    const STAGE: &str = "bench-teacher";
     let labels = labelled(&up.train, fraction, seed);
     let rows: Vec<Sample> = up.train.iter().zip(&labels).filter(|(_, l)| l.is_some()).map(|(s, _)| s.clone()).collect();
     if rows.is_empty() {
-        return Err(msg_err(SB, format!("no labelled training patient at {}% (seed {seed})", pct(fraction))));
+        return Err(msg_err(STAGE, format!("no labelled training patient at {}% (seed {seed})", pct(fraction))));
     }
-    let tdir = dir.join("model");
+    let teacher_dir = dir.join("model");
     let tcfg = crate::pipeline::upstream::teacher_config(cfg, up.device);
-    crate::teacher::train::train_teacher(&rows, &up.val, &tcfg, &tdir, bars).map_err(stage_err(SB))?;
-    let t = crate::teacher::load_teacher(&tdir, None, up.device).map_err(stage_err(SB))?;
+    crate::teacher::train::train_teacher(&rows, &up.val, &tcfg, &teacher_dir, bars).map_err(stage_err(STAGE))?;
+    let t = crate::teacher::load_teacher(&teacher_dir, None, up.device).map_err(stage_err(STAGE))?;
     let mut feats = Vec::new();
     for (name, set) in [("train", &up.train), ("val", &up.val), ("test", &up.test)] {
         let bar = bars.bar(&format!("demo teacher features ({name})"));
         let f = crate::teacher::head::features(&t.model, &t.prompts, set, cfg.teacher.batch_size, &bar)
-            .map_err(stage_err(SB))?;
+            .map_err(stage_err(STAGE))?;
         bar.finish_and_clear();
         feats.push(f);
     }
@@ -313,11 +317,11 @@ fn fit_llm_teacher(
     fraction: f64,
     seed: u64,
 ) -> Result<FractionTeacher> {
-    const SB: &str = "bench-teacher";
+    const STAGE: &str = "bench-teacher";
     let labels = labelled(&up.train, fraction, seed);
     let rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i].is_some()).collect();
     if rows.is_empty() {
-        return Err(msg_err(SB, format!("no labelled training patient at {}% (seed {seed})", pct(fraction))));
+        return Err(msg_err(STAGE, format!("no labelled training patient at {}% (seed {seed})", pct(fraction))));
     }
     let y: Vec<LabelSet> = rows.iter().filter_map(|&i| labels[i]).collect();
     let val_labels: Vec<LabelSet> = up.val.iter().map(|s| s.labels).collect();
@@ -335,15 +339,15 @@ fn fit_llm_teacher(
     for &layer in &tr.layers {
         for (p, pool) in POOLS.iter().enumerate() {
             let v = [tr.view(layer, p), va.view(layer, p), te.view(layer, p)];
-            let [vt, vv, vte] = v.map(|x| x.map_err(stage_err(SB)));
+            let [vt, vv, vte] = v.map(|x| x.map_err(stage_err(STAGE)));
             let (vt, vv, vte) = (vt?, vv?, vte?);
             let xl: Vec<f32> = rows.iter().flat_map(|&i| vt[i * h..(i + 1) * h].iter().copied()).collect();
             for &l2 in HEAD_L2 {
                 let name = format!("layer {layer}, {pool}, l2 {l2}");
                 let hc = HeadConfig { l2, ..head_cfg.clone() };
-                let (head, _) = train_head(&xl, &y, &vv, &val_labels, h, &hc).map_err(stage_err(SB))?;
-                let pv = probabilities(&head, &vv, h, 1.0).map_err(stage_err(SB))?;
-                let test = probabilities(&head, &vte, h, 1.0).map_err(stage_err(SB))?;
+                let (head, _) = train_head(&xl, &y, &vv, &val_labels, h, &hc).map_err(stage_err(STAGE))?;
+                let pv = probabilities(&head, &vv, h, 1.0).map_err(stage_err(STAGE))?;
+                let test = probabilities(&head, &vte, h, 1.0).map_err(stage_err(STAGE))?;
                 candidates.push(Candidate { name: name.clone(), val_macro_auc: macro_auc(&pv, &up.val), test });
                 views.insert(name, (layer, p, l2));
             }
@@ -355,9 +359,9 @@ fn fit_llm_teacher(
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(c, _)| c.name.clone())
         .or_else(|| candidates.first().map(|c| c.name.clone()))
-        .ok_or_else(|| msg_err(SB, "no representation to choose from".into()))?;
-    let &(layer, p, l2) = views.get(&best).ok_or_else(|| msg_err(SB, format!("no view {best}")))?;
-    let [vt, vv, vte] = [tr.view(layer, p), va.view(layer, p), te.view(layer, p)].map(|x| x.map_err(stage_err(SB)));
+        .ok_or_else(|| msg_err(STAGE, "no representation to choose from".into()))?;
+    let &(layer, p, l2) = views.get(&best).ok_or_else(|| msg_err(STAGE, format!("no view {best}")))?;
+    let [vt, vv, vte] = [tr.view(layer, p), va.view(layer, p), te.view(layer, p)].map(|x| x.map_err(stage_err(STAGE)));
     let (vt, vv, vte) = (vt?, vv?, vte?);
     let head = HeadConfig { l2, ..cfg.teacher.head.clone() };
     let mut t = semi_teacher(cfg, up, &head, [&vt, &vv, &vte], h, &labels, fraction, seed)?;
@@ -378,7 +382,7 @@ fn semi_teacher(
     fraction: f64,
     seed: u64,
 ) -> Result<FractionTeacher> {
-    const SB: &str = "bench-teacher";
+    const STAGE: &str = "bench-teacher";
     let val_labels: Vec<LabelSet> = up.val.iter().map(|s| s.labels).collect();
     let subjects: Vec<u64> = up.train.iter().map(|s| s.subject).collect();
     let o = semi::soft_labels(&SemiInput {
@@ -393,9 +397,9 @@ fn semi_teacher(
         seed,
         temperature: cfg.teacher.temperature,
     })
-    .map_err(stage_err(SB))?;
-    let val = probabilities(&o.head, vv, h, cfg.teacher.temperature).map_err(stage_err(SB))?;
-    let test = probabilities(&o.head, vte, h, cfg.teacher.temperature).map_err(stage_err(SB))?;
+    .map_err(stage_err(STAGE))?;
+    let val = probabilities(&o.head, vv, h, cfg.teacher.temperature).map_err(stage_err(STAGE))?;
+    let test = probabilities(&o.head, vte, h, cfg.teacher.temperature).map_err(stage_err(STAGE))?;
     Ok(FractionTeacher {
         format: FORMAT.into(),
         version: VERSION,

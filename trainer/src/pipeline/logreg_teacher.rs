@@ -30,7 +30,8 @@ use crate::teacher::semi::SemiProtocol;
 
 type Result<T, E = PipelineError> = std::result::Result<T, E>;
 
-const SL: &str = "bench-logreg-teacher";
+/// Stage name in errors.
+const STAGE: &str = "bench-logreg-teacher";
 
 /// Inverse regularization strengths tried (scikit-learn's `C`).
 pub const C_GRID: &[f64] = &[0.1, 1.0, 10.0];
@@ -86,7 +87,7 @@ fn fit(rows: &[(&Sample, LabelSet)], val: &[Sample], c: f64) -> Result<BagOfConc
     let vt: Vec<String> = val.iter().map(|s| s.text()).collect();
     let vl: Vec<LabelSet> = val.iter().map(|s| s.labels).collect();
     let cfg = LogRegConfig { c, ..LogRegConfig::default() };
-    BagOfConcepts::fit_with((&t, &y), (&vt, &vl), &cfg, false).map_err(stage_err(SL))
+    BagOfConcepts::fit_with((&t, &y), (&vt, &vl), &cfg, false).map_err(stage_err(STAGE))
 }
 
 /// The teacher of `inp` (module docs); `source` is [`TeacherSource::LogReg`] without zero-shot
@@ -95,7 +96,10 @@ pub fn logreg_teacher(inp: &LogRegInput<'_>) -> Result<FractionTeacher> {
     let labelled: Vec<(usize, LabelSet)> =
         inp.labelled.iter().enumerate().filter_map(|(i, l)| l.map(|l| (i, l))).collect();
     if labelled.is_empty() {
-        return Err(msg_err(SL, format!("no labelled training patient at {}% (seed {})", pct(inp.fraction), inp.seed)));
+        return Err(msg_err(
+            STAGE,
+            format!("no labelled training patient at {}% (seed {})", pct(inp.fraction), inp.seed),
+        ));
     }
     let rows: Vec<(&Sample, LabelSet)> = labelled.iter().map(|&(i, l)| (&inp.train[i], l)).collect();
     // 1. C on validation.
@@ -107,7 +111,7 @@ pub fn logreg_teacher(inp: &LogRegInput<'_>) -> Result<FractionTeacher> {
             best = Some((v, c, m));
         }
     }
-    let (_, c, model) = best.ok_or_else(|| msg_err(SL, "empty C grid".into()))?;
+    let (_, c, model) = best.ok_or_else(|| msg_err(STAGE, "empty C grid".into()))?;
     let logits =
         |m: &BagOfConcepts, set: &[&Sample]| -> Vec<f32> { m.predict(&texts(set)).into_iter().map(logit).collect() };
     let (lv, lte) = (logits(&model, &all(inp.val)), logits(&model, &all(inp.test)));

@@ -67,8 +67,8 @@ pub(crate) fn prepare(cfg: &PipelineConfig, bars: &dyn Bars, stages: &mut Stages
     let (data_dir, data_key, oracle) = data_stage(cfg, stages)?;
     let s = samples_stage(cfg, stages, &data_dir, data_key)?;
     let knowledge_score = knowledge_score(cfg, &s.knowledge);
-    let (tdir, device, teacher_json_hash) = teacher_stage(cfg, bars, stages, &s.train, &s.val, &s.hash)?;
-    let l = labels_stage(cfg, bars, stages, &tdir, device, &s, &teacher_json_hash)?;
+    let (teacher_dir, device, teacher_json_hash) = teacher_stage(cfg, bars, stages, &s.train, &s.val, &s.hash)?;
+    let l = labels_stage(cfg, bars, stages, &teacher_dir, device, &s, &teacher_json_hash)?;
     Ok(Upstream {
         train: s.train,
         val: s.val,
@@ -77,7 +77,7 @@ pub(crate) fn prepare(cfg: &PipelineConfig, bars: &dyn Bars, stages: &mut Stages
         samples_bin: s.bin,
         samples_hash: s.hash,
         samples_dir: s.dir,
-        teacher_dir: tdir,
+        teacher_dir,
         teacher: l.loaded,
         teacher_json_hash,
         device,
@@ -154,23 +154,23 @@ fn samples_stage(
     data_dir: &Option<PathBuf>,
     data_key: String,
 ) -> Result<SamplesStage> {
-    const SS: &str = "samples";
-    let sdir = cfg.out.join("samples");
+    const STAGE: &str = "samples";
+    let samples_dir = cfg.out.join("samples");
     let ingest_cfg = cfg.ingest.to_config();
-    let skey = key_of(&[("data", data_key), ("ingest", super::settings_json(SS, &cfg.ingest)?)]);
-    stages.run(SS, &sdir, &skey, || {
+    let skey = key_of(&[("data", data_key), ("ingest", super::settings_json(STAGE, &cfg.ingest)?)]);
+    stages.run(STAGE, &samples_dir, &skey, || {
         let ing = match (data_dir, &cfg.data.jsonl) {
-            (Some(d), _) => ingest::ingest_mimic(d, &ingest_cfg, &mut |_, _| {}).map_err(stage_err(SS))?,
-            (None, Some(j)) => ingest::ingest_jsonl(j, &ingest_cfg).map_err(stage_err(SS))?,
+            (Some(d), _) => ingest::ingest_mimic(d, &ingest_cfg, &mut |_, _| {}).map_err(stage_err(STAGE))?,
+            (None, Some(j)) => ingest::ingest_jsonl(j, &ingest_cfg).map_err(stage_err(STAGE))?,
             (None, None) => return Err(PipelineError::Config("no data".into())),
         };
-        ingest::write_outputs(&ing, &sdir).map_err(stage_err(SS))?;
+        ingest::write_outputs(&ing, &samples_dir).map_err(stage_err(STAGE))?;
         log(&format!("samples: {} next-visit samples", ing.file.samples.len()));
         Ok(())
     })?;
-    let samples_bin = sdir.join("samples.bin");
-    let sfile = ingest::read_samples(&samples_bin).map_err(stage_err(SS))?;
-    let samples_hash = file_hash(SS, &samples_bin)?;
+    let samples_bin = samples_dir.join("samples.bin");
+    let sfile = ingest::read_samples(&samples_bin).map_err(stage_err(STAGE))?;
+    let samples_hash = file_hash(STAGE, &samples_bin)?;
     let knowledge = sfile.knowledge.clone();
     let (train, val, test) = (
         split_of(&sfile.samples, Split::Train),
@@ -179,12 +179,12 @@ fn samples_stage(
     );
     if train.is_empty() || val.is_empty() || test.is_empty() {
         return Err(msg_err(
-            SS,
+            STAGE,
             format!("need samples in every split (train {}, val {}, test {})", train.len(), val.len(), test.len()),
         ));
     }
     log(&format!("splits: {} train, {} val, {} test", train.len(), val.len(), test.len()));
-    Ok(SamplesStage { dir: sdir, bin: samples_bin, hash: samples_hash, knowledge, train, val, test })
+    Ok(SamplesStage { dir: samples_dir, bin: samples_bin, hash: samples_hash, knowledge, train, val, test })
 }
 
 /// On a synthetic cohort with a knowledge table: its clauses scored against the generator's
@@ -217,13 +217,13 @@ fn teacher_stage(
     val: &[Sample],
     samples_hash: &str,
 ) -> Result<(PathBuf, DeviceSpec, String)> {
-    const ST: &str = "teacher";
-    let tdir = cfg.out.join("teacher");
+    const STAGE: &str = "teacher";
+    let teacher_dir = cfg.out.join("teacher");
     let device: DeviceSpec = cfg.teacher.device.parse().map_err(PipelineError::Config)?;
     let tspec = teacher_config(cfg, device);
     let base_hash = match &tspec.base {
         BaseChoice::Demo(_) => String::new(),
-        BaseChoice::Pretrained(p) if p.is_file() => file_hash(ST, p)?,
+        BaseChoice::Pretrained(p) if p.is_file() => file_hash(STAGE, p)?,
         BaseChoice::Pretrained(p) => p.display().to_string(),
     };
     let tkey = key_of(&[
@@ -232,7 +232,7 @@ fn teacher_stage(
         (
             "teacher",
             super::settings_json(
-                ST,
+                STAGE,
                 &(
                     &cfg.teacher.base,
                     &cfg.teacher.demo,
@@ -245,8 +245,8 @@ fn teacher_stage(
             )?,
         ),
     ]);
-    stages.run(ST, &tdir, &tkey, || {
-        let (_, rep) = train_teacher(train, val, &tspec, &tdir, bars).map_err(stage_err(ST))?;
+    stages.run(STAGE, &teacher_dir, &tkey, || {
+        let (_, rep) = train_teacher(train, val, &tspec, &teacher_dir, bars).map_err(stage_err(STAGE))?;
         log(&format!(
             "teacher: {} fine-tuning steps ({:.1} seq/s), head val macro-F1 {:.3}, macro-AUC {}",
             rep.sft.steps,
@@ -256,8 +256,8 @@ fn teacher_stage(
         ));
         Ok(())
     })?;
-    let teacher_json_hash = file_hash(ST, &tdir.join("teacher.json"))?;
-    Ok((tdir, device, teacher_json_hash))
+    let teacher_json_hash = file_hash(STAGE, &teacher_dir.join("teacher.json"))?;
+    Ok((teacher_dir, device, teacher_json_hash))
 }
 
 /// What stage `labels` (and `labels-oof`) gave: `labels/`, the loaded teacher, the evidence of
@@ -272,20 +272,20 @@ struct LabelsStage {
 }
 
 /// Stage 4: soft labels + evidence for train (distillation) and test (teacher evaluation) from
-/// the teacher in `tdir`, with the seconds each took in `labels/timing.json`; then, when
+/// the teacher in `teacher_dir`, with the seconds each took in `labels/timing.json`; then, when
 /// `teacher.oof_folds > 0`, the out-of-fold soft labels of the training rows.
 fn labels_stage(
     cfg: &PipelineConfig,
     bars: &dyn Bars,
     stages: &mut Stages,
-    tdir: &Path,
+    teacher_dir: &Path,
     device: DeviceSpec,
     s: &SamplesStage,
     teacher_json_hash: &str,
 ) -> Result<LabelsStage> {
-    const SL: &str = "labels";
+    const STAGE: &str = "labels";
     let (train, val, test) = (&s.train, &s.val, &s.test);
-    let ldir = cfg.out.join("labels");
+    let labels_dir = cfg.out.join("labels");
     let lcfg = LabelConfig {
         temperature: cfg.teacher.temperature,
         last_k_layers: cfg.teacher.last_k_layers,
@@ -298,13 +298,13 @@ fn labels_stage(
         ("samples", s.hash.clone()),
         ("label", format!("{} {} {}", lcfg.temperature, lcfg.last_k_layers, lcfg.batch_size)),
     ]);
-    let loaded = teacher::load_teacher(tdir, None, device).map_err(stage_err(SL))?;
-    stages.run(SL, &ldir, &lkey, || {
+    let loaded = teacher::load_teacher(teacher_dir, None, device).map_err(stage_err(STAGE))?;
+    stages.run(STAGE, &labels_dir, &lkey, || {
         let mut label_secs = [0f64; 2];
         for (k, (name, set)) in [("train", train), ("test", test)].into_iter().enumerate() {
-            let p = ldir.join(format!("evidence-{name}.bin"));
+            let p = labels_dir.join(format!("evidence-{name}.bin"));
             let bar = bars.bar(&format!("teacher labels ({name})"));
-            let o = label::label(&loaded, set, &lcfg, &p, &bar).map_err(stage_err(SL))?;
+            let o = label::label(&loaded, set, &lcfg, &p, &bar).map_err(stage_err(STAGE))?;
             bar.finish_and_clear();
             label_secs[k] = o.seconds;
             log(&format!(
@@ -315,20 +315,20 @@ fn labels_stage(
                 o.truncated
             ));
         }
-        crate::io::write_atomic(&ldir.join("timing.json"), crate::io::pretty_json(&label_secs).as_bytes())
-            .map_err(stage_err(SL))
+        crate::io::write_atomic(&labels_dir.join("timing.json"), crate::io::pretty_json(&label_secs).as_bytes())
+            .map_err(stage_err(STAGE))
     })?;
-    let mut ev_train = label::read_evidence(&ldir.join("evidence-train.bin")).map_err(stage_err(SL))?;
-    let ev_test = label::read_evidence(&ldir.join("evidence-test.bin")).map_err(stage_err(SL))?;
-    let mut ev_hash = file_hash(SL, &ldir.join("evidence-train.bin"))?;
+    let mut ev_train = label::read_evidence(&labels_dir.join("evidence-train.bin")).map_err(stage_err(STAGE))?;
+    let ev_test = label::read_evidence(&labels_dir.join("evidence-test.bin")).map_err(stage_err(STAGE))?;
+    let mut ev_hash = file_hash(STAGE, &labels_dir.join("evidence-train.bin"))?;
     if cfg.teacher.oof_folds > 0 {
-        let odir = cfg.out.join("labels-oof");
-        let opath = odir.join("evidence-train.bin");
+        let oof_dir = cfg.out.join("labels-oof");
+        let opath = oof_dir.join("evidence-train.bin");
         out_of_fold(cfg, &loaded, train, val, &mut ev_train, &ev_hash, bars, stages)?;
         ev_train = label::read_evidence(&opath).map_err(stage_err("labels-oof"))?;
         ev_hash = file_hash("labels-oof", &opath)?;
     }
-    Ok(LabelsStage { dir: ldir, loaded, ev_train, ev_train_hash: ev_hash, ev_test })
+    Ok(LabelsStage { dir: labels_dir, loaded, ev_train, ev_train_hash: ev_hash, ev_test })
 }
 
 /// The teacher library's settings from `[teacher]` (`ckd teacher train` builds the same).
@@ -363,8 +363,8 @@ fn out_of_fold(
     bars: &dyn Bars,
     stages: &mut Stages,
 ) -> Result<()> {
-    const SO: &str = "labels-oof";
-    let odir = cfg.out.join(SO);
+    const STAGE: &str = "labels-oof";
+    let oof_dir = cfg.out.join(STAGE);
     let okey = key_of(&[
         ("evidence", ev_hash.to_string()),
         (
@@ -375,13 +375,13 @@ fn out_of_fold(
             ),
         ),
     ]);
-    stages.run(SO, &odir, &okey, || {
+    stages.run(STAGE, &oof_dir, &okey, || {
         let h = loaded.model.config().hidden_size;
         let mut feats = Vec::new();
         for (name, set) in [("train", train), ("val", val)] {
             let bar = bars.bar(&format!("teacher features ({name})"));
             let f = teacher::head::features(&loaded.model, &loaded.prompts, set, cfg.teacher.batch_size, &bar)
-                .map_err(stage_err(SO))?;
+                .map_err(stage_err(STAGE))?;
             bar.finish_and_clear();
             feats.push(f);
         }
@@ -400,17 +400,17 @@ fn out_of_fold(
             cfg.student.seed,
             cfg.teacher.temperature,
         )
-        .map_err(stage_err(SO))?;
+        .map_err(stage_err(STAGE))?;
         let by_id: std::collections::HashMap<&str, usize> =
             train.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
         for r in &mut ev_train.records {
-            let i = *by_id.get(r.id.as_str()).ok_or_else(|| msg_err(SO, format!("no training sample {}", r.id)))?;
+            let i = *by_id.get(r.id.as_str()).ok_or_else(|| msg_err(STAGE, format!("no training sample {}", r.id)))?;
             r.probs = probs[i * NUM_LABELS..(i + 1) * NUM_LABELS].to_vec();
         }
         ev_train.teacher.model = format!("{} [{}]", ev_train.teacher.model, proto.describe());
-        label::write_evidence(&odir.join("evidence-train.bin"), ev_train).map_err(stage_err(SO))?;
-        crate::io::write_atomic(&odir.join("protocol.json"), crate::io::pretty_json(&proto).as_bytes())
-            .map_err(stage_err(SO))?;
+        label::write_evidence(&oof_dir.join("evidence-train.bin"), ev_train).map_err(stage_err(STAGE))?;
+        crate::io::write_atomic(&oof_dir.join("protocol.json"), crate::io::pretty_json(&proto).as_bytes())
+            .map_err(stage_err(STAGE))?;
         log(&format!("labels-oof: {} heads, rows per fold {:?}", proto.folds, proto.rows_per_fold));
         Ok(())
     })?;

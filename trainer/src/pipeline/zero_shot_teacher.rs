@@ -22,7 +22,8 @@ use crate::teacher::semi::SemiProtocol;
 
 type Result<T, E = PipelineError> = std::result::Result<T, E>;
 
-const SZ: &str = "bench-zero-shot";
+/// Stage name in errors.
+const STAGE: &str = "bench-zero-shot";
 
 /// The probability files of the three splits (`[bench] zero_shot`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,24 +52,24 @@ pub fn read_splits(files: &ZeroShotFiles, up: &Upstream) -> Result<([Vec<f32>; 3
     for (name, path, set) in
         [("train", &files.train, &up.train), ("val", &files.val, &up.val), ("test", &files.test, &up.test)]
     {
-        let bytes = crate::io::read_regular(path).map_err(|e| msg_err(SZ, format!("{}: {e}", path.display())))?;
+        let bytes = crate::io::read_regular(path).map_err(|e| msg_err(STAGE, format!("{}: {e}", path.display())))?;
         h.update(&bytes);
         out.push(split_probs(&bytes, path, name, set)?);
     }
-    let splits: [Vec<f32>; 3] = out.try_into().map_err(|_| msg_err(SZ, "three splits expected".into()))?;
+    let splits: [Vec<f32>; 3] = out.try_into().map_err(|_| msg_err(STAGE, "three splits expected".into()))?;
     Ok((splits, ckd_core::format::hex(&h.finalize())))
 }
 
 /// `[N * 25]` in `set`'s order from the JSON lines in `bytes` (the file `path` of split `name`).
 fn split_probs(bytes: &[u8], path: &Path, name: &str, set: &[Sample]) -> Result<Vec<f32>> {
-    let text = std::str::from_utf8(bytes).map_err(|e| msg_err(SZ, format!("{}: not UTF-8: {e}", path.display())))?;
-    let t = SoftTargets::from_jsonl(text, path).map_err(|e| msg_err(SZ, e.to_string()))?;
+    let text = std::str::from_utf8(bytes).map_err(|e| msg_err(STAGE, format!("{}: not UTF-8: {e}", path.display())))?;
+    let t = SoftTargets::from_jsonl(text, path).map_err(|e| msg_err(STAGE, e.to_string()))?;
     let probs: &HashMap<String, Vec<f32>> = &t.probs;
     let mut out = Vec::with_capacity(set.len() * NUM_LABELS);
     for s in set {
         let p = probs.get(&s.id).ok_or_else(|| {
             msg_err(
-                SZ,
+                STAGE,
                 format!(
                     "{}: no probabilities for {name} sample {} (score the {name} split with `ckd teacher zero-shot --split {name}`)",
                     path.display(),
@@ -81,7 +82,7 @@ fn split_probs(bytes: &[u8], path: &Path, name: &str, set: &[Sample]) -> Result<
     let ours: HashSet<&str> = set.iter().map(|s| s.id.as_str()).collect();
     if let Some(extra) = probs.keys().find(|id| !ours.contains(id.as_str())) {
         return Err(msg_err(
-            SZ,
+            STAGE,
             format!(
                 "{}: sample {extra} is not in the {name} split (scores of another cohort or split?)",
                 path.display()

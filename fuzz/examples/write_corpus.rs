@@ -1,8 +1,8 @@
 //! Writes the committed corpus (run by hand when the formats change):
-//! `cargo test -p ckd-fuzz --test seeds -- --ignored` (both writers), or one of them by name
-//! (`write_seed_corpus`, `write_ingest_corpus`).
+//! `cargo run -p ckd-fuzz --example write_corpus` (both writers), or one of them by name
+//! (`-- wire-bundle`, `-- ingest`).
 //!
-//! wire: valid request and response frames, a stream of several frames, and one of each
+//! wire-bundle: the wire, manifest and bundle targets' corpora. wire: valid request and response frames, a stream of several frames, and one of each
 //! malformed kind; manifest and bundle: the files of a tiny bundle made as `ckd export` does.
 //! mimic-csv and jsonl: a few KB each, cut from the real MIMIC-III demo tables
 //! (`/work/shared/data/mimic-iii-demo`, or `CKD_MIMIC_DEMO`) and the JSONL fixtures of
@@ -32,8 +32,32 @@ fn request(id: u32, v: &VisitSummary) -> Vec<u8> {
     out
 }
 
-#[test]
-#[ignore = "writes the committed corpus"]
+/// The writers, by subcommand name.
+const WRITERS: [(&str, fn()); 2] = [("wire-bundle", write_seed_corpus), ("ingest", write_ingest_corpus)];
+
+fn main() -> std::process::ExitCode {
+    let names: Vec<String> = std::env::args().skip(1).collect();
+    let mut chosen = Vec::new();
+    for n in &names {
+        match WRITERS.iter().find(|(w, _)| w == n) {
+            Some(&(_, writer)) => chosen.push(writer),
+            None => {
+                let all: Vec<&str> = WRITERS.iter().map(|(w, _)| *w).collect();
+                eprintln!("usage: write_corpus [{}]... (none: all)", all.join("|"));
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
+    if chosen.is_empty() {
+        chosen = WRITERS.iter().map(|&(_, w)| w).collect();
+    }
+    for writer in chosen {
+        writer();
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+/// The wire, manifest and bundle targets' corpora.
 fn write_seed_corpus() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let w = root.join("wire");
@@ -176,8 +200,7 @@ fn edit(tables: &mut [String], t: usize, line: usize, from: &str, to: &str) {
     tables[t] = lines.concat();
 }
 
-#[test]
-#[ignore = "writes the committed corpus"]
+/// The mimic-csv and jsonl targets' corpora.
 fn write_ingest_corpus() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

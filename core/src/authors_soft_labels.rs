@@ -5,7 +5,7 @@
 //!
 //! Reading ([`parse`]) is strict: every object names each of the 25 labels exactly once, in any
 //! spelling of [`crate::labels::Phenotype`], with a number in `[0, 1]`; anything else is a
-//! [`HandsError`] naming the object's 0-based index (its position in the array, which is the
+//! [`AuthorsSoftLabelError`] naming the object's 0-based index (its position in the array, which is the
 //! position of its JSONL record) and the key. Writing ([`render`]) uses the authors' spellings in
 //! label order, Python `json.dumps` separators (`", "`, `": "`), one object per line.
 //!
@@ -27,7 +27,7 @@ pub type Row = [f32; NUM_LABELS];
 /// What is wrong with a soft-label file. `index` is the 0-based position of the object in the
 /// array (= the position of its record in the JSONL file).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum HandsError {
+pub enum AuthorsSoftLabelError {
     /// Not a JSON array of objects (serde_json's message carries line and column).
     #[error("not a JSON array of objects (one per JSONL record): {msg}")]
     Json {
@@ -74,15 +74,15 @@ pub enum HandsError {
     },
 }
 
-impl HandsError {
+impl AuthorsSoftLabelError {
     /// The 0-based index of the object the error is about (`None` for a malformed file).
     pub fn index(&self) -> Option<usize> {
         match self {
-            HandsError::Json { .. } => None,
-            HandsError::UnknownName { index, .. }
-            | HandsError::Duplicate { index, .. }
-            | HandsError::Missing { index, .. }
-            | HandsError::NotProbability { index, .. } => Some(*index),
+            AuthorsSoftLabelError::Json { .. } => None,
+            AuthorsSoftLabelError::UnknownName { index, .. }
+            | AuthorsSoftLabelError::Duplicate { index, .. }
+            | AuthorsSoftLabelError::Missing { index, .. }
+            | AuthorsSoftLabelError::NotProbability { index, .. } => Some(*index),
         }
     }
 }
@@ -112,30 +112,30 @@ impl<'de> Deserialize<'de> for Entries {
 
 /// Parses a soft-label file: one [`Row`] per object, in array order. A UTF-8 byte-order mark
 /// at the start is skipped.
-pub fn parse(text: &str) -> Result<Vec<Row>, HandsError> {
+pub fn parse(text: &str) -> Result<Vec<Row>, AuthorsSoftLabelError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let objects: Vec<Entries> = serde_json::from_str(text).map_err(|e| HandsError::Json { msg: format!("{e}") })?;
+    let objects: Vec<Entries> =
+        serde_json::from_str(text).map_err(|e| AuthorsSoftLabelError::Json { msg: format!("{e}") })?;
     objects.into_iter().enumerate().map(|(index, o)| row(index, o)).collect()
 }
 
-fn row(index: usize, o: Entries) -> Result<Row, HandsError> {
+fn row(index: usize, o: Entries) -> Result<Row, AuthorsSoftLabelError> {
     let mut probs = [0f32; NUM_LABELS];
     let mut key_of: [Option<String>; NUM_LABELS] = Default::default();
     for (key, value) in o.0 {
-        let l = LabelSpace.parse(&key).map_err(|_| HandsError::UnknownName { index, key: key.clone() })? as usize;
-        let p = value.as_f64().filter(|p| (0.0..=1.0).contains(p)).ok_or_else(|| HandsError::NotProbability {
-            index,
-            key: key.clone(),
-            value: value.to_string(),
+        let l = LabelSpace.parse(&key).map_err(|_| AuthorsSoftLabelError::UnknownName { index, key: key.clone() })?
+            as usize;
+        let p = value.as_f64().filter(|p| (0.0..=1.0).contains(p)).ok_or_else(|| {
+            AuthorsSoftLabelError::NotProbability { index, key: key.clone(), value: value.to_string() }
         })?;
         if let Some(first) = key_of[l].take() {
-            return Err(HandsError::Duplicate { index, first, second: key, name: PHENOTYPES[l].name });
+            return Err(AuthorsSoftLabelError::Duplicate { index, first, second: key, name: PHENOTYPES[l].name });
         }
         probs[l] = p as f32;
         key_of[l] = Some(key);
     }
     if let Some(l) = key_of.iter().position(Option::is_none) {
-        return Err(HandsError::Missing { index, name: PHENOTYPES[l].authors });
+        return Err(AuthorsSoftLabelError::Missing { index, name: PHENOTYPES[l].authors });
     }
     Ok(probs)
 }
@@ -143,13 +143,17 @@ fn row(index: usize, o: Entries) -> Result<Row, HandsError> {
 /// Renders rows as a soft-label file (`[` and `]` on their own lines, one object per line,
 /// keys = the authors' spellings in label order). A value outside `[0, 1]` (or NaN) is refused,
 /// so that what is written can be read back.
-pub fn render<'a>(rows: impl IntoIterator<Item = &'a Row>) -> Result<String, HandsError> {
+pub fn render<'a>(rows: impl IntoIterator<Item = &'a Row>) -> Result<String, AuthorsSoftLabelError> {
     let mut s = String::from("[");
     for (index, r) in rows.into_iter().enumerate() {
         s.push_str(if index == 0 { "\n{" } else { ",\n{" });
         for (l, (&p, ph)) in r.iter().zip(PHENOTYPES.iter()).enumerate() {
             if !(0.0..=1.0).contains(&p) {
-                return Err(HandsError::NotProbability { index, key: ph.authors.into(), value: format!("{p}") });
+                return Err(AuthorsSoftLabelError::NotProbability {
+                    index,
+                    key: ph.authors.into(),
+                    value: format!("{p}"),
+                });
             }
             if l > 0 {
                 s.push_str(", ");
@@ -223,20 +227,26 @@ mod tests {
     fn errors_name_the_object_and_key() {
         let ok = authors_object(&["0.5"; NUM_LABELS]);
         let missing = ok.replace("\"Shock\": 0.5", "").replace(", }", "}");
-        assert_eq!(parse(&format!("[{ok}, {missing}]")), Err(HandsError::Missing { index: 1, name: "Shock" }));
+        assert_eq!(
+            parse(&format!("[{ok}, {missing}]")),
+            Err(AuthorsSoftLabelError::Missing { index: 1, name: "Shock" })
+        );
         assert_eq!(parse(&format!("[{ok}, {missing}]")).unwrap_err().index(), Some(1));
         assert_eq!(parse("[").unwrap_err().index(), None);
         let unknown = ok.replace("\"Shock\"", "\"Gout\"");
-        assert_eq!(parse(&format!("[{unknown}]")), Err(HandsError::UnknownName { index: 0, key: "Gout".into() }));
+        assert_eq!(
+            parse(&format!("[{unknown}]")),
+            Err(AuthorsSoftLabelError::UnknownName { index: 0, key: "Gout".into() })
+        );
         let twice = ok.replace("\"Shock\": 0.5", "\"Shock\": 0.5, \"Shock\": 0.25");
         assert!(matches!(
             parse(&format!("[{ok}, {ok}, {twice}]")),
-            Err(HandsError::Duplicate { index: 2, name: "Shock", .. })
+            Err(AuthorsSoftLabelError::Duplicate { index: 2, name: "Shock", .. })
         ));
         let two_spellings = ok.replace("\"Shock\": 0.5", "\"Septicemia\": 0.5");
         assert_eq!(
             parse(&format!("[{two_spellings}]")),
-            Err(HandsError::Duplicate {
+            Err(AuthorsSoftLabelError::Duplicate {
                 index: 0,
                 first: "Septicemia (except in labor)".into(),
                 second: "Septicemia".into(),
@@ -247,15 +257,15 @@ mod tests {
             let o = ok.replace("\"Shock\": 0.5", &format!("\"Shock\": {bad}"));
             assert_eq!(
                 parse(&format!("[{o}]")),
-                Err(HandsError::NotProbability { index: 0, key: "Shock".into(), value: shown.into() }),
+                Err(AuthorsSoftLabelError::NotProbability { index: 0, key: "Shock".into(), value: shown.into() }),
                 "{bad}"
             );
         }
         for bad in ["", "{}", "[1]", "[{\"Shock\": NaN}]", "[{}"] {
-            assert!(matches!(parse(bad), Err(HandsError::Json { .. })), "{bad:?}");
+            assert!(matches!(parse(bad), Err(AuthorsSoftLabelError::Json { .. })), "{bad:?}");
         }
         let mut r = [0.5f32; NUM_LABELS];
         r[3] = f32::NAN;
-        assert!(matches!(render([&r]), Err(HandsError::NotProbability { index: 0, .. })));
+        assert!(matches!(render([&r]), Err(AuthorsSoftLabelError::NotProbability { index: 0, .. })));
     }
 }
