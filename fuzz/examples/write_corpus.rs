@@ -76,9 +76,18 @@ fn write_seed_corpus() {
         truncated: true,
         tokens: 48,
     };
+    let mut explain = vec![0u8; wire::MAX_REQUEST_FRAME + 1];
+    let n = wire::encode_request(&Request { id: 7, visit: summaries[0].clone(), explain: true }, &mut explain).unwrap();
+    write(&w, "request-explain", &explain[..n]);
+    let concept = |list, index, effect| wire::WireConcept { list, index, effect };
+    let evidence = wire::WireEvidence {
+        label: 3,
+        concepts: [concept(0, 1, 9000), concept(1, 0, -120), concept(3, 0, 15)].into_iter().collect(),
+    };
     for (name, reply) in [
-        ("response-prediction", Reply::Prediction(pred)),
+        ("response-prediction", Reply::Prediction(pred.clone())),
         ("response-error", Reply::Error { code: ErrorCode::InvalidItem, detail: 258 }),
+        ("response-explained", Reply::Explained { prediction: pred, evidence }),
     ] {
         let mut out = vec![0u8; wire::MAX_RESPONSE_FRAME + 1];
         let n = wire::encode_response(&Response { id: 5, reply }, &mut out).unwrap();
