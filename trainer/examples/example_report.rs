@@ -5,8 +5,11 @@
 //! `cargo run -p ckd-trainer --example example_report -- DIR`
 
 use ckd_core::labels::{LabelSet, NUM_LABELS};
+use ckd_trainer::attention_evidence::AttentionQuality;
+use ckd_trainer::explain_truth::ExplainTruth;
 use ckd_trainer::report::{
-    summary_table, write, CostRow, Curve, CurvePoint, Explanation, ModelResult, PointKind, ReportInput, Role,
+    summary_table, write, CostRow, Curve, CurvePoint, Explanation, ExplanationScores, ModelResult, PointKind,
+    ReportInput, Role,
 };
 
 #[path = "../src/report/tests/fixture.rs"]

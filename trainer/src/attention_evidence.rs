@@ -24,7 +24,7 @@ use candle_core::{Device, Tensor};
 use ckd_core::bootstrap::{interval, Groups, Interval};
 use ckd_core::evidence::{aggregate, unit_spans, EvidenceFile, Granularity};
 use ckd_core::visit::Sample;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::explain_truth::{argmax, Explained};
 use crate::stats::kendall_tau_b;
@@ -75,9 +75,40 @@ pub fn concept_evidence(student: &Student, samples: &[Sample], last_k: usize) ->
     Ok(out)
 }
 
+/// One sample's visit shaded by each kind of evidence given: the teacher's (its record in
+/// `teacher`), the student's attention `student` (last `last_k` layers), and the occlusion
+/// effects on its top phenotype (its record in `explained`; effects below 0 not shaded), as an
+/// SVG ([`crate::report::evidence_svg`]). `None` when the text is not in the CKD-EHR layout.
+pub fn evidence_figure(
+    sample: &Sample,
+    student: &[f32],
+    last_k: usize,
+    teacher: Option<&EvidenceFile>,
+    explained: Option<&[Explained]>,
+) -> Option<String> {
+    use crate::report::{evidence_svg, EvidencePanel};
+    let rendered = sample.rendered()?;
+    let teacher_w = teacher.and_then(|t| t.records.iter().find(|r| r.id == sample.id)).map(|r| r.concepts.clone());
+    let occlusion = explained.and_then(|e| e.iter().find(|e| e.id == sample.id)).map(|e| {
+        let top = argmax(e.probs.iter().map(|&p| f64::from(p))).unwrap_or(0);
+        let w: Vec<f32> = e.concepts.iter().map(|c| c.effect[top].max(0.0)).collect();
+        (format!("occlusion: how much leaving each concept out lowers P({})", ckd_core::PHENOTYPES[top].name), w)
+    });
+    let student_title = format!("student: [CLS] attention, last {last_k} layers");
+    let mut panels = Vec::new();
+    if let Some(w) = &teacher_w {
+        panels.push(EvidencePanel { title: "teacher: attention evidence", weights: w });
+    }
+    panels.push(EvidencePanel { title: &student_title, weights: student });
+    if let Some((title, w)) = &occlusion {
+        panels.push(EvidencePanel { title, weights: w });
+    }
+    Some(evidence_svg(&rendered, &panels))
+}
+
 /// The scores of [`score`] (see the module docs); `None` where the input was not given or the
 /// statistic is undefined on every sample.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttentionQuality {
     /// Samples scored.
     pub samples: usize,

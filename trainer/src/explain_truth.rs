@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use ckd_core::bootstrap::{interval, Groups, Interval};
 use ckd_core::visit::{Field, Rendered, Sample, Visit};
 use ckd_core::{LabelSet, NUM_LABELS, PHENOTYPES};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::stats::{kendall_tau_b, median};
@@ -47,6 +47,14 @@ pub enum ExplainTruthError {
         /// 1-based line.
         line: usize,
         /// What is wrong.
+        msg: String,
+    },
+    /// The `ckd-edge` binary could not be run, or failed.
+    #[error("{bin}: {msg}")]
+    Run {
+        /// The binary.
+        bin: PathBuf,
+        /// What happened (its exit status and last error line).
         msg: String,
     },
     /// A sample has no explanation, or an explanation no sample.
@@ -136,6 +144,46 @@ fn parse_record(v: &Value) -> std::result::Result<Explained, String> {
     Ok(Explained { id: str_field("id")?, text: str_field("text")?, probs, positive, concepts })
 }
 
+/// Explains `samples` (their visits, ids kept) with `ckd-edge explain` (the binary `bin`) on
+/// `bundle`; returns the records, their JSONL as written, and the wall seconds of the run
+/// (bundle opening included).
+pub fn edge_explanations(bin: &Path, bundle: &Path, samples: &[Sample]) -> Result<(Vec<Explained>, String, f64)> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let run_err = |msg: String| ExplainTruthError::Run { bin: bin.to_path_buf(), msg };
+    let mut visits = Vec::new();
+    for s in samples {
+        let mut v = serde_json::to_value(&s.visit).map_err(|e| run_err(e.to_string()))?;
+        v["id"] = serde_json::json!(s.id);
+        visits.extend(v.to_string().into_bytes());
+        visits.push(b'\n');
+    }
+    let t = std::time::Instant::now();
+    let mut child = Command::new(bin)
+        .args(["explain", "--top", "1", "--input", "-", "--bundle"])
+        .arg(bundle)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| run_err(e.to_string()))?;
+    let mut stdin = child.stdin.take().ok_or_else(|| run_err("no stdin".into()))?;
+    // Written from another thread: the child's output is read meanwhile, so no pipe fills.
+    let writer = std::thread::spawn(move || stdin.write_all(&visits));
+    let out = child.wait_with_output().map_err(|e| run_err(e.to_string()))?;
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(run_err(format!("explain failed ({}): {}", out.status, err.trim())));
+    }
+    writer
+        .join()
+        .map_err(|_| run_err("the thread writing the visits panicked".into()))?
+        .map_err(|e| run_err(e.to_string()))?;
+    let text = String::from_utf8(out.stdout).map_err(|_| run_err("explain wrote non-UTF-8".into()))?;
+    Ok((parse_explanations(&text, &bin.join("explain"))?, text, secs))
+}
+
 /// The oracle's logits for a visit's facts.
 fn oracle_logits(visit: &Visit) -> [f64; NUM_LABELS] {
     let drugs: Vec<&str> = visit.medications.iter().map(String::as_str).collect();
@@ -174,7 +222,7 @@ struct Pair {
 }
 
 /// The scores of [`score`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExplainTruth {
     /// Samples explained.
     pub samples: usize,

@@ -43,10 +43,26 @@ fn report_models(dir: &Path) -> Vec<String> {
     j["models"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap().to_string()).collect()
 }
 
+/// The workspace's `ckd-edge` binary (`target/debug/ckd-edge`, built by `cargo test
+/// --workspace --all-targets` before any test runs): the report's bundles and explanations go
+/// through it. Missing: a failure under CI, else `None` (the report then runs tract inside the
+/// trainer and has no explanation scores).
+fn edge_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join(format!("ckd-edge{}", std::env::consts::EXE_SUFFIX));
+    if bin.is_file() {
+        return Some(bin);
+    }
+    assert!(std::env::var_os("CI").is_none(), "{} is missing (build the workspace first)", bin.display());
+    eprintln!("NOT RUN: the explanation scores ({} is missing)", bin.display());
+    None
+}
+
 #[test]
 fn pipeline_runs_resumes_and_reruns_only_what_changed() {
     let d = tempfile::tempdir().unwrap();
-    let cfg = tiny(d.path());
+    let mut cfg = tiny(d.path());
+    cfg.edge.bin = edge_binary();
     assert_eq!(cfg.out, d.path().join("run"));
     assert_eq!(cfg.data.synth, Some(SynthSpec { patients: 700, seed: 3 }));
     let o = ckd_trainer::pipeline::run(&cfg, &Hidden).unwrap();
@@ -62,6 +78,18 @@ fn pipeline_runs_resumes_and_reruns_only_what_changed() {
     assert!(j["comparisons"].as_array().unwrap().iter().any(|c| c["model"] == "student (distilled, f32)"));
     assert!(cfg.out.join("report.html").is_file());
     assert!(o.summary.contains("teacher"), "{}", o.summary);
+    // Explanations of the int8 bundle through ckd-edge, scored against the generator's oracle,
+    // and the student's attention against the teacher's evidence and occlusion.
+    if cfg.edge.bin.is_some() {
+        let x = &j["explanation_scores"];
+        assert!(x["truth"]["top_is_driver"]["estimate"].is_number(), "{x}");
+        assert!(x["truth"]["random_is_driver"]["estimate"].as_f64().unwrap() < 1.0);
+        assert!(x["attention"]["teacher_agreement"]["estimate"].is_number(), "{x}");
+        assert!(x["attention"]["deletion_share"]["estimate"].is_number(), "{x}");
+        assert!(x["figure_svg"].as_str().unwrap().starts_with("<svg"));
+        let html = std::fs::read_to_string(cfg.out.join("report.html")).unwrap();
+        assert!(html.contains("How good the explanations are"));
+    }
 
     // Nothing changed: every stage is skipped.
     let o2 = ckd_trainer::pipeline::run(&cfg, &Hidden).unwrap();

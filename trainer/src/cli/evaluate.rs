@@ -1,7 +1,6 @@
 //! Commands that judge models or run everything: `ckd eval`, `ckd demo`, `ckd pipeline`,
 //! `ckd bench`.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -166,46 +165,22 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
 /// `ckd explain-truth`: the split's visits through `ckd-edge explain`, scored against the
 /// synthetic generator's oracle (`ckd_trainer::explain_truth`).
 pub fn explain_truth(a: &ExplainTruthArgs) -> Result<()> {
-    use ckd_trainer::explain_truth::{parse_explanations, score};
+    use ckd_trainer::explain_truth::{edge_explanations, score};
     let (samples, _, _) = load_samples(&a.data, a.split.split())?;
     anyhow::ensure!(!samples.is_empty(), "{}: no sample in the {} split", a.data.display(), a.split.split().name());
     let bin =
         a.edge_bin.clone().or_else(pipeline::edge_binary_beside_exe).context(
             "no ckd-edge binary next to ckd: build it (cargo build --release -p ckd-edge-c) or pass --edge-bin",
         )?;
-    let mut visits = Vec::new();
-    for s in &samples {
-        let mut v = serde_json::to_value(&s.visit)?;
-        v["id"] = serde_json::json!(s.id);
-        writeln!(visits, "{v}")?;
-    }
     print::note(format_args!(
         "explaining {} visits with {} (one prediction per concept) ...",
         samples.len(),
         bin.display()
     ));
-    let t = std::time::Instant::now();
-    let mut child = std::process::Command::new(&bin)
-        .args(["explain", "--top", "1", "--input", "-", "--bundle"])
-        .arg(&a.bundle)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("running {}", bin.display()))?;
-    let mut stdin = child.stdin.take().context("ckd-edge's stdin")?;
-    // Written from another thread: the child's stdout is read meanwhile, so neither pipe fills.
-    let writer = std::thread::spawn(move || stdin.write_all(&visits));
-    let out = child.wait_with_output().with_context(|| format!("running {}", bin.display()))?;
-    let written = writer.join().map_err(|_| anyhow::anyhow!("the thread writing the visits panicked"))?;
-    anyhow::ensure!(out.status.success(), "{} explain failed ({})", bin.display(), out.status);
-    written.context("writing the visits to ckd-edge")?;
-    let secs = t.elapsed().as_secs_f64();
-    let text = String::from_utf8(out.stdout).context("ckd-edge explain wrote non-UTF-8")?;
+    let (explained, text, secs) = edge_explanations(&bin, &a.bundle, &samples)?;
     if let Some(p) = &a.keep_explanations {
         io::write_atomic(p, text.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
     }
-    let explained = parse_explanations(&text, Path::new("ckd-edge explain output"))?;
     let s = score(&samples, &explained, a.resamples, 2026)?;
     let ci = |i: &ckd_core::bootstrap::Interval| format!("{:.3} [{:.3}, {:.3}]", i.estimate, i.lo, i.hi);
     let lines = [
@@ -276,9 +251,8 @@ pub fn explain_attention(a: &ExplainAttentionArgs) -> Result<()> {
     Ok(())
 }
 
-/// The `--figure` of `ckd explain-attention`: one sample's visit shaded by the teacher's
-/// evidence, the student's attention and the occlusion effects on its top phenotype (the
-/// kinds given).
+/// The `--figure` of `ckd explain-attention` (`attention_evidence::evidence_figure`) for the
+/// sample `--figure-id` (default: the first).
 fn evidence_figure(
     a: &ExplainAttentionArgs,
     samples: &[ckd_core::visit::Sample],
@@ -293,21 +267,6 @@ fn evidence_figure(
         None => 0,
     };
     let s = &samples[i];
-    let rendered = s.rendered().with_context(|| format!("sample {}: text not in the CKD-EHR layout", s.id))?;
-    let teacher_w = teacher.and_then(|t| t.records.iter().find(|r| r.id == s.id)).map(|r| r.concepts.clone());
-    let occlusion = explained.and_then(|e| e.iter().find(|e| e.id == s.id)).map(|e| {
-        let top = ckd_trainer::explain_truth::argmax(e.probs.iter().map(|&p| f64::from(p))).unwrap_or(0);
-        let w: Vec<f32> = e.concepts.iter().map(|c| c.effect[top].max(0.0)).collect();
-        (format!("occlusion: how much leaving each concept out lowers P({})", ckd_core::PHENOTYPES[top].name), w)
-    });
-    let student_title = format!("student: [CLS] attention, last {} layers", a.last_k_layers);
-    let mut panels = Vec::new();
-    if let Some(w) = &teacher_w {
-        panels.push(report::EvidencePanel { title: "teacher: attention evidence", weights: w });
-    }
-    panels.push(report::EvidencePanel { title: &student_title, weights: &att[i] });
-    if let Some((title, w)) = &occlusion {
-        panels.push(report::EvidencePanel { title, weights: w });
-    }
-    Ok(report::evidence_svg(&rendered, &panels))
+    ckd_trainer::attention_evidence::evidence_figure(s, &att[i], a.last_k_layers, teacher, explained)
+        .with_context(|| format!("sample {}: text not in the CKD-EHR layout", s.id))
 }

@@ -5,6 +5,8 @@
 //!
 //! The profile times every node's evaluation through `SimpleState::run_plan_with_eval`, the
 //! hook tract's own `--profile` uses, so it measures the same optimized plan `run` executes.
+//! `ckd-edge` has the same timing for its own plans (`Engine::profile_text`); this copy exists
+//! because the trainer does not depend on `ckd-edge` and `ckd-core` has no tract.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -13,11 +13,23 @@ use crate::export::tract_run::TractModel;
 use crate::stats::median;
 use crate::text::TextEncoder;
 
-/// Bytes of the files directly in `p`.
-pub(crate) fn dir_size(p: &Path) -> u64 {
-    std::fs::read_dir(p)
-        .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
-        .unwrap_or(0)
+/// Bytes of the file `p` for the cost table; a file that cannot be read is an error naming it
+/// (a size of 0 in the report would be a wrong answer).
+pub(crate) fn file_size(p: &Path) -> Result<u64> {
+    std::fs::metadata(p).map(|m| m.len()).map_err(|e| msg_err("report", format!("{}: {e}", p.display())))
+}
+
+/// Bytes of the files directly in `p` (errors as [`file_size`]).
+pub(crate) fn dir_size(p: &Path) -> Result<u64> {
+    let err = |e: std::io::Error| msg_err("report", format!("{}: {e}", p.display()));
+    let mut total = 0;
+    for entry in std::fs::read_dir(p).map_err(err)? {
+        let m = entry.map_err(err)?.metadata().map_err(err)?;
+        if m.is_file() {
+            total += m.len();
+        }
+    }
+    Ok(total)
 }
 
 /// A short description of this machine's CPU for the cost table.

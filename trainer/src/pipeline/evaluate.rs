@@ -8,7 +8,7 @@ use std::time::Instant;
 use ckd_core::visit::Sample;
 use ckd_core::{LabelSet, NUM_LABELS};
 
-use super::edge_eval::{cpu_name, dir_size, edge_eval, trainer_tract_eval};
+use super::edge_eval::{cpu_name, dir_size, edge_eval, file_size, trainer_tract_eval};
 use super::students::StudentRun;
 use super::upstream::Upstream;
 use super::{msg_err, stage_err, PipelineConfig, Result};
@@ -86,9 +86,52 @@ pub(crate) fn write_report(
         subjects: test.iter().map(|s| s.subject).collect(),
         reference: lr_name,
         comparisons,
+        explanation_scores: explanation_scores(cfg, up, kd, &bundles[1])?,
     };
     report::write(&cfg.out, &input).map_err(stage_err(STAGE))
 }
+
+/// The int8 bundle's explanations of the test split through `ckd-edge explain`, scored against
+/// the oracle (a synthetic cohort) and with the distilled student's attention evidence against
+/// the teacher's; `None` when the `ckd-edge` binary is absent.
+fn explanation_scores(
+    cfg: &PipelineConfig,
+    up: &Upstream,
+    kd: &Path,
+    bundle: &Path,
+) -> Result<Option<report::ExplanationScores>> {
+    use crate::{attention_evidence, explain_truth};
+    let Some(bin) = edge_binary(cfg) else { return Ok(None) };
+    let test = &up.test;
+    let (explained, _, secs) = explain_truth::edge_explanations(&bin, bundle, test).map_err(stage_err(STAGE))?;
+    let (resamples, seed) = (report::BOOTSTRAP_RESAMPLES, report::BOOTSTRAP_SEED);
+    let truth = match &up.oracle {
+        Some(_) => Some(explain_truth::score(test, &explained, resamples, seed).map_err(stage_err(STAGE))?),
+        None => None,
+    };
+    let st = student::load_student(kd).map_err(stage_err(STAGE))?;
+    let last_k = ATTENTION_LAYERS;
+    let att = attention_evidence::concept_evidence(&st, test, last_k).map_err(stage_err(STAGE))?;
+    let attention = attention_evidence::score(test, &att, Some(&up.ev_test), Some(&explained), resamples, seed)
+        .map_err(stage_err(STAGE))?;
+    let figure_svg = test
+        .first()
+        .and_then(|s| attention_evidence::evidence_figure(s, &att[0], last_k, Some(&up.ev_test), Some(&explained)));
+    let description = format!(
+        "The distilled student's int8 bundle on the {} test visits through `ckd-edge explain` (each concept left \
+         out in turn: {:.1} s in all, {:.3} s a visit, one thread, bundle opening included); its attention: the \
+         [CLS] row of the last {last_k} layers in f32.{}",
+        test.len(),
+        secs,
+        secs / test.len().max(1) as f64,
+        if truth.is_some() { " Truth: the synthetic generator's oracle with the same concept left out." } else { "" }
+    );
+    Ok(Some(report::ExplanationScores { description, truth, attention: Some(attention), figure_svg }))
+}
+
+/// Final layers whose `[CLS]` attention the explanation scores average (the attention loss's
+/// default `last_k_layers`).
+const ATTENTION_LAYERS: usize = 4;
 
 /// The teacher's cost row (named `name`): batch-1 latency of the prompt forward (features +
 /// head), median over the first `lat_n` test samples; throughput from the labelling stage's
@@ -104,7 +147,7 @@ fn teacher_cost(cfg: &PipelineConfig, up: &Upstream, name: String, lat_n: usize,
         model: name,
         role: Role::Teacher,
         precision: format!("{:?}", up.device.dtype()).to_lowercase(),
-        size_bytes: teacher_size(&up.teacher, &up.teacher_dir),
+        size_bytes: teacher_size(&up.teacher, &up.teacher_dir)?,
         latency_ms_median: median(tl),
         samples_per_s: if label_t[1] > 0.0 { test.len() as f64 / label_t[1] } else { 0.0 },
         device: format!("{} ({})", cfg.teacher.device, cpu),
@@ -128,20 +171,19 @@ fn teacher_latencies_ms(loaded: &LoadedTeacher, test: &[Sample], lat_n: usize) -
     Ok(tl)
 }
 
-/// Bytes of the teacher's manifest files under `teacher_dir` plus its base model (0 for the demo base;
-/// missing files count 0).
-fn teacher_size(loaded: &LoadedTeacher, teacher_dir: &Path) -> u64 {
-    loaded
-        .manifest
-        .files
-        .iter()
-        .map(|(rel, _)| std::fs::metadata(teacher_dir.join(rel)).map_or(0, |m| m.len()))
-        .sum::<u64>()
+/// Bytes of the teacher's manifest files under `teacher_dir` plus its base model (the demo base
+/// lives in those files); a file that cannot be read is an error.
+fn teacher_size(loaded: &LoadedTeacher, teacher_dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for (rel, _) in &loaded.manifest.files {
+        total += file_size(&teacher_dir.join(rel))?;
+    }
+    Ok(total
         + match &loaded.manifest.base {
-            teacher::BaseRef::Gguf { path, .. } => std::fs::metadata(path).map_or(0, |m| m.len()),
-            teacher::BaseRef::Safetensors { path, .. } => dir_size(path),
+            teacher::BaseRef::Gguf { path, .. } => file_size(path)?,
+            teacher::BaseRef::Safetensors { path, .. } => dir_size(path)?,
             teacher::BaseRef::Demo => 0,
-        }
+        })
 }
 
 /// One student on the test split: its model row, and its cost row (only for the distilled
@@ -167,11 +209,12 @@ fn evaluate_student(
         student::predict(&st.model, &one, st.encoder.pad_id, 1).map_err(stage_err(STAGE))?;
         sl.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    let size_bytes = file_size(&dir.join("model.safetensors"))?;
     let cost = (role == Role::StudentDistilled && run.fraction >= 1.0).then(|| CostRow {
         model: format!("{name} (candle)"),
         role,
         precision: "f32".into(),
-        size_bytes: std::fs::metadata(dir.join("model.safetensors")).map_or(0, |m| m.len()),
+        size_bytes,
         latency_ms_median: median(sl),
         samples_per_s: test.len() as f64 / batch_secs.max(1e-9),
         device: cpu.to_string(),
@@ -233,10 +276,8 @@ fn evaluate_bundles(
             role: if precision == "int8" { Role::StudentInt8 } else { Role::Other },
             precision: precision.into(),
             // The model: the graph and its tensors (ONNX external data).
-            size_bytes: [ckd_core::bundle::MODEL_FILE, ckd_core::bundle::MODEL_DATA_FILE]
-                .iter()
-                .map(|f| std::fs::metadata(dir.join(f)).map_or(0, |m| m.len()))
-                .sum(),
+            size_bytes: file_size(&dir.join(ckd_core::bundle::MODEL_FILE))?
+                + file_size(&dir.join(ckd_core::bundle::MODEL_DATA_FILE))?,
             latency_ms_median: lat,
             samples_per_s: test.len() as f64 / secs.max(1e-9),
             device: format!("{cpu}, 1 thread"),

@@ -128,6 +128,7 @@ pub fn build(input: &ReportInput) -> Result<ReportJson, ReportError> {
         provenance: input.provenance.clone(),
         intervals,
         comparisons,
+        explanation_scores: input.explanation_scores.clone(),
     })
 }
 

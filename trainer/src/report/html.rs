@@ -116,6 +116,49 @@ fn explanations(out: &mut String, r: &ReportJson) {
     out.push_str("</table>\n");
 }
 
+/// The explanation-quality section, when measured.
+fn explanation_scores(out: &mut String, r: &ReportJson) {
+    let Some(x) = &r.explanation_scores else { return };
+    out.push_str("<h2 id=\"explanation_quality\">How good the explanations are</h2>\n");
+    let _ = writeln!(out, "<p class=\"data\">{}</p>", escape(&x.description));
+    let ci = |i: &ckd_core::bootstrap::Interval| format!("{:.3} [{:.3}, {:.3}]", i.estimate, i.lo, i.hi);
+    let mut rows = vec![vec!["measure".to_string(), "mean [95% CI]".to_string(), "reference".to_string()]];
+    if let Some(t) = &x.truth {
+        rows.push(vec![
+            format!("occlusion: the top concept drives the phenotype ({} scored positive predictions)", t.scored_pairs),
+            ci(&t.top_is_driver),
+            format!("a random concept of the visit: {}", ci(&t.random_is_driver)),
+        ]);
+        rows.push(vec!["occlusion: the top concept is the oracle's".into(), ci(&t.top_is_oracle_top), String::new()]);
+        if let Some(k) = &t.kendall_tau {
+            rows.push(vec!["occlusion vs the oracle's effects (Kendall tau-b)".into(), ci(k), "0: unrelated".into()]);
+        }
+    }
+    if let Some(a) = &x.attention {
+        let opt = |i: &Option<ckd_core::bootstrap::Interval>| i.as_ref().map_or("not measured".into(), ci);
+        rows.push(vec![
+            "student attention vs the teacher's evidence (Kendall tau-b)".into(),
+            opt(&a.teacher_agreement),
+            "1: the same ranking".into(),
+        ]);
+        rows.push(vec![
+            "deletion test: the concept of most attention vs the others".into(),
+            opt(&a.deletion_share),
+            "0.5: chance".into(),
+        ]);
+        rows.push(vec![
+            "student attention vs occlusion (Kendall tau-b)".into(),
+            opt(&a.attention_vs_occlusion),
+            "0: unrelated".into(),
+        ]);
+    }
+    table(out, &rows);
+    if let Some(svg) = &x.figure_svg {
+        out.push_str("<p class=\"small\">One test visit shaded by each kind of evidence (darker: more).</p>\n");
+        out.push_str(svg);
+    }
+}
+
 /// The whole page. `plots` are inlined in order, each under its own heading.
 pub fn render_html(r: &ReportJson, plots: &[Plot]) -> String {
     let mut out = String::with_capacity(64 * 1024 + plots.iter().map(|p| p.svg.len()).sum::<usize>());
@@ -186,6 +229,7 @@ pub fn render_html(r: &ReportJson, plots: &[Plot]) -> String {
     }
 
     explanations(&mut out, r);
+    explanation_scores(&mut out, r);
 
     if !r.provenance.is_empty() {
         out.push_str("<h2 id=\"provenance\">Provenance</h2>\n<table>\n");

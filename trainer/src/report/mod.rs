@@ -34,7 +34,8 @@ pub use roc::{roc_points, thin_curve, trapezoid_area};
 pub(crate) use table::{comparison_sentence, cost_rows, metrics_rows, speedup_sentence};
 pub use table::{fmt3, summary_table};
 pub use types::{
-    CostRow, Explanation, ModelReport, ModelResult, ReportInput, ReportJson, Role, Speedup, FORMAT_VERSION,
+    CostRow, Explanation, ExplanationScores, ModelReport, ModelResult, ReportInput, ReportJson, Role, Speedup,
+    FORMAT_VERSION,
 };
 pub use write::write;
 

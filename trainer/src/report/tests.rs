@@ -4,6 +4,8 @@ use ckd_core::labels::{LabelSet, NUM_LABELS};
 use ckd_core::metrics::{evaluate_label_sets, roc_auc, targets_from_label_sets, MetricsError};
 
 use super::*;
+use crate::attention_evidence::AttentionQuality;
+use crate::explain_truth::ExplainTruth;
 use crate::io::pretty_json;
 
 mod fixture;
@@ -143,7 +145,9 @@ fn html_has_one_svg_per_plot_and_escapes_text() {
         assert!(!p.svg.contains("<script"), "{}", p.file_name);
     }
     let html = render_html(&r, &plots);
-    assert_eq!(html.matches("<svg").count(), plots.len());
+    assert_eq!(html.matches("<svg").count(), plots.len() + 1, "the plots and the evidence figure");
+    assert!(html.contains("How good the explanations are") && html.contains("made-up explanation scores"));
+    assert!(html.contains("0.700 [0.650, 0.750]") && html.contains("not measured"));
     assert!(!html.contains("<script"), "unescaped script tag");
     assert!(!html.contains("<img"), "unescaped img tag");
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
@@ -167,11 +171,13 @@ fn html_has_one_svg_per_plot_and_escapes_text() {
 fn training_curves_plot_is_left_out_without_curves() {
     let mut input = fake_input();
     input.curves.clear();
+    input.explanation_scores = None;
     let r = build(&input).unwrap();
     let plots = render_plots(&r).unwrap();
     assert_eq!(plots.len(), 3);
     let html = render_html(&r, &plots);
     assert_eq!(html.matches("<svg").count(), 3);
+    assert!(!html.contains("How good the explanations are"), "no section without scores");
     assert!(html.contains("No training curves were given."));
 }
 

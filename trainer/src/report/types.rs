@@ -162,6 +162,23 @@ pub struct ReportInput {
     /// Paired comparisons `(model, against)` to state in the report (e.g. distilled vs not, at
     /// each label fraction); needs `subjects`.
     pub comparisons: Vec<(String, String)>,
+    /// How good the explanations are, when measured.
+    pub explanation_scores: Option<ExplanationScores>,
+}
+
+/// How good the int8 student's explanations are: occlusion against the synthetic generator's
+/// truth ([`crate::explain_truth`]) and the student's attention evidence against the teacher's
+/// and against occlusion ([`crate::attention_evidence`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExplanationScores {
+    /// What was explained, with what, and what it cost.
+    pub description: String,
+    /// Occlusion scored against the generator (synthetic cohorts only).
+    pub truth: Option<crate::explain_truth::ExplainTruth>,
+    /// The student's attention evidence scored.
+    pub attention: Option<crate::attention_evidence::AttentionQuality>,
+    /// One test visit shaded by each kind of evidence (an SVG document).
+    pub figure_svg: Option<String>,
 }
 
 /// One model's evaluation.
@@ -215,4 +232,7 @@ pub struct ReportJson {
     /// The paired comparisons asked for.
     #[serde(default)]
     pub comparisons: Vec<Comparison>,
+    /// How good the explanations are, when measured.
+    #[serde(default)]
+    pub explanation_scores: Option<ExplanationScores>,
 }

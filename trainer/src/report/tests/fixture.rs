@@ -1,7 +1,8 @@
 //! A made-up report input (fake models of graded skill on fake labels, curves, costs, an
 //! explanation): the report's unit tests read it, and `examples/example_report.rs` (which
 //! includes this file with `#[path]`) writes it for a person to look at. Names come from the
-//! includer: `super::*` must bring the report types and `LabelSet`, `NUM_LABELS`.
+//! includer: `super::*` must bring the report types, `ExplainTruth`, `AttentionQuality`,
+//! `LabelSet` and `NUM_LABELS`.
 
 use super::*;
 
@@ -117,5 +118,35 @@ pub fn fake_input() -> ReportInput {
         subjects: (0..300u64).map(|i| i / 2).collect(),
         reference: Some("student (no KD)".into()),
         comparisons: vec![("student KD f32".into(), "student (no KD)".into())],
+        explanation_scores: Some(fake_explanation_scores()),
+    }
+}
+
+/// Made-up explanation scores (the numbers mean nothing).
+pub fn fake_explanation_scores() -> ExplanationScores {
+    use ckd_core::bootstrap::Interval;
+    let i = |estimate: f64| Interval { estimate, lo: estimate - 0.05, hi: estimate + 0.05, n_defined: 1000 };
+    ExplanationScores {
+        description: "made-up explanation scores".into(),
+        truth: Some(ExplainTruth {
+            samples: 300,
+            median_concepts: 19.0,
+            positive_pairs: 900,
+            scored_pairs: 700,
+            top_is_driver: i(0.7),
+            random_is_driver: i(0.08),
+            top_minus_random: i(0.62),
+            top_is_oracle_top: i(0.6),
+            kendall_tau: Some(i(0.2)),
+            tau_pairs: 700,
+            driver_logit: 0.25,
+        }),
+        attention: Some(AttentionQuality {
+            samples: 300,
+            teacher_agreement: Some(i(0.61)),
+            deletion_share: Some(i(0.67)),
+            attention_vs_occlusion: None,
+        }),
+        figure_svg: Some("<svg xmlns=\"http://www.w3.org/2000/svg\"><text>visit</text></svg>".into()),
     }
 }
