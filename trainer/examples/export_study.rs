@@ -25,7 +25,7 @@ mod support;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use ckd_trainer::export::onnx::build_model;
 use ckd_trainer::export::{
     build_onnx, candle_logits, max_diffs, model_tensors, BuildOptions, Int8Form, LinearKind, LinearKinds, LoadOptions,
@@ -66,11 +66,10 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Per-node tract profiles of the MiniLM-size exports at batch 1, seq 128 (`CKD_PROFILE_SEQ`), one thread, for
-/// the investigation of tract's int8 path. Random weights when `CKD_MINILM_DIR` is unset
-/// (timing does not depend on the values).
-fn profile() {
-    let (cfg, head, tensors) = match minilm() {
+/// MiniLM (`CKD_MINILM_DIR`) with its head, or a model of its size with seeded random weights
+/// when it is unset (for timings, which do not depend on the values).
+fn minilm_or_random() -> (Config, HeadConfig, HashMap<String, Tensor>) {
+    match minilm() {
         Some(m) => (m.cfg, m.head, m.tensors),
         None => {
             let cfg = Config::minilm_l6();
@@ -78,7 +77,14 @@ fn profile() {
             let (_, vm) = BertForMultiLabel::init(&cfg, &head, &Device::Cpu, 1).unwrap();
             (cfg, head, varmap_tensors(&vm))
         }
-    };
+    }
+}
+
+/// Per-node tract profiles of the MiniLM-size exports at batch 1, seq 128 (`CKD_PROFILE_SEQ`), one thread, for
+/// the investigation of tract's int8 path. Random weights when `CKD_MINILM_DIR` is unset
+/// (timing does not depend on the values).
+fn profile() {
+    let (cfg, head, tensors) = minilm_or_random();
     let t: usize = std::env::var("CKD_PROFILE_SEQ").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
     let b = 1usize;
     let (ids, mask) = {
@@ -363,15 +369,7 @@ fn sensitivity() {
 /// one thread, plans optimized for the concrete shape): each round runs every model once, so
 /// load from other processes hits all forms alike. Prints median and min per form.
 fn bench_forms() {
-    let (cfg, head, tensors) = match minilm() {
-        Some(m) => (m.cfg, m.head, m.tensors),
-        None => {
-            let cfg = Config::minilm_l6();
-            let head = HeadConfig::default();
-            let (_, vm) = BertForMultiLabel::init(&cfg, &head, &Device::Cpu, 1).unwrap();
-            (cfg, head, varmap_tensors(&vm))
-        }
-    };
+    let (cfg, head, tensors) = minilm_or_random();
     let t: usize = std::env::var("CKD_BENCH_SEQ").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
     let (ids, _, _) = pad_rows(&rows(&[t], cfg.vocab_size, 9));
     let mask = vec![1i64; t];
