@@ -139,10 +139,11 @@ const ATTENTION_LAYERS: usize = 4;
 fn teacher_cost(cfg: &PipelineConfig, up: &Upstream, name: String, lat_n: usize, cpu: &str) -> Result<CostRow> {
     let test = &up.test;
     let tl = teacher_latencies_ms(&up.teacher, test, lat_n)?;
-    let label_t: [f64; 2] = std::fs::read(up.labels_dir.join("timing.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or([0.0; 2]);
+    // Written by the labels stage with its evidence files: unreadable is an error, not a 0.
+    let timing = up.labels_dir.join("timing.json");
+    let bad = |e: &dyn std::fmt::Display| msg_err(STAGE, format!("{}: {e}", timing.display()));
+    let label_t: [f64; 2] =
+        serde_json::from_slice(&std::fs::read(&timing).map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
     Ok(CostRow {
         model: name,
         role: Role::Teacher,
