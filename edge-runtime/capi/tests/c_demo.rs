@@ -72,7 +72,9 @@ fn c_program_matches_the_rust_engine() {
         let want = engine.predict_text(text).unwrap();
         let stdout = String::from_utf8(out.stdout).unwrap();
         let lines: Vec<&str> = stdout.lines().collect();
-        assert_eq!(lines.len(), 26, "{stdout}");
+        let occlusion = engine.occlude_text(text).ok();
+        let n_explained = occlusion.as_ref().map_or(0, |o| o.concepts.len().min(3));
+        assert_eq!(lines.len(), 27 + n_explained, "{stdout}");
         for (l, line) in lines[..25].iter().enumerate() {
             let f: Vec<&str> = line.split('\t').collect();
             assert_eq!(f[0], l.to_string());
@@ -82,6 +84,24 @@ fn c_program_matches_the_rust_engine() {
             assert_eq!(f[3], ckd_core::PHENOTYPES[l].name);
         }
         assert_eq!(lines[25], format!("truncated\t{}", u8::from(want.truncated)));
+        // The explanation through ckd_explain_text: the engine's occlusion, top label's 3 largest.
+        match &occlusion {
+            None => assert_eq!(lines[26], "concepts\tnone"),
+            Some(o) => {
+                assert_eq!(lines[26], format!("concepts\t{}", o.concepts.len()));
+                let top = o.prediction.top_k[0].0;
+                for (line, &i) in lines[27..].iter().zip(&o.ranked(top)) {
+                    let f: Vec<&str> = line.split('\t').collect();
+                    let c = &o.concepts[i];
+                    assert_eq!(
+                        (f[0], f[1], f[2]),
+                        ("concept", c.start.to_string().as_str(), c.end.to_string().as_str())
+                    );
+                    let e: f32 = f[3].parse().unwrap();
+                    assert!((e - c.effect[top as usize]).abs() <= 1e-6, "concept {i}: C {e}");
+                }
+            }
+        }
     }
 
     let bad = run(&exe, &bundle, b"Diseases: caf\xe9.");
