@@ -23,6 +23,8 @@
 mod support;
 
 use std::collections::HashMap;
+
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
@@ -38,8 +40,11 @@ use support::{
     train_tiny_student, varmap_tensors, LogitsFn, ALL_FORMS, TRAINED_LIKE_HEAD_SCALE,
 };
 
+/// One subcommand's body.
+type Command = fn() -> Result<()>;
+
 /// The subcommands, with the function each runs.
-const COMMANDS: [(&str, fn()); 6] = [
+const COMMANDS: [(&str, Command); 6] = [
     ("profile", profile),
     ("profile-foreign", profile_foreign),
     ("ort-files", ort_files),
@@ -51,10 +56,13 @@ const COMMANDS: [(&str, fn()); 6] = [
 fn main() -> std::process::ExitCode {
     let arg = std::env::args().nth(1).unwrap_or_default();
     match COMMANDS.iter().find(|(name, _)| *name == arg) {
-        Some((_, run)) => {
-            run();
-            std::process::ExitCode::SUCCESS
-        }
+        Some((_, run)) => match run() {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("export_study {arg}: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         None => {
             let names: Vec<&str> = COMMANDS.iter().map(|(n, _)| *n).collect();
             eprintln!(
@@ -68,23 +76,23 @@ fn main() -> std::process::ExitCode {
 
 /// MiniLM (`CKD_MINILM_DIR`) with its head, or a model of its size with seeded random weights
 /// when it is unset (for timings, which do not depend on the values).
-fn minilm_or_random() -> (Config, HeadConfig, HashMap<String, Tensor>) {
-    match minilm() {
+fn minilm_or_random() -> Result<(Config, HeadConfig, HashMap<String, Tensor>)> {
+    Ok(match minilm() {
         Some(m) => (m.cfg, m.head, m.tensors),
         None => {
             let cfg = Config::minilm_l6();
             let head = HeadConfig::default();
-            let (_, vm) = BertForMultiLabel::init(&cfg, &head, &Device::Cpu, 1).unwrap();
+            let (_, vm) = BertForMultiLabel::init(&cfg, &head, &Device::Cpu, 1)?;
             (cfg, head, varmap_tensors(&vm))
         }
-    }
+    })
 }
 
 /// Per-node tract profiles of the MiniLM-size exports at batch 1, seq 128 (`CKD_PROFILE_SEQ`), one thread, for
 /// the investigation of tract's int8 path. Random weights when `CKD_MINILM_DIR` is unset
 /// (timing does not depend on the values).
-fn profile() {
-    let (cfg, head, tensors) = minilm_or_random();
+fn profile() -> Result<()> {
+    let (cfg, head, tensors) = minilm_or_random()?;
     let t: usize = std::env::var("CKD_PROFILE_SEQ").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
     let b = 1usize;
     let (ids, mask) = {
@@ -102,12 +110,12 @@ fn profile() {
     let forms: Vec<_> =
         forms.into_iter().filter(|(n, _)| only.as_ref().is_none_or(|o| n.contains(o.as_str()))).collect();
     for (name, opts) in forms {
-        let (bytes, _) = build_onnx(&cfg, &head, &tensors, opts).unwrap();
+        let (bytes, _) = build_onnx(&cfg, &head, &tensors, opts)?;
         let shapes: &[Option<(usize, usize)>] =
             if env_flag("CKD_PROFILE_CONCRETE_ONLY") { &[Some((b, t))] } else { &[Some((b, t)), None] };
         for &shape in shapes {
-            let m = TractModel::load_opts(&bytes, &LoadOptions { shape, ..LoadOptions::default() }).unwrap();
-            let p = m.profile(&ids, &mask, b, t, 2, runs).unwrap();
+            let m = TractModel::load_opts(&bytes, &LoadOptions { shape, ..LoadOptions::default() })?;
+            let p = m.profile(&ids, &mask, b, t, 2, runs)?;
             let which = if shape.is_some() { format!("concrete [1, {t}]") } else { "symbolic [batch, seq]".into() };
             eprintln!(
                 "=== {name}, plan for {which} ===\n{}",
@@ -115,17 +123,18 @@ fn profile() {
             );
         }
     }
+    Ok(())
 }
 
 /// Per-node tract profile of an int8 ONNX made by others (`CKD_MINILM_INT8_ONNX`, the
 /// onnxruntime-style dynamic-int8 all-MiniLM-L6-v2), batch 1, seq 128, for comparison with
 /// our int8 form.
-fn profile_foreign() {
+fn profile_foreign() -> Result<()> {
     use prost::Message;
-    let Some(path) = required_path("CKD_MINILM_INT8_ONNX") else { return };
-    let bytes = std::fs::read(&path).unwrap();
-    let m = tract_onnx::pb::ModelProto::decode(&bytes[..]).unwrap();
-    let g = m.graph.unwrap();
+    let Some(path) = required_path("CKD_MINILM_INT8_ONNX") else { return Ok(()) };
+    let bytes = std::fs::read(&path)?;
+    let m = tract_onnx::pb::ModelProto::decode(&bytes[..])?;
+    let g = m.graph.context("the model has no graph")?;
     let mut ops: HashMap<String, usize> = HashMap::new();
     for n in &g.node {
         *ops.entry(n.op_type.clone()).or_default() += 1;
@@ -147,14 +156,14 @@ fn profile_foreign() {
     let mask = vec![1i64; t];
     let runs: usize = std::env::var("CKD_PROFILE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let n_inputs = g.input.len();
-    let model =
-        TractModel::load_opts(&bytes, &LoadOptions { shape: Some((b, t)), n_inputs, ignore_value_info: true }).unwrap();
-    let p = model.profile(&ids, &mask, b, t, 1, runs).unwrap();
+    let model = TractModel::load_opts(&bytes, &LoadOptions { shape: Some((b, t)), n_inputs, ignore_value_info: true })?;
+    let p = model.profile(&ids, &mask, b, t, 1, runs)?;
     eprintln!(
         "=== {} (concrete [1, 128]) ===\n{}",
         path.display(),
         p.summary(std::env::var("CKD_PROFILE_TOP").ok().and_then(|v| v.parse().ok()).unwrap_or(12))
     );
+    Ok(())
 }
 
 /// Writes exports, a padded input batch and the tract and candle logits to `CKD_EXPORT_DIR`,
@@ -167,12 +176,12 @@ fn profile_foreign() {
 ///   sentences;
 /// - unset: the trained student when `CKD_STUDENT_DIR` is set, else MiniLM when
 ///   `CKD_MINILM_DIR` is set (head scale default 1), else a tiny random model.
-fn ort_files() {
+fn ort_files() -> Result<()> {
     let Some(out) = std::env::var_os("CKD_EXPORT_DIR").map(PathBuf::from) else {
         eprintln!("NOT RUN: CKD_EXPORT_DIR is unset");
-        return;
+        return Ok(());
     };
-    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&out)?;
     let which = std::env::var("CKD_ORT_MODEL").unwrap_or_default();
     let head_scale = |default: f64| -> f64 {
         std::env::var("CKD_EXPORT_HEAD_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -189,22 +198,22 @@ fn ort_files() {
         }
         ("student", Some((dir, samples))) | ("", Some((dir, samples))) => {
             use ckd_core::visit::Split;
-            let file = ckd_trainer::ingest::read_samples(&samples).unwrap();
+            let file = ckd_trainer::ingest::read_samples(&samples)?;
             Some((dir, file.samples.into_iter().filter(|s| s.split == Split::Test).take(16).collect::<Vec<_>>()))
         }
         ("minilm", _) | ("", None) => None,
         (other, _) => panic!("CKD_ORT_MODEL={other}: expected student or minilm"),
     };
     let (cfg, head, model, tensors, rws) = if let Some((dir, test)) = student {
-        let st = ckd_trainer::student::load_student(&dir).unwrap();
-        let p = ckd_trainer::student::TokenizedSamples::new(&test, &st.encoder).unwrap();
+        let st = ckd_trainer::student::load_student(&dir)?;
+        let p = ckd_trainer::student::TokenizedSamples::new(&test, &st.encoder)?;
         let rws = p.enc.iter().map(|e| e.ids.iter().map(|&x| i64::from(x)).collect()).collect();
-        let tensors = model_tensors(read_safetensors(&dir.join("model.safetensors"), &Device::Cpu).unwrap()).unwrap();
+        let tensors = model_tensors(read_safetensors(&dir.join("model.safetensors"), &Device::Cpu)?)?;
         eprintln!("trained student {}", dir.display());
         (st.config.bert, st.config.head, st.model, tensors, rws)
     } else if which == "minilm" {
         let scale = head_scale(TRAINED_LIKE_HEAD_SCALE);
-        let m = minilm_with_head(scale).expect("CKD_ORT_MODEL=minilm needs CKD_MINILM_DIR");
+        let m = minilm_with_head(scale).context("CKD_ORT_MODEL=minilm needs CKD_MINILM_DIR")?;
         eprintln!("MiniLM, head scale {scale}");
         (m.cfg, m.head, m.model, m.tensors, m.rows)
     } else {
@@ -224,60 +233,61 @@ fn ort_files() {
     drop(trained);
     let (ids, mask, t) = pad_rows(&rws);
     let b = rws.len();
-    let candle = candle_logits(&model, &ids, &mask, b, t).unwrap();
+    let candle = candle_logits(&model, &ids, &mask, b, t)?;
     let mut outputs = serde_json::Map::new();
     outputs.insert("candle".into(), serde_json::json!(candle));
     for p in [Precision::F32, Precision::Int8] {
         use prost::Message as _;
-        let (mut model, _) = build_model(&cfg, &head, &tensors, BuildOptions::new(p)).unwrap();
+        let (mut model, _) = build_model(&cfg, &head, &tensors, BuildOptions::new(p))?;
         let bytes = model.encode_to_vec();
         // Written in the bundle layout (tensors as ONNX external data beside the graph), so
         // onnxruntime reads the same form the edge runtime ships; tract runs the same graph.
         let name = format!("model.{}.onnx", p.as_str());
         let data = ckd_trainer::export::external_data_name(std::path::Path::new(&name));
         let blob = ckd_trainer::export::graph::externalize(&mut model, &data, ckd_trainer::export::EXTERNAL_MIN_BYTES);
-        std::fs::write(out.join(&data), &blob).unwrap();
-        std::fs::write(out.join(&name), model.encode_to_vec()).unwrap();
-        let got = TractModel::load(&bytes, None).unwrap().run(&ids, &mask, b, t).unwrap();
+        std::fs::write(out.join(&data), &blob)?;
+        std::fs::write(out.join(&name), model.encode_to_vec())?;
+        let got = TractModel::load(&bytes, None)?.run(&ids, &mask, b, t)?;
         outputs.insert(format!("tract_{}", p.as_str()), serde_json::json!(got));
     }
     let doc = serde_json::json!({
         "batch": b, "seq": t, "num_labels": head.num_labels,
         "input_ids": ids, "attention_mask": mask, "logits": outputs,
     });
-    std::fs::write(out.join("check.json"), serde_json::to_string(&doc).unwrap()).unwrap();
+    std::fs::write(out.join("check.json"), serde_json::to_string(&doc)?)?;
     // Every int8 form too when `CKD_EXPORT_FORMS` is set, for timing them in onnxruntime
     // (`ort_check.py --bench`).
     let forms = if env_flag("CKD_EXPORT_FORMS") { &ALL_FORMS[..] } else { &[] };
     for &f in forms {
-        let (bytes, _) = build_onnx(&cfg, &head, &tensors, BuildOptions::int8(f, LinearKinds::NONE)).unwrap();
-        std::fs::write(out.join(format!("form.{f:?}.onnx")), &bytes).unwrap();
+        let (bytes, _) = build_onnx(&cfg, &head, &tensors, BuildOptions::int8(f, LinearKinds::NONE))?;
+        std::fs::write(out.join(format!("form.{f:?}.onnx")), &bytes)?;
     }
     eprintln!("wrote {}", out.display());
+    Ok(())
 }
 
 /// int8 vs f32 on a trained student and the test split of its samples:
 /// per-label probability difference and macro-F1 at the student's thresholds, for every int8
 /// form. Needs `CKD_STUDENT_DIR` (a `ckd student train` output) and `CKD_SAMPLES`
 /// (`samples.bin`); NOT RUN otherwise.
-fn trained_int8() {
+fn trained_int8() -> Result<()> {
     use ckd_core::visit::Split;
     use ckd_trainer::student::{load_student, TokenizedSamples};
     let (Some(dir), Some(samples)) = (required_path("CKD_STUDENT_DIR"), required_path("CKD_SAMPLES")) else {
-        return;
+        return Ok(());
     };
-    let st = load_student(&dir).unwrap();
-    let file = ckd_trainer::ingest::read_samples(&samples).unwrap();
+    let st = load_student(&dir)?;
+    let file = ckd_trainer::ingest::read_samples(&samples)?;
     let test: Vec<_> = file.samples.into_iter().filter(|s| s.split == Split::Test).collect();
-    let p = TokenizedSamples::new(&test, &st.encoder).unwrap();
-    let tensors = model_tensors(read_safetensors(&dir.join("model.safetensors"), &Device::Cpu).unwrap()).unwrap();
+    let p = TokenizedSamples::new(&test, &st.encoder)?;
+    let tensors = model_tensors(read_safetensors(&dir.join("model.safetensors"), &Device::Cpu)?)?;
     let cfg = &st.config;
     let l = cfg.head.num_labels;
     // Batches of 16 in length order (as `student::predict`), padded with the tokenizer's pad id.
     let run_all = |f: &LogitsFn| -> Vec<f32> { probs_on(&p, st.encoder.pad_id, l, f) };
     let candle = run_all(&|ids, mask, b, t| candle_logits(&st.model, ids, mask, b, t).unwrap());
-    let report = |probs: &[f32]| ckd_core::metrics::evaluate_label_sets(probs, &p.labels, &st.thresholds, 10).unwrap();
-    let base = report(&candle);
+    let report = |probs: &[f32]| ckd_core::metrics::evaluate_label_sets(probs, &p.labels, &st.thresholds, 10);
+    let base = report(&candle)?;
     eprintln!("{} test samples; candle macro-F1 {:.4}", p.len(), base.macro_f1);
     let logit_std = {
         let lg: Vec<f64> = candle.iter().map(|&q| f64::from((q / (1.0 - q)).ln())).collect();
@@ -291,11 +301,11 @@ fn trained_int8() {
     }
     let mut f32_probs = Vec::new();
     for (name, opts) in forms {
-        let (bytes, _) = build_onnx(&cfg.bert, &cfg.head, &tensors, opts).unwrap();
-        let m = TractModel::load(&bytes, None).unwrap();
+        let (bytes, _) = build_onnx(&cfg.bert, &cfg.head, &tensors, opts)?;
+        let m = TractModel::load(&bytes, None)?;
         let probs = run_all(&|ids, mask, b, t| m.run(ids, mask, b, t).unwrap());
         let vs_candle = probs.iter().zip(&candle).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        let r = report(&probs);
+        let r = report(&probs)?;
         if name == "f32" {
             f32_probs = probs.clone();
         }
@@ -311,6 +321,7 @@ fn trained_int8() {
             100.0 * (r.macro_f1 - base.macro_f1)
         );
     }
+    Ok(())
 }
 
 /// Mixed-precision candidates measured against the all-int8 forms (for MiniLM's int8 error).
@@ -330,46 +341,49 @@ const MIXED_CANDIDATES: [(&str, BuildOptions); 4] = [
 /// Which linears make MiniLM's int8 error (trained-like head; worst int8 vs f32 probability
 /// difference over the test sentences, alone and batched, in tract): each kind quantized
 /// alone (the others f32), each kind kept f32 (the others int8), and [`MIXED_CANDIDATES`].
-fn sensitivity() {
-    let Some(m) = minilm() else { return };
-    let f32_bytes = build_onnx(&m.cfg, &m.head, &m.tensors, BuildOptions::new(Precision::F32)).unwrap().0;
-    let f = TractModel::load(&f32_bytes, None).unwrap();
+fn sensitivity() -> Result<()> {
+    let Some(m) = minilm() else { return Ok(()) };
+    let f32_bytes = build_onnx(&m.cfg, &m.head, &m.tensors, BuildOptions::new(Precision::F32))?.0;
+    let f = TractModel::load(&f32_bytes, None)?;
     let mut cases: Vec<Vec<Vec<i64>>> = vec![m.rows.clone()];
     cases.extend(m.rows.iter().map(|r| vec![r.clone()]));
     let want: Vec<Vec<f32>> = cases
         .iter()
         .map(|rows| {
             let (ids, mask, t) = pad_rows(rows);
-            f.run(&ids, &mask, rows.len(), t).unwrap()
+            f.run(&ids, &mask, rows.len(), t)
         })
-        .collect();
-    let worst = |opts: BuildOptions| -> f32 {
-        let (bytes, _) = build_onnx(&m.cfg, &m.head, &m.tensors, opts).unwrap();
-        let q = TractModel::load(&bytes, None).unwrap();
-        cases.iter().zip(&want).fold(0f32, |acc, (rows, w)| {
+        .collect::<std::result::Result<_, _>>()?;
+    let worst = |opts: BuildOptions| -> Result<f32> {
+        let (bytes, _) = build_onnx(&m.cfg, &m.head, &m.tensors, opts)?;
+        let q = TractModel::load(&bytes, None)?;
+        let mut acc = 0f32;
+        for (rows, w) in cases.iter().zip(&want) {
             let (ids, mask, t) = pad_rows(rows);
-            acc.max(max_diffs(w, &q.run(&ids, &mask, rows.len(), t).unwrap()).1)
-        })
+            acc = acc.max(max_diffs(w, &q.run(&ids, &mask, rows.len(), t)?).1);
+        }
+        Ok(acc)
     };
     for form in [Int8Form::DynamicMatMulInteger, Int8Form::ExpandedPerRow] {
-        eprintln!("{form:?}: all int8 {:.4}", worst(BuildOptions::int8(form, LinearKinds::NONE)));
+        eprintln!("{form:?}: all int8 {:.4}", worst(BuildOptions::int8(form, LinearKinds::NONE))?);
         for k in LinearKind::ALL {
             let only = LinearKind::ALL.iter().filter(|&&o| o != k).fold(LinearKinds::NONE, |s, &o| s.with(o));
-            let alone = worst(BuildOptions::int8(form, only));
-            let kept = worst(BuildOptions::int8(form, LinearKinds::NONE.with(k)));
+            let alone = worst(BuildOptions::int8(form, only))?;
+            let kept = worst(BuildOptions::int8(form, LinearKinds::NONE.with(k)))?;
             eprintln!("  {:<24} int8 alone {alone:.4}  kept f32 (rest int8) {kept:.4}", k.suffix());
         }
     }
     for (name, opts) in MIXED_CANDIDATES {
-        eprintln!("{name:<32} {:.4}", worst(opts));
+        eprintln!("{name:<32} {:.4}", worst(opts)?);
     }
+    Ok(())
 }
 
 /// Interleaved timing of the f32 export and every int8 form at MiniLM size (batch 1, seq 128,
 /// one thread, plans optimized for the concrete shape): each round runs every model once, so
 /// load from other processes hits all forms alike. Prints median and min per form.
-fn bench_forms() {
-    let (cfg, head, tensors) = minilm_or_random();
+fn bench_forms() -> Result<()> {
+    let (cfg, head, tensors) = minilm_or_random()?;
     let t: usize = std::env::var("CKD_BENCH_SEQ").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
     let (ids, _, _) = pad_rows(&rows(&[t], cfg.vocab_size, 9));
     let mask = vec![1i64; t];
@@ -384,19 +398,19 @@ fn bench_forms() {
         forms.push((name.to_string(), opts));
     }
     for (name, opts) in &forms {
-        let (bytes, _) = build_onnx(&cfg, &head, &tensors, *opts).unwrap();
+        let (bytes, _) = build_onnx(&cfg, &head, &tensors, *opts)?;
         let shape = if symbolic { None } else { Some((1, t)) };
         let t0 = std::time::Instant::now();
-        let m = TractModel::load_opts(&bytes, &LoadOptions { shape, ..LoadOptions::default() }).unwrap();
+        let m = TractModel::load_opts(&bytes, &LoadOptions { shape, ..LoadOptions::default() })?;
         let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-        m.run(&ids, &mask, 1, t).unwrap();
+        m.run(&ids, &mask, 1, t)?;
         eprintln!("  load + optimize {name}: {load_ms:.0} ms ({} bytes)", bytes.len());
         models.push((name.clone(), m, Vec::new()));
     }
     for _ in 0..rounds {
         for (_, m, times) in models.iter_mut() {
             let t0 = std::time::Instant::now();
-            m.run(&ids, &mask, 1, t).unwrap();
+            m.run(&ids, &mask, 1, t)?;
             times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
     }
@@ -408,4 +422,5 @@ fn bench_forms() {
         times.sort_by(f64::total_cmp);
         eprintln!("  {name:<30} median {:>7.2} ms  min {:>7.2} ms", times[times.len() / 2], times[0]);
     }
+    Ok(())
 }
