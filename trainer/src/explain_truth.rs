@@ -181,7 +181,7 @@ pub fn edge_explanations(bin: &Path, bundle: &Path, samples: &[Sample]) -> Resul
         .map_err(|_| run_err("the thread writing the visits panicked".into()))?
         .map_err(|e| run_err(e.to_string()))?;
     let text = String::from_utf8(out.stdout).map_err(|_| run_err("explain wrote non-UTF-8".into()))?;
-    Ok((parse_explanations(&text, &bin.join("explain"))?, text, secs))
+    Ok((parse_explanations(&text, Path::new("ckd-edge explain output"))?, text, secs))
 }
 
 /// The oracle's logits for a visit's facts.
