@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# ARM builds of the edge runtime (called by .ci/run): cross-compiles the C library
-# (libckd_edge_c.a / .so) and the `ckd-edge` CLI for aarch64-unknown-linux-gnu and
-# armv7-unknown-linux-gnueabihf (dev profile: dependencies at opt-level 3, no LTO), then runs
-# both ARM CLIs under qemu-user on the tiny test bundle (edge-runtime/testdata/tiny) and
-# compares their predictions with the x86_64 CLI's: at most 0.02 per probability (the int8
-# tolerance), same truncation and token counts.
+# ARM builds and tests of the edge runtime (called by .ci/run): cross-compiles the C library
+# (libckd_edge_c.a / .so), the `ckd-edge` CLI and ckd-edge's unit tests for
+# aarch64-unknown-linux-gnu and armv7-unknown-linux-gnueabihf (dev profile: dependencies at
+# opt-level 3, no LTO), then, under qemu-user, for each emulated CPU:
+# - runs ckd-edge's unit tests, among them the int8 kernel, fused-op and whole-bundle tests
+#   (every kernel the CPU has, bit for bit against the formula and against tract's own int8
+#   plan),
+# - checks the int8 kernel `ckd-edge info` names on the tiny test bundle
+#   (edge-runtime/testdata/tiny): `neon` on a Cortex-A72 (no dot product), `neon-dotprod` on a
+#   Cortex-A76 and on qemu's `max`, `armv7-neon` on 32-bit ARM (qemu-arm has no armv7-A CPU
+#   without NEON that runs these binaries: the fallback is not exercised here),
+# - compares the CLI's predictions with the x86_64 CLI's: at most 0.02 per probability (the int8
+#   tolerance), same truncation and token counts.
 #
-# Needs, and installs when missing: the rustup targets, the Debian cross linkers
-# gcc-aarch64-linux-gnu and gcc-arm-linux-gnueabihf, and qemu-user (apt-get, as root or with sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ckd-ehr/target}"
@@ -37,25 +42,54 @@ export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export CC_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-gcc
 
 CARGO_TARGET_DIR="$arm_dir" cargo build -p ckd-edge-c --target "${targets[0]}" --target "${targets[1]}"
+# The unit-test binaries of ckd-edge, one per target (their paths from cargo's JSON messages).
+mapfile -t test_bins < <(CARGO_TARGET_DIR="$arm_dir" cargo test -p ckd-edge --lib --no-run \
+  --target "${targets[0]}" --target "${targets[1]}" --message-format=json |
+  python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "ckd_edge":
+        print(m["executable"])')
 cargo build -p ckd-edge-c --bin ckd-edge
+test_bin() { printf '%s\n' "${test_bins[@]}" | grep "/$1/" || { echo "ci_arm: no $1 test binary in: ${test_bins[*]}" >&2; exit 1; }; }
+a64_tests=$(test_bin "${targets[0]}")
+a32_tests=$(test_bin "${targets[1]}")
 
 bundle=edge-runtime/testdata/tiny/bundle
 rows=edge-runtime/testdata/tiny/rows.jsonl
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "$CARGO_TARGET_DIR/debug/ckd-edge" predict --bundle "$bundle" --input "$rows" >"$out/x86_64.jsonl"
-qemu-aarch64 -L /usr/aarch64-linux-gnu "$arm_dir/${targets[0]}/debug/ckd-edge" \
-  predict --bundle "$bundle" --input "$rows" >"$out/aarch64.jsonl"
-qemu-arm -L /usr/arm-linux-gnueabihf "$arm_dir/${targets[1]}/debug/ckd-edge" \
-  predict --bundle "$bundle" --input "$rows" >"$out/armv7.jsonl"
 
-python3 - "$out" <<'PY'
+# One emulated CPU: name, qemu command, sysroot, test binary, CLI, the int8 kernel it must pick.
+check_cpu() {
+  local name=$1 qemu=$2 cpu=$3 sysroot=$4 tests=$5 cli=$6 kernel=$7
+  local run=("$qemu" -cpu "$cpu" -L "$sysroot")
+  echo "ci_arm: $name ($qemu -cpu $cpu): unit tests" >&2
+  "${run[@]}" "$tests" --quiet >"$out/$name.tests" 2>&1 ||
+    { cat "$out/$name.tests" >&2; exit 1; }
+  grep -h "test result" "$out/$name.tests" | sed "s/^/ci_arm: $name: /"
+  local picked
+  picked=$("${run[@]}" "$cli" info --bundle "$bundle" | python3 -c 'import json, sys; print(json.load(sys.stdin)["kernels"]["int8 linear"])')
+  [ "$picked" = "$kernel" ] || { echo "ci_arm: $name: int8 kernel '$picked', expected '$kernel'" >&2; exit 1; }
+  echo "ci_arm: $name: int8 kernel $picked"
+  "${run[@]}" "$cli" predict --bundle "$bundle" --input "$rows" >"$out/$name.jsonl"
+}
+a64="$arm_dir/${targets[0]}/debug/ckd-edge"
+a32="$arm_dir/${targets[1]}/debug/ckd-edge"
+check_cpu aarch64-a72 qemu-aarch64 cortex-a72 /usr/aarch64-linux-gnu "$a64_tests" "$a64" neon
+check_cpu aarch64-a76 qemu-aarch64 cortex-a76 /usr/aarch64-linux-gnu "$a64_tests" "$a64" neon-dotprod
+check_cpu aarch64-max qemu-aarch64 max /usr/aarch64-linux-gnu "$a64_tests" "$a64" neon-dotprod
+check_cpu armv7 qemu-arm max /usr/arm-linux-gnueabihf "$a32_tests" "$a32" armv7-neon
+names="aarch64-a72 aarch64-a76 aarch64-max armv7"
+
+python3 - "$out" $names <<'PY'
 import json, sys
 d = sys.argv[1]
 load = lambda name: [json.loads(l) for l in open(f"{d}/{name}.jsonl")]
 ref = load("x86_64")
 assert len(ref) == 24, f"x86_64: {len(ref)} records"
-for arch in ["aarch64", "armv7"]:
+for arch in sys.argv[2:]:
     got = load(arch)
     assert len(got) == len(ref), f"{arch}: {len(got)} records, x86_64 {len(ref)}"
     worst = 0.0

@@ -14,7 +14,9 @@ fn raised_thresholds_reuse_freed_blocks() {
         // SAFETY: getrusage writes the struct it is given.
         let mut u: libc::rusage = unsafe { std::mem::zeroed() };
         unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
-        u.ru_minflt
+        // A C long: i64 on 64-bit targets, i32 on 32-bit ARM.
+        #[allow(clippy::useless_conversion)]
+        i64::from(u.ru_minflt)
     }
     fn rounds() -> i64 {
         let before = minor_faults();

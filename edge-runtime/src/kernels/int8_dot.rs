@@ -9,8 +9,9 @@
 //! below, in `ops::qlinear` and on a whole bundle).
 //!
 //! Kernels ([`Int8Kernel`], chosen when the layer is packed: the best this CPU has, or the one
-//! [`KERNEL_ENV`] names): AVX-512 VNNI (`int8_avx512`) and AVX2 (`int8_avx2`), each with its
-//! tile and loop order described there. Rows are split over the engine's thread pool, one
+//! [`KERNEL_ENV`] names): on x86_64 AVX-512 VNNI (`int8_avx512`) and AVX2 (`int8_avx2`), on
+//! aarch64 NEON with the dot-product extension (`int8_neon_dot`) and without it (`int8_neon`),
+//! on 32-bit ARM NEON (`int8_armv7`), each with its tile and loop order described there. Rows are split over the engine's thread pool, one
 //! chunk per thread ([`super::parallel`]; inline with one thread). Elsewhere a portable loop
 //! computes the same values (slowly), so a graph holding the op runs anywhere; the engine only
 //! fuses int8 linears where a fast kernel exists.
@@ -47,17 +48,27 @@ pub enum Int8Kernel {
     Avx512Vnni,
     /// x86_64 with AVX2: both operands widened to i16, `vpmaddwd` (exact, no i16 saturation).
     Avx2,
+    /// aarch64 with the dot-product extension: `sdot` on activations flipped to s8.
+    NeonDotprod,
+    /// aarch64 (NEON is part of the base architecture): both operands widened to i16, `smlal`.
+    Neon,
+    /// 32-bit ARM with NEON (detected at run time): both operands widened to i16, `vmlal.s16`.
+    Armv7Neon,
 }
 
 impl Int8Kernel {
     /// Every kernel, fastest first.
-    pub const ALL: [Int8Kernel; 2] = [Int8Kernel::Avx512Vnni, Int8Kernel::Avx2];
+    pub const ALL: [Int8Kernel; 5] =
+        [Int8Kernel::Avx512Vnni, Int8Kernel::Avx2, Int8Kernel::NeonDotprod, Int8Kernel::Neon, Int8Kernel::Armv7Neon];
 
     /// The kernel's name, as [`KERNEL_ENV`] takes it and `ckd-edge info` prints it.
     pub fn name(self) -> &'static str {
         match self {
             Int8Kernel::Avx512Vnni => "avx512-vnni",
             Int8Kernel::Avx2 => "avx2",
+            Int8Kernel::NeonDotprod => "neon-dotprod",
+            Int8Kernel::Neon => "neon",
+            Int8Kernel::Armv7Neon => "armv7-neon",
         }
     }
 
@@ -69,9 +80,23 @@ impl Int8Kernel {
             match self {
                 Int8Kernel::Avx512Vnni => has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
                 Int8Kernel::Avx2 => has!("avx2"),
+                Int8Kernel::NeonDotprod | Int8Kernel::Neon | Int8Kernel::Armv7Neon => false,
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        {
+            use std::arch::is_aarch64_feature_detected as has;
+            match self {
+                Int8Kernel::NeonDotprod => has!("neon") && has!("dotprod"),
+                Int8Kernel::Neon => has!("neon"),
+                Int8Kernel::Avx512Vnni | Int8Kernel::Avx2 | Int8Kernel::Armv7Neon => false,
+            }
+        }
+        #[cfg(target_arch = "arm")]
+        {
+            self == Int8Kernel::Armv7Neon && super::int8_armv7::has_neon()
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")))]
         {
             false
         }
@@ -119,7 +144,7 @@ pub fn fast_kernel_available() -> bool {
 /// 16 columns x 4 K values of s8 weights: byte `4 * j + t` is `W[4 g + t, col0 + j]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C, align(64))]
-pub(super) struct Quad([i8; 64]);
+pub(super) struct Quad(pub(super) [i8; 64]);
 
 /// One int8 linear's constants, packed for the kernel.
 ///
@@ -131,13 +156,17 @@ pub struct PackedLinear {
     pub(super) k: usize,
     pub(super) n: usize,
     pub(super) groups: usize,
-    // Read by the x86_64 kernels only.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    // Read by the x86_64 and ARM kernels only.
+    #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")), allow(dead_code))]
     pub(super) panels: usize,
     pub(super) quads: Vec<Quad>,
     pub(super) colsum: Vec<i32>,
     pub(super) w_scale: Vec<f32>,
     pub(super) bias: Vec<f32>,
+    /// No weight is -128 (the exporter's symmetric range): two s8 x s8 products of flipped
+    /// activations then fit an i16 sum, which the `neon` kernel's 8-bit path needs.
+    #[cfg_attr(not(any(target_arch = "aarch64", target_arch = "arm")), allow(dead_code))]
+    pub(super) symmetric: bool,
     gelu: bool,
     kernel: Option<Int8Kernel>,
 }
@@ -198,6 +227,7 @@ impl PackedLinear {
             colsum,
             w_scale: pad(w_scale),
             bias: pad(bias),
+            symmetric: !w.contains(&i8::MIN),
             gelu: false,
             kernel: Int8Kernel::best(),
         })
@@ -270,7 +300,7 @@ impl PackedLinear {
             let rows = chunk.len() / n;
             let a = &x_q[first_row * k..(first_row + rows) * k];
             match kernel {
-                // SAFETY (both kernels): the CPU has the kernel's features (checked above); `a`
+                // SAFETY (every kernel): the CPU has the kernel's features (checked above); `a`
                 // holds rows x K and `chunk` rows x N values.
                 #[cfg(target_arch = "x86_64")]
                 Some(Int8Kernel::Avx512Vnni) => unsafe {
@@ -278,6 +308,14 @@ impl PackedLinear {
                 },
                 #[cfg(target_arch = "x86_64")]
                 Some(Int8Kernel::Avx2) => unsafe { super::int8_avx2::rows(self, a, rows, x_scale, x_zp, chunk) },
+                #[cfg(target_arch = "aarch64")]
+                Some(Int8Kernel::NeonDotprod) => unsafe {
+                    super::int8_neon_dot::rows(self, a, rows, x_scale, x_zp, chunk)
+                },
+                #[cfg(target_arch = "aarch64")]
+                Some(Int8Kernel::Neon) => unsafe { super::int8_neon::rows(self, a, rows, x_scale, x_zp, chunk) },
+                #[cfg(target_arch = "arm")]
+                Some(Int8Kernel::Armv7Neon) => unsafe { super::int8_armv7::rows(self, a, rows, x_scale, x_zp, chunk) },
                 _ => self.rows_portable(a, rows, x_scale, x_zp, chunk),
             }
             if self.gelu {
@@ -358,11 +396,14 @@ mod tests {
         // either kernel's tile.
         for &(m, k, n) in &[(1, 1, 1), (3, 5, 17), (8, 4, 48), (9, 37, 49), (17, 64, 100), (20, 384, 96), (5, 3, 130)] {
             let a = bytes(m * k, 1 + k as u64);
-            // Full range of s8, including -128 (the exporter's weights stay in [-127, 127]).
+            // Full range of s8, including -128, and the exporter's symmetric range [-127, 127]
+            // (which the `neon` kernel runs on 8-bit products).
             let w: Vec<i8> = bytes(k * n, 2 + n as u64).into_iter().map(|x| x as i8).collect();
+            let symmetric: Vec<i8> = w.iter().map(|&x| x.max(-127)).collect();
             let ws: Vec<f32> = (0..n).map(|c| 0.001 + c as f32 * 1e-4).collect();
             let b: Vec<f32> = (0..n).map(|c| c as f32 * 0.25 - 3.0).collect();
             check_kernels(&a, &w, m, k, n, 0.0123, 117, &ws, &b);
+            check_kernels(&a, &symmetric, m, k, n, 0.0123, 117, &ws, &b);
         }
     }
 
@@ -374,9 +415,15 @@ mod tests {
         let a = vec![255u8; m * k];
         let ws = vec![1.0f32; n];
         let b = vec![0.0f32; n];
-        for (w_value, zp) in [(-128i8, 0u8), (127, 0), (-128, 255), (127, 1)] {
+        for (w_value, zp) in [(-128i8, 0u8), (127, 0), (-128, 255), (127, 1), (-127, 0)] {
             let w = vec![w_value; k * n];
             check_kernels(&a, &w, m, k, n, 1.0, zp, &ws, &b);
+        }
+        // Activations 0, which the 8-bit paths flip to -128: with symmetric weights the largest
+        // i16 pair sum, 2 x 128 x 127.
+        let zeros = vec![0u8; m * k];
+        for w_value in [-127i8, 127] {
+            check_kernels(&zeros, &vec![w_value; k * n], m, k, n, 1.0, 3, &ws, &b);
         }
         // Alternating signs along K and down the columns.
         let w: Vec<i8> = (0..k * n).map(|i| if (i / n + i % n) % 2 == 0 { -128 } else { 127 }).collect();

@@ -5,11 +5,17 @@
 
 pub(crate) mod attend;
 mod gelu;
+#[cfg(target_arch = "arm")]
+mod int8_armv7;
 #[cfg(target_arch = "x86_64")]
 mod int8_avx2;
 #[cfg(target_arch = "x86_64")]
 mod int8_avx512;
 pub(crate) mod int8_dot;
+#[cfg(target_arch = "aarch64")]
+mod int8_neon;
+#[cfg(target_arch = "aarch64")]
+mod int8_neon_dot;
 mod lanes;
 pub(crate) mod normalize;
 pub(crate) mod parallel;
