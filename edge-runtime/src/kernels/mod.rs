@@ -23,7 +23,10 @@ pub(crate) mod quantize;
 pub(crate) mod softmax;
 
 /// The instruction set the float kernels (DynamicQuantizeLinear, LayerNorm, the attention's
-/// softmax, GELU) run on here: `avx512f`, `avx2` or `portable`, as each entry point picks it.
+/// softmax, GELU) run on here: `avx512f`, `avx2` or `portable` on x86_64, as each entry point
+/// picks it; `neon` on aarch64 (their reductions written as NEON vectors in `lanes`, their
+/// elementwise loops vectorized by LLVM, exp and erf from tract's kernels); `portable`
+/// elsewhere.
 pub(crate) fn float_variant() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
@@ -34,5 +37,10 @@ pub(crate) fn float_variant() -> &'static str {
             return "avx2";
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        return "neon";
+    }
+    #[allow(unreachable_code)]
     "portable"
 }

@@ -1,9 +1,10 @@
 //! LayerNorm over the last axis on slices, in f32 as ONNX defines it (`stash_type` float):
 //! per row of H values `mean = sum(x) / H`, `d = x - mean`, `var = sum(d^2) / H`,
 //! `y = d * (1 / sqrt(var + epsilon)) * gamma + beta`. The sums run in 16 lanes so the loops
-//! vectorize; the same code is also built for AVX-512F, picked at run time.
+//! vectorize (NEON written out on aarch64, `lanes::fold16`); the same code is also built for
+//! AVX-512F and AVX2, picked at run time.
 
-use super::lanes::lanes;
+use super::lanes::{fold16, SquaredDeviation, Sum};
 
 /// LayerNorm of each row of `x` (rows of `gamma.len()` values) in place. Callers check that
 /// `gamma` and `beta` have the same length; a trailing partial row is left alone.
@@ -42,17 +43,11 @@ pub(crate) fn normalize_rows_body(x: &mut [f32], gamma: &[f32], beta: &[f32], ep
     }
     let inv_h = 1.0 / h as f32;
     for row in x.chunks_exact_mut(h) {
-        let mean = lane_sum(row, |v| v) * inv_h;
-        let var = lane_sum(row, |v| (v - mean) * (v - mean)) * inv_h;
+        let mean = fold16(row, 0.0, &Sum).iter().sum::<f32>() * inv_h;
+        let var = fold16(row, 0.0, &SquaredDeviation(mean)).iter().sum::<f32>() * inv_h;
         let inv = 1.0 / (var + eps).sqrt();
         for ((v, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
             *v = (*v - mean) * inv * g + b;
         }
     }
-}
-
-/// `sum(f(v))` over `row`, in 16 lanes ([`lanes`]).
-#[inline(always)]
-fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    lanes(row, 0.0, |a, v| a + f(v)).iter().sum()
 }

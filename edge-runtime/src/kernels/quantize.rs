@@ -20,6 +20,7 @@ const INT_MAGIC: f32 = 8_388_608.0;
 /// (min(x, 0), max(x, 0)) in 16 independent lanes so it vectorizes; `min` and `max` are the
 /// per-lane steps (lane, value) -> lane.
 #[inline(always)]
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))]
 fn min_max_lanes(xs: &[f32], min: impl Fn(f32, f32) -> f32, max: impl Fn(f32, f32) -> f32) -> (f32, f32) {
     let mut mn = [0f32; 16];
     let mut mx = [0f32; 16];
@@ -38,11 +39,22 @@ fn min_max_lanes(xs: &[f32], min: impl Fn(f32, f32) -> f32, max: impl Fn(f32, f3
     (mn.iter().copied().fold(0f32, f32::min), mx.iter().copied().fold(0f32, f32::max))
 }
 
-/// (min(x, 0), max(x, 0)) ignoring NaNs, with `f32::min`/`max`: what SSE2 and NEON vectorize
-/// best.
+/// (min(x, 0), max(x, 0)) ignoring NaNs, with `f32::min`/`max`: what SSE2 vectorizes best. On
+/// aarch64 LLVM keeps this fold scalar, so it runs as two NEON passes (`fminnm`, `fmaxnm` on
+/// vectors: the same values).
 #[inline(always)]
 fn min_max_body(xs: &[f32]) -> (f32, f32) {
-    min_max_lanes(xs, f32::min, f32::max)
+    #[cfg(target_arch = "aarch64")]
+    {
+        use super::lanes::{fold16, MaxNum, MinNum};
+        let mn = fold16(xs, 0.0, &MinNum).into_iter().fold(0f32, f32::min);
+        let mx = fold16(xs, 0.0, &MaxNum).into_iter().fold(0f32, f32::max);
+        (mn, mx)
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        min_max_lanes(xs, f32::min, f32::max)
+    }
 }
 
 /// [`min_max_body`] with compare-and-select (a NaN compares false, so it is ignored too):

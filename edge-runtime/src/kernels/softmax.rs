@@ -10,7 +10,7 @@
 use tract_onnx::tract_core::tract_linalg::Func;
 use tract_onnx::tract_hir::internal::TractResult;
 
-use super::lanes::lanes;
+use super::lanes::{fold16, MaxSelect, Sum};
 
 /// Softmax numerators of each row of the row-major block `s` ([sums.len(), t]): row i becomes
 /// `exp(s_i - max s_i)` and `sums[i]` its sum. On x86_64 with AVX-512F one pass finds the max
@@ -46,14 +46,12 @@ fn softmax_numerators_256(s: &mut [f32], t: usize, sums: &mut [f32]) -> TractRes
 fn softmax_numerators_portable(s: &mut [f32], t: usize, sums: &mut [f32]) -> TractResult<()> {
     let exp = Func::Exp.ew_f32()?;
     for (row, z) in s.chunks_exact_mut(t).zip(sums.iter_mut()) {
-        let mx = lanes(row, f32::NEG_INFINITY, |a, x| if x > a { x } else { a })
-            .into_iter()
-            .fold(f32::NEG_INFINITY, f32::max);
+        let mx = fold16(row, f32::NEG_INFINITY, &MaxSelect).into_iter().fold(f32::NEG_INFINITY, f32::max);
         for x in row.iter_mut() {
             *x -= mx;
         }
         exp.run(row)?;
-        *z = lanes(row, 0.0, |a, x| a + x).iter().sum();
+        *z = fold16(row, 0.0, &Sum).iter().sum();
     }
     Ok(())
 }
