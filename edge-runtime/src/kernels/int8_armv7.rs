@@ -26,6 +26,7 @@
 use std::arch::asm;
 
 use super::int8_dot::{PackedLinear, NR, VECS};
+use super::int8_tiles::{for_each_tile, pad_rows};
 
 /// Rows of one tile.
 pub(super) const MR: usize = 3;
@@ -68,74 +69,50 @@ pub(super) unsafe fn rows(pw: &PackedLinear, a: &[u8], rows: usize, x_scale: f32
         // Flipped bytes, whole pairs of groups (8 bytes) per row.
         let stride = pw.groups.div_ceil(2) * 8;
         FLIPPED.with_borrow_mut(|flipped| {
-            flipped.clear();
-            flipped.resize(rows * stride, 0);
-            for (dst, src) in flipped.chunks_exact_mut(stride.max(1)).zip(a.chunks_exact(pw.k.max(1))) {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = s ^ 0x80;
-                }
-            }
-            // SAFETY: NEON (this function's contract); each row holds `stride` bytes, whole
-            // pairs of groups; no weight is -128 (`pw.symmetric`).
-            let tile = |p, block, a_rows: &[*const u8; MR]| unsafe { tile_narrow(pw, p, block, a_rows) };
+            pad_rows(flipped, pw, a, rows, stride, |x| x ^ 0x80);
             let shift = 128 - i32::from(x_zp);
-            let centre = |acc: i32, colsum: i32| acc.wrapping_add(shift.wrapping_mul(colsum));
-            blocks(pw, flipped, stride, rows, tile, centre, x_scale, out);
+            for_each_tile::<u8, MR>(pw, flipped, stride, rows, COLS, |p, block, r0, mv, a_rows| {
+                // SAFETY: NEON (this function's contract); each row holds `stride` bytes, whole
+                // pairs of groups; no weight is -128 (`pw.symmetric`).
+                let sums = unsafe { tile_narrow(pw, p, block, a_rows) };
+                let centre = |acc: i32, colsum: i32| acc.wrapping_add(shift.wrapping_mul(colsum));
+                epilogue(pw, p, block, r0, mv, &sums, centre, x_scale, out);
+            });
         })
     } else {
         let k4 = pw.groups * 4;
         WIDE.with_borrow_mut(|wide| {
-            wide.clear();
-            wide.resize(rows * k4, 0);
-            for (dst, src) in wide.chunks_exact_mut(k4.max(1)).zip(a.chunks_exact(pw.k.max(1))) {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = i16::from(s);
-                }
-            }
-            // SAFETY: NEON (this function's contract); each row holds K4 i16 values.
-            let tile = |p, block, a_rows: &[*const i16; MR]| unsafe { tile_wide(pw, p, block, a_rows) };
-            let centre = |acc: i32, colsum: i32| acc.wrapping_sub(i32::from(x_zp).wrapping_mul(colsum));
-            blocks(pw, wide, k4, rows, tile, centre, x_scale, out);
+            pad_rows(wide, pw, a, rows, k4, i16::from);
+            for_each_tile::<i16, MR>(pw, wide, k4, rows, COLS, |p, block, r0, mv, a_rows| {
+                // SAFETY: NEON (this function's contract); each row holds K4 i16 values.
+                let sums = unsafe { tile_wide(pw, p, block, a_rows) };
+                let centre = |acc: i32, colsum: i32| acc.wrapping_sub(i32::from(x_zp).wrapping_mul(colsum));
+                epilogue(pw, p, block, r0, mv, &sums, centre, x_scale, out);
+            });
         })
     }
 }
 
-/// The tile loop and the epilogue shared by both paths: `act` holds `rows` rows of `stride`
-/// converted activations, `tile` gives a tile's sums, `centre` applies the zero point to a sum
-/// and its column's weight sum.
+/// A tile's outputs: `sums` for its first `mv` rows (from row `r0`) and the columns of block
+/// `block` of panel `p` that exist, through `centre` (the zero point, given a sum and its
+/// column's weight sum), the rescale and the bias.
 #[allow(clippy::too_many_arguments)]
-fn blocks<T>(
+fn epilogue(
     pw: &PackedLinear,
-    act: &[T],
-    stride: usize,
-    rows: usize,
-    tile: impl Fn(usize, usize, &[*const T; MR]) -> [[i32; COLS]; MR],
+    p: usize,
+    block: usize,
+    r0: usize,
+    mv: usize,
+    sums: &[[i32; COLS]; MR],
     centre: impl Fn(i32, i32) -> i32,
     x_scale: f32,
     out: &mut [f32],
 ) {
-    let n = pw.n;
-    for p in 0..pw.panels {
-        for block in 0..NR / COLS {
-            let col = p * NR + block * COLS;
-            if col >= n {
-                break;
-            }
-            let mut r0 = 0;
-            while r0 < rows {
-                let mv = MR.min(rows - r0);
-                // Rows past the last one read the last one again (their results are dropped).
-                let a_rows: [*const T; MR] = std::array::from_fn(|i| act[(r0 + i.min(mv - 1)) * stride..].as_ptr());
-                let sums = tile(p, block, &a_rows);
-                for (i, row) in sums.iter().enumerate().take(mv) {
-                    for (j, &acc) in row.iter().enumerate().take((n - col).min(COLS)) {
-                        let c = col + j;
-                        let centered = centre(acc, pw.colsum[c]);
-                        out[(r0 + i) * n + c] = centered as f32 * (x_scale * pw.w_scale[c]) + pw.bias[c];
-                    }
-                }
-                r0 += mv;
-            }
+    let (n, col) = (pw.n, p * NR + block * COLS);
+    for (i, row) in sums.iter().enumerate().take(mv) {
+        for (j, &acc) in row.iter().enumerate().take((n - col).min(COLS)) {
+            let c = col + j;
+            out[(r0 + i) * n + c] = centre(acc, pw.colsum[c]) as f32 * (x_scale * pw.w_scale[c]) + pw.bias[c];
         }
     }
 }

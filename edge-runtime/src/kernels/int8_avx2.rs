@@ -22,6 +22,7 @@
 use std::arch::x86_64::*;
 
 use super::int8_dot::{PackedLinear, NR, VECS};
+use super::int8_tiles::{for_each_tile, pad_rows};
 
 /// Rows of one tile.
 pub(super) const MR: usize = 6;
@@ -35,24 +36,10 @@ const COLS: usize = 8;
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn rows(pw: &PackedLinear, a: &[u8], rows: usize, x_scale: f32, x_zp: u8, out: &mut [f32]) {
     WIDE.with_borrow_mut(|wide| {
-        let k4 = pw.groups * 4;
-        wide.clear();
-        wide.resize(rows * k4, 0);
-        for (dst, src) in wide.chunks_exact_mut(k4.max(1)).zip(a.chunks_exact(pw.k.max(1))) {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = i16::from(s);
-            }
-        }
+        pad_rows(wide, pw, a, rows, pw.groups * 4, i16::from);
         // SAFETY: as for this function; `wide` holds rows x K4 values.
         unsafe { blocks(pw, wide, rows, x_scale, x_zp, out) }
     })
-}
-
-thread_local! {
-    /// Each thread's widened activations, kept between calls: a fresh buffer of a few hundred
-    /// KB per call is an mmap and its page faults each time. At most rows x K4 x 2 bytes per
-    /// thread (1.5 MB for 512 rows of K = 1536).
-    static WIDE: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// [`rows`] on the widened activations `wide` ([rows, K4] i16, zero past K).
@@ -62,24 +49,18 @@ thread_local! {
 #[target_feature(enable = "avx2")]
 unsafe fn blocks(pw: &PackedLinear, wide: &[i16], rows: usize, x_scale: f32, x_zp: u8, out: &mut [f32]) {
     let n = pw.n;
-    let k4 = pw.groups * 4;
-    for p in 0..pw.panels {
-        for block in 0..NR / COLS {
-            let col = p * NR + block * COLS;
-            if col >= n {
-                break;
-            }
-            let mut r0 = 0;
-            while r0 < rows {
-                let mv = MR.min(rows - r0);
-                // Rows past the last one read the last one again (their results are dropped).
-                let a_rows: [*const i16; MR] = std::array::from_fn(|i| wide.as_ptr().add((r0 + i.min(mv - 1)) * k4));
-                // SAFETY: as for this function; every pointer starts a row of `wide` (K4 values).
-                unsafe { tile(pw, p, block, &a_rows, mv, x_scale, x_zp, out.as_mut_ptr().add(r0 * n)) };
-                r0 += mv;
-            }
-        }
-    }
+    let o = out.as_mut_ptr();
+    for_each_tile::<i16, MR>(pw, wide, pw.groups * 4, rows, COLS, |p, block, r0, mv, a_rows| {
+        // SAFETY: as for this function; every pointer starts a row of `wide` (K4 values).
+        unsafe { tile(pw, p, block, a_rows, mv, x_scale, x_zp, o.add(r0 * n)) }
+    });
+}
+
+thread_local! {
+    /// Each thread's widened activations, kept between calls: a fresh buffer of a few hundred
+    /// KB per call is an mmap and its page faults each time. At most rows x K4 x 2 bytes per
+    /// thread (1.5 MB for 512 rows of K = 1536).
+    static WIDE: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// One MR x 8 tile: panel `p`, 8-column block `block` of it, widened rows `a_rows` (the first

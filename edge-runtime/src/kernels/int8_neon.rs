@@ -24,6 +24,7 @@
 use std::arch::aarch64::*;
 
 use super::int8_dot::{PackedLinear, Quad, NR, VECS};
+use super::int8_tiles::{for_each_tile, pad_rows};
 
 /// Rows of one tile.
 pub(super) const MR: usize = 3;
@@ -52,14 +53,7 @@ pub(super) unsafe fn rows(pw: &PackedLinear, a: &[u8], rows: usize, x_scale: f32
         return unsafe { rows_narrow(pw, a, rows, x_scale, x_zp, out) };
     }
     WIDE.with_borrow_mut(|wide| {
-        let k4 = pw.groups * 4;
-        wide.clear();
-        wide.resize(rows * k4, 0);
-        for (dst, src) in wide.chunks_exact_mut(k4.max(1)).zip(a.chunks_exact(pw.k.max(1))) {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = i16::from(s);
-            }
-        }
+        pad_rows(wide, pw, a, rows, pw.groups * 4, i16::from);
         // SAFETY: as for this function; `wide` holds rows x K4 values.
         unsafe { blocks(pw, wide, rows, x_scale, x_zp, out) }
     })
@@ -72,25 +66,11 @@ pub(super) unsafe fn rows(pw: &PackedLinear, a: &[u8], rows: usize, x_scale: f32
 #[target_feature(enable = "neon")]
 unsafe fn blocks(pw: &PackedLinear, wide: &[i16], rows: usize, x_scale: f32, x_zp: u8, out: &mut [f32]) {
     let n = pw.n;
-    let k4 = pw.groups * 4;
-    for p in 0..pw.panels {
-        for block in 0..NR / COLS {
-            let col = p * NR + block * COLS;
-            if col >= n {
-                break;
-            }
-            let mut r0 = 0;
-            while r0 < rows {
-                let mv = MR.min(rows - r0);
-                // Rows past the last one read the last one again (their results are dropped).
-                let a_rows: [*const i16; MR] =
-                    std::array::from_fn(|i| unsafe { wide.as_ptr().add((r0 + i.min(mv - 1)) * k4) });
-                // SAFETY: as for this function; every pointer starts a row of `wide` (K4 values).
-                unsafe { tile(pw, p, block, &a_rows, mv, x_scale, x_zp, out.as_mut_ptr().add(r0 * n)) };
-                r0 += mv;
-            }
-        }
-    }
+    let o = out.as_mut_ptr();
+    for_each_tile::<i16, MR>(pw, wide, pw.groups * 4, rows, COLS, |p, block, r0, mv, a_rows| {
+        // SAFETY: as for this function; every pointer starts a row of `wide` (K4 values).
+        unsafe { tile(pw, p, block, a_rows, mv, x_scale, x_zp, o.add(r0 * n)) }
+    });
 }
 
 /// One MR x 8 tile: panel `p`, 8-column block `block` of it, widened rows `a_rows` (the first
@@ -154,33 +134,32 @@ unsafe fn rows_narrow(pw: &PackedLinear, a: &[u8], rows: usize, x_scale: f32, x_
     FLIPPED.with_borrow_mut(|flipped| {
         // Whole pairs of groups (8 bytes), zero past K (a flipped 0 contributes 0).
         let stride = pw.groups.div_ceil(2) * 8;
-        flipped.clear();
-        flipped.resize(rows * stride, 0);
-        for (dst, src) in flipped.chunks_exact_mut(stride.max(1)).zip(a.chunks_exact(pw.k.max(1))) {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = s ^ 0x80;
-            }
-        }
-        let n = pw.n;
-        for p in 0..pw.panels {
-            for block in 0..NR / COLS {
-                let col = p * NR + block * COLS;
-                if col >= n {
-                    break;
-                }
-                let mut r0 = 0;
-                while r0 < rows {
-                    let mv = MR.min(rows - r0);
-                    // Rows past the last one read the last one again (their results are dropped).
-                    let a_rows: [*const u8; MR] =
-                        std::array::from_fn(|i| flipped[(r0 + i.min(mv - 1)) * stride..].as_ptr());
-                    // SAFETY: as for this function; every pointer starts a row of `stride` bytes.
-                    unsafe { tile_narrow(pw, p, block, &a_rows, mv, x_scale, x_zp, out.as_mut_ptr().add(r0 * n)) };
-                    r0 += mv;
-                }
-            }
-        }
+        pad_rows(flipped, pw, a, rows, stride, |x| x ^ 0x80);
+        // SAFETY: as for this function; `flipped` holds rows x stride values.
+        unsafe { blocks_narrow(pw, flipped, stride, rows, x_scale, x_zp, out) }
     })
+}
+
+/// [`rows_narrow`] on the flipped activations (`stride` bytes per row).
+///
+/// # Safety
+/// As [`rows_narrow`]; `flipped.len() == rows * stride`.
+#[target_feature(enable = "neon")]
+unsafe fn blocks_narrow(
+    pw: &PackedLinear,
+    flipped: &[u8],
+    stride: usize,
+    rows: usize,
+    x_scale: f32,
+    x_zp: u8,
+    out: &mut [f32],
+) {
+    let n = pw.n;
+    let o = out.as_mut_ptr();
+    for_each_tile::<u8, MR>(pw, flipped, stride, rows, COLS, |p, block, r0, mv, a_rows| {
+        // SAFETY: as for this function; every pointer starts a row of `stride` bytes.
+        unsafe { tile_narrow(pw, p, block, a_rows, mv, x_scale, x_zp, o.add(r0 * n)) }
+    });
 }
 
 /// The 4 bytes of activations of group `g` of a flipped row, in all 4 lanes of 32 bits.

@@ -21,6 +21,7 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 
 use super::int8_dot::{PackedLinear, Quad, LANES, NR, VECS};
+use super::int8_tiles::{for_each_tile, pad_rows};
 
 /// Rows of one tile.
 pub(super) const MR: usize = 4;
@@ -44,13 +45,7 @@ static ZERO_QUAD: Quad = Quad([0; 64]);
 pub(super) unsafe fn rows(pw: &PackedLinear, a: &[u8], rows: usize, x_scale: f32, x_zp: u8, out: &mut [f32]) {
     FLIPPED.with_borrow_mut(|flipped| {
         let stride = pw.groups.div_ceil(STEP) * STEP * 4;
-        flipped.clear();
-        flipped.resize(rows * stride, 0);
-        for (dst, src) in flipped.chunks_exact_mut(stride.max(1)).zip(a.chunks_exact(pw.k.max(1))) {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = s ^ 0x80;
-            }
-        }
+        pad_rows(flipped, pw, a, rows, stride, |x| x ^ 0x80);
         // SAFETY: as for this function; `flipped` holds rows x stride values.
         unsafe { blocks(pw, flipped, stride, rows, x_scale, x_zp, out) }
     })
@@ -71,24 +66,11 @@ unsafe fn blocks(
     out: &mut [f32],
 ) {
     let n = pw.n;
-    for p in 0..pw.panels {
-        for v in 0..VECS {
-            let col = p * NR + v * LANES;
-            if col >= n {
-                break;
-            }
-            let mut r0 = 0;
-            while r0 < rows {
-                let mv = MR.min(rows - r0);
-                // Rows past the last one read the last one again (their results are dropped).
-                let a_rows: [*const u8; MR] =
-                    std::array::from_fn(|i| unsafe { flipped.as_ptr().add((r0 + i.min(mv - 1)) * stride) });
-                // SAFETY: as for this function; every pointer starts a row of `flipped`.
-                unsafe { tile(pw, p, v, &a_rows, mv, x_scale, x_zp, out.as_mut_ptr().add(r0 * n)) };
-                r0 += mv;
-            }
-        }
-    }
+    let o = out.as_mut_ptr();
+    for_each_tile::<u8, MR>(pw, flipped, stride, rows, LANES, |p, v, r0, mv, a_rows| {
+        // SAFETY: as for this function; every pointer starts a row of `flipped`.
+        unsafe { tile(pw, p, v, a_rows, mv, x_scale, x_zp, o.add(r0 * n)) }
+    });
 }
 
 /// `acc += w * a.4b[L]` for each of the 4 column vectors: `sdot` by element.

@@ -16,6 +16,8 @@ pub(crate) mod int8_dot;
 mod int8_neon;
 #[cfg(target_arch = "aarch64")]
 mod int8_neon_dot;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm"))]
+mod int8_tiles;
 mod lanes;
 pub(crate) mod normalize;
 pub(crate) mod parallel;
