@@ -11,7 +11,8 @@
 #   Cortex-A76 and on qemu's `max`, `armv7-neon` on 32-bit ARM (qemu-arm has no armv7-A CPU
 #   without NEON that runs these binaries: the fallback is not exercised here),
 # - compares the CLI's predictions with the x86_64 CLI's: at most 0.02 per probability (the int8
-#   tolerance), same truncation and token counts.
+#   tolerance), same truncation and token counts,
+# - runs `ckd-edge bench` (the command a device maker runs on a board) on both int8 paths.
 #
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,6 +75,16 @@ check_cpu() {
   [ "$picked" = "$kernel" ] || { echo "ci_arm: $name: int8 kernel '$picked', expected '$kernel'" >&2; exit 1; }
   echo "ci_arm: $name: int8 kernel $picked"
   "${run[@]}" "$cli" predict --bundle "$bundle" --input "$rows" >"$out/$name.jsonl"
+  # The board command, fused and stock paths side by side (qemu's timings mean nothing).
+  "${run[@]}" "$cli" bench --bundle "$bundle" --seq 16,64 --runs 3 --warmup 1 --json "$out/$name.bench.json" >/dev/null
+  python3 - "$out/$name.bench.json" "$kernel" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))["results"]
+got = sorted((r["path"], r["kernels"]["int8 linear"], r["tokens"]) for r in rows)
+want = sorted((p, k, t) for p, k in [("fused", sys.argv[2]), ("stock", "tract")] for t in (16, 64))
+assert got == want, f"ckd-edge bench rows {got}, expected {want}"
+PY
+  echo "ci_arm: $name: ckd-edge bench ran both int8 paths"
 }
 a64="$arm_dir/${targets[0]}/debug/ckd-edge"
 a32="$arm_dir/${targets[1]}/debug/ckd-edge"
