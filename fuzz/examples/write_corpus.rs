@@ -15,14 +15,17 @@ mod tiny;
 
 use std::path::Path;
 
+use anyhow::{Context, Result};
+
 use ckd_core::bundle::{MANIFEST_FILE, MODEL_DATA_FILE, MODEL_FILE, TOKENIZER_FILE};
 use ckd_core::wire::{self, ErrorCode, Reply, Request, Response, VisitSummary, WirePrediction};
 use ckd_trainer::export::Precision;
 use ckd_trainer::ingest::MimicTables;
 
-fn write(dir: &Path, name: &str, bytes: &[u8]) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join(name), bytes).unwrap();
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 fn request(id: u32, v: &VisitSummary) -> Vec<u8> {
@@ -33,7 +36,8 @@ fn request(id: u32, v: &VisitSummary) -> Vec<u8> {
 }
 
 /// The writers, by subcommand name.
-const WRITERS: [(&str, fn()); 2] = [("wire-bundle", write_seed_corpus), ("ingest", write_ingest_corpus)];
+type Writer = fn() -> Result<()>;
+const WRITERS: [(&str, Writer); 2] = [("wire-bundle", write_seed_corpus), ("ingest", write_ingest_corpus)];
 
 fn main() -> std::process::ExitCode {
     let names: Vec<String> = std::env::args().skip(1).collect();
@@ -52,21 +56,24 @@ fn main() -> std::process::ExitCode {
         chosen = WRITERS.iter().map(|&(_, w)| w).collect();
     }
     for writer in chosen {
-        writer();
+        if let Err(e) = writer() {
+            eprintln!("write_corpus: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
     }
     std::process::ExitCode::SUCCESS
 }
 
 /// The wire, manifest and bundle targets' corpora.
-fn write_seed_corpus() {
+fn write_seed_corpus() -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let w = root.join("wire");
     let summaries: Vec<VisitSummary> = tiny::visits().iter().map(|v| VisitSummary::from_visit(v).unwrap()).collect();
     for (i, v) in summaries.iter().enumerate() {
-        write(&w, &format!("request-{i}"), &request(i as u32 + 1, v));
+        write(&w, &format!("request-{i}"), &request(i as u32 + 1, v))?;
     }
     let stream: Vec<u8> = summaries.iter().enumerate().flat_map(|(i, v)| request(i as u32 + 10, v)).collect();
-    write(&w, "stream", &stream);
+    write(&w, "stream", &stream)?;
     let mut probs = [0u16; 25];
     probs[3] = 50_000;
     let pred = WirePrediction {
@@ -78,7 +85,7 @@ fn write_seed_corpus() {
     };
     let mut explain = vec![0u8; wire::MAX_REQUEST_FRAME + 1];
     let n = wire::encode_request(&Request { id: 7, visit: summaries[0].clone(), explain: true }, &mut explain).unwrap();
-    write(&w, "request-explain", &explain[..n]);
+    write(&w, "request-explain", &explain[..n])?;
     let concept = |list, index, effect| wire::WireConcept { list, index, effect };
     let evidence = wire::WireEvidence {
         label: 3,
@@ -91,26 +98,26 @@ fn write_seed_corpus() {
     ] {
         let mut out = vec![0u8; wire::MAX_RESPONSE_FRAME + 1];
         let n = wire::encode_response(&Response { id: 5, reply }, &mut out).unwrap();
-        write(&w, name, &out[..n]);
+        write(&w, name, &out[..n])?;
     }
     let good = request(1, &summaries[0]);
     let mut bad_crc = good.clone();
     bad_crc[4] ^= 1;
-    write(&w, "bad-crc", &bad_crc);
-    write(&w, "truncated", &good[..good.len() / 2]);
-    write(&w, "garbage", &[0x07, 0x01, 0x02, 0x00, 0xff, 0xff, 0x00]);
+    write(&w, "bad-crc", &bad_crc)?;
+    write(&w, "truncated", &good[..good.len() / 2])?;
+    write(&w, "garbage", &[0x07, 0x01, 0x02, 0x00, 0xff, 0xff, 0x00])?;
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let bundle = dir.path().join("bundle");
     tiny::tiny_bundle(dir.path(), &bundle, Precision::Int8);
-    let read = |n: &str| std::fs::read(bundle.join(n)).unwrap();
-    let (manifest, model, tokenizer) = (read(MANIFEST_FILE), read(MODEL_FILE), read(TOKENIZER_FILE));
+    let read = |n: &str| std::fs::read(bundle.join(n)).with_context(|| format!("reading the tiny bundle's {n}"));
+    let (manifest, model, tokenizer) = (read(MANIFEST_FILE)?, read(MODEL_FILE)?, read(TOKENIZER_FILE)?);
     let base = root.join("bundle-base");
-    write(&base, MANIFEST_FILE, &manifest);
-    write(&base, MODEL_FILE, &model);
-    write(&base, TOKENIZER_FILE, &tokenizer);
+    write(&base, MANIFEST_FILE, &manifest)?;
+    write(&base, MODEL_FILE, &model)?;
+    write(&base, TOKENIZER_FILE, &tokenizer)?;
     if let Ok(data) = std::fs::read(bundle.join(MODEL_DATA_FILE)) {
-        write(&base, MODEL_DATA_FILE, &data);
+        write(&base, MODEL_DATA_FILE, &data)?;
     }
     // A single-file bundle of the same files, whole and truncated.
     let mut files: Vec<(&str, &[u8])> =
@@ -120,35 +127,37 @@ fn write_seed_corpus() {
         files.insert(2, (MODEL_DATA_FILE, d));
     }
     let packed = ckd_core::bundle::PackedIndex::pack(&files).unwrap();
-    write(&root.join("bundle-packed"), "valid", &packed);
-    write(&root.join("bundle-packed"), "truncated", &packed[..packed.len() / 2]);
+    write(&root.join("bundle-packed"), "valid", &packed)?;
+    write(&root.join("bundle-packed"), "truncated", &packed[..packed.len() / 2])?;
     let m = root.join("manifest");
-    write(&m, "valid", &manifest);
-    write(&m, "truncated", &manifest[..manifest.len() / 2]);
+    write(&m, "valid", &manifest)?;
+    write(&m, "truncated", &manifest[..manifest.len() / 2])?;
     let mut flipped = manifest.clone();
     flipped[12] ^= 0x20;
-    write(&m, "header-flipped", &flipped);
+    write(&m, "header-flipped", &flipped)?;
     let b = root.join("bundle");
     for (i, name, bytes) in [(0u8, "manifest", &manifest), (1, "model", &model)] {
         let mut input = vec![i];
         input.extend_from_slice(bytes);
-        write(&b, &format!("{i}-{name}-valid"), &input);
+        write(&b, &format!("{i}-{name}-valid"), &input)?;
     }
     let mut truncated_model = vec![1u8];
     truncated_model.extend_from_slice(&model[..model.len() / 3]);
-    write(&b, "1-model-truncated", &truncated_model);
+    write(&b, "1-model-truncated", &truncated_model)?;
     let t = root.join("bundle-tokenizer");
-    write(&t, "valid", &tokenizer);
-    write(&t, "truncated", &tokenizer[..tokenizer.len() / 2]);
+    write(&t, "valid", &tokenizer)?;
+    write(&t, "truncated", &tokenizer[..tokenizer.len() / 2])?;
+    Ok(())
 }
 
 /// The demo's tables as lines (terminators kept), in `MimicTables::NAMES` order.
-fn demo_lines(dir: &Path) -> Vec<Vec<String>> {
+fn demo_lines(dir: &Path) -> Result<Vec<Vec<String>>> {
     MimicTables::NAMES
         .iter()
         .map(|n| {
-            let text = std::fs::read_to_string(dir.join(format!("{n}.csv"))).unwrap();
-            text.split_inclusive('\n').map(str::to_string).collect()
+            let path = dir.join(format!("{n}.csv"));
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            Ok(text.split_inclusive('\n').map(str::to_string).collect())
         })
         .collect()
 }
@@ -210,78 +219,89 @@ fn edit(tables: &mut [String], t: usize, line: usize, from: &str, to: &str) {
 }
 
 /// The mimic-csv and jsonl targets' corpora.
-fn write_ingest_corpus() {
+fn write_ingest_corpus() -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let demo_dir = std::env::var_os("CKD_MIMIC_DEMO")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| repo.join("../shared/data/mimic-iii-demo"));
-    let demo = demo_lines(&demo_dir);
+    let demo = demo_lines(&demo_dir)?;
 
     // mimic-csv: two patients with 2 and 3 admissions (5 admissions, 3 samples).
     let m = root.join("mimic-csv");
     let two = cut(&demo, &["187023", "105150", "125157", "131048", "198330"], 4);
-    write(&m, "demo-two-patients", &joined(&two));
+    write(&m, "demo-two-patients", &joined(&two))?;
     // PhysioNet's own layout: lower-case headers, LF line ends.
     let mut lower = cut(&demo, &["142582", "122098"], 3);
     for t in lower.iter_mut() {
-        let (head, rest) = t.split_at(t.find('\n').unwrap() + 1);
+        let (head, rest) = t.split_at(t.find('\n').context("a demo table without a header line")? + 1);
         *t = format!("{}{}", head.to_ascii_lowercase(), rest).replace("\r\n", "\n");
     }
-    write(&m, "demo-lowercase-lf", &joined(&lower));
+    write(&m, "demo-lowercase-lf", &joined(&lower))?;
     // The demo's quirks: a drug with a comma (quoted), V and E codes, an admission without
     // procedures; and the full MIMIC-III's: an empty SEQ_NUM and code, a repeated drug, a
     // duplicate admission, rows of an unknown admission.
     let mut quirks = cut(&demo, &["126949", "138132", "118192"], 4);
-    let comma = demo[3].iter().find(|l| l.contains("\"Albumin, Human\"")).expect("the demo's drug with a comma");
+    let comma = demo[3]
+        .iter()
+        .find(|l| l.contains("\"Albumin, Human\""))
+        .context("the demo's PRESCRIPTIONS lacks its drug with a comma (\"Albumin, Human\")")?;
     quirks[3].push_str(comma);
     for l in demo[1].iter().filter(|l| field(l, 2) == "138132" && field(l, 4).starts_with(['V', 'E'])) {
         quirks[1].push_str(l);
     }
     let (dx_row, rx_row) = (
-        quirks[1].split_inclusive('\n').nth(1).unwrap().to_string(),
-        quirks[3].split_inclusive('\n').nth(1).unwrap().to_string(),
+        quirks[1].split_inclusive('\n').nth(1).context("no DIAGNOSES_ICD row in the cut")?.to_string(),
+        quirks[3].split_inclusive('\n').nth(1).context("no PRESCRIPTIONS row in the cut")?.to_string(),
     );
-    let adm_row = quirks[0].split_inclusive('\n').nth(1).unwrap().to_string();
+    let adm_row = quirks[0].split_inclusive('\n').nth(1).context("no ADMISSIONS row in the cut")?.to_string();
     quirks[0].push_str(&adm_row);
     quirks[1].push_str(&format!("1,{},{},,\r\n", field(&dx_row, 1), field(&dx_row, 2)));
     quirks[1].push_str(&dx_row.replacen(field(&dx_row, 2), "999999", 1));
     quirks[3].push_str(&rx_row);
-    write(&m, "demo-quirks", &joined(&quirks));
+    write(&m, "demo-quirks", &joined(&quirks))?;
     // Hostile edits (as in `trainer/tests/ingest_hostile.rs`), one per seed, on the two-patient cut.
     let mut quote = two.clone();
     let drug_line = 2;
-    let drug = quote[3].split_inclusive('\n').nth(drug_line).unwrap().split(',').nth(7).unwrap().to_string();
+    let drug = quote[3]
+        .split_inclusive('\n')
+        .nth(drug_line)
+        .and_then(|l| l.split(',').nth(7))
+        .context("no DRUG field in the cut's PRESCRIPTIONS")?
+        .to_string();
     edit(&mut quote, 3, drug_line, &format!(",{drug},"), &format!(",\"{drug},"));
-    write(&m, "hostile-stray-quote", &joined(&quote));
+    write(&m, "hostile-stray-quote", &joined(&quote))?;
     let mut dates = two.clone();
     edit(&mut dates, 0, 1, "2138-06-05", "2138-02-30");
     edit(&mut dates, 0, 3, "2112-05-11 14:15:00", "garbage");
-    write(&m, "hostile-dates", &joined(&dates));
+    write(&m, "hostile-dates", &joined(&dates))?;
     let mut bytes = two.clone();
     bytes[0].insert(0, '\u{feff}');
     let mut raw = joined(&bytes);
     // A byte that is not UTF-8 in a DRUG field, and a row cut short.
-    let at = raw.windows(6).position(|w| w == b",MAIN,").unwrap();
+    let at = raw.windows(6).position(|w| w == b",MAIN,").context("no MAIN drug row in the cut")?;
     raw[at + 7] = 0xff;
-    let end = raw.windows(2).rposition(|w| w == b"\r\n").unwrap();
-    let last = raw[..end].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    let end = raw.windows(2).rposition(|w| w == b"\r\n").context("no CRLF line end in the cut")?;
+    let last = raw[..end].iter().rposition(|&b| b == b'\n').context("the cut has one line")? + 1;
     raw.truncate(last + 8);
-    write(&m, "hostile-bytes", &raw);
+    write(&m, "hostile-bytes", &raw)?;
 
     // jsonl: the authors' records, records `ckd ingest` renders from the demo, the tiny
     // bundle's rows (older instruction), and hostile edge cases.
     let j = root.join("jsonl");
-    let lines =
-        |p: &Path, n: usize| -> String { std::fs::read_to_string(p).unwrap().split_inclusive('\n').take(n).collect() };
-    let authors = lines(&repo.join("trainer/tests/data/ckd_ehr_authors/name_val_excerpt.json"), 2);
-    write(&j, "authors-excerpt", authors.as_bytes());
-    let ing = ckd_trainer::ingest::ingest_mimic(&demo_dir, &Default::default(), &mut |_, _| {}).unwrap();
+    let lines = |p: &Path, n: usize| -> Result<String> {
+        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        Ok(text.split_inclusive('\n').take(n).collect())
+    };
+    let authors = lines(&repo.join("trainer/tests/data/ckd_ehr_authors/name_val_excerpt.json"), 2)?;
+    write(&j, "authors-excerpt", authors.as_bytes())?;
+    let ing = ckd_trainer::ingest::ingest_mimic(&demo_dir, &Default::default(), &mut |_, _| {})
+        .with_context(|| format!("ingesting {}", demo_dir.display()))?;
     let mut samples: Vec<_> = ing.file.samples.iter().collect();
     samples.sort_by_key(|s| s.text().len());
-    write(&j, "demo-ingested", ckd_trainer::ingest::to_jsonl(samples.into_iter().take(2)).as_bytes());
-    write(&j, "tiny-rows", lines(&repo.join("edge-runtime/testdata/tiny/rows.jsonl"), 2).as_bytes());
-    let first = authors.split_inclusive('\n').next().unwrap().trim_end();
+    write(&j, "demo-ingested", ckd_trainer::ingest::to_jsonl(samples.into_iter().take(2)).as_bytes())?;
+    write(&j, "tiny-rows", lines(&repo.join("edge-runtime/testdata/tiny/rows.jsonl"), 2)?.as_bytes())?;
+    let first = authors.split_inclusive('\n').next().context("the authors' excerpt is empty")?.trim_end();
     let edges = format!(
         "\u{feff}{first}\r\n\r\n  \t\n{}",
         ckd_core::jsonl::to_line(
@@ -291,7 +311,7 @@ fn write_ingest_corpus() {
         )
         .trim_end()
     );
-    write(&j, "bom-crlf-blank-escapes", edges.as_bytes());
+    write(&j, "bom-crlf-blank-escapes", edges.as_bytes())?;
     let mut hostile = Vec::new();
     hostile.extend_from_slice(first.replacen("Determine", "Determin\u{e9}", 1).as_bytes());
     hostile.push(b'\n');
@@ -308,5 +328,6 @@ fn write_ingest_corpus() {
         b"{\"instruction\": \"i\", \"input\": 7, \"output\": \"Disease that the patient may acquire: Shock\"}\n",
     );
     hostile.extend_from_slice(&first.as_bytes()[..first.len() / 2]);
-    write(&j, "hostile", &hostile);
+    write(&j, "hostile", &hostile)?;
+    Ok(())
 }
