@@ -25,7 +25,7 @@
 
 use std::arch::asm;
 
-use super::int8_dot::{PackedLinear, NR, VECS};
+use super::int8_dot::{PackedLinear, NR, VECS, ZERO_QUAD};
 use super::int8_tiles::{for_each_tile, pad_rows};
 
 /// Rows of one tile.
@@ -39,10 +39,6 @@ thread_local! {
     /// Each thread's flipped activations for the 8-bit path, kept between calls.
     static FLIPPED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
-
-/// 16 zero weights (4 columns x 4 K values): what the 8-bit path reads for the group past K
-/// when K has an odd number of groups.
-static ZERO_WEIGHTS: [i8; 16] = [0; 16];
 
 /// Whether this CPU has NEON: the build assumes it, or the kernel reports it (Linux, glibc).
 pub(super) fn has_neon() -> bool {
@@ -193,7 +189,7 @@ unsafe fn tile_narrow(pw: &PackedLinear, p: usize, block: usize, a_rows: &[*cons
     if pw.groups % 2 == 1 {
         // The last group, paired with zero weights (and the rows' zero padding).
         // SAFETY: as for this function; the last group's 16 bytes and 16 zero bytes.
-        unsafe { pair_steps(&mut partial, w.add((pw.groups - 1) * w_stride), ZERO_WEIGHTS.as_ptr(), 0, &mut a, 1) };
+        unsafe { pair_steps(&mut partial, w.add((pw.groups - 1) * w_stride), ZERO_QUAD.0.as_ptr(), 0, &mut a, 1) };
     }
     partial.map(|row| std::array::from_fn(|c| row[2 * c].wrapping_add(row[2 * c + 1])))
 }

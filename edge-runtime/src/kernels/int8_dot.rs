@@ -146,6 +146,11 @@ pub fn fast_kernel_available() -> bool {
 #[repr(C, align(64))]
 pub(super) struct Quad(pub(super) [i8; 64]);
 
+/// A quad of zero weights: what the ARM kernels read in place of the K group past the last
+/// when they step over groups in pairs or fours.
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+pub(super) static ZERO_QUAD: Quad = Quad([0; 64]);
+
 /// One int8 linear's constants, packed for the kernel.
 ///
 /// Layout: panel `p` (columns `p * NR ..`), K group `g` (K values `4 g .. 4 g + 4`), vector `v`

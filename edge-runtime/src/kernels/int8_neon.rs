@@ -23,7 +23,7 @@
 
 use std::arch::aarch64::*;
 
-use super::int8_dot::{PackedLinear, Quad, NR, VECS};
+use super::int8_dot::{PackedLinear, Quad, NR, VECS, ZERO_QUAD};
 use super::int8_tiles::{for_each_tile, pad_rows};
 
 /// Rows of one tile.
@@ -37,10 +37,6 @@ thread_local! {
     /// Each thread's flipped activations for the 8-bit path, kept between calls.
     static FLIPPED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
-
-/// A quad of zero weights: what the 8-bit path reads for the group past K when K has an odd
-/// number of groups.
-static ZERO_QUAD: Quad = Quad([0; 64]);
 
 /// All columns for `rows` rows of `a` ([rows, K] u8) into `out` ([rows, N]).
 ///

@@ -20,7 +20,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::int8_dot::{PackedLinear, Quad, LANES, NR, VECS};
+use super::int8_dot::{PackedLinear, Quad, LANES, NR, VECS, ZERO_QUAD};
 use super::int8_tiles::{for_each_tile, pad_rows};
 
 /// Rows of one tile.
@@ -32,9 +32,6 @@ thread_local! {
     /// Each thread's flipped activations, kept between calls (see `int8_avx2`'s buffer).
     static FLIPPED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
-
-/// A quad of zero weights: what the tail step reads for groups past K.
-static ZERO_QUAD: Quad = Quad([0; 64]);
 
 /// All columns for `rows` rows of `a` ([rows, K] u8) into `out` ([rows, N]).
 ///
